@@ -1,0 +1,48 @@
+# Flywheel: `make run` (the main job on the embedded local default) and `make test`.
+# Every target that needs Python depends on .venv, which builds itself from requirements.lock.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+# kfp.local starts each task with the `python3` on PATH: put the venv first (DESIGN.md).
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(PY) -m pip install -q "uv==$(UV_VERSION)"
+	$(UV) pip install -q --python $(PY) -r requirements.lock
+	$(UV) pip install -q --python $(PY) --no-deps -e .
+	@touch $@
+
+.PHONY: setup
+setup: $(VENV)/.installed system-deps ## Build .venv from requirements.lock and install Debian packages (idempotent).
+
+.PHONY: system-deps
+system-deps: ## Install Debian packages the tests need (prometheus, promtool, alertmanager) if missing.
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; }
+
+.PHONY: lock
+lock: $(VENV)/.installed ## Regenerate requirements.lock from pyproject.toml with uv pip compile.
+	$(UV) pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+.PHONY: test
+test: setup ## Run the whole test suite (sets itself up first).
+	$(PY) -m pytest -q tests
+
+# --- data and training pipeline (issues 2, 3) -----------------------------------------------
+
+# --- serving and monitoring sidecar (issue 4) ------------------------------------------------
+
+# --- cluster: images, manifests, alerts, dashboards (issue 5) --------------------------------

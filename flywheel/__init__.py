@@ -1,0 +1,1 @@
+"""Shared pieces of Flywheel: names and typed settings used by every part."""

@@ -1,0 +1,50 @@
+"""Every name that crosses a module boundary, defined once (TFX standard_component_specs style).
+
+Components, the pipeline, the model server, the sidecar, manifests tests and dashboards import
+these instead of repeating string literals.
+"""
+
+# --- Splits written by ingest -------------------------------------------------------------
+TRAIN = "train"
+EVAL = "eval"
+TEST = "test"
+SPLITS = (TRAIN, EVAL, TEST)
+
+# --- Files inside artifacts ---------------------------------------------------------------
+SPLIT_FILE = "data.parquet"            # <examples>/<split>/data.parquet
+STATS_FILE = "stats.pb"                # <statistics>/<split>/stats.pb  (binary DatasetFeatureStatisticsList)
+STATS_HTML = "statistics.html"         # <statistics_html>/statistics.html (Facets)
+SCHEMA_FILE = "schema.pbtxt"           # <schema>/schema.pbtxt (text Schema proto)
+ANOMALIES_FILE = "anomalies.pbtxt"     # <anomalies>/anomalies.pbtxt (text Anomalies proto)
+ANOMALY_REPORT = "report.json"         # <anomalies>/report.json (blocking / non-blocking list)
+BLESSING_FILE = "blessing.json"        # <blessing>/blessing.json
+PUSH_RESULT_FILE = "push.json"         # <pushed>/push.json
+
+# --- TFDV schema environments -------------------------------------------------------------
+ENV_TRAINING = "TRAINING"
+ENV_SERVING = "SERVING"
+
+# --- Model repository layout (TF Serving): <repository>/<model_name>/<integer version>/ ----
+# TF Serving reads saved_model.pb and variables/; everything Flywheel keeps beside the model
+# goes in assets.extra/, the SavedModel directory for files the graph does not use.
+EXTRA_DIR = "assets.extra"
+BASELINE_STATS = "baseline_stats.pb"         # training-split statistics (binary proto)
+BASELINE_SCHEMA = "schema.pbtxt"             # schema with TRAINING and SERVING environments
+EVAL_PREDICTIONS = "eval_predictions.json"   # {"values": [...]} model scores on the test split
+MODEL_CARD = "model_card.md"
+MODEL_METADATA = "flywheel.json"             # {"label": ..., "task": ..., "features": {...}, "data_version": ..., "metrics": {...}}
+STAGING_PREFIX = ".tmp-"                     # push writes <repo>/<model>/.tmp-<version>-<uuid>/ then renames
+
+# --- Serving signature --------------------------------------------------------------------
+SIGNATURE = "serving_default"
+# Outputs of serving_default: "score" is P(positive) for binary tasks, the predicted value for
+# regression; "probabilities" (multiclass only) holds one column per class in label vocabulary order.
+OUTPUT_SCORE = "score"
+OUTPUT_PROBABILITIES = "probabilities"
+
+# --- Task types ---------------------------------------------------------------------------
+BINARY = "binary"
+MULTICLASS = "multiclass"
+REGRESSION = "regression"
+
+DEFAULT_MODEL_NAME = "taxi_tips"

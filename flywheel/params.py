@@ -1,0 +1,132 @@
+"""Typed settings read from params.yaml (STYLE.md #4: dataclasses, not re-parsed JSON).
+
+Each section of params.yaml maps to one dataclass; unknown keys are an error that names the
+section and key, so a typo in params.yaml cannot silently fall back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS_FILE = ROOT / "params.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class Shift:
+    """A known perturbation applied to one span, so drift detection can be tested against truth."""
+    span: int
+    kind: str                     # covariate | concept | schema_skew | feature_skew
+    feature: str = ""
+    magnitude: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DataParams:
+    rows_per_span: int = 5000
+    spans: int = 3
+    seed: int = 7
+    start_date: str = "2026-01-05"
+    span_days: int = 7
+    output_dir: str = "data/spans"
+    missing_rate: float = 0.02
+    shifts: tuple[Shift, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestParams:
+    label: str = "big_tipper"
+    pii_columns: tuple[str, ...] = ("rider_email",)
+    pii_mode: str = "drop"        # drop | hash
+    split_key: str = ""           # column hashed for the split; "" hashes the whole row
+    split_buckets: tuple[int, int, int] = (80, 10, 10)   # train / eval / test, percent
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidateParams:
+    drift_linf: float = 0.1               # categorical features, L-infinity
+    drift_jsd: float = 0.1                # numeric features, approximate Jensen-Shannon
+    skew_linf: float = 0.1
+    skew_jsd: float = 0.1
+    curated_schema: str = "pipelines/schema/schema.pbtxt"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    epochs: int = 8
+    batch_size: int = 256
+    learning_rate: float = 0.003
+    hidden_units: tuple[int, ...] = (32, 16)
+    max_vocab: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateParams:
+    slice_feature: str = "payment_type"
+    min_auc: float = 0.6                  # absolute floor for classification
+    max_rmse: float = 0.0                 # absolute ceiling for regression; 0 = none
+    allowed_regression: float = 0.01      # how much worse than production a candidate may be
+
+
+@dataclasses.dataclass(frozen=True)
+class PushParams:
+    model_repository: str = "model_repository"
+    model_name: str = "taxi_tips"
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitoringParams:
+    window_rows: int = 2000
+    drift_threshold: float = 0.1
+    log_dir: str = "runs/prediction_log"
+    log_max_bytes: int = 64 * 1024 * 1024
+    log_backups: int = 5
+    queue_size: int = 10000
+    max_body_bytes: int = 4 * 1024 * 1024
+    upstream_timeout_s: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    data: DataParams = DataParams()
+    ingest: IngestParams = IngestParams()
+    validate: ValidateParams = ValidateParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    push: PushParams = PushParams()
+    monitoring: MonitoringParams = MonitoringParams()
+
+
+def _build(cls: type, values: dict[str, Any], where: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"params: unknown key(s) {unknown} in section '{where}'; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(cls(), name) if name in fields else None
+        if name == "shifts":
+            value = tuple(_build(Shift, s, f"{where}.shifts[{i}]") for i, s in enumerate(value or []))
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load(path: str | Path = PARAMS_FILE) -> Params:
+    """Read params.yaml; missing sections or keys take the defaults above."""
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text()) if path.exists() else {}
+    raw = raw or {}
+    sections = {f.name: f.type for f in dataclasses.fields(Params)}
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ValueError(f"{path}: unknown section(s) {unknown}; known: {sorted(sections)}")
+    built = {}
+    for field in dataclasses.fields(Params):
+        cls = type(getattr(Params(), field.name))
+        built[field.name] = _build(cls, raw.get(field.name) or {}, field.name)
+    return Params(**built)
