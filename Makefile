@@ -20,7 +20,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(PY) -m pip install -q "uv==$(UV_VERSION)"
 	$(UV) pip install -q --python $(PY) -r requirements.lock
-	$(UV) pip install -q --python $(PY) --no-deps -e .
+	$(UV) pip install -q --python $(PY) --no-deps --config-settings editable_mode=compat -e .
 	@touch $@
 
 .PHONY: setup

@@ -66,7 +66,8 @@ class TrainParams:
 @dataclasses.dataclass(frozen=True)
 class EvaluateParams:
     slice_feature: str = "payment_type"
-    min_auc: float = 0.6                  # absolute floor for classification
+    min_auc: float = 0.6                  # absolute floor, binary classification
+    min_accuracy: float = 0.0             # absolute floor, multiclass classification
     max_rmse: float = 0.0                 # absolute ceiling for regression; 0 = none
     allowed_regression: float = 0.01      # how much worse than production a candidate may be
 

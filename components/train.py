@@ -1,0 +1,294 @@
+"""Train: a Keras model built from the schema, preprocessing inside the model.
+
+Normalisation, imputation and vocabularies are Keras preprocessing layers adapted on the train
+split, so the exported SavedModel takes raw named features and the training and serving paths
+cannot diverge (DESIGN.md). The task (binary, multiclass, regression) is read off the label.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+from kfp import dsl
+
+from flywheel import names
+from flywheel.features import FeatureSpec
+
+MAX_CLASSES = 50          # more distinct labels than this is not a classification task we support
+MAX_INTEGER_CLASSES = 20  # an integer label with more distinct values than this is a regression target
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 256
+    learning_rate: float = 0.003
+    hidden_units: tuple[int, ...] = (32, 16)
+    max_vocab: int = 100
+    seed: int = 7
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    model_dir: str
+    task: str
+    label_vocabulary: list
+    history: dict
+    strategy: str
+    devices: list
+    train_rows: int
+    seconds: float
+
+
+def infer_task(labels: pd.Series, label: str) -> tuple[str, list]:
+    """Binary, multiclass or regression, and the label vocabulary (sorted) for classification."""
+    from flywheel.errors import DataError
+
+    values = labels.dropna()
+    distinct = sorted(values.unique().tolist(), key=str)
+    if len(distinct) < 2:
+        raise DataError("the train split", f"the label has a single value {distinct!r}, so there is nothing to learn",
+                        column=label, hint="Check the label column and the data.")
+    if pd.api.types.is_numeric_dtype(values):
+        integral = bool(np.all(np.mod(values.to_numpy(dtype=float), 1) == 0))
+        if integral and len(distinct) == 2:
+            return names.BINARY, sorted(distinct)
+        if integral and len(distinct) <= MAX_INTEGER_CLASSES:
+            return names.MULTICLASS, sorted(distinct)
+        return names.REGRESSION, []
+    if len(distinct) == 2:
+        return names.BINARY, distinct
+    if len(distinct) <= MAX_CLASSES:
+        return names.MULTICLASS, distinct
+    raise DataError("the train split", f"the label is a string with {len(distinct)} distinct values "
+                    f"(more than {MAX_CLASSES})", column=label,
+                    hint="Flywheel trains classification (up to 50 classes) or regression models.")
+
+
+def encode_labels(labels: pd.Series, task: str, vocabulary: list) -> np.ndarray:
+    if task == names.REGRESSION:
+        return labels.to_numpy(dtype=np.float32)
+    index = {value: i for i, value in enumerate(vocabulary)}
+    return labels.map(index).to_numpy(dtype=np.float32 if task == names.BINARY else np.int64)
+
+
+def choose_strategy():
+    """TPU if one is reachable, several GPUs → MirroredStrategy, else the default strategy."""
+    import tensorflow as tf
+
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    except (ValueError, tf.errors.NotFoundError, RuntimeError):
+        pass  # no TPU here
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _encoded_feature(spec: FeatureSpec, raw, train: np.ndarray, config: TrainConfig):
+    """The preprocessing of one raw input, adapted on its train-split values."""
+    from keras import layers, ops
+
+    if spec.categorical:
+        lookup_cls = layers.StringLookup if spec.kind == "string" else layers.IntegerLookup
+        lookup = lookup_cls(max_tokens=config.max_vocab, output_mode="one_hot", name=f"{spec.name}_lookup")
+        lookup.adapt(train)
+        return [lookup(raw)]
+    values = train.astype(np.float32)
+    finite = values[np.isfinite(values)]
+    mean = float(finite.mean()) if finite.size else 0.0
+    as_float = ops.cast(raw, "float32")
+    imputed = ops.where(ops.isnan(as_float), mean, as_float)  # serving may send NaN for a float
+    norm = layers.Normalization(axis=None, name=f"{spec.name}_norm")
+    norm.adapt(np.where(np.isfinite(values), values, mean))
+    encoded = [layers.Reshape((1,))(norm(imputed))]
+    if spec.kind == "int" and finite.size and finite.min() >= 1_000_000_000:
+        # Epoch seconds: the hour of day and day of week carry the signal, not the raw instant.
+        seconds = ops.cast(raw, "int64")
+        hour = ops.mod(ops.floor_divide(seconds, 3600), 24)
+        weekday = ops.mod(ops.floor_divide(seconds, 86400) + 3, 7)  # 1970-01-01 was a Thursday
+        encoded.append(layers.CategoryEncoding(24, output_mode="one_hot", name=f"{spec.name}_hour")(hour))
+        encoded.append(layers.CategoryEncoding(7, output_mode="one_hot", name=f"{spec.name}_weekday")(weekday))
+    return encoded
+
+
+def build_models(specs: list[FeatureSpec], train_inputs: dict, task: str, n_classes: int, config: TrainConfig):
+    """(training model with one output, serving model with the dict output of names.OUTPUT_*)."""
+    import keras
+    from keras import layers, ops
+
+    inputs = {s.name: keras.Input(shape=(), dtype=s.tf_dtype, name=s.name) for s in specs}
+    encoded = []
+    for spec in specs:
+        encoded.extend(_encoded_feature(spec, inputs[spec.name], train_inputs[spec.name], config))
+    hidden = layers.Concatenate()(encoded) if len(encoded) > 1 else encoded[0]
+    for units in config.hidden_units:
+        hidden = layers.Dense(units, activation="relu")(hidden)
+    if task == names.BINARY:
+        head = layers.Dense(1, activation="sigmoid")(hidden)
+        score = layers.Reshape((), name=names.OUTPUT_SCORE)(head)
+        return keras.Model(inputs, score), keras.Model(inputs, {names.OUTPUT_SCORE: score})
+    if task == names.MULTICLASS:
+        probabilities = layers.Dense(n_classes, activation="softmax", name=names.OUTPUT_PROBABILITIES)(hidden)
+        predicted = ops.cast(ops.argmax(probabilities, axis=-1), "float32")
+        return (keras.Model(inputs, probabilities),
+                keras.Model(inputs, {names.OUTPUT_SCORE: predicted, names.OUTPUT_PROBABILITIES: probabilities}))
+    value = layers.Reshape((), name=names.OUTPUT_SCORE)(layers.Dense(1)(hidden))
+    return keras.Model(inputs, value), keras.Model(inputs, {names.OUTPUT_SCORE: value})
+
+
+def _compile(model, task: str, learning_rate: float) -> None:
+    import keras
+
+    loss, metrics = {
+        names.BINARY: ("binary_crossentropy", [keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")]),
+        names.MULTICLASS: ("sparse_categorical_crossentropy", ["accuracy"]),
+        names.REGRESSION: ("mse", [keras.metrics.RootMeanSquaredError(name="rmse")]),
+    }[task]
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+
+
+class _EpochProgress:
+    """One line per epoch on stdout, so a long train step shows progress in the KFP logs too."""
+
+    def __new__(cls, epochs: int):
+        import keras
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                shown = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
+                print(f"[train] epoch {epoch + 1}/{epochs} {shown}", flush=True)
+
+        return Callback()
+
+
+def run(examples_dir: str, schema_path: str, label: str, model_dir: str, config: TrainConfig = TrainConfig(),
+        curves_path: str | None = None, data_version: str = "") -> TrainResult:
+    """Train on <examples_dir>/train, validate on eval, export a SavedModel to `model_dir`.
+
+    The export is written to a temporary directory first and moved into place at the end, so a
+    failure leaves no partial model behind."""
+    import keras
+    import tensorflow as tf
+
+    from flywheel import features
+    from flywheel.errors import DataError
+
+    started = time.time()
+    schema = features.load_schema(schema_path)
+    specs = features.feature_specs(schema, label, names.ENV_SERVING)
+    if not specs:
+        raise DataError(schema_path, f"the schema has no serving features besides the label '{label}'")
+    train_df, eval_df = features.read_split(examples_dir, names.TRAIN), features.read_split(examples_dir, names.EVAL)
+    for split, frame in ((names.TRAIN, train_df), (names.EVAL, eval_df)):
+        if label not in frame:
+            raise DataError(f"the {split} split in {examples_dir}",
+                            f"the label column is missing (columns: {list(frame.columns)})", column=label)
+    train_df, eval_df = train_df[train_df[label].notna()], eval_df[eval_df[label].notna()]
+    task, vocabulary = infer_task(train_df[label], label)
+    eval_df = eval_df[eval_df[label].isin(vocabulary)] if vocabulary else eval_df
+    fills = features.fill_values(train_df, specs)
+    x_train, x_eval = features.to_inputs(train_df, specs, fills), features.to_inputs(eval_df, specs, fills)
+    y_train = encode_labels(train_df[label], task, vocabulary)
+    y_eval = encode_labels(eval_df[label], task, vocabulary)
+
+    keras.utils.set_random_seed(config.seed)
+    strategy = choose_strategy()
+    devices = [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "TPU")] or ["CPU"]
+    print(f"[train] task={task} features={len(specs)} rows={len(train_df)} strategy={type(strategy).__name__} "
+          f"devices={devices}", flush=True)
+    with strategy.scope():
+        train_model, serving_model = build_models(specs, x_train, task, len(vocabulary), config)
+        _compile(train_model, task, config.learning_rate)
+    history = train_model.fit(
+        x_train, y_train, validation_data=(x_eval, y_eval) if len(eval_df) else None,
+        epochs=config.epochs, batch_size=config.batch_size, verbose=0, callbacks=[_EpochProgress(config.epochs)])
+    history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+
+    parent = os.path.dirname(os.path.abspath(model_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".train-", dir=parent)
+    try:
+        export_dir = os.path.join(staging, "model")
+        serving_model.export(export_dir, verbose=False)
+        features.write_model_metadata(export_dir, {
+            "label": label, "task": task, "label_vocabulary": [_jsonable(v) for v in vocabulary],
+            "features": {s.name: s.kind for s in specs}, "categorical": [s.name for s in specs if s.categorical],
+            "fill_values": {k: _jsonable(v) for k, v in fills.items()}, "data_version": data_version,
+            "history": history, "hyperparameters": dataclasses.asdict(config),
+        })
+        if os.path.exists(model_dir):
+            shutil.rmtree(model_dir)
+        os.replace(export_dir, model_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if curves_path:
+        write_curves_html(history, task, curves_path)
+    return TrainResult(model_dir, task, [_jsonable(v) for v in vocabulary], history, type(strategy).__name__,
+                       devices, len(train_df), time.time() - started)
+
+
+def _jsonable(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def write_curves_html(history: dict, task: str, path: str) -> None:
+    """Training curves as a PNG embedded in a one-file HTML page (the KFP UI renders HTML artifacts)."""
+    import base64
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in history if not m.startswith("val_")]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.4), squeeze=False)
+    for axis, metric in zip(axes[0], metrics):
+        epochs = range(1, len(history[metric]) + 1)
+        axis.plot(epochs, history[metric], marker="o", label="train")
+        if f"val_{metric}" in history:
+            axis.plot(epochs, history[f"val_{metric}"], marker="o", label="eval")
+        axis.set_title(metric)
+        axis.set_xlabel("epoch")
+        axis.legend()
+        axis.grid(alpha=0.3)
+    fig.suptitle(f"Training curves ({task})")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    png = buffer.getvalue()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("<!doctype html><meta charset='utf-8'><title>Training curves</title>"
+                f"<img alt='training curves' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+                f"<pre>{json.dumps(history, indent=1)}</pre>")
+    with open(os.path.splitext(path)[0] + ".png", "wb") as f:
+        f.write(png)
+
+
+@dsl.component(base_image=names.COMPONENT_IMAGE, install_kfp_package=False)
+def train_component(examples: dsl.Input[dsl.Dataset], schema: dsl.Input[dsl.Artifact], label: str, epochs: int,
+                    batch_size: int, learning_rate: float, hidden_units: list, model: dsl.Output[dsl.Model],
+                    curves: dsl.Output[dsl.HTML]):
+    import os
+
+    from components.train import TrainConfig, run
+    from flywheel import names
+
+    result = run(examples.path, os.path.join(schema.path, names.SCHEMA_FILE), label, model.path,
+                 TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                             hidden_units=tuple(int(u) for u in hidden_units)),
+                 curves_path=curves.path, data_version=examples.metadata.get("data_version", ""))
+    model.metadata.update({"task": result.task, "strategy": result.strategy, "devices": result.devices,
+                           "train_rows": result.train_rows, "seconds": round(result.seconds, 1)})
