@@ -1,0 +1,130 @@
+"""TF Serving API conformance: the same requests against the development model server and, when
+TF_SERVING_URL (REST, e.g. http://host:8501) and optionally TF_SERVING_GRPC (host:8500) are set,
+against a real TF Serving serving a model with the brief's taxi features under TF_SERVING_MODEL
+(default taxi_tips). Without them the real-server cases are skipped with that reason.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import urllib.request
+
+import grpc
+import pytest
+
+from serving.grpc_client import GrpcClient
+from serving.rest_client import RestClient, ServingError
+
+from .conftest import MODEL_NAME, make_frame, rows_of
+
+REAL_MODEL = os.environ.get("TF_SERVING_MODEL", MODEL_NAME)
+
+
+@pytest.fixture(params=["dev", "tf_serving"])
+def rest(request) -> RestClient:
+    if request.param == "dev":
+        return RestClient(request.getfixturevalue("dev_server").rest_url, MODEL_NAME)
+    url = os.environ.get("TF_SERVING_URL")
+    if not url:
+        pytest.skip("TF_SERVING_URL not set: no real TF Serving to compare with (no binary on this machine)")
+    return RestClient(url, REAL_MODEL)
+
+
+@pytest.fixture(params=["dev", "tf_serving"])
+def grpc_client(request):
+    if request.param == "dev":
+        client = GrpcClient(request.getfixturevalue("dev_server").grpc_target, MODEL_NAME)
+    else:
+        target = os.environ.get("TF_SERVING_GRPC")
+        if not target:
+            pytest.skip("TF_SERVING_GRPC not set: no real TF Serving gRPC endpoint to compare with")
+        client = GrpcClient(target, REAL_MODEL)
+    yield client
+    client.close()
+
+
+def raw_post(rest: RestClient, path_suffix: str, body: bytes) -> tuple[int, dict]:
+    req = urllib.request.Request(f"{rest.base_url}/v1/models/{path_suffix}", data=body,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+ROWS = rows_of(make_frame(5, seed=3))
+
+
+def test_status_reports_available_version(rest):
+    status = rest.status()["model_version_status"]
+    assert status and status[0]["state"] == "AVAILABLE" and status[0]["status"]["error_code"] == "OK"
+    version = int(status[0]["version"])
+    assert rest.status(version)["model_version_status"][0]["version"] == str(version)
+
+
+def test_metadata_describes_raw_named_inputs_and_score(rest):
+    meta = rest.metadata()
+    signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert set(signature["inputs"]) == set(ROWS[0])
+    assert signature["inputs"]["payment_type"]["dtype"] == "DT_STRING"
+    assert signature["inputs"]["fare"]["dtype"] == "DT_FLOAT"
+    assert signature["inputs"]["trip_seconds"]["dtype"] == "DT_INT64"
+    assert "score" in signature["outputs"]
+    assert meta["model_spec"]["name"] == rest.model_name
+
+
+def test_row_and_columnar_formats_agree(rest):
+    rows = rest.predict_rows(ROWS)
+    columns = rest.predict_columns({k: [r[k] for r in ROWS] for k in ROWS[0]})
+    assert len(rows) == len(ROWS) and all(0.0 <= p <= 1.0 for p in rows)
+    assert columns == pytest.approx(rows, abs=1e-6)
+
+
+def test_specific_version_predicts(rest):
+    version = rest.available_versions()[-1]
+    assert rest.predict_rows(ROWS[:1], version=version) == pytest.approx(rest.predict_rows(ROWS[:1]), abs=1e-6)
+
+
+@pytest.mark.parametrize("body, fragment", [
+    (b"{not json", "JSON Parse error"),
+    (b'{"foo": []}', "Missing 'inputs' or 'instances' key"),
+    (json.dumps({"instances": [{"fare": 1.0}]}).encode(), "missing input"),
+    (json.dumps({"instances": [dict(ROWS[0], fare="cheap")]}).encode(), "fare"),
+    (json.dumps({"instances": [dict(ROWS[0], trip_seconds=[1, 2])]}).encode(), "trip_seconds"),
+])
+def test_bad_requests_get_400_with_tf_serving_error(rest, body, fragment):
+    status, payload = raw_post(rest, f"{rest.model_name}:predict", body)
+    assert status == 400
+    assert set(payload) == {"error"} and fragment.lower() in payload["error"].lower()
+
+
+def test_unknown_model_and_version_get_404(rest):
+    status, payload = raw_post(rest, "no_such_model:predict", json.dumps({"instances": ROWS}).encode())
+    assert status == 404 and "Servable not found" in payload["error"]
+    status, payload = raw_post(rest, f"{rest.model_name}/versions/999999:predict", json.dumps({"instances": ROWS}).encode())
+    assert status == 404 and "999999" in payload["error"]
+    with pytest.raises(ServingError) as err:
+        RestClient(rest.base_url, "no_such_model").status()
+    assert err.value.status == 404
+
+
+def test_grpc_predict_matches_rest(grpc_client, dev_server):
+    columns = {k: [r[k] for r in ROWS] for k in ROWS[0]}
+    outputs = grpc_client.predict(columns)
+    rest_scores = RestClient(dev_server.rest_url, MODEL_NAME).predict_rows(ROWS)
+    if grpc_client.model_name == MODEL_NAME and dev_server.grpc_target == grpc_client.target:
+        assert outputs["score"].tolist() == pytest.approx(rest_scores, abs=1e-6)
+    assert outputs["score"].shape == (len(ROWS),) and all(0 <= s <= 1 and not math.isnan(s) for s in outputs["score"])
+
+
+def test_grpc_model_status_and_errors(grpc_client):
+    status = grpc_client.status()
+    assert status and status[0][1] == "AVAILABLE"
+    with pytest.raises(grpc.RpcError) as err:
+        GrpcClient(grpc_client.target, "no_such_model").status()
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        grpc_client.predict({"fare": [1.0]})
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
