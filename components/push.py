@@ -107,19 +107,27 @@ def _copy_tree_file(src: str, dst: str) -> None:
         shutil.copyfile(src, dst)
 
 
+def version_trained_on(repository: str, model_name: str, data_version: str) -> int | None:
+    """The newest version whose training data had this version, if any."""
+    for version in reversed(repo.versions(repository, model_name)):
+        path = repo.extra_path(repository, model_name, version, names.MODEL_METADATA)
+        if repo.exists(path) and json.loads(repo.read_bytes(path)).get("data_version") == data_version:
+            return version
+    return None
+
+
 def run(model_dir: str, evaluation_dir: str, statistics_dir: str, schema_path: str, repository: str,
         model_name: str, data_version: str = "", force: bool = False) -> PushResult:
     with open(os.path.join(evaluation_dir, names.BLESSING_FILE)) as f:
         blessing = json.load(f)
     if not blessing["blessed"]:
         return PushResult(False, f"not blessed: {blessing['reason']}")
-    latest = repo.latest_version(repository, model_name)
-    if latest is not None and data_version and not force:
-        served = json.loads(repo.read_bytes(repo.extra_path(repository, model_name, latest, names.MODEL_METADATA)))
-        if served.get("data_version") == data_version:
-            return PushResult(False, f"version {latest} was trained on the same data ({data_version}); "
-                                     "not pushed (force to push anyway)", latest,
-                              repo.version_dir(repository, model_name, latest))
+    if data_version and not force:
+        trained_on_same = version_trained_on(repository, model_name, data_version)
+        if trained_on_same is not None:
+            return PushResult(False, f"version {trained_on_same} was trained on the same data ({data_version}); "
+                                     "not pushed (force to push anyway)", trained_on_same,
+                              repo.version_dir(repository, model_name, trained_on_same))
     with open(os.path.join(evaluation_dir, "metrics.json")) as f:
         evaluation = json.load(f)
     version, path = publish(

@@ -1,0 +1,136 @@
+"""Evaluate and push: metrics, blessing against production, atomic and idempotent pushes, rollback."""
+import json
+import os
+
+import numpy as np
+import pytest
+from tests.pipeline.pipeline_data import make_frame, write_examples
+
+from components import evaluate, push, train
+from flywheel import model_repository as repo
+from flywheel import names
+
+FAST = train.TrainConfig(epochs=3, batch_size=128)
+
+
+def test_auc_matches_the_pairwise_definition():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    scores = np.round(rng.random(200) + 0.3 * labels, 1)  # rounding makes ties
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    pairwise = (np.sum(pos[:, None] > neg[None, :]) + 0.5 * np.sum(pos[:, None] == neg[None, :])) / (len(pos) * len(neg))
+    assert evaluate.auc(labels, scores) == pytest.approx(pairwise, abs=1e-12)
+    assert evaluate.auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+
+
+def test_blessing_rules():
+    config = evaluate.EvalConfig(min_auc=0.6, allowed_regression=0.01)
+    assert evaluate.bless(names.BINARY, {"auc": 0.59}, None, config)[0] is False
+    assert evaluate.bless(names.BINARY, {"auc": 0.70}, None, config)[0] is True
+    assert evaluate.bless(names.BINARY, {"auc": 0.70}, {"auc": 0.705}, config)[0] is True
+    blessed, reason = evaluate.bless(names.BINARY, {"auc": 0.70}, {"auc": 0.75}, config)
+    assert blessed is False and "worse than production" in reason
+    assert evaluate.bless(names.REGRESSION, {"rmse": 1.2}, {"rmse": 1.0}, config)[0] is False
+    assert evaluate.bless(names.REGRESSION, {"rmse": 1.0}, {"rmse": 1.2}, config)[0] is True
+
+
+@pytest.fixture(scope="module")
+def good_model(binary_workspace):
+    model_dir = str(binary_workspace["root"] / "good-model")
+    train.run(binary_workspace["examples"], binary_workspace["schema"], "label", model_dir, FAST, data_version="good")
+    return model_dir
+
+
+def _evaluate_and_push(ws, model_dir, out, repository, data_version, force=False, config=evaluate.EvalConfig(slice_feature="payment")):
+    result = evaluate.run(ws["examples"], model_dir, out, config, repository, "m", data_version)
+    pushed = push.run(model_dir, out, ws["statistics"], ws["schema"], repository, "m", data_version, force)
+    return result, pushed
+
+
+def test_first_push_writes_tf_serving_layout_with_baseline(binary_workspace, good_model, tmp_path):
+    result, pushed = _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "eval"), str(tmp_path / "repo"), "good")
+    assert result.blessed and result.production_version is None and result.metrics["auc"] > 0.7
+    assert set(result.slices) == {"card", "cash", "mobile"} and result.slice_gap >= 0
+    assert pushed.pushed and pushed.version == 1
+    version_dir = tmp_path / "repo" / "m" / "1"
+    assert (version_dir / "saved_model.pb").exists() and (version_dir / "variables").is_dir()
+    extra = version_dir / names.EXTRA_DIR
+    for name in (names.BASELINE_STATS, names.BASELINE_SCHEMA, names.EVAL_PREDICTIONS, names.MODEL_CARD, names.MODEL_METADATA):
+        assert (extra / name).exists(), name
+    metadata = json.loads((extra / names.MODEL_METADATA).read_text())
+    assert metadata["data_version"] == "good" and metadata["version"] == 1 and metadata["metrics"]["auc"] > 0.7
+    card = (extra / names.MODEL_CARD).read_text()
+    assert "BLESSED" in card and "payment" in card
+    assert len(json.loads((extra / names.EVAL_PREDICTIONS).read_text())["values"]) == result.test_rows
+
+
+def test_shuffled_label_model_is_not_blessed_against_a_good_one(binary_workspace, good_model, tmp_path):
+    repository = str(tmp_path / "repo")
+    _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "eval1"), repository, "good")
+    shuffled = write_examples(str(tmp_path / "shuffled"), make_frame(3000, seed=1, shuffle_label=True))
+    bad_model = str(tmp_path / "bad-model")
+    train.run(shuffled, binary_workspace["schema"], "label", bad_model, FAST, data_version="shuffled")
+    # Floor off, so only the comparison with production can refuse it.
+    config = evaluate.EvalConfig(min_auc=0.0, slice_feature="payment")
+    result, pushed = _evaluate_and_push(binary_workspace, bad_model, str(tmp_path / "eval2"), repository, "shuffled",
+                                        config=config)
+    assert result.production_version == 1 and not result.blessed
+    assert "worse than production" in result.reason
+    assert not pushed.pushed and repo.versions(repository, "m") == [1]
+
+
+def test_same_data_is_not_pushed_twice_unless_forced(binary_workspace, good_model, tmp_path):
+    repository = str(tmp_path / "repo")
+    _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e1"), repository, "good")
+    _, again = _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e2"), repository, "good")
+    assert not again.pushed and "same data" in again.reason and repo.versions(repository, "m") == [1]
+    _, forced = _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e3"), repository, "good", force=True)
+    assert forced.pushed and repo.versions(repository, "m") == [1, 2]
+
+
+def test_interrupted_push_leaves_the_repository_as_it_was(binary_workspace, good_model, tmp_path, monkeypatch):
+    repository = str(tmp_path / "repo")
+    _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e1"), repository, "good")
+    before = sorted(os.listdir(os.path.join(repository, "m")))
+    calls = {"n": 0}
+    real_copy = push._copy_tree_file
+
+    def dying_copy(src, dst):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated interruption mid-push")
+        real_copy(src, dst)
+
+    monkeypatch.setattr(push, "_copy_tree_file", dying_copy)
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e2"), repository, "new-data")
+    assert sorted(os.listdir(os.path.join(repository, "m"))) == before == ["1"]
+
+
+def test_stale_staging_is_ignored_by_readers_and_removed_by_the_next_push(binary_workspace, good_model, tmp_path):
+    repository = str(tmp_path / "repo")
+    stale = tmp_path / "repo" / "m" / f"{names.STAGING_PREFIX}1-dead"
+    stale.mkdir(parents=True)
+    assert repo.versions(repository, "m") == []
+    _, pushed = _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e"), repository, "good")
+    assert pushed.version == 1 and os.listdir(os.path.join(repository, "m")) == ["1"]
+
+
+def test_not_blessed_changes_nothing(binary_workspace, good_model, tmp_path):
+    repository = str(tmp_path / "repo")
+    config = evaluate.EvalConfig(min_auc=0.99)
+    result, pushed = _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e"), repository, "good", config=config)
+    assert not result.blessed and not pushed.pushed and "below the floor" in pushed.reason
+    assert not os.path.exists(os.path.join(repository, "m"))
+
+
+def test_rollback_serves_an_earlier_version_again(binary_workspace, good_model, tmp_path):
+    repository = str(tmp_path / "repo")
+    _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e1"), repository, "a")
+    _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e2"), repository, "b")
+    result = push.rollback(repository, "m", 1)
+    assert result.version == 3 and repo.latest_version(repository, "m") == 3
+    metadata = json.loads(open(repo.extra_path(repository, "m", 3, names.MODEL_METADATA)).read())
+    assert metadata["rolled_back_from"] == 1 and metadata["data_version"] == "a"
+    with pytest.raises(ValueError, match="no version 7"):
+        push.rollback(repository, "m", 7)
