@@ -1,0 +1,43 @@
+"""Helpers shared by the cluster checks (imported by the test modules; conftest puts this
+folder on sys.path because pytest runs with --import-mode=importlib)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "manifests"
+OVERLAYS = ("dev", "prod", "gpu")
+# The Kubernetes version the manifests are written and validated for (kubernetes-validate).
+KUBERNETES_VERSION = "1.32.0"
+# serving/config lives outside manifests/ (its only copy): the build must be allowed to read it.
+KUSTOMIZE = ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone"]
+
+
+def require_tool(name: str, hint: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"`{name}` is not on PATH: {hint}")
+    return path
+
+
+def kustomize_build(path: Path) -> list[dict]:
+    require_tool("kubectl", "the machine image provides kubectl with kustomize v5")
+    result = subprocess.run([*KUSTOMIZE, str(path)], capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        pytest.fail(f"kubectl kustomize {path.relative_to(ROOT)} failed:\n{result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def find(objects: list[dict], kind: str, name: str | None = None) -> dict:
+    matches = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(matches) == 1, f"expected one {kind} {name or ''}, found {len(matches)}"
+    return matches[0]
+
+
+def containers(deployment: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}

@@ -1,0 +1,241 @@
+"""The parts of the rendered manifests that must agree with each other and with the code.
+
+HPA -> Deployment, PDB/Service/NetworkPolicy selectors -> pod labels, probes -> the sidecar's
+health endpoints, sidecar <-> TF Serving ports and model name, TF Serving flags and config
+files <-> serving/tf_serving.py, ServiceMonitor -> metrics Service ports, HPA custom metric <->
+prometheus-adapter rule, Pod Security "restricted" on every container.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cluster_support import MANIFESTS, OVERLAYS, ROOT, containers, find
+from flywheel import names
+from serving import tf_serving
+
+SIDECAR_PORT = 8080
+
+
+def _quantity_bytes(q: str) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9}
+    m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(q))
+    assert m, f"bad quantity {q}"
+    return float(m.group(1)) * units.get(m.group(2), 1)
+
+
+def _port_number(container: dict, port) -> int:
+    if isinstance(port, int):
+        return port
+    numbers = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+    assert port in numbers, f"container {container['name']} has no port named {port}"
+    return numbers[port]
+
+
+def _matches(selector: dict, labels: dict) -> bool:
+    assert set(selector) <= {"matchLabels"}, "only matchLabels selectors are used here"
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+@pytest.fixture(params=OVERLAYS)
+def objects(request, rendered):
+    return rendered[request.param]
+
+
+def test_hpa_scales_the_serving_deployment(objects):
+    hpa = find(objects, "HorizontalPodAutoscaler")
+    deployment = find(objects, "Deployment")
+    ref = hpa["spec"]["scaleTargetRef"]
+    assert (ref["apiVersion"], ref["kind"], ref["name"]) == ("apps/v1", "Deployment", deployment["metadata"]["name"])
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    behavior = hpa["spec"]["behavior"]
+    # Set on purpose: fast up, slow (stabilised) down.
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] < behavior["scaleDown"]["stabilizationWindowSeconds"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    pods_metrics = [m for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+    assert [m["pods"]["metric"]["name"] for m in pods_metrics] == ["flywheel_requests_per_second"]
+
+
+def test_resource_metric_has_requests_to_divide_by(objects):
+    """HPA CPU utilisation is relative to requests: every container needs a CPU request."""
+    hpa = find(objects, "HorizontalPodAutoscaler")
+    if any(m["type"] == "Resource" for m in hpa["spec"]["metrics"]):
+        for c in containers(find(objects, "Deployment")).values():
+            assert "cpu" in c["resources"]["requests"], c["name"]
+
+
+def test_prometheus_adapter_rule_yields_the_hpa_metric():
+    values = yaml.safe_load((MANIFESTS / "addons/prometheus-adapter/values.yaml").read_text())
+    (rule,) = values["rules"]["custom"]
+    series = re.match(r"^(\w+)\{", rule["seriesQuery"]).group(1)
+    assert series == "flywheel_requests_total"
+    # prometheus-adapter applies the Go regexp; ${1} is Python's \1 here.
+    exposed = re.sub(rule["name"]["matches"], rule["name"]["as"].replace("${1}", r"\1"), series)
+    assert exposed == "flywheel_requests_per_second"
+    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+
+
+def test_pdb_service_and_networkpolicy_select_the_serving_pods(objects):
+    labels = find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert _matches(find(objects, "PodDisruptionBudget")["spec"]["selector"], labels)
+    assert _matches(find(objects, "NetworkPolicy")["spec"]["podSelector"], labels)
+    for service in (o for o in objects if o["kind"] == "Service"):
+        assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items()), service["metadata"]["name"]
+
+
+def test_client_service_reaches_only_the_sidecar(objects):
+    service = find(objects, "Service", "flywheel-serving")
+    sidecar = containers(find(objects, "Deployment"))["sidecar"]
+    assert [_port_number(sidecar, p["targetPort"]) for p in service["spec"]["ports"]] == [SIDECAR_PORT]
+
+
+def test_probes_hit_the_health_endpoints(objects):
+    pod = containers(find(objects, "Deployment"))
+    sidecar, tfs = pod["sidecar"], pod["tf-serving"]
+    ready = sidecar["readinessProbe"]["httpGet"]
+    assert ready["path"] == "/healthz/ready" and _port_number(sidecar, ready["port"]) == SIDECAR_PORT
+    for probe in ("livenessProbe", "startupProbe"):
+        get = sidecar[probe]["httpGet"]
+        assert get["path"] == "/healthz/live" and _port_number(sidecar, get["port"]) == SIDECAR_PORT
+    assert _port_number(tfs, tfs["startupProbe"]["tcpSocket"]["port"]) == tf_serving.REST_PORT
+    assert _port_number(tfs, tfs["livenessProbe"]["tcpSocket"]["port"]) == tf_serving.GRPC_PORT
+    get = tfs["readinessProbe"]["httpGet"]
+    assert _port_number(tfs, get["port"]) == tf_serving.REST_PORT
+    assert get["path"] == f"/v1/models/{names.DEFAULT_MODEL_NAME}"
+    # Liveness must not kill a pod that is still loading its model.
+    assert tfs["startupProbe"]["periodSeconds"] * tfs["startupProbe"]["failureThreshold"] >= 120
+
+
+def _flags(args: list[str]) -> dict[str, str]:
+    return dict(a.removeprefix("--").split("=", 1) for a in args)
+
+
+def test_sidecar_and_tf_serving_agree_on_ports_and_model(objects):
+    pod = containers(find(objects, "Deployment"))
+    sidecar, tfs = pod["sidecar"], pod["tf-serving"]
+    assert sidecar["command"] == ["python3", "-m", "monitoring"]
+    flags = _flags(sidecar["args"])
+    assert int(flags["port"]) == SIDECAR_PORT == _port_number(sidecar, "http")
+    assert flags["upstream"] == f"http://127.0.0.1:{tf_serving.REST_PORT}"
+    assert flags["model-name"] == names.DEFAULT_MODEL_NAME
+    assert flags["model-repository"] == tf_serving.MOUNTED_MODEL_REPOSITORY
+    # TF Serving runs with exactly the flags serving/tf_serving.py documents.
+    assert tfs["args"] == tf_serving.command_line()
+    assert _port_number(tfs, "tfs-rest") == tf_serving.REST_PORT
+    assert _port_number(tfs, "tfs-grpc") == tf_serving.GRPC_PORT
+    # Both containers see the model repository at the same path, read-only.
+    for c in (sidecar, tfs):
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "model-repository")
+        assert mount["mountPath"] == tf_serving.MOUNTED_MODEL_REPOSITORY and mount["readOnly"] is True
+
+
+def test_tf_serving_config_map_holds_serving_config_files(objects):
+    deployment = find(objects, "Deployment")
+    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "tfserving-config")
+    config_map = find(objects, "ConfigMap", volume["configMap"]["name"])
+    assert config_map["data"] == {f.name: f.read_text() for f in tf_serving.CONFIG_FILES}
+    mount = next(m for m in containers(deployment)["tf-serving"]["volumeMounts"] if m["name"] == "tfserving-config")
+    assert mount["mountPath"] == tf_serving.MOUNTED_CONFIG_DIR
+    models_config = config_map["data"][tf_serving.MODELS_CONFIG.name]
+    assert f'name: "{names.DEFAULT_MODEL_NAME}"' in models_config
+    assert f'base_path: "{tf_serving.MOUNTED_MODEL_REPOSITORY}/{names.DEFAULT_MODEL_NAME}"' in models_config
+    assert tf_serving.METRICS_PATH in config_map["data"][tf_serving.MONITORING_CONFIG.name]
+
+
+def test_service_monitor_scrapes_sidecar_and_tf_serving(objects):
+    monitor = find(objects, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    service = next(s for s in objects if s["kind"] == "Service"
+                   and _matches(monitor["spec"]["selector"], s["metadata"].get("labels", {})))
+    pod = containers(find(objects, "Deployment"))
+    port_targets = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
+    paths = {}
+    for endpoint in monitor["spec"]["endpoints"]:
+        target = port_targets[endpoint["port"]]
+        owner = next(c for c in pod.values() if target in {p["name"] for p in c.get("ports", [])})
+        paths[(owner["name"], _port_number(owner, target))] = endpoint["path"]
+    assert paths == {("sidecar", SIDECAR_PORT): "/metrics",
+                     ("tf-serving", tf_serving.REST_PORT): tf_serving.METRICS_PATH}
+
+
+def test_network_policy_opens_client_and_scrape_ports_only(objects):
+    policy = find(objects, "NetworkPolicy")
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    opened = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+    assert sorted(opened) == ["http", "tfs-rest"]
+    scrape_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "tfs-rest")
+    assert scrape_rule["from"], "TF Serving's port must not be open to every pod"
+
+
+def test_pod_security_restricted_and_no_token(objects):
+    spec = find(objects, "Deployment")["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    writable = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
+    for c in spec["containers"]:
+        ctx = c["securityContext"]
+        assert ctx["allowPrivilegeEscalation"] is False, c["name"]
+        assert ctx["readOnlyRootFilesystem"] is True, c["name"]
+        assert ctx["capabilities"]["drop"] == ["ALL"], c["name"]
+        assert ctx.get("runAsUser", spec["securityContext"]["runAsUser"]) >= 10000, c["name"]
+        # A read-only root filesystem needs a writable /tmp.
+        assert any(m["mountPath"] == "/tmp" and m["name"] in writable for m in c["volumeMounts"]), c["name"]
+        assert "@sha256:" in c["image"], f"{c['name']} image not pinned by digest: {c['image']}"
+    serving_sa = find(objects, "ServiceAccount", spec["serviceAccountName"])
+    assert serving_sa["automountServiceAccountToken"] is False
+    namespace = find(objects, "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_every_container_has_requests_and_limits_and_room_for_two_versions(objects):
+    pod = containers(find(objects, "Deployment"))
+    for c in pod.values():
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(c["resources"][kind]), f"{c['name']} {kind}"
+    memory = pod["tf-serving"]["resources"]
+    # During a version switch TF Serving holds the old and the new model.
+    assert _quantity_bytes(memory["limits"]["memory"]) >= 2 * _quantity_bytes(memory["requests"]["memory"])
+
+
+def test_pipeline_service_account_is_bound_to_its_role(objects):
+    binding = find(objects, "RoleBinding", "flywheel-pipeline")
+    role = find(objects, "Role", binding["roleRef"]["name"])
+    (subject,) = binding["subjects"]
+    assert subject["kind"] == "ServiceAccount" and find(objects, "ServiceAccount", subject["name"])
+    assert subject["namespace"] == binding["metadata"]["namespace"]
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+        if "secrets" in rule["resources"]:
+            assert rule.get("resourceNames"), "secrets only by name"
+
+
+def test_gpu_overlay_requests_a_gpu_on_gpu_nodes(rendered):
+    spec = find(rendered["gpu"], "Deployment")["spec"]["template"]["spec"]
+    tfs = containers(find(rendered["gpu"], "Deployment"))["tf-serving"]
+    assert tfs["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert tfs["image"].startswith("tensorflow/serving:2.16.1-gpu@sha256:")
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    for overlay in ("dev", "prod"):
+        for c in containers(find(rendered[overlay], "Deployment")).values():
+            assert "nvidia.com/gpu" not in c["resources"]["limits"], f"{overlay} must not ask for GPUs"
+
+
+def test_dashboards_are_provisioned_from_the_json_files(objects):
+    dashboards = {o["metadata"]["name"]: o for o in objects
+                  if o["kind"] == "ConfigMap" and o["metadata"].get("labels", {}).get("grafana_dashboard") == "1"}
+    files = sorted((ROOT / "monitoring/dashboards").glob("*.json"))
+    assert len(dashboards) == len(files) == 2
+    provisioned = {k: v for cm in dashboards.values() for k, v in cm["data"].items()}
+    assert provisioned == {f.name: f.read_text() for f in files}
+
+
+def test_prometheus_rule_is_the_rules_file(objects):
+    rule = find(objects, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    source = yaml.safe_load((ROOT / "monitoring/rules/flywheel-alerts.rules.yml").read_text())
+    assert rule["spec"]["groups"] == source["groups"]
