@@ -88,6 +88,10 @@ class MonitoringParams:
     queue_size: int = 10000
     max_body_bytes: int = 4 * 1024 * 1024
     upstream_timeout_s: float = 5.0
+    version_poll_s: float = 5.0           # how often the sidecar asks TF Serving which version it serves
+    pii_fields: tuple[str, ...] = ()      # redacted in the prediction log; () = ingest.pii_columns
+    feedback_window: int = 1000           # live accuracy over the last N labelled rows
+    feedback_remember: int = 100_000      # request ids kept for joining feedback
 
 
 @dataclasses.dataclass(frozen=True)

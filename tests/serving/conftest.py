@@ -200,3 +200,66 @@ def dev_server(tmp_path_factory, exported_versions):
     server = start_dev_server(root / "model_repository", root)
     yield server
     server.stop()
+
+
+class SidecarThread:
+    """The sidecar app (monitoring.app.make_app) on its own event loop in a thread, on a free port."""
+
+    def __init__(self, config, **make_app_kwargs):
+        import asyncio
+        import threading
+
+        from aiohttp import web
+        from prometheus_client import CollectorRegistry
+
+        from monitoring.app import SIDECAR, make_app
+        self.registry = make_app_kwargs.pop("registry", None) or CollectorRegistry()
+        self.app = make_app(config, registry=self.registry, **make_app_kwargs)
+        self.state = self.app[SIDECAR]
+        self.url = f"http://127.0.0.1:{config.port}"
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        async def serve():
+            self.runner = web.AppRunner(self.app, access_log=None)
+            await self.runner.setup()
+            await web.TCPSite(self.runner, "127.0.0.1", config.port).start()
+            started.set()
+
+        self.thread = threading.Thread(target=lambda: (self.loop.run_until_complete(serve()), self.loop.run_forever()),
+                                       daemon=True)
+        self.thread.start()
+        if not started.wait(30):
+            raise TimeoutError("sidecar did not start")
+
+    def metric(self, name: str, labels: dict | None = None) -> float:
+        value = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if value is None else value
+
+    def drain(self) -> None:
+        assert self.state.observer.drain(20), "observer did not drain"
+
+    def stop(self) -> None:
+        import asyncio
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def sidecar_factory(tmp_path):
+    """start(upstream_url, repository, **config overrides) -> SidecarThread; all stopped at teardown."""
+    from monitoring.config import SidecarConfig
+    started = []
+
+    def start(upstream: str, repository: Path, writer=None, **overrides) -> SidecarThread:
+        config = SidecarConfig(upstream=upstream, model_repository=str(repository), model_name=MODEL_NAME,
+                               port=free_port(), log_dir=str(tmp_path / f"log{len(started)}"),
+                               version_poll_s=0.2, **overrides)
+        sidecar = SidecarThread(config, writer=writer)
+        started.append(sidecar)
+        return sidecar
+
+    yield start
+    for sidecar in started:
+        sidecar.stop()
