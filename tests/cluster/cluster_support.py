@@ -41,3 +41,22 @@ def find(objects: list[dict], kind: str, name: str | None = None) -> dict:
 
 def containers(deployment: dict) -> dict[str, dict]:
     return {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+
+
+def sidecar_metric_names() -> set[str]:
+    """Metric names the sidecar exports, read from monitoring/metrics.py on a fresh registry
+    (counters as `<name>_total`; histograms by their base name)."""
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.metrics import SidecarMetrics
+
+    registry = CollectorRegistry()
+    SidecarMetrics("contract", registry).watch_drift(lambda: None)
+    return {m.name + ("_total" if m.type == "counter" else "") for m in registry.collect()}
+
+
+def metric_names_in(expr: str) -> set[str]:
+    """Metric names a PromQL expression reads (flywheel_* and up), histogram suffixes stripped."""
+    import re
+    used = set(re.findall(r"\b(flywheel_[a-z_]+|up)\b(?=\s*[\{\[)])", expr))
+    return {re.sub(r"_(bucket|sum|count)$", "", m) for m in used}
