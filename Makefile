@@ -42,6 +42,46 @@ test: setup ## Run the whole test suite (sets itself up first).
 	$(PY) -m pytest -q tests
 
 # --- data and training pipeline (issues 2, 3) -----------------------------------------------
+DATA ?=
+LABEL ?=
+KFP_HOST ?=
+MODEL_REPOSITORY ?=
+IMAGE ?= ghcr.io/flywheel-mlops/flywheel-component:0.1.0
+CRON ?= 0 0 3 * * *
+TO ?=
+
+.PHONY: run
+run: $(VENV)/.installed ## Main job: data (dvc repro), pipeline on span 1 then span 2, summary. Own file: DATA=f.csv LABEL=col
+ifeq ($(DATA),)
+	$(MAKE) --no-print-directory data
+	$(PY) -m pipelines.cli main
+else
+	@test -n "$(LABEL)" || { echo "error: give the label column: make run DATA=$(DATA) LABEL=<column>" >&2; exit 2; }
+	$(PY) -m pipelines.cli run --data "$(DATA)" --label "$(LABEL)"
+endif
+
+.PHONY: compile
+compile: $(VENV)/.installed ## Compile pipelines/training_pipeline.yaml (IMAGE=name:tag sets the component image).
+	$(PY) -m pipelines.cli compile --image "$(IMAGE)" $(if $(filter ghcr.io/flywheel-mlops/flywheel-component:0.1.0,$(IMAGE)),,--output build/training_pipeline.yaml)
+
+.PHONY: submit
+submit: $(VENV)/.installed ## Submit one run to Kubeflow: KFP_HOST=url MODEL_REPOSITORY=gs://… [DATA=path as the cluster sees it]
+	@test -n "$(KFP_HOST)" -a -n "$(MODEL_REPOSITORY)" || { echo "error: KFP_HOST and MODEL_REPOSITORY are required" >&2; exit 2; }
+	$(PY) -m pipelines.cli submit --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" $(if $(DATA),--data "$(DATA)")
+
+.PHONY: schedule
+schedule: $(VENV)/.installed ## Create a recurring run: KFP_HOST=url MODEL_REPOSITORY=gs://… [CRON="0 0 3 * * *"]
+	@test -n "$(KFP_HOST)" -a -n "$(MODEL_REPOSITORY)" || { echo "error: KFP_HOST and MODEL_REPOSITORY are required" >&2; exit 2; }
+	$(PY) -m pipelines.cli schedule --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" --cron "$(CRON)" $(if $(DATA),--data "$(DATA)")
+
+.PHONY: rollback
+rollback: $(VENV)/.installed ## Serve an earlier model version again: TO=<version>
+	@test -n "$(TO)" || { echo "error: give the version: make rollback TO=1" >&2; exit 2; }
+	$(PY) -m pipelines.cli rollback --to "$(TO)"
+
+.PHONY: bench-pipeline
+bench-pipeline: $(VENV)/.installed ## Per-step wall time and orchestration overhead of the pipeline at 10k and 100k rows.
+	$(PY) benchmarks/bench_pipeline.py
 
 # --- serving and monitoring sidecar (issue 4) ------------------------------------------------
 

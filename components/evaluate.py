@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from kfp import dsl
 
+from components.kfp_component import flywheel_component
 from flywheel import names
 
 MIN_SLICE_ROWS = 30      # slices smaller than this are reported but left out of the gap
@@ -271,7 +272,7 @@ def model_card(model_name: str, metadata: dict, result: Evaluation, data_version
     return "\n".join(lines)
 
 
-@dsl.component(base_image=names.COMPONENT_IMAGE, install_kfp_package=False)
+@flywheel_component
 def evaluate_component(examples: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Model], slice_feature: str,
                        min_auc: float, min_accuracy: float, max_rmse: float, allowed_regression: float,
                        model_repository: str, model_name: str,

@@ -17,6 +17,7 @@ import uuid
 from kfp import dsl
 
 from flywheel import model_repository as repo
+from components.kfp_component import flywheel_component
 from flywheel import names
 
 
@@ -156,7 +157,7 @@ def rollback(repository: str, model_name: str, to_version: int) -> PushResult:
     return PushResult(True, f"rolled back: version {version} is a copy of version {to_version}", version, path)
 
 
-@dsl.component(base_image=names.COMPONENT_IMAGE, install_kfp_package=False)
+@flywheel_component
 def push_component(model: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifact],
                    statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[dsl.Artifact],
                    examples: dsl.Input[dsl.Dataset], model_repository: str, model_name: str, force: bool,

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from kfp import dsl
 
+from components.kfp_component import flywheel_component
 from flywheel import names
 from flywheel.features import FeatureSpec
 
@@ -277,7 +278,7 @@ def write_curves_html(history: dict, task: str, path: str) -> None:
         f.write(png)
 
 
-@dsl.component(base_image=names.COMPONENT_IMAGE, install_kfp_package=False)
+@flywheel_component
 def train_component(examples: dsl.Input[dsl.Dataset], schema: dsl.Input[dsl.Artifact], label: str, epochs: int,
                     batch_size: int, learning_rate: float, hidden_units: list, model: dsl.Output[dsl.Model],
                     curves: dsl.Output[dsl.HTML]):
