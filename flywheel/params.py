@@ -47,10 +47,15 @@ class IngestParams:
 
 @dataclasses.dataclass(frozen=True)
 class ValidateParams:
+    # Thresholds sit above the noise measured between unshifted spans of 5000 rows (8 seeds:
+    # L-inf <= 0.045, drift JSD <= 0.085, train/eval skew JSD <= 0.113: the eval split holds
+    # only ~500 rows and TFDV's approximate JSD uses 10 equal-width buckets) and below what the
+    # generator's shifts of magnitude 1 produce (drift JSD >= 0.18, skew JSD >= 0.25).
     drift_linf: float = 0.1               # categorical features, L-infinity
-    drift_jsd: float = 0.1                # numeric features, approximate Jensen-Shannon
+    drift_jsd: float = 0.15               # numeric features, approximate Jensen-Shannon
     skew_linf: float = 0.1
-    skew_jsd: float = 0.1
+    skew_jsd: float = 0.2
+    block_on_drift: bool = False          # drift is reported; the evaluator guards production
     curated_schema: str = "pipelines/schema/schema.pbtxt"
 
 

@@ -1,0 +1,253 @@
+"""Ingest: read a span, record its version, redact PII, split train/eval/test deterministically.
+
+`run()` takes plain values and paths and knows nothing of KFP; `ingest_component` is the thin
+KFP wrapper. Output layout: `<output_dir>/<split>/data.parquet` (names.SPLIT_FILE).
+
+Why these choices:
+- The data version is the md5 of the bytes read. For a file that is that file's DVC md5 (DVC
+  hashes file contents), so it matches `.dvc`/`dvc.lock` entries; `dvc_tracked` says which
+  entry tracks the file and whether the workspace copy still matches it.
+- The split hashes each raw row (or the `split_key` column), never a random draw: the same row
+  always lands in the same split, duplicates cannot leak between train and test, and adding
+  rows to a span does not move the old ones.
+- PII is removed in memory before anything is written, so no artifact ever holds it.
+"""
+import csv
+import hashlib
+import io
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from kfp import dsl
+
+from components.artifact_io import atomic_dir
+from components.kfp_component import flywheel_component
+from flywheel import model_repository, names
+from flywheel.errors import DataError
+from flywheel.params import ROOT
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+# --- reading --------------------------------------------------------------------------------
+def read_bytes(data_path: str, data_rev: str = "", dvc_repo: str | Path = ROOT) -> bytes:
+    """The raw bytes of a local or gs:// file, or of a DVC-tracked path at a git revision."""
+    if data_rev:
+        import dvc.api
+        try:
+            with dvc.api.open(data_path, repo=str(dvc_repo), rev=data_rev, mode="rb") as f:
+                return f.read()
+        except Exception as error:  # dvc raises many types: PathMissingError, RevError, ...
+            raise DataError(data_path, f"cannot be read at revision '{data_rev}' of the DVC repository "
+                            f"{dvc_repo} ({type(error).__name__}: {error})") from error
+    if not model_repository.exists(data_path):
+        raise DataError(data_path, "the file does not exist", hint="Check the path (relative paths are "
+                        f"relative to {os.getcwd()}), or run `make data` to generate the default spans.")
+    if os.path.isdir(data_path):
+        raise DataError(data_path, "is a directory; name one CSV or Parquet file")
+    return model_repository.read_bytes(data_path)
+
+
+def _header_fields(data: bytes) -> list[str]:
+    first_line = data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+    return next(csv.reader([first_line]), [])
+
+
+def _looks_like_a_value(name: str) -> bool:
+    try:
+        float(name)
+        return True
+    except ValueError:
+        return False
+
+
+def _undecodable(data: bytes, error: UnicodeDecodeError, source: str) -> DataError:
+    line_start = data.rfind(b"\n", 0, error.start) + 1
+    line = data.count(b"\n", 0, error.start) + 1
+    column_index = data[line_start:error.start].count(b",")
+    try:
+        header = next(csv.reader([data.split(b"\n", 1)[0].decode("utf-8", "replace")]))
+        column = header[column_index] if column_index < len(header) else f"#{column_index + 1}"
+    except StopIteration:
+        column = f"#{column_index + 1}"
+    return DataError(source, f"is not UTF-8 text: byte 0x{data[error.start]:02x} on line {line} cannot be "
+                     "decoded", column=column,
+                     hint="Re-encode the file as UTF-8 (for example `iconv -f latin1 -t utf-8`).")
+
+
+def parse_csv(data: bytes, source: str) -> pd.DataFrame:
+    """A CSV with a header row, as pandas reads it, after checks that name what is wrong."""
+    if not data.strip():
+        raise DataError(source, "the file is empty" if not data else "the file holds only blank lines")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _undecodable(data, error, source) from error
+    header = _header_fields(data)
+    if all(_looks_like_a_value(h) or not h.strip() for h in header):
+        raise DataError(source, f"has no header row: the first line ({', '.join(header[:5])}...) holds values, "
+                        "not column names", hint="Add a first line with the column names.")
+    for position, name in enumerate(header, start=1):
+        if not name.strip():
+            raise DataError(source, f"column {position} of the header has no name")
+        if _looks_like_a_value(name):
+            raise DataError(source, f"column {position} of the header is named '{name}', a value: is the "
+                            "header row missing or shifted?", column=name)
+    duplicates = sorted({h for h in header if header.count(h) > 1})
+    if duplicates:
+        raise DataError(source, f"the header names column(s) {duplicates} more than once", column=duplicates[0])
+    try:
+        df = pd.read_csv(io.BytesIO(data), encoding="utf-8", low_memory=False)
+    except (pd.errors.ParserError, ValueError) as error:
+        raise DataError(source, f"is not a well-formed CSV file ({error})") from error
+    if df.empty:
+        raise DataError(source, "has a header but no data rows")
+    for column in df.columns[df.dtypes == bool]:
+        df[column] = df[column].astype(np.int64)  # TFDV has no boolean type; 0/1 is what it infers
+    return df
+
+
+def parse_parquet(data: bytes, source: str) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+    if not data:
+        raise DataError(source, "the file is empty")
+    try:
+        df = pq.read_table(io.BytesIO(data)).to_pandas()
+    except Exception as error:  # pyarrow raises ArrowInvalid, OSError, ...
+        raise DataError(source, f"is not a readable Parquet file ({error})") from error
+    if df.empty:
+        raise DataError(source, "has no rows")
+    return df
+
+
+def parse(data: bytes, source: str) -> pd.DataFrame:
+    return parse_parquet(data, source) if source.lower().endswith(PARQUET_SUFFIXES) else parse_csv(data, source)
+
+
+# --- checks and transforms ------------------------------------------------------------------
+def check_label(df: pd.DataFrame, label: str, source: str) -> pd.DataFrame:
+    """The label must exist and take at least two values; rows without a label are dropped."""
+    if label not in df.columns:
+        raise DataError(source, f"the label column '{label}' is missing; the columns are {list(df.columns)}",
+                        column=label, hint="Name the label with LABEL=<column> (ingest.label in params.yaml).")
+    labelled = df[df[label].notna()]
+    if labelled.empty:
+        raise DataError(source, "the label has no values (every row is empty)", column=label)
+    values = labelled[label].unique()
+    if len(values) < 2:
+        raise DataError(source, f"the label has a single value ({values[0]!r}) in all {len(labelled)} rows; "
+                        "a model needs at least two", column=label)
+    return labelled.reset_index(drop=True)
+
+
+def redact_pii(df: pd.DataFrame, pii_columns: tuple[str, ...], mode: str = "drop") -> tuple[pd.DataFrame, list[str]]:
+    """Drop the PII columns, or replace each value by a salted SHA-256 prefix (joinable, not readable)."""
+    if mode not in ("drop", "hash"):
+        raise ValueError(f"ingest.pii_mode must be 'drop' or 'hash', not '{mode}'")
+    present = [c for c in pii_columns if c in df.columns]
+    if mode == "drop":
+        return df.drop(columns=present), present
+    out = df.copy()
+    for column in present:
+        out[column] = out[column].map(
+            lambda v: None if pd.isna(v) else hashlib.sha256(f"flywheel:{v}".encode()).hexdigest()[:16])
+    return out, present
+
+
+def assign_splits(df: pd.DataFrame, split_key: str = "", buckets: tuple[int, ...] = (80, 10, 10)) -> np.ndarray:
+    """names.TRAIN/EVAL/TEST per row, from a stable hash of the row (or of `split_key`)."""
+    if len(buckets) != len(names.SPLITS) or sum(buckets) != 100 or min(buckets) < 0:
+        raise ValueError(f"ingest.split_buckets must be three percentages summing to 100, not {list(buckets)}")
+    if split_key and split_key not in df.columns:
+        raise DataError("<input>", "the split key column is missing", column=split_key)
+    hashed = pd.util.hash_pandas_object(df[split_key] if split_key else df, index=False).to_numpy()
+    bucket = hashed % np.uint64(100)
+    edges = np.cumsum(buckets)
+    return np.array(names.SPLITS, dtype=object)[np.searchsorted(edges, bucket, side="right")]
+
+
+# --- versioning -----------------------------------------------------------------------------
+def _git(args: list[str], cwd: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def dvc_tracking(data_path: str, md5: str) -> str:
+    """Which DVC entry tracks the file, and whether the file still matches it; "" if none."""
+    path = Path(data_path).resolve()
+    dvc_file = path.with_name(path.name + ".dvc")
+    if dvc_file.exists():
+        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [])
+        recorded = outs[0].get("md5", "") if outs else ""
+        state = "matches" if recorded == md5 else f"MODIFIED since (recorded md5 {recorded})"
+        return f"{dvc_file.name} ({state})"
+    for parent in path.parents:
+        lock = parent / "dvc.lock"
+        if lock.exists():
+            stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+            for stage, entry in stages.items():
+                for out in entry.get("outs", []):
+                    out_path = (parent / out["path"]).resolve()
+                    if path == out_path or out_path in path.parents:
+                        return f"dvc.lock stage '{stage}' output {out['path']} (md5 {out.get('md5', '?')})"
+            break
+    return ""
+
+
+def version_info(data_path: str, data: bytes, data_rev: str, dvc_repo: str | Path) -> dict:
+    md5 = hashlib.md5(data).hexdigest()
+    local = not model_repository.is_remote(data_path)
+    where = str(dvc_repo) if data_rev else (os.path.dirname(os.path.abspath(data_path)) if local else "")
+    git_rev = _git(["rev-parse", data_rev or "HEAD"], where) if where else ""
+    return {
+        "data_version": f"md5:{md5}",
+        "data_rev": data_rev,
+        "git_rev": git_rev,
+        "dvc_tracked": dvc_tracking(data_path, md5) if local and not data_rev else (f"dvc.api at {data_rev}" if data_rev else ""),
+    }
+
+
+# --- the step -------------------------------------------------------------------------------
+def run(data_path: str, output_dir: str | Path, label: str, pii_columns: tuple[str, ...] = ("rider_email",),
+        pii_mode: str = "drop", data_rev: str = "", split_key: str = "",
+        split_buckets: tuple[int, ...] = (80, 10, 10), dvc_repo: str | Path = ROOT) -> dict:
+    """Read, check, redact, split and write the span; return the metadata to record."""
+    source = f"{data_path}@{data_rev}" if data_rev else str(data_path)
+    data = read_bytes(data_path, data_rev, dvc_repo)
+    df = parse(data, source)
+    rows_read = len(df)
+    df = check_label(df, label, source)
+    splits = assign_splits(df, split_key, tuple(split_buckets))  # on raw rows, before redaction
+    df, redacted = redact_pii(df, tuple(pii_columns), pii_mode)
+    metadata = {
+        "data_path": str(data_path), "source": source, "label": label, "columns": list(df.columns),
+        "pii_removed": redacted, "pii_mode": pii_mode, "rows_read": rows_read,
+        "rows_without_label": rows_read - len(df), **version_info(data_path, data, data_rev, dvc_repo),
+    }
+    with atomic_dir(output_dir) as staging:
+        for split in names.SPLITS:
+            part = df[splits == split]
+            if part.empty:
+                raise DataError(source, f"has too few rows ({len(df)}) to fill every split "
+                                f"{list(split_buckets)}: the {split} split is empty")
+            os.makedirs(staging / split)
+            part.to_parquet(staging / split / names.SPLIT_FILE, index=False)
+            metadata[f"rows_{split}"] = int(len(part))
+    return metadata
+
+
+@flywheel_component
+def ingest_component(data_path: str, data_rev: str, label: str, pii_columns: list,
+                     examples: dsl.Output[dsl.Dataset], pii_mode: str = "drop", split_key: str = ""):
+    """Split a span into train/eval/test Parquet with PII removed; the data version goes in metadata."""
+    from components.ingest import run
+    examples.metadata.update(run(data_path=data_path, output_dir=examples.path, label=label,
+                                 pii_columns=tuple(pii_columns), pii_mode=pii_mode, data_rev=data_rev,
+                                 split_key=split_key))

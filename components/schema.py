@@ -1,0 +1,100 @@
+"""Schema: import the curated schema kept in the repo, or infer one from the train statistics.
+
+Either way the result has environments TRAINING and SERVING with the label excluded from
+SERVING (a request carries no label), and domains for categorical string features (TFDV infers
+those from the top values). An inferred schema is a starting point: review it (domains,
+presence, the label's domain), then commit it as the curated schema, as
+pipelines/schema/schema.pbtxt was for the default dataset.
+"""
+from pathlib import Path
+
+from kfp import dsl
+
+from components.artifact_io import atomic_dir
+from components.kfp_component import flywheel_component
+from flywheel import names
+from flywheel.errors import DataError
+from flywheel.params import ROOT
+
+# Integer features that hold epoch seconds move forward with every span by definition: they get
+# a time_domain, and validate compares no distributions for them. Bounds: 2000-01-01..2100-01-01.
+EPOCH_RANGE = (946_684_800, 4_102_444_800)
+
+
+def load_schema(path: str | Path):
+    import tensorflow_data_validation as tfdv
+    try:
+        return tfdv.load_schema_text(str(path))
+    except Exception as error:  # text_format.ParseError, OSError
+        raise DataError(str(path), f"is not a readable text Schema proto ({error})") from error
+
+
+def resolve_curated(curated_schema: str | Path | None) -> Path | None:
+    """The curated schema file if `curated_schema` names one that exists (relative to the
+    project root), else None: the caller then infers."""
+    if not curated_schema:
+        return None
+    path = Path(curated_schema)
+    path = path if path.is_absolute() else ROOT / path
+    return path if path.is_file() else None
+
+
+def _looks_like_epoch_seconds(feature_stats) -> bool:
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+    if feature_stats.type != statistics_pb2.FeatureNameStatistics.INT or not feature_stats.HasField("num_stats"):
+        return False
+    num = feature_stats.num_stats
+    return EPOCH_RANGE[0] <= num.min and num.max <= EPOCH_RANGE[1]
+
+
+def add_environments(schema, label: str, source: str):
+    """TRAINING and SERVING environments; the label only in TRAINING. Idempotent."""
+    import tensorflow_data_validation as tfdv
+    for env in (names.ENV_TRAINING, names.ENV_SERVING):
+        if env not in schema.default_environment:
+            schema.default_environment.append(env)
+    try:
+        label_feature = tfdv.get_feature(schema, label)
+    except ValueError as error:
+        raise DataError(source, "the label is not a feature of the schema", column=label) from error
+    if names.ENV_SERVING not in label_feature.not_in_environment:
+        label_feature.not_in_environment.append(names.ENV_SERVING)
+    return schema
+
+
+def infer(train_stats, label: str, source: str = "<statistics>"):
+    """A schema inferred from train statistics, with environments and time domains added."""
+    import tensorflow_data_validation as tfdv
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    schema = tfdv.infer_schema(train_stats)
+    by_name = {f.path.step[0]: f for f in train_stats.datasets[0].features if f.path.step}
+    for feature in schema.feature:
+        stats = by_name.get(feature.name)
+        if feature.name != label and stats is not None and _looks_like_epoch_seconds(stats):
+            feature.time_domain.integer_format = schema_pb2.TimeDomain.UNIX_SECONDS
+    return add_environments(schema, label, source)
+
+
+def run(statistics_dir: str | Path, output_dir: str | Path, label: str, curated_schema: str | Path | None = None) -> dict:
+    """Write `<output_dir>/schema.pbtxt`; return where the schema came from."""
+    import tensorflow_data_validation as tfdv
+    from components.statistics import load, stats_path
+    curated = resolve_curated(curated_schema)
+    if curated:
+        schema = add_environments(load_schema(curated), label, str(curated))
+        origin = f"curated:{curated}"
+    else:
+        schema = infer(load(stats_path(statistics_dir, names.TRAIN)), label, str(statistics_dir))
+        origin = "inferred"
+    with atomic_dir(output_dir) as staging:
+        tfdv.write_schema_text(schema, str(staging / names.SCHEMA_FILE))
+    return {"schema_source": origin, "label": label, "features": [f.name for f in schema.feature]}
+
+
+@flywheel_component
+def schema_component(statistics: dsl.Input[dsl.Artifact], curated_schema: str, label: str,
+                     schema: dsl.Output[dsl.Artifact]):
+    """The curated schema if `curated_schema` names an existing file, else one inferred from train."""
+    from components.schema import run
+    schema.metadata.update(run(statistics_dir=statistics.path, output_dir=schema.path, label=label,
+                               curated_schema=curated_schema))

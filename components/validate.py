@@ -1,0 +1,210 @@
+"""Validate: schema anomalies, drift against the previous span, train/eval skew (TFDV).
+
+Comparators follow TFDV: L-infinity distance for features whose statistics are categorical
+(string features, and integer features the schema marks categorical), approximate
+Jensen-Shannon divergence for numeric ones, thresholds from params.yaml (`validate`). Features
+with a time_domain (epoch timestamps) get no comparator: each span covers new dates, so their
+distribution moves by definition.
+
+What blocks (raises DataError, so the KFP task fails and nothing downstream runs):
+- every schema anomaly on any split: a changed type, a column added or removed, values outside
+  a domain (beyond the schema's min_domain_mass), too few values present, ... The schema is
+  where tolerance is curated; once it says no, training on the data would be wrong.
+- train/eval skew above threshold: train and eval come from one span through a hash split,
+  so a difference between them is a defect in the data or the pipeline, never news.
+What is reported and does not block, by default:
+- drift against the previous span above threshold. Drift is why the flywheel retrains; the
+  evaluator keeps a worse model out of production. `block_on_drift=True` makes it block.
+
+Outputs: `anomalies.pbtxt` (TFDV Anomalies of train: schema, drift and skew), `anomalies_eval.pbtxt`
+and `anomalies_test.pbtxt` (schema only), `report.json` (the list of anomalies: split, feature,
+kind, anomaly, description, value, threshold, blocking) and `measurements.json` (every drift and
+skew distance, also those under threshold). They are written before the error is raised, so a
+person can read them.
+"""
+import dataclasses
+import json
+from pathlib import Path
+
+from kfp import dsl
+
+from components.artifact_io import atomic_dir
+from components.kfp_component import flywheel_component
+from flywheel import model_repository, names
+from flywheel.errors import DataError
+from flywheel.params import ROOT
+
+SCHEMA = "schema"
+DRIFT = "drift"
+SKEW = "skew"
+MEASURES = {"L_INFTY": "linf", "JENSEN_SHANNON_DIVERGENCE": "jsd"}
+MEASUREMENTS_FILE = "measurements.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    drift_linf: float = 0.1
+    drift_jsd: float = 0.1
+    skew_linf: float = 0.1
+    skew_jsd: float = 0.1
+
+
+def with_comparators(schema, train_stats, thresholds: Thresholds):
+    """A copy of the schema with a drift and a skew comparator on every feature that has
+    statistics, chosen by what the statistics hold (string -> L-inf, numeric -> JSD)."""
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    out = schema_pb2.Schema()
+    out.CopyFrom(schema)
+    stats_by_name = {f.path.step[0]: f for f in train_stats.datasets[0].features if f.path.step}
+    for feature in out.feature:
+        stats = stats_by_name.get(feature.name)
+        if stats is None or feature.HasField("time_domain"):
+            continue
+        if stats.HasField("string_stats"):
+            feature.drift_comparator.infinity_norm.threshold = thresholds.drift_linf
+            feature.skew_comparator.infinity_norm.threshold = thresholds.skew_linf
+        elif stats.HasField("num_stats"):
+            feature.drift_comparator.jensen_shannon_divergence.threshold = thresholds.drift_jsd
+            feature.skew_comparator.jensen_shannon_divergence.threshold = thresholds.skew_jsd
+    return out
+
+
+def _type_name(reason_type: int) -> str:
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+    return anomalies_pb2.AnomalyInfo.Type.Name(reason_type)
+
+
+def schema_anomalies(anomalies, split: str) -> list[dict]:
+    """Schema reasons (not comparator ones, which drift_skew_info reports with their values)."""
+    found = []
+    for feature, info in sorted(anomalies.anomaly_info.items()):
+        for reason in info.reason:
+            kind = _type_name(reason.type)
+            if kind.startswith("COMPARATOR_"):
+                continue
+            found.append({"split": split, "feature": feature, "kind": SCHEMA, "anomaly": kind,
+                          "description": reason.description or reason.short_description,
+                          "value": reason.short_description, "threshold": None, "blocking": True})
+    for reason in anomalies.dataset_anomaly_info.reason:
+        found.append({"split": split, "feature": "__dataset__", "kind": SCHEMA, "anomaly": _type_name(reason.type),
+                      "description": reason.description, "value": reason.short_description, "threshold": None,
+                      "blocking": True})
+    return found
+
+
+def measurements(anomalies) -> list[dict]:
+    """Every drift and skew distance TFDV computed, under threshold or not."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+    out = []
+    for info in anomalies.drift_skew_info:
+        feature = ".".join(info.path.step)
+        for kind, group in ((DRIFT, info.drift_measurements), (SKEW, info.skew_measurements)):
+            for m in group:
+                measure = MEASURES.get(anomalies_pb2.DriftSkewInfo.Measurement.Type.Name(m.type), "other")
+                out.append({"feature": feature, "kind": kind, "measure": measure, "value": float(m.value),
+                            "threshold": float(m.threshold)})
+    return out
+
+
+def comparator_anomalies(measured: list[dict], block_on_drift: bool) -> list[dict]:
+    against = {DRIFT: "the previous span (the production model's training split)", SKEW: "the eval split"}
+    name = {"linf": "L-infinity distance", "jsd": "Jensen-Shannon divergence"}
+    found = []
+    for m in measured:
+        if m["value"] <= m["threshold"]:
+            continue
+        found.append({
+            "split": names.TRAIN, "feature": m["feature"], "kind": m["kind"], "anomaly": f"{m['kind']}_{m['measure']}",
+            "description": f"{m['kind']}: {name.get(m['measure'], m['measure'])} {m['value']:.4f} between train and "
+                           f"{against[m['kind']]} is above the threshold {m['threshold']:g}",
+            "value": round(m["value"], 6), "threshold": m["threshold"],
+            "blocking": m["kind"] == SKEW or block_on_drift,
+        })
+    return found
+
+
+def blocking_message(blocking: list[dict]) -> str:
+    parts = []
+    for a in blocking:
+        where = f" in the {a['split']} split" if a["kind"] == SCHEMA else ""
+        parts.append(f"feature '{a['feature']}': {a['kind']} anomaly {a['anomaly']}{where} ({a['description']}; "
+                     f"value: {a['value']})")
+    return f"{len(blocking)} blocking anomal{'y' if len(blocking) == 1 else 'ies'}: " + "; ".join(parts)
+
+
+def baseline_stats_path(repository: str, model_name: str) -> str | None:
+    """The train-split statistics pushed with the production model, or None before the first push.
+    A relative repository path is relative to the project root."""
+    if not repository:
+        return None
+    if not model_repository.is_remote(repository) and not Path(repository).is_absolute():
+        repository = str(ROOT / repository)
+    version = model_repository.latest_version(repository, model_name)
+    if version is None:
+        return None
+    path = model_repository.extra_path(repository, model_name, version, names.BASELINE_STATS)
+    return path if model_repository.exists(path) else None
+
+
+def _load_stats_bytes(data: bytes):
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+    stats = statistics_pb2.DatasetFeatureStatisticsList()
+    stats.ParseFromString(data)
+    return stats
+
+
+def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | Path,
+        baseline_stats: str | None = None, thresholds: Thresholds = Thresholds(), source: str = "",
+        block_on_drift: bool = False) -> list[dict]:
+    """Validate the splits' statistics; write the report; raise DataError if anything blocks.
+    `baseline_stats` is a statistics file (local or gs://) of the previous span, or None."""
+    import tensorflow_data_validation as tfdv
+    from components.schema import load_schema
+    from components.statistics import load, stats_path
+
+    source = source or str(statistics_dir)
+    schema_file = Path(schema_path)
+    schema = load_schema(schema_file / names.SCHEMA_FILE if schema_file.is_dir() else schema_file)
+    stats = {split: load(stats_path(statistics_dir, split)) for split in names.SPLITS}
+    previous = _load_stats_bytes(model_repository.read_bytes(baseline_stats)) if baseline_stats else None
+
+    compared = with_comparators(schema, stats[names.TRAIN], thresholds)
+    per_split = {names.TRAIN: tfdv.validate_statistics(stats[names.TRAIN], compared, environment=names.ENV_TRAINING,
+                                                       previous_statistics=previous,
+                                                       serving_statistics=stats[names.EVAL])}
+    for split in (names.EVAL, names.TEST):
+        per_split[split] = tfdv.validate_statistics(stats[split], schema, environment=names.ENV_TRAINING)
+
+    measured = measurements(per_split[names.TRAIN])
+    report = [a for split in names.SPLITS for a in schema_anomalies(per_split[split], split)]
+    report += comparator_anomalies(measured, block_on_drift)
+
+    with atomic_dir(output_dir) as staging:
+        tfdv.write_anomalies_text(per_split[names.TRAIN], str(staging / names.ANOMALIES_FILE))
+        for split in (names.EVAL, names.TEST):
+            tfdv.write_anomalies_text(per_split[split], str(staging / f"anomalies_{split}.pbtxt"))
+        (staging / names.ANOMALY_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+        (staging / MEASUREMENTS_FILE).write_text(json.dumps(
+            {"baseline": baseline_stats or "", "measurements": measured}, indent=2) + "\n")
+
+    blocking = [a for a in report if a["blocking"]]
+    if blocking:
+        raise DataError(source, blocking_message(blocking), column=blocking[0]["feature"],
+                        hint=f"The full report is {Path(output_dir) / names.ANOMALY_REPORT}.")
+    return report
+
+
+@flywheel_component
+def validate_component(statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[dsl.Artifact], model_repository: str,
+                       model_name: str, drift_linf: float, drift_jsd: float, skew_linf: float, skew_jsd: float,
+                       anomalies: dsl.Output[dsl.Artifact], block_on_drift: bool = False):
+    """Anomalies, drift against the production model's baseline statistics, train/eval skew.
+    Fails the task on blocking anomalies (see components/validate.py)."""
+    from components.validate import Thresholds, baseline_stats_path, run
+    baseline = baseline_stats_path(model_repository, model_name)
+    anomalies.metadata["baseline"] = baseline or "none (first run)"
+    report = run(statistics_dir=statistics.path, schema_path=schema.path, output_dir=anomalies.path,
+                 baseline_stats=baseline, thresholds=Thresholds(drift_linf, drift_jsd, skew_linf, skew_jsd),
+                 source=statistics.metadata.get("source", ""), block_on_drift=block_on_drift)
+    anomalies.metadata["anomalies"] = len(report)
+    anomalies.metadata["blocking"] = 0
