@@ -124,12 +124,20 @@ def comparator_anomalies(measured: list[dict], block_on_drift: bool) -> list[dic
 
 
 def blocking_message(blocking: list[dict]) -> str:
-    parts = []
+    """One paragraph: each (feature, anomaly) once, with the splits it was found in."""
+    grouped: dict[tuple, list[dict]] = {}
     for a in blocking:
-        where = f" in the {a['split']} split" if a["kind"] == SCHEMA else ""
-        parts.append(f"feature '{a['feature']}': {a['kind']} anomaly {a['anomaly']}{where} ({a['description']}; "
-                     f"value: {a['value']})")
-    return f"{len(blocking)} blocking anomal{'y' if len(blocking) == 1 else 'ies'}: " + "; ".join(parts)
+        grouped.setdefault((a["feature"], a["kind"], a["anomaly"]), []).append(a)
+    parts = []
+    for (feature, kind, anomaly), found in grouped.items():
+        first = found[0]
+        if kind == SCHEMA:
+            splits = ", ".join(a["split"] for a in found)
+            parts.append(f"feature '{feature}': schema anomaly {anomaly} in the {splits} split"
+                         f"{'s' if len(found) > 1 else ''} ({first['value']}: {first['description']})")
+        else:
+            parts.append(f"feature '{feature}': {first['description']} (value {first['value']})")
+    return f"{len(grouped)} blocking anomal{'y' if len(grouped) == 1 else 'ies'}: " + "; ".join(parts)
 
 
 def baseline_stats_path(repository: str, model_name: str) -> str | None:

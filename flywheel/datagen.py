@@ -133,7 +133,8 @@ def _draw(rng: np.random.Generator, n: int, span: int, p: DataParams, shifts: li
     passengers = np.clip(np.round(passengers * (1.0 + covariate.get("passenger_count", 0.0))), 1, None).astype(np.int64)
 
     area_weights = 1.0 / np.arange(1, PICKUP_AREAS + 1) ** 0.8
-    areas = rng.permutation(np.arange(1, PICKUP_AREAS + 1))  # fixed by the seed, not by the span
+    # Which areas are busy is a property of the city: fixed by the seed alone, not by the span.
+    areas = np.random.default_rng(p.seed).permutation(np.arange(1, PICKUP_AREAS + 1))
     areas = rng.choice(areas, size=n, p=area_weights / area_weights.sum()).astype(np.int64)
     payment = rng.choice(np.array(PAYMENT_TYPES, dtype=object), size=n, p=PAYMENT_WEIGHTS)
     company_weights = np.linspace(2.0, 0.5, len(COMPANIES))
