@@ -1,0 +1,52 @@
+"""The whole DAG run locally with kfp.local on small generated spans, as `make run` runs it."""
+import os
+
+import pytest
+
+from flywheel import datagen
+from flywheel import model_repository as repo
+from flywheel.params import ROOT, DataParams, IngestParams, Params, Shift, TrainParams
+from pipelines import runner
+
+ROWS = 2000
+
+
+def _arguments(spans_dir, tmp_path, span, **overrides):
+    params = Params(train=TrainParams(epochs=4))
+    arguments = runner.arguments_from_params(params, os.path.join(spans_dir, datagen.span_file(span)),
+                                             model_repository=str(tmp_path / "models"),
+                                             curated_schema=str(ROOT / params.validate.curated_schema))
+    arguments.update(overrides)
+    return arguments
+
+
+@pytest.fixture(scope="module")
+def spans(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("spans")
+    shifts = (Shift(span=2, kind="schema_skew", feature="fare", magnitude=1.0),)
+    datagen.write_spans(DataParams(rows_per_span=ROWS, spans=2, shifts=shifts), directory, IngestParams())
+    return str(directory)
+
+
+def test_first_run_pushes_version_1_and_a_rerun_on_the_same_data_pushes_nothing(spans, tmp_path):
+    root = str(tmp_path / "root")
+    first = runner.run_local(_arguments(spans, tmp_path, 1), root)
+    assert first.succeeded, first.error
+    assert first.data_version.startswith("md5:") and first.anomalies_blocking == 0
+    assert first.blessed and first.pushed and first.pushed_version == 1
+    assert first.metrics["auc"] > 0.7
+    assert repo.versions(str(tmp_path / "models"), "taxi_tips") == [1]
+
+    again = runner.run_local(_arguments(spans, tmp_path, 1), root)
+    assert again.succeeded, again.error
+    assert again.pushed is False and "same data" in again.push_reason
+    assert repo.versions(str(tmp_path / "models"), "taxi_tips") == [1]
+    # The rerun was evaluated against production (version 1) on the same test split.
+    assert "production" in again.blessing_reason
+
+
+def test_blocking_anomalies_stop_the_run_before_training(spans, tmp_path):
+    summary = runner.run_local(_arguments(spans, tmp_path, 2), str(tmp_path / "root"))
+    assert not summary.succeeded and "validate-component" in summary.error
+    assert not os.path.exists(os.path.join(summary.run_dir, "train-component"))
+    assert repo.versions(str(tmp_path / "models"), "taxi_tips") == []
