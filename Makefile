@@ -83,6 +83,27 @@ rollback: $(VENV)/.installed ## Serve an earlier model version again: TO=<versio
 bench-pipeline: $(VENV)/.installed ## Per-step wall time and orchestration overhead of the pipeline at 10k and 100k rows.
 	$(PY) benchmarks/bench_pipeline.py
 
+PREVIOUS ?=
+SCHEMA ?=
+SIZES ?= 10000,100000,1000000
+
+.PHONY: data
+data: $(VENV)/.installed ## Generate the default data spans with DVC (dvc repro generate -> data/spans/span-NNN.csv; knobs in params.yaml data:).
+	$(VENV)/bin/dvc repro generate
+
+.PHONY: validate
+validate: $(VENV)/.installed ## Ingest+statistics+schema+validate a file, print the anomaly report: DATA=f.csv LABEL=col [PREVIOUS=old.csv] [SCHEMA=s.pbtxt]
+	@test -n "$(DATA)" -a -n "$(LABEL)" || { echo "usage: make validate DATA=path.csv LABEL=col [PREVIOUS=old.csv] [SCHEMA=schema.pbtxt]" >&2; exit 2; }
+	$(PY) -m components.validate_cli "$(DATA)" --label "$(LABEL)" $(if $(PREVIOUS),--previous "$(PREVIOUS)") $(if $(SCHEMA),--schema "$(SCHEMA)")
+
+.PHONY: test-data
+test-data: $(VENV)/.installed ## Run only the data component tests (tests/data_components).
+	$(PY) -m pytest -q tests/data_components
+
+.PHONY: bench-data
+bench-data: $(VENV)/.installed ## Rows/s and peak memory of ingest, statistics, validate: [SIZES=10000,100000,1000000]
+	$(PY) benchmarks/bench_data.py --sizes $(SIZES)
+
 # --- serving and monitoring sidecar (issue 4) ------------------------------------------------
 
 # --- cluster: images, manifests, alerts, dashboards (issue 5) --------------------------------
