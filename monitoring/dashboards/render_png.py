@@ -126,7 +126,7 @@ def render(dashboard: dict, prometheus: str, start: float, end: float, out: Path
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper left", ncol=3)
     fig.suptitle(dashboard.get("title", ""), fontsize=12)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))  # leave the suptitle its own line
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=90)

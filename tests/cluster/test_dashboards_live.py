@@ -1,0 +1,357 @@
+"""The Grafana dashboards and the alert rules on real data.
+
+A real sidecar (`python -m monitoring`, subprocess) in front of a small TF Serving-compatible
+upstream, a real Prometheus (Debian package) scraping it every second on loopback with the
+alert rules loaded, traffic drawn from the training distribution and then, part-way, with
+`trip_miles` tripled (and nothing else changed). Checks: every panel query of both dashboards
+returns data; the drift panel rises above the threshold for trip_miles and stays below it for
+every other feature; the feature-drift alert goes pending for trip_miles only; the drift
+panels render to a PNG.
+
+The upstream is small on purpose (a few lines of aiohttp answering TF Serving's model-status
+and :predict REST calls): a real SavedModel would add a TensorFlow import and an export to the
+run time and change nothing the dashboards read. The baseline files are real TFDV output.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cluster_support import ROOT, require_tool
+from flywheel import names
+
+MODEL = names.DEFAULT_MODEL_NAME
+LABEL = "big_tipper"
+SHIFTED = "trip_miles"
+DRIFT_THRESHOLD = 0.1
+DASHBOARDS = ROOT / "monitoring/dashboards"
+SCRAPE_S = 1
+WINDOW_ROWS = 400
+ROWS_PER_REQUEST = 20
+PAYMENT_TYPES = ["Credit Card", "Cash", "Mobile", "Prcard", "Unknown"]
+COMPANIES = [f"Company {i}" for i in range(10)]
+
+
+def _render_module():
+    spec = importlib.util.spec_from_file_location("flywheel_render_png", DASHBOARDS / "render_png.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+render_png = _render_module()
+
+
+def taxi_rows(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    miles = rng.gamma(2.0, 2.0, n)
+    frame = pd.DataFrame({
+        "trip_start_timestamp": rng.integers(1_767_600_000, 1_768_200_000, n).astype("int64"),
+        "trip_miles": miles.astype("float64"),
+        "trip_seconds": (miles * 180 + rng.integers(60, 600, n)).astype("int64"),
+        "fare": (3.25 + miles * 2.25 + rng.normal(0, 1, n)).astype("float64"),
+        "passenger_count": rng.integers(1, 5, n).astype("int64"),
+        "pickup_area": rng.integers(1, 20, n).astype("int64"),
+        "payment_type": rng.choice(PAYMENT_TYPES, n, p=[0.4, 0.3, 0.1, 0.1, 0.1]),
+        "company": rng.choice(COMPANIES, n),
+    })
+    frame[LABEL] = (rng.random(n) < np.where(frame.payment_type == "Credit Card", 0.7, 0.2)).astype("int64")
+    return frame
+
+
+def score(row: dict) -> float:
+    """The small upstream's model: a fixed logistic function of two features."""
+    z = 1.2 * (row.get("payment_type") == "Credit Card") - 0.8 + 0.02 * float(row.get("fare") or 0.0)
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as err:  # not up yet
+            last = err
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last})")
+
+
+def http_json(url: str, payload=None, raw: bytes | None = None) -> tuple[int, dict, dict]:
+    data = raw if raw is not None else (json.dumps(payload).encode() if payload is not None else None)
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, dict(resp.headers), json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), json.loads(err.read() or b"{}")
+
+
+# --- the model repository: real TFDV statistics and schema of a train split ------------------
+def write_model_repository(root: Path) -> Path:
+    import tensorflow_data_validation as tfdv
+    from google.protobuf import text_format
+
+    train = taxi_rows(3000, seed=1)
+    stats = tfdv.generate_statistics_from_dataframe(train)
+    schema = tfdv.infer_schema(stats)
+    schema.default_environment.extend([names.ENV_TRAINING, names.ENV_SERVING])
+    tfdv.get_feature(schema, LABEL).not_in_environment.append(names.ENV_SERVING)
+    test = taxi_rows(500, seed=2)
+    extra = root / MODEL / "1" / names.EXTRA_DIR
+    extra.mkdir(parents=True)
+    (extra / names.BASELINE_STATS).write_bytes(stats.SerializeToString())
+    (extra / names.BASELINE_SCHEMA).write_text(text_format.MessageToString(schema))
+    rows = json.loads(test.drop(columns=[LABEL]).to_json(orient="records"))
+    (extra / names.EVAL_PREDICTIONS).write_text(json.dumps({"values": [score(r) for r in rows]}))
+    (extra / names.MODEL_CARD).write_text(f"# {MODEL}\nDashboard test fixture.\n")
+    (extra / names.MODEL_METADATA).write_text(json.dumps({
+        "label": LABEL, "task": names.BINARY, "features": {}, "data_version": "dashboard-test",
+        "metrics": {}, "pushed_at": time.time() - 2 * 86400}))
+    return root
+
+
+class SmallUpstream:
+    """TF Serving's REST model-status and :predict calls for one model, version 1, on loopback."""
+
+    def __init__(self):
+        from aiohttp import web
+
+        async def status(request):
+            return web.json_response({"model_version_status": [
+                {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
+
+        async def predict(request):
+            try:
+                body = json.loads(await request.read())
+            except ValueError as err:  # as TF Serving answers a body that is not JSON
+                return web.json_response({"error": f"JSON Parse error: {err}"}, status=400)
+            return web.json_response({"predictions": [score(r) for r in body["instances"]]})
+
+        async def metrics(request):  # TF Serving's own Prometheus endpoint, minimal
+            return web.Response(text=":tensorflow:serving:request_count{model_name=\"%s\"} 1\n" % MODEL)
+
+        self.port = free_port()
+        app = web.Application()
+        app.router.add_get(f"/v1/models/{MODEL}", status)
+        app.router.add_post(f"/v1/models/{MODEL}:predict", predict)
+        app.router.add_get("/monitoring/prometheus/metrics", metrics)
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        async def serve():
+            self.runner = web.AppRunner(app, access_log=None)
+            await self.runner.setup()
+            await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+            started.set()
+
+        self.thread = threading.Thread(target=lambda: (self.loop.run_until_complete(serve()), self.loop.run_forever()),
+                                       daemon=True)
+        self.thread.start()
+        assert started.wait(20), "small upstream did not start"
+
+    def stop(self):
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(20)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def prometheus_config(sidecar_port: int, upstream_port: int) -> str:
+    """Scrape labels as the ServiceMonitor gives them (job = metrics Service, endpoint = port name)."""
+    rules = ROOT / "monitoring/rules/flywheel-alerts.rules.yml"
+    target = {"namespace": "flywheel", "pod": "flywheel-serving-test", "service": "flywheel-serving-metrics"}
+    return json.dumps({
+        "global": {"scrape_interval": f"{SCRAPE_S}s", "evaluation_interval": f"{SCRAPE_S}s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": [
+            {"job_name": "flywheel-serving-metrics", "metrics_path": "/metrics",
+             "static_configs": [{"targets": [f"127.0.0.1:{sidecar_port}"], "labels": {**target, "endpoint": "http"}}]},
+            {"job_name": "flywheel-serving-metrics-tfs", "metrics_path": "/monitoring/prometheus/metrics",
+             "static_configs": [{"targets": [f"127.0.0.1:{upstream_port}"], "labels": {**target, "endpoint": "tfs-rest"}}]},
+        ]})
+
+
+class Stack:
+    def __init__(self, tmp: Path):
+        require_tool("prometheus", "run `make system-deps` (Debian package prometheus)")
+        self.procs: list[subprocess.Popen] = []
+        self.upstream = None
+        self.tmp = tmp
+        repository = write_model_repository(tmp / "model_repository")
+        self.upstream = SmallUpstream()
+        self.sidecar_port = free_port()
+        self.sidecar = f"http://127.0.0.1:{self.sidecar_port}"
+        self._start([sys.executable, "-m", "monitoring", "--host", "127.0.0.1", "--port", str(self.sidecar_port),
+                     "--upstream", f"http://127.0.0.1:{self.upstream.port}", "--model-repository", str(repository),
+                     "--model-name", MODEL, "--log-dir", str(tmp / "prediction_log"),
+                     "--window-rows", str(WINDOW_ROWS), "--version-poll-s", "0.5"], tmp / "sidecar.log", cwd=ROOT)
+        wait_until(lambda: http_json(f"{self.sidecar}/healthz/ready")[0] == 200, 60, "sidecar ready")
+        prom_port = free_port()
+        self.prometheus = f"http://127.0.0.1:{prom_port}"
+        config = tmp / "prometheus.yml"
+        config.write_text(prometheus_config(self.sidecar_port, self.upstream.port))
+        self._start(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+                     f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"], tmp / "prometheus.log", cwd=tmp)
+        wait_until(lambda: all(t["health"] == "up" for t in self.targets()) and len(self.targets()) == 2,
+                   60, "Prometheus scraping both targets")
+
+    def _start(self, args: list[str], log: Path, cwd: Path):
+        self.procs.append(subprocess.Popen(args, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT))
+
+    def targets(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.prometheus}/api/v1/targets", timeout=5) as resp:
+            return json.load(resp)["data"]["activeTargets"]
+
+    def stop(self):
+        for proc in reversed(self.procs):
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.upstream is not None:
+            self.upstream.stop()
+
+    # --- traffic --------------------------------------------------------------------------------
+    def predict(self, frame: pd.DataFrame) -> str:
+        rows = json.loads(frame.drop(columns=[LABEL]).to_json(orient="records"))
+        status, headers, body = http_json(f"{self.sidecar}/v1/models/{MODEL}:predict", {"instances": rows})
+        assert status == 200, body
+        return headers["X-Request-Id"]
+
+    def feedback(self, request_id: str, labels: list[int]) -> None:
+        """Ground truth for a logged request; the observer logs after the response, so retry briefly."""
+        def joined():
+            status, _, body = http_json(f"{self.sidecar}/v1/feedback", {"request_id": request_id, "labels": labels})
+            assert status in (200, 404), body
+            return status == 200
+        wait_until(joined, 10, f"feedback for {request_id} to join")
+
+    def send_phase(self, frame: pd.DataFrame, seconds: float) -> None:
+        """Spread the frame's rows over `seconds`; feedback for each request one request later."""
+        chunks = [frame.iloc[i:i + ROWS_PER_REQUEST] for i in range(0, len(frame), ROWS_PER_REQUEST)]
+        pause = seconds / len(chunks)
+        previous = None
+        for i, chunk in enumerate(chunks):
+            if i % 5 == 0:  # a steady trickle of rows that break the schema (~1 % of rows)
+                self.send_odd_row(seed=i)
+            request_id = self.predict(chunk)
+            if previous is not None:
+                self.feedback(*previous)
+            previous = (request_id, chunk[LABEL].tolist())
+            time.sleep(pause)
+        self.feedback(*previous)
+
+    def send_odd_row(self, seed: int) -> None:
+        """One row with a category outside the schema's domain and a feature the schema lacks."""
+        row = json.loads(taxi_rows(1, seed=1000 + seed).drop(columns=[LABEL]).to_json(orient="records"))[0]
+        odd = dict(row, payment_type="Bitcoin", surge_multiplier=1.5)
+        assert http_json(f"{self.sidecar}/v1/models/{MODEL}:predict", {"instances": [odd]})[0] == 200
+
+    def send_bad_json(self) -> None:
+        status, _, _ = http_json(f"{self.sidecar}/v1/models/{MODEL}:predict", raw=b"{not json")
+        assert status == 400
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack = Stack(tmp_path_factory.mktemp("dashboards_live"))
+    try:
+        stack.start_time = time.time()
+        stack.send_phase(taxi_rows(WINDOW_ROWS * 2, seed=3), seconds=8)
+        stack.send_bad_json()
+        stack.shift_time = time.time()
+        shifted = taxi_rows(WINDOW_ROWS * 2, seed=4)
+        shifted[SHIFTED] = shifted[SHIFTED] * 3.0          # the drift: one feature, nothing else
+        stack.send_phase(shifted, seconds=8)
+        time.sleep(3 * SCRAPE_S)                           # last samples scraped, rules evaluated
+        stack.end_time = time.time()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def _variables() -> dict[str, str]:
+    return {"namespace": "flywheel", "model": MODEL, "datasource": "prometheus",
+            "__rate_interval": f"{4 * SCRAPE_S + 1}s"}
+
+
+@pytest.mark.parametrize("dashboard", ["flywheel-drift.json", "flywheel-serving.json"])
+def test_every_panel_query_returns_data(stack, dashboard):
+    queries = render_png.panel_queries(render_png.load_dashboard(DASHBOARDS / dashboard), _variables())
+    assert len(queries) >= 8
+    empty = []
+    for q in queries:
+        if q.instant:
+            result = render_png.query_instant(stack.prometheus, q.expr, stack.end_time)
+        else:
+            result = [s for s in render_png.query_range(stack.prometheus, q.expr, stack.start_time,
+                                                        stack.end_time, SCRAPE_S) if s["values"]]
+        if not result:
+            empty.append(f"{q.panel}: {q.expr}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+
+
+def _drift_panel_series(stack: Stack) -> dict[str, list[tuple[float, float]]]:
+    dashboard = render_png.load_dashboard(DASHBOARDS / "flywheel-drift.json")
+    (query,) = [q for q in render_png.panel_queries(dashboard, _variables())
+                if q.panel.startswith("Feature drift over time")]
+    series = render_png.query_range(stack.prometheus, query.expr, stack.start_time, stack.end_time, SCRAPE_S)
+    return {s["metric"]["feature"]: s["values"] for s in series}
+
+
+def test_drift_panel_rises_for_the_shifted_feature_only(stack):
+    series = _drift_panel_series(stack)
+    assert SHIFTED in series and len(series) >= 6, sorted(series)
+    before = [v for t, v in series[SHIFTED] if t < stack.shift_time]
+    after = [v for t, v in series[SHIFTED] if t > stack.end_time - 2 * SCRAPE_S]
+    assert before and max(before) < DRIFT_THRESHOLD, before
+    assert after and min(after) > DRIFT_THRESHOLD, after
+    print(f"drift panel at the end: " + ", ".join(f"{f}={v[-1][1]:.3f}" for f, v in sorted(series.items())))
+    for feature, values in series.items():
+        if feature != SHIFTED:
+            final = [v for t, v in values if t > stack.end_time - 2 * SCRAPE_S]
+            assert final and max(final) < DRIFT_THRESHOLD, f"{feature} drifted without a shift: {final}"
+
+
+def test_feature_drift_alert_goes_pending_for_the_shifted_feature_only(stack):
+    alerts = render_png.query_instant(stack.prometheus, 'ALERTS{alertname="FlywheelFeatureDriftSustained"}',
+                                      stack.end_time)
+    assert {a["metric"]["feature"] for a in alerts} == {SHIFTED}
+    assert {a["metric"]["alertstate"] for a in alerts} == {"pending"}  # `for: 15m` not yet elapsed
+
+
+@pytest.mark.parametrize("dashboard", ["flywheel-drift.json", "flywheel-serving.json"])
+def test_dashboards_render_to_png(stack, tmp_path, dashboard):
+    # `make dashboards-png` without PROMETHEUS_URL sets FLYWHEEL_PNG_DIR to keep these pictures.
+    out_dir = Path(os.environ.get("FLYWHEEL_PNG_DIR") or tmp_path)
+    out = render_png.render(render_png.load_dashboard(DASHBOARDS / dashboard), stack.prometheus,
+                            stack.start_time, stack.end_time, out_dir / dashboard.replace(".json", ".png"),
+                            {"namespace": "flywheel", "model": MODEL}, step=SCRAPE_S)
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
