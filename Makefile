@@ -105,5 +105,28 @@ bench-data: $(VENV)/.installed ## Rows/s and peak memory of ingest, statistics, 
 	$(PY) benchmarks/bench_data.py --sizes $(SIZES)
 
 # --- serving and monitoring sidecar (issue 4) ------------------------------------------------
+SERVE_REPOSITORY ?= $(shell $(PY) -c "from flywheel import params; print(params.load().push.model_repository)" 2>/dev/null)
+SERVE_MODEL ?= $(shell $(PY) -c "from flywheel import params; print(params.load().push.model_name)" 2>/dev/null)
+SIDECAR_PORT ?= 8080
+REST_PORT ?= 8501
+GRPC_PORT ?= 8500
+
+.PHONY: serve
+serve: $(VENV)/.installed ## Serve the latest pushed model: dev model server (REST 8501, gRPC 8500) + sidecar on 8080 (vars REST_PORT GRPC_PORT SIDECAR_PORT SERVE_REPOSITORY SERVE_MODEL; default params.yaml push:).
+	@ls -d $(SERVE_REPOSITORY)/$(SERVE_MODEL)/[0-9]* >/dev/null 2>&1 || { \
+	  echo "No model pushed yet under $(SERVE_REPOSITORY)/$(SERVE_MODEL)/ (params.yaml push:). Run 'make run' first."; exit 1; }
+	@echo "model server: REST http://127.0.0.1:$(REST_PORT)  gRPC 127.0.0.1:$(GRPC_PORT)  (direct, unmonitored)"
+	@echo "sidecar:      http://127.0.0.1:$(SIDECAR_PORT)/v1/models/$(SERVE_MODEL):predict  /metrics  /healthz/ready  POST /v1/feedback"
+	@trap 'kill 0' INT TERM EXIT; \
+	$(PY) -m serving.model_server --rest-port $(REST_PORT) --grpc-port $(GRPC_PORT) \
+	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) & \
+	$(PY) -m monitoring --port $(SIDECAR_PORT) --upstream http://127.0.0.1:$(REST_PORT) \
+	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) & \
+	wait
+
+.PHONY: bench-sidecar
+bench-sidecar: $(VENV)/.installed ## Open-loop benchmark: upstream stub direct vs through the sidecar at 100/500/1000 req/s, max rate per core.
+	$(PY) benchmarks/bench_sidecar.py --rates 100 500 1000
+
 
 # --- cluster: images, manifests, alerts, dashboards (issue 5) --------------------------------
