@@ -130,3 +130,82 @@ bench-sidecar: $(VENV)/.installed ## Open-loop benchmark: upstream stub direct v
 
 
 # --- cluster: images, manifests, alerts, dashboards (issue 5) --------------------------------
+# Images: docker/Dockerfile, one file with three targets. No Docker engine on the dev machines:
+# these run where one is (CI with docker, a workstation). The pipeline compiles against the image
+# given at compile time (`flywheel compile --image $(REGISTRY)/flywheel-component:$(IMAGE_TAG)`).
+REGISTRY ?= ghcr.io/flywheel-mlops
+IMAGE_TAG ?= 0.1.0
+DOCKER ?= docker
+IMAGE_TARGETS := component component-gpu sidecar
+OVERLAY ?= dev
+OVERLAY_NAMESPACE = $(if $(filter dev,$(OVERLAY)),flywheel-dev,flywheel)
+# serving/config/ (TF Serving's config files) is outside manifests/: the build must read it.
+KUSTOMIZE_BUILD := kubectl kustomize --load-restrictor LoadRestrictionsNone
+TOOLS_VENV := .venv-tools
+
+.PHONY: images
+images: ## Build the component, component-gpu and sidecar images (Docker; REGISTRY, IMAGE_TAG).
+	@for t in $(IMAGE_TARGETS); do \
+	  echo "building $(REGISTRY)/flywheel-$$t:$(IMAGE_TAG)"; \
+	  DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile --target $$t -t $(REGISTRY)/flywheel-$$t:$(IMAGE_TAG) . || exit 1; \
+	done
+
+.PHONY: push-images
+push-images: images ## Push the three images to REGISTRY (needs `docker login`), then run `make pin-digests`.
+	@for t in $(IMAGE_TARGETS); do $(DOCKER) push $(REGISTRY)/flywheel-$$t:$(IMAGE_TAG) || exit 1; done
+
+.PHONY: pin-digests
+pin-digests: $(VENV)/.installed ## Write registry digests of every pinned image into manifests and Dockerfile (needs crane; RESOLVER).
+	$(PY) docker/pin_digests.py $(if $(RESOLVER),--resolver "$(RESOLVER)")
+
+.PHONY: gpu-lock
+gpu-lock: $(VENV)/.installed ## Recompile docker/requirements-gpu.lock (CUDA wheels on top of requirements.lock).
+	@test -x $(UV) || $(PY) -m pip install -q "uv==$(UV_VERSION)"
+	cd docker && ../$(UV) pip compile -q requirements-gpu.txt --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements-gpu.lock
+
+$(TOOLS_VENV)/.installed: requirements-tools.lock | $(VENV)/.installed
+	@test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	@test -x $(UV) || $(PY) -m pip install -q "uv==$(UV_VERSION)"
+	$(UV) pip install -q --python $(TOOLS_VENV)/bin/python -r requirements-tools.lock
+	@touch $@
+
+.PHONY: tools
+tools: $(TOOLS_VENV)/.installed ## Build .venv-tools/ (checkov) from requirements-tools.lock; its pins clash with the main lock.
+
+.PHONY: tools-lock
+tools-lock: $(VENV)/.installed ## Recompile requirements-tools.lock from requirements-tools.txt.
+	@test -x $(UV) || $(PY) -m pip install -q "uv==$(UV_VERSION)"
+	$(UV) pip compile -q requirements-tools.txt --python-version 3.11 -o requirements-tools.lock
+
+.PHONY: manifests-check
+manifests-check: $(VENV)/.installed tools ## Build every overlay; kubernetes-validate (strict, 1.32), wiring checks, checkov, Dockerfile checks.
+	$(PY) -m pytest -q tests/cluster/test_manifests_validate.py tests/cluster/test_serving_wiring.py \
+	  tests/cluster/test_checkov.py tests/cluster/test_images.py
+
+.PHONY: alerts-check
+alerts-check: ## promtool check rules + promtool test rules on monitoring/rules/.
+	cd monitoring/rules && promtool check rules flywheel-alerts.rules.yml && promtool test rules flywheel-alerts.test.yml
+
+.PHONY: prometheusrule
+prometheusrule: $(VENV)/.installed ## Regenerate monitoring/rules/prometheusrule.yaml from flywheel-alerts.rules.yml.
+	$(PY) monitoring/rules/prometheusrule.py
+
+.PHONY: deploy
+deploy: $(VENV)/.installed ## Apply an overlay with kubectl to the current KUBECONFIG context (OVERLAY=dev|prod|gpu) and wait for rollout.
+	@$(PY) docker/pin_digests.py --check || { echo "refusing to deploy placeholder digests: run make pin-digests" >&2; exit 1; }
+	$(KUSTOMIZE_BUILD) manifests/overlays/$(OVERLAY) | kubectl apply --server-side -f -
+	kubectl -n $(OVERLAY_NAMESPACE) rollout status deployment/flywheel-serving --timeout=600s
+
+.PHONY: dashboards-png
+dashboards-png: $(VENV)/.installed ## Render dashboards to build/dashboards/*.png: from PROMETHEUS_URL if set, else from the live test's real sidecar + Prometheus.
+	@mkdir -p build/dashboards
+	@if [ -n "$(PROMETHEUS_URL)" ]; then \
+	  for d in drift serving; do $(PY) monitoring/dashboards/render_png.py --prometheus "$(PROMETHEUS_URL)" --since $(or $(SINCE),1h) \
+	    --dashboard monitoring/dashboards/flywheel-$$d.json --out build/dashboards/flywheel-$$d.png || exit 1; done; \
+	else \
+	  FLYWHEEL_PNG_DIR=$(CURDIR)/build/dashboards $(PY) -m pytest -q tests/cluster/test_dashboards_live.py -k render; \
+	fi
+
+.PHONY: cluster-test
+cluster-test: $(VENV)/.installed tools ## Run all cluster checks (tests/cluster).
+	$(PY) -m pytest -q tests/cluster
