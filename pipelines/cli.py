@@ -65,6 +65,34 @@ def _write_summary_json(summaries: list[runner.RunSummary], path: str) -> None:
         json.dump([dataclasses.asdict(s) for s in summaries], f, indent=2, default=str)
 
 
+METRICS_FILE = os.path.join("runs", "metrics.json")   # DVC metrics of the last run (dvc.yaml stage `pipeline`)
+PLOTS_DIR = os.path.join("runs", "plots")              # DVC plots: roc.csv, training.csv
+
+
+def write_dvc_outputs(summary: runner.RunSummary, metrics_file: str = METRICS_FILE, plots_dir: str = PLOTS_DIR) -> None:
+    """The last run's metrics and curves in the files `dvc metrics show` and `dvc plots show` read."""
+    import csv
+
+    evaluation = runner.read_json(os.path.join(summary.run_dir, "evaluate-component", "evaluation", "metrics.json")) or {}
+    os.makedirs(plots_dir, exist_ok=True)
+    with open(metrics_file, "w") as f:
+        json.dump({**{k: v for k, v in summary.metrics.items() if isinstance(v, (int, float))},
+                   "slice_gap": evaluation.get("slice_gap"), "blessed": bool(summary.blessed),
+                   "pushed_version": summary.pushed_version}, f, indent=2)
+    roc = evaluation.get("roc_curve") or {}
+    with open(os.path.join(plots_dir, "roc.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["fpr", "tpr", "threshold"])
+        writer.writerows(zip(roc.get("fpr", []), roc.get("tpr", []), roc.get("thresholds", [])))
+    model_meta = runner.read_json(os.path.join(summary.run_dir, "train-component", "model", "assets.extra",
+                                                "flywheel.json")) or {}
+    history = model_meta.get("history", {})
+    with open(os.path.join(plots_dir, "training.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", *history])
+        writer.writerows([i + 1, *values] for i, values in enumerate(zip(*history.values())))
+
+
 def model_name_for(path: str) -> str:
     """A model name for a user's file: its stem, in the characters TF Serving model names allow."""
     stem = os.path.splitext(os.path.basename(path.rstrip("/")))[0]
@@ -88,6 +116,7 @@ def cmd_main(args, params) -> int:
             break
     print_summary(summaries, params.push.model_repository, params.push.model_name)
     _write_summary_json(summaries, os.path.join("runs", "last_run.json"))
+    write_dvc_outputs(summaries[-1])
     return 0 if all(s.succeeded for s in summaries) else 1
 
 
@@ -95,6 +124,7 @@ def cmd_run(args, params) -> int:
     """One pipeline run on a user's file (or one span): any CSV/Parquet with a header and a label."""
     model_name = args.model_name or (params.push.model_name if args.curated_schema else model_name_for(args.data))
     overrides = {"label": args.label, "model_name": model_name, "curated_schema": args.curated_schema,
+                 "model_repository": args.model_repository or params.push.model_repository,
                  "pii_columns": args.pii or [], "slice_feature": args.slice or "", "force_push": args.force}
     arguments = runner.arguments_from_params(params, os.path.abspath(args.data) if os.path.exists(args.data)
                                              else args.data, **overrides)
@@ -102,7 +132,7 @@ def cmd_run(args, params) -> int:
         arguments["data_rev"] = args.data_rev
     print(f"== pipeline on {args.data} (label {args.label}, model {model_name}) ==", flush=True)
     summary = runner.run_local(arguments, args.pipeline_root)
-    print_summary([summary], params.push.model_repository, model_name)
+    print_summary([summary], overrides["model_repository"], model_name)
     _write_summary_json([summary], os.path.join("runs", "last_run.json"))
     return 0 if summary.succeeded else 1
 
@@ -152,6 +182,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--label", required=True, help="label column (numeric or string)")
     r.add_argument("--data-rev", default="", help="git revision of a DVC-tracked path")
     r.add_argument("--model-name", default="", help="default: the file's stem")
+    r.add_argument("--model-repository", default="", help="default: push.model_repository in params.yaml")
     r.add_argument("--curated-schema", default="", help="schema.pbtxt to import instead of inferring one")
     r.add_argument("--pii", nargs="*", help="columns to drop before anything is written")
     r.add_argument("--slice", default="", help="feature to slice evaluation metrics by")

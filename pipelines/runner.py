@@ -30,6 +30,7 @@ def arguments_from_params(params: Params, data_path: str, **overrides) -> dict:
         "model_repository": params.push.model_repository, "model_name": params.push.model_name,
         "drift_linf": params.validate.drift_linf, "drift_jsd": params.validate.drift_jsd,
         "skew_linf": params.validate.skew_linf, "skew_jsd": params.validate.skew_jsd,
+        "block_on_drift": params.validate.block_on_drift,
         "epochs": params.train.epochs, "batch_size": params.train.batch_size,
         "learning_rate": params.train.learning_rate, "hidden_units": list(params.train.hidden_units),
         "slice_feature": params.evaluate.slice_feature, "min_auc": params.evaluate.min_auc,
@@ -64,7 +65,7 @@ def _task_dir(run_dir: str, component: str) -> str:
     return os.path.join(run_dir, f"{component}-component")
 
 
-def _read_json(path: str) -> dict | list | None:
+def read_json(path: str) -> dict | list | None:
     try:
         with open(path) as f:
             return json.load(f)
@@ -74,7 +75,7 @@ def _read_json(path: str) -> dict | list | None:
 
 def _output_metadata(run_dir: str, component: str, output: str) -> dict:
     """Artifact metadata as the executor wrote it (kfp.local keeps executor_output.json per task)."""
-    executor_output = _read_json(os.path.join(_task_dir(run_dir, component), "executor_output.json")) or {}
+    executor_output = read_json(os.path.join(_task_dir(run_dir, component), "executor_output.json")) or {}
     for artifact in executor_output.get("artifacts", {}).get(output, {}).get("artifacts", []):
         return artifact.get("metadata", {})
     return {}
@@ -83,19 +84,19 @@ def _output_metadata(run_dir: str, component: str, output: str) -> dict:
 def summarize(run_dir: str, data_path: str, succeeded: bool, error: str, seconds: float) -> RunSummary:
     summary = RunSummary(data_path=data_path, run_dir=run_dir, succeeded=succeeded, error=error, seconds=seconds)
     summary.data_version = _output_metadata(run_dir, "ingest", "examples").get("data_version", "")
-    report = _read_json(os.path.join(_task_dir(run_dir, "validate"), "anomalies", names.ANOMALY_REPORT))
+    report = read_json(os.path.join(_task_dir(run_dir, "validate"), "anomalies", names.ANOMALY_REPORT))
     if report is None:  # validate failed before writing its artifact: the error carries the report
         report = []
     entries = report.get("anomalies", []) if isinstance(report, dict) else report
     summary.anomalies_blocking = sum(1 for a in entries if a.get("blocking"))
     summary.anomalies_other = sum(1 for a in entries if not a.get("blocking"))
     evaluation_dir = os.path.join(_task_dir(run_dir, "evaluate"), "evaluation")
-    evaluation = _read_json(os.path.join(evaluation_dir, "metrics.json")) or {}
+    evaluation = read_json(os.path.join(evaluation_dir, "metrics.json")) or {}
     summary.metrics = evaluation.get("metrics", {})
-    blessing = _read_json(os.path.join(evaluation_dir, names.BLESSING_FILE))
+    blessing = read_json(os.path.join(evaluation_dir, names.BLESSING_FILE))
     if blessing:
         summary.blessed, summary.blessing_reason = blessing["blessed"], blessing["reason"]
-    pushed = _read_json(os.path.join(_task_dir(run_dir, "push"), "pushed", names.PUSH_RESULT_FILE))
+    pushed = read_json(os.path.join(_task_dir(run_dir, "push"), "pushed", names.PUSH_RESULT_FILE))
     if pushed:
         summary.pushed, summary.push_reason = pushed["pushed"], pushed["reason"]
         summary.pushed_version = pushed["version"] if pushed["pushed"] else None
@@ -110,6 +111,7 @@ def run_local(arguments: dict, pipeline_root: str = DEFAULT_PIPELINE_ROOT) -> Ru
 
     bin_dir = os.path.dirname(sys.executable)
     os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # tasks inherit it: keep TF's C++ banner out of the logs
     pipeline_root = os.path.abspath(pipeline_root)
     os.makedirs(pipeline_root, exist_ok=True)
     before = set(os.listdir(pipeline_root))

@@ -32,6 +32,7 @@ def training_pipeline(
     drift_jsd: float = 0.1,
     skew_linf: float = 0.1,
     skew_jsd: float = 0.1,
+    block_on_drift: bool = False,
     epochs: int = 8,
     batch_size: int = 256,
     learning_rate: float = 0.003,
@@ -52,13 +53,15 @@ def training_pipeline(
     ingest.set_caching_options(False)
     ingest.set_display_name("ingest")
 
-    stats = statistics_component(examples=ingest.outputs["examples"]).set_display_name("statistics")
+    stats = statistics_component(examples=ingest.outputs["examples"], curated_schema=curated_schema)
+    stats.set_display_name("statistics")
     schema = schema_component(statistics=stats.outputs["statistics"], curated_schema=curated_schema,
                               label=label).set_display_name("schema")
     validate = validate_component(
         statistics=stats.outputs["statistics"], schema=schema.outputs["schema"],
         model_repository=model_repository, model_name=model_name,
-        drift_linf=drift_linf, drift_jsd=drift_jsd, skew_linf=skew_linf, skew_jsd=skew_jsd)
+        drift_linf=drift_linf, drift_jsd=drift_jsd, skew_linf=skew_linf, skew_jsd=skew_jsd,
+        block_on_drift=block_on_drift)
     validate.set_caching_options(False)  # drift is measured against whatever is in production now
     validate.set_display_name("validate")
 
