@@ -117,7 +117,9 @@ def render(dashboard: dict, prometheus: str, start: float, end: float, out: Path
             for s in query_range(prometheus, expand(target["expr"], variables), start, end, step):
                 if s["values"]:
                     t, v = zip(*s["values"])
-                    ax.plot([x - start for x in t], v, label=legend(target.get("legendFormat", ""), s["metric"]))
+                    label = legend(target.get("legendFormat", ""), s["metric"])
+                    # matplotlib hides legend labels that start with "_" (e.g. feature "__unknown__")
+                    ax.plot([x - start for x in t], v, label=" " + label if label.startswith("_") else label)
         for color, value in thresholds(panel):
             ax.axhline(value, color=color, linestyle="--", linewidth=1, label=f"threshold {value:g}")
         ax.set_title(panel["title"], fontsize=10, loc="left")

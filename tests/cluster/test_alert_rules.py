@@ -69,3 +69,11 @@ def test_prometheusrule_manifest_is_up_to_date():
     result = subprocess.run([sys.executable, str(RULES_DIR / "prometheusrule.py"), "--check"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_drift_alerts_use_the_pipelines_thresholds():
+    from flywheel import params
+    settings = params.load().validate
+    (alert,) = [a for a in _alerts() if a["alert"] == "FlywheelFeatureDriftSustained"]
+    assert f'{{measure="linf"}} > {settings.drift_linf:g}' in alert["expr"]
+    assert f'{{measure="jsd"}} > {settings.drift_jsd:g}' in alert["expr"]

@@ -19,11 +19,13 @@ import importlib.util
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -32,12 +34,14 @@ import pandas as pd
 import pytest
 
 from cluster_support import ROOT, require_tool
-from flywheel import names
+from flywheel import names, params
 
 MODEL = names.DEFAULT_MODEL_NAME
 LABEL = "big_tipper"
 SHIFTED = "trip_miles"
-DRIFT_THRESHOLD = 0.1
+# params.yaml validate.drift_jsd / drift_linf, the thresholds on the dashboard and in the alert
+JSD_THRESHOLD = params.load().validate.drift_jsd
+LINF_THRESHOLD = params.load().validate.drift_linf
 DASHBOARDS = ROOT / "monitoring/dashboards"
 SCRAPE_S = 1
 WINDOW_ROWS = 400
@@ -317,26 +321,35 @@ def test_every_panel_query_returns_data(stack, dashboard):
     assert not empty, "panels without data:\n" + "\n".join(empty)
 
 
-def _drift_panel_series(stack: Stack) -> dict[str, list[tuple[float, float]]]:
+def _panel_series(stack: Stack, title_start: str) -> dict[str, list[tuple[float, float]]]:
     dashboard = render_png.load_dashboard(DASHBOARDS / "flywheel-drift.json")
-    (query,) = [q for q in render_png.panel_queries(dashboard, _variables())
-                if q.panel.startswith("Feature drift over time")]
+    (query,) = [q for q in render_png.panel_queries(dashboard, _variables()) if q.panel.startswith(title_start)]
     series = render_png.query_range(stack.prometheus, query.expr, stack.start_time, stack.end_time, SCRAPE_S)
     return {s["metric"]["feature"]: s["values"] for s in series}
 
 
+def _final(values: list[tuple[float, float]], stack: Stack) -> list[float]:
+    return [v for t, v in values if t > stack.end_time - 2 * SCRAPE_S]
+
+
 def test_drift_panel_rises_for_the_shifted_feature_only(stack):
-    series = _drift_panel_series(stack)
-    assert SHIFTED in series and len(series) >= 6, sorted(series)
-    before = [v for t, v in series[SHIFTED] if t < stack.shift_time]
-    after = [v for t, v in series[SHIFTED] if t > stack.end_time - 2 * SCRAPE_S]
-    assert before and max(before) < DRIFT_THRESHOLD, before
-    assert after and min(after) > DRIFT_THRESHOLD, after
-    print(f"drift panel at the end: " + ", ".join(f"{f}={v[-1][1]:.3f}" for f, v in sorted(series.items())))
-    for feature, values in series.items():
-        if feature != SHIFTED:
-            final = [v for t, v in values if t > stack.end_time - 2 * SCRAPE_S]
-            assert final and max(final) < DRIFT_THRESHOLD, f"{feature} drifted without a shift: {final}"
+    numeric = _panel_series(stack, "Feature drift over time: numeric")
+    categorical = _panel_series(stack, "Feature drift over time: categorical")
+    assert set(numeric) == {"trip_start_timestamp", "trip_miles", "trip_seconds", "fare", "passenger_count",
+                            "pickup_area"}, sorted(numeric)
+    assert set(categorical) == {"payment_type", "company"}, sorted(categorical)
+    before = [v for t, v in numeric[SHIFTED] if t < stack.shift_time]
+    assert before and max(before) < JSD_THRESHOLD, before
+    assert _final(numeric[SHIFTED], stack) and min(_final(numeric[SHIFTED], stack)) > JSD_THRESHOLD
+    print("drift panels at the end: " + ", ".join(f"{f}={v[-1][1]:.3f}" for f, v in sorted({**numeric, **categorical}.items())))
+    for panel, threshold in ((numeric, JSD_THRESHOLD), (categorical, LINF_THRESHOLD)):
+        for feature, values in panel.items():
+            if feature != SHIFTED:
+                final = _final(values, stack)
+                assert final and max(final) < threshold, f"{feature} drifted without a shift: {final}"
+    # "which features drift now": only the shifted one at or above its threshold
+    now = _panel_series(stack, "Features drifting now")
+    assert {f for f, values in now.items() if max(_final(values, stack)) >= 1} == {SHIFTED}
 
 
 def test_feature_drift_alert_goes_pending_for_the_shifted_feature_only(stack):
@@ -344,6 +357,27 @@ def test_feature_drift_alert_goes_pending_for_the_shifted_feature_only(stack):
                                       stack.end_time)
     assert {a["metric"]["feature"] for a in alerts} == {SHIFTED}
     assert {a["metric"]["alertstate"] for a in alerts} == {"pending"}  # `for: 15m` not yet elapsed
+
+
+def test_schema_anomaly_panel_shows_each_kind_sent(stack):
+    dashboard = render_png.load_dashboard(DASHBOARDS / "flywheel-drift.json")
+    (query,) = [q for q in render_png.panel_queries(dashboard, _variables()) if q.panel == "Schema anomalies"]
+    series = render_png.query_range(stack.prometheus, query.expr, stack.start_time, stack.end_time, SCRAPE_S)
+    seen = {(s["metric"]["feature"], s["metric"]["kind"]) for s in series if any(v > 0 for _, v in s["values"])}
+    assert seen == {("payment_type", "out_of_domain"), ("__unknown__", "unknown")}
+
+
+def test_grafana_variables_resolve_on_the_scraped_labels(stack):
+    """The namespace and model variables (label_values queries) find the values the panels use."""
+    for dashboard in ("flywheel-drift.json", "flywheel-serving.json"):
+        variables = {v["name"]: v for v in render_png.load_dashboard(DASHBOARDS / dashboard)["templating"]["list"]}
+        for name, expected in (("namespace", "flywheel"), ("model", MODEL)):
+            m = re.fullmatch(r"label_values\((.+), (\w+)\)", variables[name]["query"]["query"])
+            selector = render_png.expand(m.group(1), {"namespace": "flywheel"})
+            url = (f"{stack.prometheus}/api/v1/label/{m.group(2)}/values?"
+                   + urllib.parse.urlencode({"match[]": selector}))
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                assert json.load(resp)["data"] == [expected], f"{dashboard} ${name}"
 
 
 @pytest.mark.parametrize("dashboard", ["flywheel-drift.json", "flywheel-serving.json"])
