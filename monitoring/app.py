@@ -35,6 +35,7 @@ from monitoring.feedback import FeedbackStore, UnknownRequest
 from monitoring.metrics import SidecarMetrics
 from monitoring.observer import Observer, Record
 from monitoring.prediction_log import LogWriter
+from monitoring.upstream import UpstreamError, UpstreamPool
 from monitoring.window import DriftWindow
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ HOP_BY_HOP = frozenset(h.lower() for h in ("Connection", "Keep-Alive", "Proxy-Au
                                            "TE", "Trailers", "Transfer-Encoding", "Upgrade", "Host",
                                            "Content-Length"))
 REQUEST_ID = "X-Request-Id"
+NOT_FORWARDED = HOP_BY_HOP | {REQUEST_ID.lower()}  # the sidecar sets the request id itself
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -71,8 +73,9 @@ class Sidecar:
         self.metrics.watch_drift(lambda: self.window)
         self.metrics.baseline_loaded.set(0)
         self.metrics.upstream_up.set(0)
-        self.session: aiohttp.ClientSession | None = None
+        self.session: aiohttp.ClientSession | None = None   # status polls
         self.upstream = config.upstream.rstrip("/")
+        self.upstream_pool = UpstreamPool(self.upstream, config.upstream_timeout_s)  # the proxy path
 
     # --- upstream version and baseline -------------------------------------------------------
     async def poll_upstream(self) -> None:
@@ -135,23 +138,20 @@ class Sidecar:
         except web.HTTPRequestEntityTooLarge:
             metrics.errors["too_large"].inc()
             return self._finish(json_error(413, f"request body larger than {self.config.max_body_bytes} bytes"), start)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        headers[REQUEST_ID] = request_id
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED]
+        headers.append((REQUEST_ID, request_id))
         upstream_start = self.clock()
         try:
-            async with self.session.request(request.method, self.upstream + request.path_qs, data=body,
-                                            headers=headers) as resp:
-                payload = await resp.read()
-                status = resp.status
-                content_type = resp.headers.get("Content-Type", "application/json")
+            status, content_type, payload = await self.upstream_pool.request(request.method, request.path_qs, body,
+                                                                             headers)
         except asyncio.TimeoutError:
             metrics.upstream_duration.observe(self.clock() - upstream_start)
             metrics.errors["upstream_timeout"].inc()
             return self._finish(json_error(504, f"upstream {self.upstream} did not answer within "
                                                 f"{self.config.upstream_timeout_s}s"), start)
-        except aiohttp.ClientError as err:
+        except UpstreamError as err:
             metrics.errors["upstream_down"].inc()
-            return self._finish(json_error(502, f"upstream {self.upstream} unreachable: {type(err).__name__}"), start)
+            return self._finish(json_error(502, f"upstream {self.upstream} unreachable: {err}"), start)
         metrics.upstream_duration.observe(self.clock() - upstream_start)
         response = web.Response(body=payload, status=status, headers={"Content-Type": content_type,
                                                                       REQUEST_ID: request_id})
@@ -248,6 +248,7 @@ def make_app(config: SidecarConfig, registry: CollectorRegistry = REGISTRY, writ
     async def stop(app: web.Application) -> None:
         app["poller"].cancel()
         await sidecar.session.close()
+        sidecar.upstream_pool.close()
         await asyncio.get_running_loop().run_in_executor(None, sidecar.observer.stop)
 
     app.on_startup.append(start)
