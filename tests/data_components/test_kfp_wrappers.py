@@ -75,3 +75,24 @@ def test_component_interfaces_the_pipeline_wires():
         container = component.component_spec.implementation.container
         assert container.image == names.COMPONENT_IMAGE
         assert "pip install" not in " ".join(container.command)    # install_kfp_package=False
+
+
+def test_data_steps_compile_into_a_pipeline(tmp_path):
+    """The four wrappers wire and compile with kfp's real compiler (the lead's DAG adds the rest)."""
+    from kfp import compiler
+
+    @dsl.pipeline(name="data-steps")
+    def data_steps(data_path: str = "data/spans/span-001.csv", model_repository: str = "model_repository"):
+        examples = ingest_component(data_path=data_path, data_rev="", label=LABEL, pii_columns=["rider_email"])
+        stats = statistics_component(examples=examples.outputs["examples"], curated_schema="pipelines/schema/schema.pbtxt")
+        schema = schema_component(statistics=stats.outputs["statistics"], curated_schema="pipelines/schema/schema.pbtxt",
+                                  label=LABEL)
+        validate_component(statistics=stats.outputs["statistics"], schema=schema.outputs["schema"],
+                           model_repository=model_repository, model_name="taxi", drift_linf=0.1, drift_jsd=0.15,
+                           skew_linf=0.1, skew_jsd=0.2)
+
+    compiler.Compiler().compile(data_steps, str(tmp_path / "data_steps.yaml"))
+    compiled = (tmp_path / "data_steps.yaml").read_text()
+    for name in ("ingest-component", "statistics-component", "schema-component", "validate-component"):
+        assert f"exec-{name}" in compiled
+    assert "block_on_drift" in compiled and names.COMPONENT_IMAGE in compiled
