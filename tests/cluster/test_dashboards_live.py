@@ -200,10 +200,14 @@ def prometheus_config(sidecar_port: int, upstream_port: int) -> str:
 
 class Stack:
     def __init__(self, tmp: Path):
-        require_tool("prometheus", "run `make system-deps` (Debian package prometheus)")
         self.procs: list[subprocess.Popen] = []
         self.upstream = None
         self.tmp = tmp
+
+    def start(self) -> None:
+        """Upstream, sidecar, Prometheus; the caller stops whatever started, also on failure."""
+        require_tool("prometheus", "run `make system-deps` (Debian package prometheus)")
+        tmp = self.tmp
         repository = write_model_repository(tmp / "model_repository")
         self.upstream = SmallUpstream()
         self.sidecar_port = free_port()
@@ -212,7 +216,10 @@ class Stack:
                      "--upstream", f"http://127.0.0.1:{self.upstream.port}", "--model-repository", str(repository),
                      "--model-name", MODEL, "--log-dir", str(tmp / "prediction_log"),
                      "--window-rows", str(WINDOW_ROWS), "--version-poll-s", "0.5"], tmp / "sidecar.log", cwd=ROOT)
-        wait_until(lambda: http_json(f"{self.sidecar}/healthz/ready")[0] == 200, 60, "sidecar ready")
+        try:
+            wait_until(lambda: http_json(f"{self.sidecar}/healthz/ready")[0] == 200, 60, "sidecar ready")
+        except AssertionError:
+            raise AssertionError("sidecar not ready:\n" + (tmp / "sidecar.log").read_text()[-3000:]) from None
         prom_port = free_port()
         self.prometheus = f"http://127.0.0.1:{prom_port}"
         config = tmp / "prometheus.yml"
@@ -286,6 +293,7 @@ class Stack:
 def stack(tmp_path_factory):
     stack = Stack(tmp_path_factory.mktemp("dashboards_live"))
     try:
+        stack.start()
         stack.start_time = time.time()
         stack.send_phase(taxi_rows(WINDOW_ROWS * 2, seed=3), seconds=8)
         stack.send_bad_json()
