@@ -18,7 +18,7 @@ help: ## Show this help.
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@test -x $(UV) || $(PY) -m pip install -q "uv==$(UV_VERSION)"
+	@test -x $(UV) || { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null; $(PY) -m pip install -q "uv==$(UV_VERSION)"; }
 	$(UV) pip install -q --python $(PY) -r requirements.lock
 	$(UV) pip install -q --python $(PY) --no-deps --config-settings editable_mode=compat -e .
 	@touch $@
@@ -160,12 +160,17 @@ pin-digests: $(VENV)/.installed ## Write registry digests of every pinned image 
 
 .PHONY: gpu-lock
 gpu-lock: $(VENV)/.installed ## Recompile docker/requirements-gpu.lock (CUDA wheels on top of requirements.lock).
-	@test -x $(UV) || $(PY) -m pip install -q "uv==$(UV_VERSION)"
+	@test -x $(UV) || { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null; $(PY) -m pip install -q "uv==$(UV_VERSION)"; }
 	cd docker && ../$(UV) pip compile -q requirements-gpu.txt --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements-gpu.lock
+
+.PHONY: sidecar-lock
+sidecar-lock: $(VENV)/.installed ## Recompile docker/requirements-sidecar.lock (the sidecar image's deps, pinned to requirements.lock).
+	@test -x $(UV) || $(PY) -m pip install -q "uv==$(UV_VERSION)"
+	cd docker && ../$(UV) pip compile -q requirements-sidecar.txt --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements-sidecar.lock
 
 $(TOOLS_VENV)/.installed: requirements-tools.lock | $(VENV)/.installed
 	@test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
-	@test -x $(UV) || $(PY) -m pip install -q "uv==$(UV_VERSION)"
+	@test -x $(UV) || { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null; $(PY) -m pip install -q "uv==$(UV_VERSION)"; }
 	$(UV) pip install -q --python $(TOOLS_VENV)/bin/python -r requirements-tools.lock
 	@touch $@
 
@@ -174,7 +179,7 @@ tools: $(TOOLS_VENV)/.installed ## Build .venv-tools/ (checkov) from requirement
 
 .PHONY: tools-lock
 tools-lock: $(VENV)/.installed ## Recompile requirements-tools.lock from requirements-tools.txt.
-	@test -x $(UV) || $(PY) -m pip install -q "uv==$(UV_VERSION)"
+	@test -x $(UV) || { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null; $(PY) -m pip install -q "uv==$(UV_VERSION)"; }
 	$(UV) pip compile -q requirements-tools.txt --python-version 3.11 -o requirements-tools.lock
 
 .PHONY: manifests-check

@@ -4,7 +4,17 @@ a GPU lock that agrees with requirements.lock. (No Docker engine here: `make ima
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
 
 from cluster_support import ROOT
 from flywheel import names
@@ -74,7 +84,7 @@ def test_final_targets_carry_no_build_tools():
                 if word == "RUN":
                     assert not BUILD_TOOLS.search(rest), f"{target} (stage {stage}) runs a build tool: {rest}"
                 if word == "COPY" and "--from=" in rest:
-                    assert re.search(r"--from=build(-gpu)?\s+/opt/venv\s+/opt/venv", rest), rest
+                    assert re.search(r"--from=build(-gpu|-sidecar)?\s+/opt/venv\s+/opt/venv", rest), rest
     # and the build stages' tools never reach a final stage by inheritance
     for target in FINAL_TARGETS:
         assert not any(s.startswith("build") for s in _chain(stages, target)), target
@@ -114,13 +124,65 @@ def test_dockerignore_sends_what_is_copied_and_nothing_else():
         assert _ignored(secret_or_bulk, patterns), f"{secret_or_bulk} would be sent to the build"
 
 
-def test_gpu_lock_agrees_with_the_main_lock():
-    def pins(path):
-        return dict(re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", path.read_text(), re.MULTILINE))
-    main, gpu = pins(ROOT / "requirements.lock"), pins(ROOT / "docker/requirements-gpu.lock")
-    clashes = {name: (main[name], v) for name, v in gpu.items() if name in main and main[name] != v}
-    assert not clashes, f"docker/requirements-gpu.lock disagrees with requirements.lock: {clashes}"
-    assert any(name.startswith("nvidia-cudnn") for name in gpu)
+def _pins(path) -> dict[str, str]:
+    return dict(re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", path.read_text(), re.MULTILINE))
+
+
+@pytest.mark.parametrize("lock", ["docker/requirements-gpu.lock", "docker/requirements-sidecar.lock"])
+def test_image_locks_agree_with_the_main_lock(lock):
+    main, image = _pins(ROOT / "requirements.lock"), _pins(ROOT / lock)
+    clashes = {name: (main[name], v) for name, v in image.items() if name in main and main[name] != v}
+    assert not clashes, f"{lock} disagrees with requirements.lock: {clashes}"
+
+
+def test_gpu_lock_brings_cuda_and_the_sidecar_lock_no_tensorflow():
+    assert any(name.startswith("nvidia-cudnn") for name in _pins(ROOT / "docker/requirements-gpu.lock"))
+    assert not {"tensorflow", "tensorflow-data-validation", "apache-beam"} & set(_pins(ROOT / "docker/requirements-sidecar.lock"))
+
+
+def test_sidecar_runs_from_its_image_lock_alone(tmp_path):
+    """What the sidecar image holds (docker/requirements-sidecar.lock + the project, no deps) is
+    enough to start `python -m monitoring`, answer /healthz/live and export its metrics."""
+    uv = shutil.which("uv") or str(ROOT / ".venv/bin/uv")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin/python")
+    for args in (["-r", str(ROOT / "docker/requirements-sidecar.lock")], ["--no-deps", str(ROOT)]):
+        result = subprocess.run([uv, "pip", "install", "-q", "--python", python, *args], capture_output=True,
+                                text=True, timeout=600, env={**os.environ, "UV_NO_PROGRESS": "1"})
+        assert result.returncode == 0, result.stderr[-2000:]
+    port = _free_port()
+    log = (tmp_path / "sidecar.log").open("wb")
+    # cwd outside the repository, as in the image: imports come from the installed venv only
+    proc = subprocess.Popen([python, "-m", "monitoring", "--host", "127.0.0.1", "--port", str(port),
+                             "--upstream", "http://127.0.0.1:9", "--model-repository", str(tmp_path / "models"),
+                             "--model-name", names.DEFAULT_MODEL_NAME, "--log-dir", str(tmp_path / "log")],
+                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz/live", timeout=2) as resp:
+                    assert resp.status == 200
+                    break
+            except (OSError, urllib.error.URLError):
+                assert proc.poll() is None, (tmp_path / "sidecar.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "sidecar did not start"
+                time.sleep(0.3)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            assert b"flywheel_upstream_up" in resp.read()
+        imported_tf = subprocess.run([python, "-c", "import monitoring.app, sys; print('tensorflow' in sys.modules)"],
+                                     cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert imported_tf.stdout.strip() == "False"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_manifest_images_are_the_names_the_code_uses():
