@@ -1,0 +1,113 @@
+"""The sidecar's keep-alive upstream client against real sockets: framing, reuse, retry, timeout,
+and the sidecar's 504 when TF Serving is too slow."""
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from monitoring.upstream import UpstreamError, UpstreamPool
+
+from .conftest import MODEL_NAME, free_port
+
+
+class Scripted(asyncio.Protocol):
+    """Answers each request with the next scripted reply; a float means: sleep that long, then reply."""
+    replies: list = []
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data):
+        self.buffer += data
+        if b"\r\n\r\n" not in self.buffer:
+            return
+        self.buffer = b""
+        reply = Scripted.replies.pop(0)
+        if isinstance(reply, tuple):
+            delay, reply = reply
+            asyncio.get_running_loop().call_later(delay, self.transport.write, reply)
+        elif reply == b"CLOSE":
+            self.transport.close()
+        else:
+            self.transport.write(reply)
+
+
+async def _with_server(replies, body):
+    Scripted.replies = list(replies)
+    port = free_port()
+    server = await asyncio.get_running_loop().create_server(Scripted, "127.0.0.1", port)
+    try:
+        return await body(UpstreamPool(f"http://127.0.0.1:{port}", timeout_s=0.5))
+    finally:
+        server.close()
+
+
+def test_content_length_chunked_and_reuse():
+    async def body(pool):
+        first = await pool.request("POST", "/a", b"{}", [("Content-Type", "application/json")])
+        reused = len(pool.idle) == 1
+        second = await pool.request("GET", "/b", b"", [])
+        return first, reused, second
+    first, reused, second = asyncio.run(_with_server([
+        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"a": true}',
+        b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"e\":\r\n4\r\n 1}\n\r\n0\r\n\r\n",
+    ], body))
+    assert first == (200, "application/json", b'{"a": true}') and reused
+    assert second[0] == 404 and second[2] == b'{"e": 1}\n'
+
+
+def test_stale_keepalive_connection_is_retried_once():
+    async def body(pool):
+        await pool.request("GET", "/", b"", [])
+        # the server closes this kept-alive connection on the next request without answering it
+        return await pool.request("GET", "/", b"", [])
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    assert asyncio.run(_with_server([ok, b"CLOSE", ok], body)) == (200, "application/json", b"ok")
+
+
+def test_refused_and_timeout():
+    async def refused():
+        return await UpstreamPool(f"http://127.0.0.1:{free_port()}", 0.5).request("GET", "/", b"", [])
+    with pytest.raises(UpstreamError):
+        asyncio.run(refused())
+
+    async def slow(pool):
+        return await pool.request("GET", "/", b"", [])
+    with pytest.raises(asyncio.TimeoutError):
+        asyncio.run(_with_server([(2.0, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")], slow))
+
+
+def test_sidecar_answers_504_when_upstream_is_slow(sidecar_factory, model_repository):
+    status_reply = json.dumps({"model_version_status": [{"version": "1", "state": "AVAILABLE"}]}).encode()
+
+    class SlowUpstream(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            if data.startswith(b"GET"):
+                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(status_reply), status_reply))
+            # predict requests are never answered
+
+    import threading
+    loop = asyncio.new_event_loop()
+    port = free_port()
+    loop.run_until_complete(loop.create_server(SlowUpstream, "127.0.0.1", port))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        sidecar = sidecar_factory(f"http://127.0.0.1:{port}", model_repository, upstream_timeout_s=0.3)
+        req = urllib.request.Request(f"{sidecar.url}/v1/models/{MODEL_NAME}:predict", data=b'{"instances": []}')
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 504 and "did not answer" in json.loads(err.value.read())["error"]
+        assert sidecar.metric("flywheel_errors_total", {"model": MODEL_NAME, "kind": "upstream_timeout"}) == 1
+        assert sidecar.metric("flywheel_requests_total", {"model": MODEL_NAME, "code": "504"}) == 1
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
