@@ -165,7 +165,7 @@ gpu-lock: $(VENV)/.installed ## Recompile docker/requirements-gpu.lock (CUDA whe
 
 .PHONY: sidecar-lock
 sidecar-lock: $(VENV)/.installed ## Recompile docker/requirements-sidecar.lock (the sidecar image's deps, pinned to requirements.lock).
-	@test -x $(UV) || $(PY) -m pip install -q "uv==$(UV_VERSION)"
+	@test -x $(UV) || { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null; $(PY) -m pip install -q "uv==$(UV_VERSION)"; }
 	cd docker && ../$(UV) pip compile -q requirements-sidecar.txt --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements-sidecar.lock
 
 $(TOOLS_VENV)/.installed: requirements-tools.lock | $(VENV)/.installed
