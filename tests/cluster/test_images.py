@@ -143,7 +143,9 @@ def test_gpu_lock_brings_cuda_and_the_sidecar_lock_no_tensorflow():
 def test_sidecar_runs_from_its_image_lock_alone(tmp_path):
     """What the sidecar image holds (docker/requirements-sidecar.lock + the project, no deps) is
     enough to start `python -m monitoring`, answer /healthz/live and export its metrics."""
-    uv = shutil.which("uv") or str(ROOT / ".venv/bin/uv")
+    uv = str(ROOT / ".venv/bin/uv") if (ROOT / ".venv/bin/uv").exists() else shutil.which("uv")
+    if uv is None:
+        pytest.fail("uv not found: `make setup` installs it into .venv")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = str(venv / "bin/python")
