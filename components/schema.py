@@ -21,12 +21,20 @@ from flywheel.params import ROOT
 EPOCH_RANGE = (946_684_800, 4_102_444_800)
 
 
+# Importing TFDV imports TensorFlow (seconds per KFP task); reading, editing and writing a
+# schema needs only the proto classes, so TFDV is imported only to infer one.
 def load_schema(path: str | Path):
-    import tensorflow_data_validation as tfdv
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
     try:
-        return tfdv.load_schema_text(str(path))
-    except Exception as error:  # text_format.ParseError, OSError
+        return text_format.Parse(Path(path).read_text(), schema_pb2.Schema())
+    except Exception as error:  # text_format.ParseError, OSError, UnicodeDecodeError
         raise DataError(str(path), f"is not a readable text Schema proto ({error})") from error
+
+
+def write_schema(schema, path: str | Path) -> None:
+    from google.protobuf import text_format
+    Path(path).write_text(text_format.MessageToString(schema))
 
 
 def resolve_curated(curated_schema: str | Path | None) -> Path | None:
@@ -49,14 +57,12 @@ def _looks_like_epoch_seconds(feature_stats) -> bool:
 
 def add_environments(schema, label: str, source: str):
     """TRAINING and SERVING environments; the label only in TRAINING. Idempotent."""
-    import tensorflow_data_validation as tfdv
     for env in (names.ENV_TRAINING, names.ENV_SERVING):
         if env not in schema.default_environment:
             schema.default_environment.append(env)
-    try:
-        label_feature = tfdv.get_feature(schema, label)
-    except ValueError as error:
-        raise DataError(source, "the label is not a feature of the schema", column=label) from error
+    label_feature = next((f for f in schema.feature if f.name == label), None)
+    if label_feature is None:
+        raise DataError(source, "the label is not a feature of the schema", column=label)
     if names.ENV_SERVING not in label_feature.not_in_environment:
         label_feature.not_in_environment.append(names.ENV_SERVING)
     return schema
@@ -77,7 +83,6 @@ def infer(train_stats, label: str, source: str = "<statistics>"):
 
 def run(statistics_dir: str | Path, output_dir: str | Path, label: str, curated_schema: str | Path | None = None) -> dict:
     """Write `<output_dir>/schema.pbtxt`; return where the schema came from."""
-    import tensorflow_data_validation as tfdv
     from components.statistics import load, stats_path
     curated = resolve_curated(curated_schema)
     if curated:
@@ -87,7 +92,7 @@ def run(statistics_dir: str | Path, output_dir: str | Path, label: str, curated_
         schema = infer(load(stats_path(statistics_dir, names.TRAIN)), label, str(statistics_dir))
         origin = "inferred"
     with atomic_dir(output_dir) as staging:
-        tfdv.write_schema_text(schema, str(staging / names.SCHEMA_FILE))
+        write_schema(schema, staging / names.SCHEMA_FILE)
     return {"schema_source": origin, "label": label, "features": [f.name for f in schema.feature]}
 
 
