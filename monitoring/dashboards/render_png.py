@@ -18,6 +18,7 @@ import math
 import re
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -68,8 +69,14 @@ def panel_queries(dashboard: dict, variables: dict[str, str]) -> list[PanelQuery
 
 def _get(prometheus: str, path: str, params: dict) -> list[dict]:
     url = f"{prometheus.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=30) as resp:
-        body = json.load(resp)
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            body = json.load(resp)
+    except urllib.error.HTTPError as err:  # Prometheus answers 400/422 with a JSON reason
+        raise RuntimeError(f"Prometheus at {prometheus} rejected {params.get('query')!r}: "
+                           f"{err.read().decode(errors='replace')}") from err
+    except OSError as err:
+        raise SystemExit(f"cannot reach Prometheus at {prometheus}: {err}") from err
     if body.get("status") != "success":
         raise RuntimeError(f"Prometheus query failed: {params.get('query')}: {body}")
     return body["data"]["result"]
