@@ -127,6 +127,8 @@ class Observer:
         served_version, window = self.current()
         baseline = window.baseline if window is not None else None
         lines, anomalies = [], {}
+        window_rows: list[dict] = []
+        window_scores: list[float] = []
         for record in batch:
             try:
                 request = json.loads(record.request_body)
@@ -145,8 +147,8 @@ class Observer:
                 for key, count in found.items():
                     anomalies[key] = anomalies.get(key, 0) + count
                 if record.status == 200 and version == baseline.version:
-                    scores = [s for s in map(score_of, predictions) if s is not None]
-                    window.add(clean, scores)
+                    window_rows += clean
+                    window_scores += [s for s in map(score_of, predictions) if s is not None]
             if predictions:
                 task = baseline.task if baseline is not None else names.BINARY
                 self.feedback.remember_prediction(record.request_id, task, predictions)
@@ -155,6 +157,8 @@ class Observer:
                 "status": record.status, "latency_ms": round(record.latency_s * 1000, 3),
                 "features": [redact(r, self.pii_fields) for r in rows], "predictions": predictions,
             }, separators=(",", ":"), default=str))
+        if window is not None and (window_rows or window_scores):
+            window.add(window_rows, window_scores)  # one lock round per batch
         for (feature, kind), count in anomalies.items():
             self.metrics.schema_anomalies.labels(self.model, feature, kind).inc(count)
         if self.writer.write(lines):

@@ -20,7 +20,7 @@ import numpy as np
 from aiohttp import web
 
 from flywheel import names
-from serving.servables import InvalidArgument, NotFound, ServableManager, ServingError
+from serving.servables import InvalidArgument, ServableManager, ServingError
 
 ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>-?\d+))?"
                    r"(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$")
@@ -122,11 +122,36 @@ def format_outputs(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
     return {"predictions": [{k: v[i] for k, v in lists.items()} for i in range(batch)]}
 
 
+METRICS_PATH = "/monitoring/prometheus/metrics"
+
+
+class RequestCounts:
+    """A small subset of TF Serving's own metrics, with its names, for /monitoring/prometheus/metrics."""
+
+    def __init__(self):
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def add(self, model: str, status: str) -> None:
+        self.counts[(model, status)] = self.counts.get((model, status), 0) + 1
+
+    def render(self, manager: ServableManager) -> str:
+        lines = ["# TYPE :tensorflow:serving:request_count counter"]
+        lines += [f':tensorflow:serving:request_count{{model_name="{m}",status="{s}"}} {n}'
+                  for (m, s), n in sorted(self.counts.items())]
+        lines.append("# TYPE :tensorflow:core:servable_state gauge")
+        lines += [f':tensorflow:core:servable_state{{model_name="{manager.model_name}",version="{v}"}} 1'
+                  for v in sorted(manager._serving)]
+        return "\n".join(lines) + "\n"
+
+
 def make_rest_app(manager: ServableManager, executor: ThreadPoolExecutor | None = None,
                   max_body_bytes: int = 64 * 1024 * 1024) -> web.Application:
     executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="predict")
+    counts = RequestCounts()
 
     async def handle(request: web.Request) -> web.Response:
+        if request.path == METRICS_PATH:
+            return web.Response(text=counts.render(manager), content_type="text/plain")
         match = ROUTE.match(request.path)
         if not match:
             return error(404, f"Malformed request: {request.method} {request.path}")
@@ -145,11 +170,14 @@ def make_rest_app(manager: ServableManager, executor: ThreadPoolExecutor | None 
                 body = await request.read()
                 columns, row_format = parse_predict_body(body, servable.inputs)
                 outputs = await asyncio.get_running_loop().run_in_executor(executor, servable.predict, columns)
+                counts.add(name, "OK")
                 return web.json_response(format_outputs(outputs, row_format))
             if request.method == "POST" and verb in ("classify", "regress"):
                 return error(400, f"'{verb}' needs a {verb} signature; this model exports '{names.SIGNATURE}' (predict) only")
             return error(404, f"Malformed request: {request.method} {request.path}")
         except ServingError as err:
+            if verb == "predict":
+                counts.add(name if name == manager.model_name else "__other__", err.code)
             return error(err.http_status, err.message)
         except web.HTTPRequestEntityTooLarge as err:
             return error(413, err.text or "request body too large")

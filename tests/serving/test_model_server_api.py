@@ -128,3 +128,14 @@ def test_grpc_model_status_and_errors(grpc_client):
     with pytest.raises(grpc.RpcError) as err:
         grpc_client.predict({"fare": [1.0]})
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_dev_server_exposes_tf_serving_style_metrics(dev_server):
+    # TF Serving's own metric names (":tensorflow:serving:...") fail promtool's *lint* (colons, no
+    # _total), so this checks that the exposition parses, not the naming.
+    from prometheus_client.parser import text_string_to_metric_families
+    RestClient(dev_server.rest_url, MODEL_NAME).predict_rows(ROWS)
+    with urllib.request.urlopen(dev_server.rest_url + "/monitoring/prometheus/metrics", timeout=10) as resp:
+        families = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+    samples = {tuple(sorted(s.labels.items())): s.value for s in families[":tensorflow:serving:request_count"].samples}
+    assert samples[(("model_name", MODEL_NAME), ("status", "OK"))] >= 1
