@@ -7,9 +7,8 @@ Why these choices:
 - The data version is the md5 of the bytes read. For a file that is that file's DVC md5 (DVC
   hashes file contents), so it matches `.dvc`/`dvc.lock` entries; `dvc_tracked` says which
   entry tracks the file and whether the workspace copy still matches it.
-- The split hashes each raw row (or the `split_key` column), never a random draw: the same row
-  always lands in the same split, duplicates cannot leak between train and test, and adding
-  rows to a span does not move the old ones.
+- The split hashes each raw row (or the `split_key` column), never a random draw
+  (flywheel/splits.py says why).
 - PII is removed in memory before anything is written, so no artifact ever holds it.
 """
 import csv
@@ -29,6 +28,7 @@ from components.kfp_component import flywheel_component
 from flywheel import model_repository, names
 from flywheel.errors import DataError
 from flywheel.params import ROOT
+from flywheel.splits import assign_splits  # noqa: F401  (part of this step's interface)
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -158,18 +158,6 @@ def redact_pii(df: pd.DataFrame, pii_columns: tuple[str, ...], mode: str = "drop
     return out, present
 
 
-def assign_splits(df: pd.DataFrame, split_key: str = "", buckets: tuple[int, ...] = (80, 10, 10)) -> np.ndarray:
-    """names.TRAIN/EVAL/TEST per row, from a stable hash of the row (or of `split_key`)."""
-    if len(buckets) != len(names.SPLITS) or sum(buckets) != 100 or min(buckets) < 0:
-        raise ValueError(f"ingest.split_buckets must be three percentages summing to 100, not {list(buckets)}")
-    if split_key and split_key not in df.columns:
-        raise DataError("<input>", "the split key column is missing", column=split_key)
-    hashed = pd.util.hash_pandas_object(df[split_key] if split_key else df, index=False).to_numpy()
-    bucket = hashed % np.uint64(100)
-    edges = np.cumsum(buckets)
-    return np.array(names.SPLITS, dtype=object)[np.searchsorted(edges, bucket, side="right")]
-
-
 # --- versioning -----------------------------------------------------------------------------
 def _git(args: list[str], cwd: str) -> str:
     try:
@@ -224,7 +212,7 @@ def run(data_path: str, output_dir: str | Path, label: str, pii_columns: tuple[s
     df = parse(data, source)
     rows_read = len(df)
     df = check_label(df, label, source)
-    splits = assign_splits(df, split_key, tuple(split_buckets))  # on raw rows, before redaction
+    splits = assign_splits(df, split_key, tuple(split_buckets), source)  # raw rows, before redaction
     df, redacted = redact_pii(df, tuple(pii_columns), pii_mode)
     metadata = {
         "data_path": str(data_path), "source": source, "label": label, "columns": list(df.columns),

@@ -41,6 +41,7 @@ import pandas as pd
 from flywheel import names
 from flywheel import params as params_mod
 from flywheel.params import DataParams, IngestParams, Shift
+from flywheel.splits import assign_splits
 
 LABEL = "big_tipper"
 PII_COLUMN = "rider_email"
@@ -201,9 +202,9 @@ def _transform(values: pd.Series, magnitude: float) -> pd.Series:
 
 
 def _splits_as_ingest_sees_them(df: pd.DataFrame, ingest: IngestParams) -> np.ndarray:
-    # Round-trip through CSV text so the hash sees exactly the values and dtypes ingest reads.
-    from components.ingest import assign_splits, parse_csv
-    reparsed = parse_csv(df.to_csv(index=False).encode(), "<generated>")
+    # Round-trip through CSV text so the hash sees exactly the values and dtypes ingest reads
+    # (ingest parses with pandas.read_csv too).
+    reparsed = pd.read_csv(io.StringIO(df.to_csv(index=False)), low_memory=False)
     return assign_splits(reparsed, ingest.split_key, ingest.split_buckets)
 
 
