@@ -81,6 +81,7 @@ def _undecodable(data: bytes, error: UnicodeDecodeError, source: str) -> DataErr
 
 def parse_csv(data: bytes, source: str) -> pd.DataFrame:
     """A CSV with a header row, as pandas reads it, after checks that name what is wrong."""
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark, as spreadsheet exports write
     if not data.strip():
         raise DataError(source, "the file is empty" if not data else "the file holds only blank lines")
     try:
@@ -233,9 +234,13 @@ def run(data_path: str, output_dir: str | Path, label: str, pii_columns: tuple[s
 
 @flywheel_component
 def ingest_component(data_path: str, data_rev: str, label: str, pii_columns: list,
-                     examples: dsl.Output[dsl.Dataset], pii_mode: str = "drop", split_key: str = ""):
-    """Split a span into train/eval/test Parquet with PII removed; the data version goes in metadata."""
+                     examples: dsl.Output[dsl.Dataset], pii_mode: str = "drop", split_key: str = "",
+                     dvc_repo: str = ""):
+    """Split a span into train/eval/test Parquet with PII removed; the data version goes in metadata.
+    With `data_rev`, `data_path` is read through DVC at that git revision of `dvc_repo` (a path or
+    a git URL; "" = the project checkout, which a cluster image does not have: pass the URL there)."""
     from components.ingest import run
+    from flywheel.params import ROOT
     examples.metadata.update(run(data_path=data_path, output_dir=examples.path, label=label,
                                  pii_columns=tuple(pii_columns), pii_mode=pii_mode, data_rev=data_rev,
-                                 split_key=split_key))
+                                 split_key=split_key, dvc_repo=dvc_repo or ROOT))

@@ -154,10 +154,17 @@ def baseline_stats_path(repository: str, model_name: str) -> str | None:
     return path if model_repository.exists(path) else None
 
 
-def _load_stats_bytes(data: bytes):
+def load_baseline(path: str):
+    """The baseline statistics (local or gs://); a file that is not the proto is named, not skipped."""
+    from google.protobuf.message import DecodeError
     from tensorflow_metadata.proto.v0 import statistics_pb2
     stats = statistics_pb2.DatasetFeatureStatisticsList()
-    stats.ParseFromString(data)
+    try:
+        stats.ParseFromString(model_repository.read_bytes(path))
+    except DecodeError as error:
+        raise DataError(path, f"the baseline statistics are not a binary DatasetFeatureStatisticsList ({error})") from error
+    if not stats.datasets:
+        raise DataError(path, "the baseline statistics hold no dataset")
     return stats
 
 
@@ -174,7 +181,7 @@ def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | P
     schema_file = Path(schema_path)
     schema = load_schema(schema_file / names.SCHEMA_FILE if schema_file.is_dir() else schema_file)
     stats = {split: load(stats_path(statistics_dir, split)) for split in names.SPLITS}
-    previous = _load_stats_bytes(model_repository.read_bytes(baseline_stats)) if baseline_stats else None
+    previous = load_baseline(baseline_stats) if baseline_stats else None
 
     compared = with_comparators(schema, stats[names.TRAIN], thresholds)
     per_split = {names.TRAIN: tfdv.validate_statistics(stats[names.TRAIN], compared, environment=names.ENV_TRAINING,

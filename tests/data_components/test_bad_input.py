@@ -109,3 +109,18 @@ def test_exit_status_of_the_command(tmp_path):
 def test_data_error_message_is_one_paragraph():
     error = DataError("f.csv", "the label has a single value (1)", column="y", hint="Fix it.")
     assert str(error) == "Bad data in column 'y' of f.csv: the label has a single value (1). Fix it."
+
+
+def test_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    from components import ingest
+    df = ingest.parse_csv(b"\xef\xbb\xbfa,big_tipper\r\n1,0\r\n2,1\r\n", "bom.csv")
+    assert list(df.columns) == ["a", "big_tipper"]
+
+
+def test_corrupt_baseline_statistics_are_named(tmp_path, clean_stats):
+    from components import schema, validate
+    baseline = tmp_path / "baseline_stats.pb"
+    baseline.write_bytes(b"\xff not a proto")
+    schema.run(clean_stats[0], tmp_path / "schema", LABEL, CURATED)
+    with pytest.raises(DataError, match=f"Bad data in {baseline}: the baseline statistics are not"):
+        validate.run(clean_stats[0], tmp_path / "schema", tmp_path / "anomalies", baseline_stats=str(baseline))
