@@ -48,7 +48,7 @@ def read_bytes(data_path: str, data_rev: str = "", dvc_repo: str | Path = ROOT) 
         raise DataError(data_path, "the file does not exist", hint="Check the path (relative paths are "
                         f"relative to {os.getcwd()}), or run `make data` to generate the default spans.")
     if os.path.isdir(data_path):
-        raise DataError(data_path, "is a directory; name one CSV or Parquet file")
+        raise DataError(data_path, "the path is a directory; name one CSV or Parquet file")
     return model_repository.read_bytes(data_path)
 
 
@@ -74,7 +74,7 @@ def _undecodable(data: bytes, error: UnicodeDecodeError, source: str) -> DataErr
         column = header[column_index] if column_index < len(header) else f"#{column_index + 1}"
     except StopIteration:
         column = f"#{column_index + 1}"
-    return DataError(source, f"is not UTF-8 text: byte 0x{data[error.start]:02x} on line {line} cannot be "
+    return DataError(source, f"the file is not UTF-8 text: byte 0x{data[error.start]:02x} on line {line} cannot be "
                      "decoded", column=column,
                      hint="Re-encode the file as UTF-8 (for example `iconv -f latin1 -t utf-8`).")
 
@@ -90,7 +90,7 @@ def parse_csv(data: bytes, source: str) -> pd.DataFrame:
         raise _undecodable(data, error, source) from error
     header = _header_fields(data)
     if all(_looks_like_a_value(h) or not h.strip() for h in header):
-        raise DataError(source, f"has no header row: the first line ({', '.join(header[:5])}...) holds values, "
+        raise DataError(source, f"the file has no header row: the first line ({', '.join(header[:5])}...) holds values, "
                         "not column names", hint="Add a first line with the column names.")
     for position, name in enumerate(header, start=1):
         if not name.strip():
@@ -104,9 +104,9 @@ def parse_csv(data: bytes, source: str) -> pd.DataFrame:
     try:
         df = pd.read_csv(io.BytesIO(data), encoding="utf-8", low_memory=False)
     except (pd.errors.ParserError, ValueError) as error:
-        raise DataError(source, f"is not a well-formed CSV file ({error})") from error
+        raise DataError(source, f"the file is not a well-formed CSV file ({error})") from error
     if df.empty:
-        raise DataError(source, "has a header but no data rows")
+        raise DataError(source, "the file has a header but no data rows")
     for column in df.columns[df.dtypes == bool]:
         df[column] = df[column].astype(np.int64)  # TFDV has no boolean type; 0/1 is what it infers
     return df
@@ -119,9 +119,9 @@ def parse_parquet(data: bytes, source: str) -> pd.DataFrame:
     try:
         df = pq.read_table(io.BytesIO(data)).to_pandas()
     except Exception as error:  # pyarrow raises ArrowInvalid, OSError, ...
-        raise DataError(source, f"is not a readable Parquet file ({error})") from error
+        raise DataError(source, f"the file is not a readable Parquet file ({error})") from error
     if df.empty:
-        raise DataError(source, "has no rows")
+        raise DataError(source, "the file has no rows")
     return df
 
 
@@ -224,7 +224,7 @@ def run(data_path: str, output_dir: str | Path, label: str, pii_columns: tuple[s
         for split in names.SPLITS:
             part = df[splits == split]
             if part.empty:
-                raise DataError(source, f"has too few rows ({len(df)}) to fill every split "
+                raise DataError(source, f"the file has too few rows ({len(df)}) to fill every split "
                                 f"{list(split_buckets)}: the {split} split is empty")
             os.makedirs(staging / split)
             part.to_parquet(staging / split / names.SPLIT_FILE, index=False)

@@ -29,7 +29,7 @@ def load_schema(path: str | Path):
     try:
         return text_format.Parse(Path(path).read_text(), schema_pb2.Schema())
     except Exception as error:  # text_format.ParseError, OSError, UnicodeDecodeError
-        raise DataError(str(path), f"is not a readable text Schema proto ({error})") from error
+        raise DataError(str(path), f"the file is not a readable text Schema proto ({error})") from error
 
 
 def write_schema(schema, path: str | Path) -> None:

@@ -14,6 +14,8 @@ class DataError(Exception):
     def __init__(self, source: str, problem: str, column: str | None = None, hint: str = ""):
         self.source = str(source)
         self.column = column
+        # One paragraph, always: messages from parsers (pandas, protobuf) can hold newlines.
+        problem, hint = " ".join(str(problem).split()), " ".join(str(hint).split())
         self.problem = problem
         self.hint = hint
         where = f"column '{column}' of {self.source}" if column else self.source

@@ -37,6 +37,8 @@ def _nothing_written(out):
     ("no_header.csv", b"1,2.5,0\n2,3.5,1\n", "no header row"),
     ("latin1.csv", "a,city,big_tipper\n1,Zürich,0\n2,Köln,1\n".encode("latin1"), "not UTF-8"),
     ("duplicated.csv", b"a,a,big_tipper\n1,2,0\n3,4,1\n", "more than once"),
+    ("ragged.csv", b"a,b,big_tipper\n1,2,0\n3,4,1,9\n", "not a well-formed CSV"),
+    ("broken.parquet", b"PAR1 this is not parquet", "not a readable Parquet file"),
 ])
 def test_unreadable_files(tmp_path, capsys, name, content, expected):
     data = tmp_path / name
