@@ -38,7 +38,7 @@ lock: $(VENV)/.installed ## Regenerate requirements.lock from pyproject.toml wit
 	$(UV) pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 .PHONY: test
-test: setup ## Run the whole test suite (sets itself up first).
+test: setup tools ## Run the whole test suite (sets itself up first).
 	$(PY) -m pytest -q tests
 
 # --- data and training pipeline (issues 2, 3) -----------------------------------------------
@@ -126,7 +126,7 @@ serve: $(VENV)/.installed ## Serve the latest pushed model: dev model server (RE
 
 .PHONY: bench-sidecar
 bench-sidecar: $(VENV)/.installed ## Open-loop benchmark: upstream stub direct vs through the sidecar at 100/500/1000 req/s, max rate per core.
-	$(PY) benchmarks/bench_sidecar.py --rates 100 500 1000
+	$(PY) benchmarks/bench_sidecar.py --rates 100 500 1000 --seconds 5 --repeats 3
 
 
 # --- cluster: images, manifests, alerts, dashboards (issue 5) --------------------------------
@@ -139,8 +139,7 @@ DOCKER ?= docker
 IMAGE_TARGETS := component component-gpu sidecar
 OVERLAY ?= dev
 OVERLAY_NAMESPACE = $(if $(filter dev,$(OVERLAY)),flywheel-dev,flywheel)
-# serving/config/ (TF Serving's config files) is outside manifests/: the build must read it.
-KUSTOMIZE_BUILD := kubectl kustomize --load-restrictor LoadRestrictionsNone
+KUSTOMIZE_BUILD := kubectl kustomize
 TOOLS_VENV := .venv-tools
 
 .PHONY: images

@@ -102,7 +102,7 @@ def _encoded_feature(spec: FeatureSpec, raw, train: np.ndarray, config: TrainCon
 
     if spec.categorical:
         lookup_cls = layers.StringLookup if spec.kind == "string" else layers.IntegerLookup
-        lookup = lookup_cls(max_tokens=config.max_vocab, output_mode="one_hot", name=f"{spec.name}_lookup")
+        lookup = lookup_cls(max_tokens=config.max_vocab, output_mode="one_hot", name=f"{spec.key}_lookup")
         lookup.adapt(train)
         return [lookup(raw)]
     values = train.astype(np.float32)
@@ -110,7 +110,7 @@ def _encoded_feature(spec: FeatureSpec, raw, train: np.ndarray, config: TrainCon
     mean = float(finite.mean()) if finite.size else 0.0
     as_float = ops.cast(raw, "float32")
     imputed = ops.where(ops.isnan(as_float), mean, as_float)  # serving may send NaN for a float
-    norm = layers.Normalization(axis=None, name=f"{spec.name}_norm")
+    norm = layers.Normalization(axis=None, name=f"{spec.key}_norm")
     norm.adapt(np.where(np.isfinite(values), values, mean))
     encoded = [layers.Reshape((1,))(norm(imputed))]
     if spec.kind == "int" and finite.size and finite.min() >= 1_000_000_000:
@@ -118,8 +118,8 @@ def _encoded_feature(spec: FeatureSpec, raw, train: np.ndarray, config: TrainCon
         seconds = ops.cast(raw, "int64")
         hour = ops.mod(ops.floor_divide(seconds, 3600), 24)
         weekday = ops.mod(ops.floor_divide(seconds, 86400) + 3, 7)  # 1970-01-01 was a Thursday
-        encoded.append(layers.CategoryEncoding(24, output_mode="one_hot", name=f"{spec.name}_hour")(hour))
-        encoded.append(layers.CategoryEncoding(7, output_mode="one_hot", name=f"{spec.name}_weekday")(weekday))
+        encoded.append(layers.CategoryEncoding(24, output_mode="one_hot", name=f"{spec.key}_hour")(hour))
+        encoded.append(layers.CategoryEncoding(7, output_mode="one_hot", name=f"{spec.key}_weekday")(weekday))
     return encoded
 
 
@@ -128,10 +128,10 @@ def build_models(specs: list[FeatureSpec], train_inputs: dict, task: str, n_clas
     import keras
     from keras import layers, ops
 
-    inputs = {s.name: keras.Input(shape=(), dtype=s.tf_dtype, name=s.name) for s in specs}
+    inputs = {s.key: keras.Input(shape=(), dtype=s.tf_dtype, name=s.key) for s in specs}
     encoded = []
     for spec in specs:
-        encoded.extend(_encoded_feature(spec, inputs[spec.name], train_inputs[spec.name], config))
+        encoded.extend(_encoded_feature(spec, inputs[spec.key], train_inputs[spec.key], config))
     hidden = layers.Concatenate()(encoded) if len(encoded) > 1 else encoded[0]
     for units in config.hidden_units:
         hidden = layers.Dense(units, activation="relu")(hidden)
@@ -225,6 +225,7 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, config:
         features.write_model_metadata(export_dir, {
             "label": label, "task": task, "label_vocabulary": [_jsonable(v) for v in vocabulary],
             "features": {s.name: s.kind for s in specs}, "categorical": [s.name for s in specs if s.categorical],
+            "signature_keys": {s.name: s.key for s in specs},
             "fill_values": {k: _jsonable(v) for k, v in fills.items()}, "data_version": data_version,
             "history": history, "hyperparameters": dataclasses.asdict(config),
         })

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -23,11 +24,22 @@ FLOAT, INT, STRING = "float", "int", "string"
 EPOCH_SECONDS_FLOOR = 1_000_000_000
 
 
+def signature_key(column: str) -> str:
+    """The serving-signature input name for a column. TensorFlow names (and so SavedModel
+    signature keys) allow only [A-Za-z0-9_.\\/>-]; other characters, such as the space in
+    "sepal length", become "_". The mapping is recorded in the model's flywheel.json."""
+    return re.sub(r"[^A-Za-z0-9_.\\/>-]", "_", column)
+
+
 @dataclasses.dataclass(frozen=True)
 class FeatureSpec:
-    name: str
+    name: str            # the column name in the data
     kind: str            # FLOAT | INT | STRING: the dtype serving receives
     categorical: bool
+
+    @property
+    def key(self) -> str:
+        return signature_key(self.name)
 
     @property
     def tf_dtype(self) -> str:
@@ -78,18 +90,19 @@ def fill_values(frame: pd.DataFrame, specs: list[FeatureSpec]) -> dict[str, obje
 
 
 def to_inputs(frame: pd.DataFrame, specs: list[FeatureSpec], fills: dict[str, object]) -> dict[str, np.ndarray]:
-    """Columns as the serving signature takes them: float32, int64 or object (bytes-like) arrays."""
+    """Columns as the serving signature takes them, keyed by signature key: float32, int64 or
+    object (bytes-like) arrays."""
     inputs = {}
     for spec in specs:
         if spec.name not in frame:
             raise KeyError(f"feature '{spec.name}' is in the schema but not in the data (columns: {list(frame.columns)})")
         column = frame[spec.name]
         if spec.kind == FLOAT:
-            inputs[spec.name] = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float32)
+            inputs[spec.key] = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float32)
         elif spec.kind == INT:
-            inputs[spec.name] = pd.to_numeric(column, errors="coerce").fillna(fills[spec.name]).to_numpy(dtype=np.int64)
+            inputs[spec.key] = pd.to_numeric(column, errors="coerce").fillna(fills[spec.name]).to_numpy(dtype=np.int64)
         else:
-            inputs[spec.name] = column.fillna(fills[spec.name]).astype(str).to_numpy(dtype=object)
+            inputs[spec.key] = column.fillna(fills[spec.name]).astype(str).to_numpy(dtype=object)
     return inputs
 
 

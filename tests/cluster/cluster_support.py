@@ -14,8 +14,7 @@ MANIFESTS = ROOT / "manifests"
 OVERLAYS = ("dev", "prod", "gpu")
 # The Kubernetes version the manifests are written and validated for (kubernetes-validate).
 KUBERNETES_VERSION = "1.32.0"
-# serving/config lives outside manifests/ (its only copy): the build must be allowed to read it.
-KUSTOMIZE = ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone"]
+KUSTOMIZE = ["kubectl", "kustomize"]
 
 
 def require_tool(name: str, hint: str) -> str:
