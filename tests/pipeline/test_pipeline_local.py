@@ -50,3 +50,26 @@ def test_blocking_anomalies_stop_the_run_before_training(spans, tmp_path):
     assert not summary.succeeded and "validate-component" in summary.error
     assert not os.path.exists(os.path.join(summary.run_dir, "train-component"))
     assert repo.versions(str(tmp_path / "models"), "taxi_tips") == []
+
+
+def test_a_users_csv_with_a_string_label_and_no_curated_schema(tmp_path):
+    """`make run DATA=file.csv LABEL=col`: any CSV with a header; the schema is inferred."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 1500
+    frame = pd.DataFrame({"sepal length": rng.normal(5, 1, n).round(2),
+                          "colour": rng.choice(["red", "green", "blue"], n), "petals": rng.integers(0, 9, n)})
+    frame["species"] = np.where(frame["sepal length"] + (frame["colour"] == "red") + rng.normal(0, .5, n) > 5.5,
+                                "setosa", "virginica")
+    data = tmp_path / "flowers.csv"
+    frame.to_csv(data, index=False)
+    arguments = runner.arguments_from_params(
+        Params(train=TrainParams(epochs=4)), str(data), label="species", model_name="flowers", curated_schema="",
+        pii_columns=[], slice_feature="colour", model_repository=str(tmp_path / "models"))
+    summary = runner.run_local(arguments, str(tmp_path / "root"))
+    assert summary.succeeded, summary.error
+    assert summary.pushed_version == 1 and summary.metrics["auc"] > 0.8
+    metadata = repo.read_bytes(repo.extra_path(str(tmp_path / "models"), "flowers", 1, "flywheel.json"))
+    assert b'"sepal length": "sepal_length"' in metadata  # the column's serving-signature key
