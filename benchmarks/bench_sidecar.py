@@ -143,6 +143,13 @@ class OpenLoop:
                 "p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan")}
 
 
+def median_run(runs: list[dict]) -> dict:
+    keys = ("p50_ms", "p95_ms", "p99_ms")
+    merged = {k: float(np.median([r[k] for r in runs])) for k in keys}
+    merged.update(completed=sum(r["completed"] for r in runs), errors=sum(r["errors"] for r in runs))
+    return merged
+
+
 # --- set-up ----------------------------------------------------------------------------------
 def write_baseline(repository: Path) -> None:
     """A real TFDV baseline for the sidecar (generated data, TRAIN-split shape of the brief)."""
@@ -188,6 +195,7 @@ def main() -> int:
     parser.add_argument("--rates", type=float, nargs="+", default=[100, 500, 1000])
     parser.add_argument("--max-rates", type=float, nargs="+", default=[2000, 3000, 4000, 5000])
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating direct/sidecar runs per rate (median)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-sidecar-"))
     write_baseline(work / "repo")
@@ -217,10 +225,15 @@ def main() -> int:
                   f" {'sidecar CPU s per 1000 req':>28}")
             rows = []
             for rate in args.rates:
-                d = await direct.run(rate, args.seconds)
-                before = cpu_seconds(sidecar.pid)
-                p = await proxied.run(rate, args.seconds)
-                cpu = (cpu_seconds(sidecar.pid) - before) / max(p["completed"], 1) * 1000
+                # Direct and proxied runs alternate `repeats` times; each figure is the median over
+                # the repeats, which damps other processes stealing the cores mid-run.
+                ds, ps, cpus = [], [], []
+                for _ in range(args.repeats):
+                    ds.append(await direct.run(rate, args.seconds))
+                    before = cpu_seconds(sidecar.pid)
+                    ps.append(await proxied.run(rate, args.seconds))
+                    cpus.append((cpu_seconds(sidecar.pid) - before) / max(ps[-1]["completed"], 1) * 1000)
+                d, p, cpu = median_run(ds), median_run(ps), float(np.median(cpus))
                 for name, r in (("direct", d), ("sidecar", p)):
                     print(f"{rate:7.0f} {name:>8} {r['p50_ms']:8.3f} {r['p95_ms']:8.3f} {r['p99_ms']:8.3f}"
                           f" {r['completed']:6d} {r['errors']:4d} {'' if name == 'direct' else f'{cpu:28.3f}'}")
