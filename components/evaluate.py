@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from kfp import dsl
 
+from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
 from flywheel import names
 
@@ -226,16 +227,17 @@ def run(examples_dir: str, model_dir: str, output_dir: str, config: EvalConfig =
         result.confusion_matrix = confusion(labels, outputs[names.OUTPUT_PROBABILITIES].argmax(axis=1), vocabulary)
     result.seconds = time.time() - started
 
-    os.makedirs(output_dir, exist_ok=True)
-    _write_json(os.path.join(output_dir, names.BLESSING_FILE),
-                {"blessed": blessed, "reason": reason, "metric": metric, "candidate": metrics[metric],
-                 "production_version": production_version,
-                 "production": production_metrics[metric] if production_metrics else None})
-    _write_json(os.path.join(output_dir, "metrics.json"), dataclasses.asdict(result))
-    _write_json(os.path.join(output_dir, names.EVAL_PREDICTIONS),
-                {"values": [float(v) for v in outputs[names.OUTPUT_SCORE]]})
-    with open(os.path.join(output_dir, names.MODEL_CARD), "w") as f:
-        f.write(model_card(model_name, metadata, result, data_version))
+    # All four files or none: push must never find a blessing without the files it copies.
+    with atomic_dir(output_dir) as staging:
+        _write_json(os.path.join(staging, names.BLESSING_FILE),
+                    {"blessed": blessed, "reason": reason, "metric": metric, "candidate": metrics[metric],
+                     "production_version": production_version,
+                     "production": production_metrics[metric] if production_metrics else None})
+        _write_json(os.path.join(staging, "metrics.json"), dataclasses.asdict(result))
+        _write_json(os.path.join(staging, names.EVAL_PREDICTIONS),
+                    {"values": [float(v) for v in outputs[names.OUTPUT_SCORE]]})
+        with open(os.path.join(staging, names.MODEL_CARD), "w") as f:
+            f.write(model_card(model_name, metadata, result, data_version))
     return result
 
 

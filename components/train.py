@@ -8,15 +8,13 @@ cannot diverge (DESIGN.md). The task (binary, multiclass, regression) is read of
 import dataclasses
 import json
 import os
-import shutil
-import sys
-import tempfile
 import time
 
 import numpy as np
 import pandas as pd
 from kfp import dsl
 
+from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
 from flywheel import names
 from flywheel.features import FeatureSpec
@@ -177,8 +175,8 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, config:
         curves_path: str | None = None, data_version: str = "") -> TrainResult:
     """Train on <examples_dir>/train, validate on eval, export a SavedModel to `model_dir`.
 
-    The export is written to a temporary directory first and moved into place at the end, so a
-    failure leaves no partial model behind."""
+    The export is written to a temporary sibling directory and renamed into place at the end,
+    so a failure leaves no partial model behind."""
     import keras
     import tensorflow as tf
 
@@ -216,24 +214,15 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, config:
         epochs=config.epochs, batch_size=config.batch_size, verbose=0, callbacks=[_EpochProgress(config.epochs)])
     history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
 
-    parent = os.path.dirname(os.path.abspath(model_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".train-", dir=parent)
-    try:
-        export_dir = os.path.join(staging, "model")
-        serving_model.export(export_dir, verbose=False)
-        features.write_model_metadata(export_dir, {
+    with atomic_dir(model_dir) as staging:  # no partial model, ever
+        serving_model.export(str(staging), verbose=False)
+        features.write_model_metadata(str(staging), {
             "label": label, "task": task, "label_vocabulary": [_jsonable(v) for v in vocabulary],
             "features": {s.name: s.kind for s in specs}, "categorical": [s.name for s in specs if s.categorical],
             "signature_keys": {s.name: s.key for s in specs},
             "fill_values": {k: _jsonable(v) for k, v in fills.items()}, "data_version": data_version,
             "history": history, "hyperparameters": dataclasses.asdict(config),
         })
-        if os.path.exists(model_dir):
-            shutil.rmtree(model_dir)
-        os.replace(export_dir, model_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     if curves_path:
         write_curves_html(history, task, curves_path)
     return TrainResult(model_dir, task, [_jsonable(v) for v in vocabulary], history, type(strategy).__name__,

@@ -86,7 +86,7 @@ def test_single_valued_label_is_refused_and_nothing_is_written(tmp_path):
     with pytest.raises(DataError, match=r"column 'label'.*single value"):
         train.run(examples, schema, "label", str(tmp_path / "model"), FAST)
     assert not os.path.exists(tmp_path / "model")
-    assert not [n for n in os.listdir(tmp_path) if n.startswith(".train-")]
+    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]
 
 
 def test_missing_label_column_names_split_and_column(tmp_path, binary_workspace):
