@@ -70,9 +70,8 @@ def score_of(prediction) -> float | None:
 class Observer:
     def __init__(self, model: str, metrics: SidecarMetrics, writer: LogWriter, feedback: FeedbackStore,
                  current: Callable[[], tuple[int | None, DriftWindow | None]], queue_size: int = 10000,
-                 pii_fields: frozenset[str] = frozenset(), interval_s: float = 0.05):
+                 pii_fields: frozenset[str] = frozenset()):
         self.model = model
-        self.interval_s = interval_s
         self.metrics = metrics
         self.writer = writer
         self.feedback = feedback
