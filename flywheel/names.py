@@ -13,7 +13,7 @@ SPLITS = (TRAIN, EVAL, TEST)
 # --- Files inside artifacts ---------------------------------------------------------------
 SPLIT_FILE = "data.parquet"            # <examples>/<split>/data.parquet
 STATS_FILE = "stats.pb"                # <statistics>/<split>/stats.pb  (binary DatasetFeatureStatisticsList)
-STATS_HTML = "statistics.html"         # <statistics_html>/statistics.html (Facets)
+STATS_HTML = "statistics.html"         # Facets HTML; the KFP HTML artifact is this one file
 SCHEMA_FILE = "schema.pbtxt"           # <schema>/schema.pbtxt (text Schema proto)
 ANOMALIES_FILE = "anomalies.pbtxt"     # <anomalies>/anomalies.pbtxt (text Anomalies proto)
 ANOMALY_REPORT = "report.json"         # <anomalies>/report.json (blocking / non-blocking list)
