@@ -92,7 +92,8 @@ class Sidecar:
         available = [int(v["version"]) for v in status.get("model_version_status", [])
                      if v.get("state") == "AVAILABLE"]
         self.upstream_available = bool(available)
-        if available and max(available) != self.served_version:
+        # A baseline that failed to load is retried on every poll (a push may still be copying it).
+        if available and (max(available) != self.served_version or self.window is None):
             await self.switch_version(max(available))
 
     async def switch_version(self, version: int) -> None:
@@ -100,7 +101,8 @@ class Sidecar:
             baseline = await asyncio.get_running_loop().run_in_executor(
                 None, self.load_baseline, self.config.model_repository, self.config.model_name, version)
         except (OSError, ValueError) as err:
-            log.error("version %d is served but its baseline cannot be loaded: %s", version, err)
+            if version != self.served_version:  # log once per version, not once per poll
+                log.error("version %d is served but its baseline cannot be loaded: %s", version, err)
             self.served_version, self.window = version, None
             self.metrics.baseline_loaded.set(0)
             self.metrics.model_version.set(version)

@@ -139,3 +139,24 @@ def test_promtool_accepts_metrics_output(sidecar, tmp_path):
     assert 'flywheel_feature_drift{feature="payment_type",measure="linf",model="taxi_tips"}' in text
     result = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_not_ready_until_the_served_versions_baseline_loads(dev_server, sidecar_factory, tmp_path):
+    import shutil
+    from flywheel import names
+    repository = tmp_path / "late_baseline"
+    version_dir = repository / MODEL_NAME / "1"
+    shutil.copytree(dev_server.repository / MODEL_NAME / "1", version_dir)
+    stats = version_dir / names.EXTRA_DIR / names.BASELINE_STATS
+    stats.rename(tmp_path / "held_back.pb")
+    sidecar = sidecar_factory(dev_server.rest_url, repository)
+    status, body, _ = call(sidecar.url + "/healthz/ready")
+    assert status == 503 and "baseline" in json.loads(body)["reason"]
+    assert sidecar.metric("flywheel_baseline_loaded", {"model": MODEL_NAME}) == 0
+    assert call(sidecar.url + f"/v1/models/{MODEL_NAME}:predict", predict_body())[0] == 200  # still serves
+    (tmp_path / "held_back.pb").rename(stats)
+    deadline = time.monotonic() + 10
+    while call(sidecar.url + "/healthz/ready")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert call(sidecar.url + "/healthz/ready")[0] == 200
+    assert sidecar.metric("flywheel_baseline_loaded", {"model": MODEL_NAME}) == 1
