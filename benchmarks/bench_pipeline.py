@@ -68,12 +68,10 @@ def step_function_seconds(data: str, work: str, models: str, curated: str) -> di
     timed("schema", schema.run, p["statistics"], p["schema"], "big_tipper", curated)
     schema_file = os.path.join(p["schema"], names.SCHEMA_FILE)
     timed("validate", validate.run, p["statistics"], p["schema"], p["anomalies"])
-    config = train.TrainConfig(epochs=params.train.epochs, batch_size=params.train.batch_size,
-                               learning_rate=params.train.learning_rate, hidden_units=params.train.hidden_units)
-    timed("train", train.run, p["examples"], schema_file, "big_tipper", p["model"], config,
+    timed("train", train.run, p["examples"], schema_file, "big_tipper", p["model"], params.train,
           curves_path=os.path.join(work, "curves.html"))
     timed("evaluate", evaluate.run, p["examples"], p["model"], p["evaluation"],
-          evaluate.EvalConfig(slice_feature="payment_type"), models, "bench-warm")
+          params.evaluate, models, "bench-warm")
     timed("push", push.run, p["model"], p["evaluation"], p["statistics"], schema_file, models, "bench-warm",
           metadata.get("data_version", ""))
     return timings

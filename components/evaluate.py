@@ -16,20 +16,12 @@ from kfp import dsl
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
 from flywheel import names
+from flywheel.params import EvaluateParams
 
 MIN_SLICE_ROWS = 30      # slices smaller than this are reported but left out of the gap
 NUMERIC_SLICE_BINS = 4   # a numeric slice feature with many values is cut into quartiles
 BATCH = 2048
 HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "rmse": False}
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    slice_feature: str = "payment_type"
-    min_auc: float = 0.6
-    min_accuracy: float = 0.0
-    max_rmse: float = 0.0            # 0 = no ceiling
-    allowed_regression: float = 0.01  # in units of the primary metric
 
 
 @dataclasses.dataclass
@@ -153,7 +145,7 @@ def sliced_metrics(task: str, labels: np.ndarray, outputs: dict, slices: pd.Seri
     return per_slice, gap
 
 
-def bless(task: str, metrics: dict, production: dict | None, config: EvalConfig) -> tuple[bool, str]:
+def bless(task: str, metrics: dict, production: dict | None, config: EvaluateParams) -> tuple[bool, str]:
     metric = primary_metric(task)
     value = metrics[metric]
     if not np.isfinite(value):
@@ -174,7 +166,7 @@ def bless(task: str, metrics: dict, production: dict | None, config: EvalConfig)
     return True, f"{metric} {value:.4f} vs production {baseline:.4f} (allowed regression {config.allowed_regression})"
 
 
-def run(examples_dir: str, model_dir: str, output_dir: str, config: EvalConfig = EvalConfig(),
+def run(examples_dir: str, model_dir: str, output_dir: str, config: EvaluateParams = EvaluateParams(),
         model_repository: str = "", model_name: str = "", data_version: str = "") -> Evaluation:
     """Evaluate `model_dir` on <examples_dir>/test and the production model on the same rows.
 
@@ -284,11 +276,12 @@ def evaluate_component(examples: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Mo
     import os
     import shutil
 
-    from components.evaluate import EvalConfig, run
+    from components.evaluate import run
+    from flywheel.params import EvaluateParams
     from flywheel import names
 
     result = run(examples.path, model.path, evaluation.path,
-                 EvalConfig(slice_feature=slice_feature, min_auc=min_auc, min_accuracy=min_accuracy,
+                 EvaluateParams(slice_feature=slice_feature, min_auc=min_auc, min_accuracy=min_accuracy,
                             max_rmse=max_rmse, allowed_regression=allowed_regression),
                  model_repository=model_repository, model_name=model_name,
                  data_version=examples.metadata.get("data_version", ""))

@@ -18,19 +18,10 @@ from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
 from flywheel import names
 from flywheel.features import FeatureSpec
+from flywheel.params import TrainParams
 
 MAX_CLASSES = 50          # more distinct labels than this is not a classification task we support
 MAX_INTEGER_CLASSES = 20  # an integer label with more distinct values than this is a regression target
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 8
-    batch_size: int = 256
-    learning_rate: float = 0.003
-    hidden_units: tuple[int, ...] = (32, 16)
-    max_vocab: int = 100
-    seed: int = 7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +85,7 @@ def choose_strategy():
     return tf.distribute.get_strategy()
 
 
-def _encoded_feature(spec: FeatureSpec, raw, train: np.ndarray, config: TrainConfig):
+def _encoded_feature(spec: FeatureSpec, raw, train: np.ndarray, config: TrainParams):
     """The preprocessing of one raw input, adapted on its train-split values."""
     from keras import layers, ops
 
@@ -121,7 +112,7 @@ def _encoded_feature(spec: FeatureSpec, raw, train: np.ndarray, config: TrainCon
     return encoded
 
 
-def build_models(specs: list[FeatureSpec], train_inputs: dict, task: str, n_classes: int, config: TrainConfig):
+def build_models(specs: list[FeatureSpec], train_inputs: dict, task: str, n_classes: int, config: TrainParams):
     """(training model with one output, serving model with the dict output of names.OUTPUT_*)."""
     import keras
     from keras import layers, ops
@@ -171,7 +162,7 @@ class _EpochProgress:
         return Callback()
 
 
-def run(examples_dir: str, schema_path: str, label: str, model_dir: str, config: TrainConfig = TrainConfig(),
+def run(examples_dir: str, schema_path: str, label: str, model_dir: str, config: TrainParams = TrainParams(),
         curves_path: str | None = None, data_version: str = "") -> TrainResult:
     """Train on <examples_dir>/train, validate on eval, export a SavedModel to `model_dir`.
 
@@ -274,11 +265,12 @@ def train_component(examples: dsl.Input[dsl.Dataset], schema: dsl.Input[dsl.Arti
                     curves: dsl.Output[dsl.HTML]):
     import os
 
-    from components.train import TrainConfig, run
+    from components.train import run
+    from flywheel.params import TrainParams
     from flywheel import names
 
     result = run(examples.path, os.path.join(schema.path, names.SCHEMA_FILE), label, model.path,
-                 TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                 TrainParams(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                              hidden_units=tuple(int(u) for u in hidden_units)),
                  curves_path=curves.path, data_version=examples.metadata.get("data_version", ""))
     model.metadata.update({"task": result.task, "strategy": result.strategy, "devices": result.devices,

@@ -66,6 +66,7 @@ class TrainParams:
     learning_rate: float = 0.003
     hidden_units: tuple[int, ...] = (32, 16)
     max_vocab: int = 100
+    seed: int = 7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +75,7 @@ class EvaluateParams:
     min_auc: float = 0.6                  # absolute floor, binary classification
     min_accuracy: float = 0.0             # absolute floor, multiclass classification
     max_rmse: float = 0.0                 # absolute ceiling for regression; 0 = none
-    allowed_regression: float = 0.01      # how much worse than production a candidate may be
+    allowed_regression: float = 0.01      # how much worse than production a candidate may be, in units of the primary metric
 
 
 @dataclasses.dataclass(frozen=True)

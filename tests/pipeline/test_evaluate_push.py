@@ -9,8 +9,9 @@ from tests.pipeline.pipeline_data import make_frame, write_examples
 from components import evaluate, push, train
 from flywheel import model_repository as repo
 from flywheel import names
+from flywheel.params import EvaluateParams, TrainParams
 
-FAST = train.TrainConfig(epochs=3, batch_size=128)
+FAST = TrainParams(epochs=3, batch_size=128)
 
 
 def test_auc_matches_the_pairwise_definition():
@@ -24,7 +25,7 @@ def test_auc_matches_the_pairwise_definition():
 
 
 def test_blessing_rules():
-    config = evaluate.EvalConfig(min_auc=0.6, allowed_regression=0.01)
+    config = EvaluateParams(min_auc=0.6, allowed_regression=0.01)
     assert evaluate.bless(names.BINARY, {"auc": 0.59}, None, config)[0] is False
     assert evaluate.bless(names.BINARY, {"auc": 0.70}, None, config)[0] is True
     assert evaluate.bless(names.BINARY, {"auc": 0.70}, {"auc": 0.705}, config)[0] is True
@@ -41,7 +42,7 @@ def good_model(binary_workspace):
     return model_dir
 
 
-def _evaluate_and_push(ws, model_dir, out, repository, data_version, force=False, config=evaluate.EvalConfig(slice_feature="payment")):
+def _evaluate_and_push(ws, model_dir, out, repository, data_version, force=False, config=EvaluateParams(slice_feature="payment")):
     result = evaluate.run(ws["examples"], model_dir, out, config, repository, "m", data_version)
     pushed = push.run(model_dir, out, ws["statistics"], ws["schema"], repository, "m", data_version, force)
     return result, pushed
@@ -71,7 +72,7 @@ def test_shuffled_label_model_is_not_blessed_against_a_good_one(binary_workspace
     bad_model = str(tmp_path / "bad-model")
     train.run(shuffled, binary_workspace["schema"], "label", bad_model, FAST, data_version="shuffled")
     # Floor off, so only the comparison with production can refuse it.
-    config = evaluate.EvalConfig(min_auc=0.0, slice_feature="payment")
+    config = EvaluateParams(min_auc=0.0, slice_feature="payment")
     result, pushed = _evaluate_and_push(binary_workspace, bad_model, str(tmp_path / "eval2"), repository, "shuffled",
                                         config=config)
     assert result.production_version == 1 and not result.blessed
@@ -118,7 +119,7 @@ def test_stale_staging_is_ignored_by_readers_and_removed_by_the_next_push(binary
 
 def test_not_blessed_changes_nothing(binary_workspace, good_model, tmp_path):
     repository = str(tmp_path / "repo")
-    config = evaluate.EvalConfig(min_auc=0.99)
+    config = EvaluateParams(min_auc=0.99)
     result, pushed = _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e"), repository, "good", config=config)
     assert not result.blessed and not pushed.pushed and "below the floor" in pushed.reason
     assert not os.path.exists(os.path.join(repository, "m"))

@@ -10,9 +10,10 @@ from tests.pipeline.pipeline_data import make_frame, write_examples, write_stati
 
 from components import train
 from flywheel import names
+from flywheel.params import TrainParams
 from flywheel.errors import DataError
 
-FAST = train.TrainConfig(epochs=3, batch_size=128)
+FAST = TrainParams(epochs=3, batch_size=128)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_curves_are_written_as_html_and_png(trained):
 def test_task_is_chosen_from_the_label(tmp_path, task, output):
     examples = write_examples(str(tmp_path / "examples"), make_frame(800, seed=3, task=task))
     _, schema = write_statistics_and_schema(examples, str(tmp_path))
-    result = train.run(examples, schema, "label", str(tmp_path / "model"), train.TrainConfig(epochs=1))
+    result = train.run(examples, schema, "label", str(tmp_path / "model"), TrainParams(epochs=1))
     assert result.task == task
     signature = tf.saved_model.load(str(tmp_path / "model")).signatures[names.SIGNATURE]
     assert output in signature.structured_outputs
