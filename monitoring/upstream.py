@@ -24,6 +24,7 @@ class _Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.closed = False
         self.received_any = False
+        self.head_only = False
 
     def connection_made(self, transport):
         self.transport = transport
@@ -32,7 +33,7 @@ class _Connection(asyncio.Protocol):
         self.buffer += data
         self.received_any = True
         if self.waiter is not None and not self.waiter.done():
-            result = _parse(self.buffer, eof=False)
+            result = _parse(self.buffer, eof=False, head_only=self.head_only)
             if result is not None:
                 self.waiter.set_result(result)
 
@@ -46,14 +47,15 @@ class _Connection(asyncio.Protocol):
     def _finish_at_close(self):
         self.closed = True
         if self.waiter is not None and not self.waiter.done():
-            result = _parse(self.buffer, eof=True)
+            result = _parse(self.buffer, eof=True, head_only=self.head_only)
             if result is not None:
                 self.waiter.set_result(result)
             else:
                 self.waiter.set_exception(UpstreamError("upstream closed the connection"
                                                         + (" mid-response" if self.received_any else "")))
 
-    def request(self, data: bytes) -> asyncio.Future:
+    def request(self, data: bytes, head_only: bool = False) -> asyncio.Future:
+        self.head_only = head_only
         self.buffer = bytearray()
         self.received_any = False
         self.waiter = asyncio.get_running_loop().create_future()
@@ -61,7 +63,7 @@ class _Connection(asyncio.Protocol):
         return self.waiter
 
 
-def _parse(buffer: bytearray, eof: bool):
+def _parse(buffer: bytearray, eof: bool, head_only: bool = False):
     """-> (status, content_type, body, keep_alive) once a whole response is in buffer, else None."""
     end = buffer.find(b"\r\n\r\n")
     if end < 0:
@@ -75,6 +77,8 @@ def _parse(buffer: bytearray, eof: bool):
     keep_alive = headers.get(b"connection", b"").lower() != b"close" and not head[0].startswith(b"HTTP/1.0")
     content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
     start = end + 4
+    if head_only:  # a response to HEAD has headers only, whatever Content-Length says
+        return status, content_type, b"", keep_alive
     if b"content-length" in headers:
         length = int(headers[b"content-length"])
         if len(buffer) - start < length:
@@ -138,7 +142,8 @@ class UpstreamPool:
             if conn is None:
                 conn = await self._connect()
             try:
-                status, content_type, payload, keep_alive = await asyncio.wait_for(conn.request(data), self.timeout_s)
+                pending = conn.request(data, head_only=method == "HEAD")
+                status, content_type, payload, keep_alive = await asyncio.wait_for(pending, self.timeout_s)
             except UpstreamError:
                 if reused and attempt == 0 and not conn.received_any:
                     continue  # stale keep-alive connection: the server never saw this request

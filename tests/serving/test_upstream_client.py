@@ -111,3 +111,10 @@ def test_sidecar_answers_504_when_upstream_is_slow(sidecar_factory, model_reposi
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
+
+
+def test_head_response_has_no_body():
+    async def body(pool):
+        return await pool.request("HEAD", "/", b"", [])
+    reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 42\r\n\r\n"
+    assert asyncio.run(_with_server([reply], body)) == (200, "application/json", b"")
