@@ -29,15 +29,14 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from cluster_support import ROOT, require_tool
 from flywheel import names, params
+from tests.taxi_rows import LABEL, make_frame, rows_of
 
 MODEL = names.DEFAULT_MODEL_NAME
-LABEL = "big_tipper"
 SHIFTED = "trip_miles"
 # params.yaml validate.drift_jsd / drift_linf, the thresholds on the dashboard and in the alert
 JSD_THRESHOLD = params.load().validate.drift_jsd
@@ -46,8 +45,6 @@ DASHBOARDS = ROOT / "monitoring/dashboards"
 SCRAPE_S = 1
 WINDOW_ROWS = 400
 ROWS_PER_REQUEST = 20
-PAYMENT_TYPES = ["Credit Card", "Cash", "Mobile", "Prcard", "Unknown"]
-COMPANIES = [f"Company {i}" for i in range(10)]
 
 
 def _render_module():
@@ -59,23 +56,6 @@ def _render_module():
 
 
 render_png = _render_module()
-
-
-def taxi_rows(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    miles = rng.gamma(2.0, 2.0, n)
-    frame = pd.DataFrame({
-        "trip_start_timestamp": rng.integers(1_767_600_000, 1_768_200_000, n).astype("int64"),
-        "trip_miles": miles.astype("float64"),
-        "trip_seconds": (miles * 180 + rng.integers(60, 600, n)).astype("int64"),
-        "fare": (3.25 + miles * 2.25 + rng.normal(0, 1, n)).astype("float64"),
-        "passenger_count": rng.integers(1, 5, n).astype("int64"),
-        "pickup_area": rng.integers(1, 20, n).astype("int64"),
-        "payment_type": rng.choice(PAYMENT_TYPES, n, p=[0.4, 0.3, 0.1, 0.1, 0.1]),
-        "company": rng.choice(COMPANIES, n),
-    })
-    frame[LABEL] = (rng.random(n) < np.where(frame.payment_type == "Credit Card", 0.7, 0.2)).astype("int64")
-    return frame
 
 
 def score(row: dict) -> float:
@@ -119,12 +99,12 @@ def write_model_repository(root: Path) -> Path:
     import tensorflow_data_validation as tfdv
     from google.protobuf import text_format
 
-    train = taxi_rows(3000, seed=1)
+    train = make_frame(3000, seed=1)
     stats = tfdv.generate_statistics_from_dataframe(train)
     schema = tfdv.infer_schema(stats)
     schema.default_environment.extend([names.ENV_TRAINING, names.ENV_SERVING])
     tfdv.get_feature(schema, LABEL).not_in_environment.append(names.ENV_SERVING)
-    test = taxi_rows(500, seed=2)
+    test = make_frame(500, seed=2)
     extra = root / MODEL / "1" / names.EXTRA_DIR
     extra.mkdir(parents=True)
     (extra / names.BASELINE_STATS).write_bytes(stats.SerializeToString())
@@ -280,7 +260,7 @@ class Stack:
 
     def send_odd_row(self, seed: int) -> None:
         """One row with a category outside the schema's domain and a feature the schema lacks."""
-        row = json.loads(taxi_rows(1, seed=1000 + seed).drop(columns=[LABEL]).to_json(orient="records"))[0]
+        row = rows_of(make_frame(1, seed=1000 + seed))[0]
         odd = dict(row, payment_type="Bitcoin", surge_multiplier=1.5)
         assert http_json(f"{self.sidecar}/v1/models/{MODEL}:predict", {"instances": [odd]})[0] == 200
 
@@ -295,10 +275,10 @@ def stack(tmp_path_factory):
     try:
         stack.start()
         stack.start_time = time.time()
-        stack.send_phase(taxi_rows(WINDOW_ROWS * 2, seed=3), seconds=8)
+        stack.send_phase(make_frame(WINDOW_ROWS * 2, seed=3), seconds=8)
         stack.send_bad_json()
         stack.shift_time = time.time()
-        shifted = taxi_rows(WINDOW_ROWS * 2, seed=4)
+        shifted = make_frame(WINDOW_ROWS * 2, seed=4)
         shifted[SHIFTED] = shifted[SHIFTED] * 3.0          # the drift: one feature, nothing else
         stack.send_phase(shifted, seconds=8)
         time.sleep(3 * SCRAPE_S)                           # last samples scraped, rules evaluated

@@ -8,7 +8,6 @@ prometheus-adapter rule, Pod Security "restricted" on every container.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
