@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import yaml
 
@@ -115,6 +116,11 @@ def run_local(arguments: dict, pipeline_root: str = DEFAULT_PIPELINE_ROOT) -> Ru
     pipeline_root = os.path.abspath(pipeline_root)
     os.makedirs(pipeline_root, exist_ok=True)
     before = set(os.listdir(pipeline_root))
+    # kfp.local warns once per task that the component's base_image is not a plain Python image.
+    # Here that is by design: the image is the project's own, and this virtual environment (same
+    # lock, project installed) is what it contains.
+    warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom",
+                            category=RuntimeWarning)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=True)
     started, error = time.time(), ""
     try:

@@ -135,3 +135,23 @@ def test_rollback_serves_an_earlier_version_again(binary_workspace, good_model, 
     assert metadata["rolled_back_from"] == 1 and metadata["data_version"] == "a"
     with pytest.raises(ValueError, match="no version 7"):
         push.rollback(repository, "m", 7)
+
+
+@pytest.mark.parametrize("task,metric", [(names.MULTICLASS, "accuracy"), (names.REGRESSION, "rmse")])
+def test_multiclass_and_regression_are_evaluated_with_their_own_metric(tmp_path, task, metric):
+    from tests.pipeline.pipeline_data import write_statistics_and_schema
+
+    examples = write_examples(str(tmp_path / "examples"), make_frame(1200, seed=8, task=task))
+    _, schema = write_statistics_and_schema(examples, str(tmp_path))
+    train.run(examples, schema, "label", str(tmp_path / "model"), TrainParams(epochs=3))
+    result = evaluate.run(examples, str(tmp_path / "model"), str(tmp_path / "eval"),
+                          EvaluateParams(slice_feature="payment", min_accuracy=0.4, max_rmse=5.0))
+    assert result.task == task and result.primary_metric == metric
+    assert set(result.slices) == {"card", "cash", "mobile"}
+    if task == names.MULTICLASS:
+        assert result.metrics["accuracy"] > 0.4 and result.confusion_matrix["categories"] == ["high", "low", "mid"]
+        assert sum(map(sum, result.confusion_matrix["matrix"])) == result.test_rows
+    else:
+        assert 0 < result.metrics["rmse"] < 5.0 and result.metrics["mae"] <= result.metrics["rmse"]
+        assert result.confusion_matrix is None
+    assert result.blessed, result.reason
