@@ -5,10 +5,14 @@ kfp.local's SubprocessRunner starts each task as `python3 -m kfp.dsl.executor_ma
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import glob
+import io
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -104,6 +108,36 @@ def summarize(run_dir: str, data_path: str, succeeded: bool, error: str, seconds
     return summary
 
 
+class _Tee(io.TextIOBase):
+    """Passes writes through to a stream and keeps the last lines: kfp.local prints each task's
+    output through the parent's stdout, and the cause of a failure is the last exception line."""
+
+    def __init__(self, stream, keep: int = 400):
+        self.stream, self.lines, self._partial = stream, collections.deque(maxlen=keep), ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        *complete, self._partial = (self._partial + text).split("\n")
+        self.lines.extend(complete)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+EXCEPTION_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failure_cause(lines) -> str:
+    """The last `SomeError: message` line a failed task printed, without its module path."""
+    for line in reversed(list(lines)):
+        match = EXCEPTION_LINE.match(ANSI.sub("", line))
+        if match:
+            return f"{match.group(1)}: {match.group(2).strip()}"
+    return ""
+
+
 def run_local(arguments: dict, pipeline_root: str = DEFAULT_PIPELINE_ROOT) -> RunSummary:
     """Run the whole DAG in subprocesses with kfp.local; never raises for a failed task."""
     from kfp import local
@@ -123,10 +157,13 @@ def run_local(arguments: dict, pipeline_root: str = DEFAULT_PIPELINE_ROOT) -> Ru
                             category=RuntimeWarning)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=True)
     started, error = time.time(), ""
+    tee = _Tee(sys.stdout)
     try:
-        training_pipeline(**arguments)
-    except RuntimeError as failure:  # kfp.local: "Pipeline ... finished with status FAILURE"
-        error = str(failure)
+        with contextlib.redirect_stdout(tee):
+            training_pipeline(**arguments)
+    except RuntimeError as failure:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
+        cause = failure_cause(tee.lines)
+        error = ANSI.sub("", str(failure)) + (f" {cause}" if cause else "")
     seconds = time.time() - started
     created = sorted(set(os.listdir(pipeline_root)) - before)
     run_dirs = [d for d in created if d.startswith(PIPELINE_NAME)]

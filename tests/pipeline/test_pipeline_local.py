@@ -48,6 +48,7 @@ def test_first_run_pushes_version_1_and_a_rerun_on_the_same_data_pushes_nothing(
 def test_blocking_anomalies_stop_the_run_before_training(spans, tmp_path):
     summary = runner.run_local(_arguments(spans, tmp_path, 2), str(tmp_path / "root"))
     assert not summary.succeeded and "validate-component" in summary.error
+    assert "DataError" in summary.error and "fare" in summary.error  # the cause, in the summary
     assert not os.path.exists(os.path.join(summary.run_dir, "train-component"))
     assert repo.versions(str(tmp_path / "models"), "taxi_tips") == []
 
@@ -73,3 +74,15 @@ def test_a_users_csv_with_a_string_label_and_no_curated_schema(tmp_path):
     assert summary.pushed_version == 1 and summary.metrics["auc"] > 0.8
     metadata = repo.read_bytes(repo.extra_path(str(tmp_path / "models"), "flowers", 1, "flywheel.json"))
     assert b'"sepal length": "sepal_length"' in metadata  # the column's serving-signature key
+
+
+def test_cli_exits_non_zero_and_names_the_missing_file(tmp_path, capsys):
+    from pipelines import cli
+
+    missing = tmp_path / "no-such-file.csv"
+    code = cli.main(["run", "--data", str(missing), "--label", "y", "--pipeline-root", str(tmp_path / "root"),
+                     "--model-repository", str(tmp_path / "models")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAILED" in out and "DataError" in out and str(missing) in out
+    assert not (tmp_path / "models").exists()
