@@ -49,6 +49,8 @@ MODEL_REPOSITORY ?=
 IMAGE ?= ghcr.io/flywheel-mlops/flywheel-component:0.1.0
 CRON ?= 0 0 3 * * *
 TO ?=
+SET ?=
+PACKAGE ?=
 
 .PHONY: run
 run: $(VENV)/.installed ## Main job: data (dvc repro), pipeline on span 1 then span 2, summary. Own file: DATA=f.csv LABEL=col
@@ -65,14 +67,14 @@ compile: $(VENV)/.installed ## Compile pipelines/training_pipeline.yaml (IMAGE=n
 	$(PY) -m pipelines.cli compile --image "$(IMAGE)" $(if $(filter ghcr.io/flywheel-mlops/flywheel-component:0.1.0,$(IMAGE)),,--output build/training_pipeline.yaml)
 
 .PHONY: submit
-submit: $(VENV)/.installed ## Submit one run to Kubeflow: KFP_HOST=url MODEL_REPOSITORY=gs://… [DATA=path as the cluster sees it]
+submit: $(VENV)/.installed ## Submit one run to Kubeflow: KFP_HOST=url MODEL_REPOSITORY=gs://… [DATA=path as the cluster sees it] [PACKAGE=yaml] [SET="k=v …"]
 	@test -n "$(KFP_HOST)" -a -n "$(MODEL_REPOSITORY)" || { echo "error: KFP_HOST and MODEL_REPOSITORY are required" >&2; exit 2; }
-	$(PY) -m pipelines.cli submit --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" $(if $(DATA),--data "$(DATA)")
+	$(PY) -m pipelines.cli submit --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" $(if $(DATA),--data "$(DATA)") $(if $(PACKAGE),--package "$(PACKAGE)") $(foreach kv,$(SET),--set '$(kv)')
 
 .PHONY: schedule
-schedule: $(VENV)/.installed ## Create a recurring run: KFP_HOST=url MODEL_REPOSITORY=gs://… [CRON="0 0 3 * * *"]
+schedule: $(VENV)/.installed ## Create a recurring run: KFP_HOST=url MODEL_REPOSITORY=gs://… [CRON="0 0 3 * * *"] [PACKAGE=yaml] [SET="k=v …"]
 	@test -n "$(KFP_HOST)" -a -n "$(MODEL_REPOSITORY)" || { echo "error: KFP_HOST and MODEL_REPOSITORY are required" >&2; exit 2; }
-	$(PY) -m pipelines.cli schedule --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" --cron "$(CRON)" $(if $(DATA),--data "$(DATA)")
+	$(PY) -m pipelines.cli schedule --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" --cron "$(CRON)" $(if $(DATA),--data "$(DATA)") $(if $(PACKAGE),--package "$(PACKAGE)") $(foreach kv,$(SET),--set '$(kv)')
 
 .PHONY: rollback
 rollback: $(VENV)/.installed ## Serve an earlier model version again: TO=<version>

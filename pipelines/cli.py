@@ -143,15 +143,33 @@ def cmd_compile(args, params) -> int:
     return 0
 
 
+def parse_sets(pairs: list[str] | None) -> dict:
+    """`--set key=value` pipeline arguments; a value is read as JSON when it parses (numbers,
+    lists, objects, true/false), else as a string: --set train_accelerator_limit=1
+    --set 'train_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"}'."""
+    parsed = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes key=value, got {pair!r}")
+        try:
+            parsed[key] = json.loads(value)
+        except ValueError:
+            parsed[key] = value
+    return parsed
+
+
 def cmd_submit(args, params) -> int:
-    arguments = runner.arguments_from_params(params, args.data, model_repository=args.model_repository)
+    arguments = runner.arguments_from_params(params, args.data, model_repository=args.model_repository,
+                                             **parse_sets(args.set))
     run_id = runner.submit(args.host, arguments, args.experiment, package=args.package)
     print(f"submitted run {run_id} to {args.host}")
     return 0
 
 
 def cmd_schedule(args, params) -> int:
-    arguments = runner.arguments_from_params(params, args.data, model_repository=args.model_repository)
+    arguments = runner.arguments_from_params(params, args.data, model_repository=args.model_repository,
+                                             **parse_sets(args.set))
     job_id = runner.schedule(args.host, args.cron, arguments, args.experiment, package=args.package)
     print(f"created recurring run {job_id} ({args.cron}) on {args.host}")
     return 0
@@ -202,6 +220,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--model-repository", required=True, help="gs://…, s3://… or a mounted path in the cluster")
         s.add_argument("--experiment", default="flywheel")
         s.add_argument("--package", default=runner.PIPELINE_YAML)
+        s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="any pipeline parameter, e.g. train_accelerator_type=nvidia.com/gpu")
         if "cron" in extra:
             s.add_argument("--cron", default="0 0 3 * * *", help="KFP cron (six fields, seconds first)")
         s.set_defaults(func=func)

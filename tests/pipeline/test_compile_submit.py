@@ -54,3 +54,14 @@ def test_submit_and_schedule_against_a_real_endpoint():
     kfp_client = runner.client(KFP_HOST)
     assert kfp_client.get_recurring_run(job_id).recurring_run_id == job_id
     kfp_client.delete_recurring_run(job_id)
+
+
+def test_set_pairs_become_typed_pipeline_arguments():
+    from pipelines.cli import parse_sets
+
+    assert parse_sets(["train_accelerator_limit=1", "train_accelerator_type=nvidia.com/gpu",
+                       'train_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"}', "force_push=true"]) == {
+        "train_accelerator_limit": 1, "train_accelerator_type": "nvidia.com/gpu",
+        "train_node_selector": {"cloud.google.com/gke-accelerator": "nvidia-l4"}, "force_push": True}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_sets(["no-equals-sign"])
