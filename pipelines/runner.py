@@ -8,7 +8,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import glob
 import io
 import json
 import os
@@ -216,8 +215,3 @@ def schedule(host: str, cron: str, arguments: dict, experiment: str = "flywheel"
         params=arguments, max_concurrency=max_concurrency, no_catchup=True)
     return recurring.recurring_run_id
 
-
-def latest_run_dirs(pipeline_root: str = DEFAULT_PIPELINE_ROOT) -> list[str]:
-    from pipelines.training_pipeline import PIPELINE_NAME
-
-    return sorted(glob.glob(os.path.join(pipeline_root, f"{PIPELINE_NAME}-*")))
