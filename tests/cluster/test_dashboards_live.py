@@ -14,7 +14,6 @@ run time and change nothing the dashboards read. The baseline files are real TFD
 """
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import math
@@ -23,7 +22,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -34,6 +32,7 @@ import pytest
 
 from cluster_support import ROOT, require_tool
 from flywheel import names, params
+from tests.app_thread import AppThread
 from tests.taxi_rows import LABEL, make_frame, rows_of
 
 MODEL = names.DEFAULT_MODEL_NAME
@@ -143,24 +142,10 @@ class SmallUpstream:
         app.router.add_get(f"/v1/models/{MODEL}", status)
         app.router.add_post(f"/v1/models/{MODEL}:predict", predict)
         app.router.add_get("/monitoring/prometheus/metrics", metrics)
-        self.loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        async def serve():
-            self.runner = web.AppRunner(app, access_log=None)
-            await self.runner.setup()
-            await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-            started.set()
-
-        self.thread = threading.Thread(target=lambda: (self.loop.run_until_complete(serve()), self.loop.run_forever()),
-                                       daemon=True)
-        self.thread.start()
-        assert started.wait(20), "small upstream did not start"
+        self.server = AppThread(app, self.port, timeout=20, what="small upstream")
 
     def stop(self):
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(20)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.server.stop(20)
 
 
 def prometheus_config(sidecar_port: int, upstream_port: int) -> str:

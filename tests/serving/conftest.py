@@ -26,6 +26,7 @@ from flywheel import names
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_NAME = "taxi_tips"
+from tests.app_thread import AppThread  # noqa: E402
 from tests.taxi_rows import COMPANIES, FEATURES, LABEL, PAYMENT_TYPES, make_frame, rows_of  # noqa: F401,E402
 
 
@@ -175,10 +176,6 @@ class SidecarThread:
     """The sidecar app (monitoring.app.make_app) on its own event loop in a thread, on a free port."""
 
     def __init__(self, config, **make_app_kwargs):
-        import asyncio
-        import threading
-
-        from aiohttp import web
         from prometheus_client import CollectorRegistry
 
         from monitoring.app import SIDECAR, make_app
@@ -186,20 +183,7 @@ class SidecarThread:
         self.app = make_app(config, registry=self.registry, **make_app_kwargs)
         self.state = self.app[SIDECAR]
         self.url = f"http://127.0.0.1:{config.port}"
-        self.loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        async def serve():
-            self.runner = web.AppRunner(self.app, access_log=None)
-            await self.runner.setup()
-            await web.TCPSite(self.runner, "127.0.0.1", config.port).start()
-            started.set()
-
-        self.thread = threading.Thread(target=lambda: (self.loop.run_until_complete(serve()), self.loop.run_forever()),
-                                       daemon=True)
-        self.thread.start()
-        if not started.wait(30):
-            raise TimeoutError("sidecar did not start")
+        self.server = AppThread(self.app, config.port, timeout=30, what="sidecar")
 
     def metric(self, name: str, labels: dict | None = None) -> float:
         value = self.registry.get_sample_value(name, labels or {})
@@ -209,10 +193,7 @@ class SidecarThread:
         assert self.state.observer.drain(20), "observer did not drain"
 
     def stop(self) -> None:
-        import asyncio
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.server.stop()
 
 
 @pytest.fixture
