@@ -38,8 +38,8 @@ lock: $(VENV)/.installed ## Regenerate requirements.lock from pyproject.toml wit
 	$(UV) pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 .PHONY: test
-test: setup tools ## Run the whole test suite (sets itself up first).
-	$(PY) -m pytest -q tests
+test: setup tools ## Run the whole test suite (sets itself up first; installs and starts a Docker engine for the container tests).
+	docker/engine.sh $(PY) -m pytest -q tests
 
 # --- data and training pipeline (issues 2, 3) -----------------------------------------------
 DATA ?=
@@ -52,15 +52,22 @@ TO ?=
 SET ?=
 PACKAGE ?=
 
+RUNNER ?= subprocess
+# RUNNER=docker runs every task in the component image (kfp.local DockerRunner): the image is
+# built or refreshed first, and both steps run with an engine at hand (docker/engine.sh).
+RUN_IN := $(if $(filter docker,$(RUNNER)),docker/engine.sh,)
+
 .PHONY: run
-run: $(VENV)/.installed ## Main job: data (dvc repro), pipeline on span 1 then span 2, summary. Own file: DATA=f.csv LABEL=col
+run: $(VENV)/.installed ## Main job: data (dvc repro), pipeline on span 1 then span 2, summary. Own file: DATA=f.csv LABEL=col; RUNNER=subprocess|docker
 ifeq ($(DATA),)
 	$(MAKE) --no-print-directory data
-	$(PY) -m pipelines.cli main
 else
 	@test -n "$(LABEL)" || { echo "error: give the label column: make run DATA=$(DATA) LABEL=<column>" >&2; exit 2; }
-	$(PY) -m pipelines.cli run --data "$(DATA)" --label "$(LABEL)"
 endif
+ifeq ($(RUNNER),docker)
+	docker/engine.sh $(PY) docker/build.py component
+endif
+	$(RUN_IN) $(PY) -m pipelines.cli $(if $(DATA),run --data "$(DATA)" --label "$(LABEL)",main) --runner $(RUNNER)
 
 .PHONY: compile
 compile: $(VENV)/.installed ## Compile pipelines/training_pipeline.yaml (IMAGE=name:tag sets the component image).
@@ -120,7 +127,7 @@ serve: $(VENV)/.installed ## Serve the latest pushed model: dev model server (RE
 	@echo "model server: REST http://127.0.0.1:$(REST_PORT)  gRPC 127.0.0.1:$(GRPC_PORT)  (direct, unmonitored)"
 	@echo "sidecar:      http://127.0.0.1:$(SIDECAR_PORT)/v1/models/$(SERVE_MODEL):predict  /metrics  /healthz/ready  POST /v1/feedback"
 	@trap 'kill 0' INT TERM EXIT; \
-	$(PY) -m serving.model_server --rest-port $(REST_PORT) --grpc-port $(GRPC_PORT) \
+	$(PY) -m devserver --rest-port $(REST_PORT) --grpc-port $(GRPC_PORT) \
 	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) & \
 	$(PY) -m monitoring --port $(SIDECAR_PORT) --upstream http://127.0.0.1:$(REST_PORT) \
 	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) & \
@@ -131,28 +138,35 @@ bench-sidecar: $(VENV)/.installed ## Open-loop benchmark: upstream stub direct v
 	$(PY) benchmarks/bench_sidecar.py --rates 100 500 1000 --seconds 5 --repeats 3
 
 
-# --- cluster: images, manifests, alerts, dashboards (issue 5) --------------------------------
-# Images: docker/Dockerfile, one file with three targets. No Docker engine on the dev machines:
-# these run where one is (CI with docker, a workstation). The pipeline compiles against the image
-# given at compile time (`flywheel compile --image $(REGISTRY)/flywheel-component:$(IMAGE_TAG)`).
+# --- images and container tests (docker/build.py, docker/engine.sh, tests/containers) -------
+# Images: docker/Dockerfile, one file with three targets, built with the local Docker engine
+# (docker/engine.sh installs and starts one when needed). The pipeline compiles against the
+# image given at compile time (`flywheel compile --image $(REGISTRY)/flywheel-component:$(IMAGE_TAG)`).
 REGISTRY ?= ghcr.io/flywheel-mlops
 IMAGE_TAG ?= 0.1.0
 DOCKER ?= docker
 IMAGE_TARGETS := component component-gpu sidecar
+
+.PHONY: images
+images: $(VENV)/.installed ## Build the component and sidecar images here, print their sizes (REGISTRY, IMAGE_TAG; base built with debootstrap when it cannot be pulled).
+	docker/engine.sh $(PY) docker/build.py --registry $(REGISTRY) --tag $(IMAGE_TAG) component sidecar
+
+.PHONY: images-gpu
+images-gpu: $(VENV)/.installed ## Also build component-gpu: downloads the CUDA/cuDNN wheels once (several GB), so not part of `make test`.
+	docker/engine.sh $(PY) docker/build.py --registry $(REGISTRY) --tag $(IMAGE_TAG) component sidecar component-gpu
+
+.PHONY: container-test
+container-test: $(VENV)/.installed ## Build the images and run the container tests on them (tests/containers).
+	docker/engine.sh $(PY) -m pytest -q tests/containers
+
+# --- cluster: registry, manifests, alerts, dashboards -----------------------------------------
 OVERLAY ?= dev
 OVERLAY_NAMESPACE = $(if $(filter dev,$(OVERLAY)),flywheel-dev,flywheel)
 KUSTOMIZE_BUILD := kubectl kustomize
 TOOLS_VENV := .venv-tools
 
-.PHONY: images
-images: ## Build the component, component-gpu and sidecar images (Docker; REGISTRY, IMAGE_TAG).
-	@for t in $(IMAGE_TARGETS); do \
-	  echo "building $(REGISTRY)/flywheel-$$t:$(IMAGE_TAG)"; \
-	  DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile --target $$t -t $(REGISTRY)/flywheel-$$t:$(IMAGE_TAG) . || exit 1; \
-	done
-
 .PHONY: push-images
-push-images: images ## Push the three images to REGISTRY (needs `docker login`), then run `make pin-digests`.
+push-images: images-gpu ## Push the three images to REGISTRY (needs `docker login`), then run `make pin-digests`.
 	@for t in $(IMAGE_TARGETS); do $(DOCKER) push $(REGISTRY)/flywheel-$$t:$(IMAGE_TAG) || exit 1; done
 
 .PHONY: pin-digests
@@ -184,9 +198,9 @@ tools-lock: $(VENV)/.installed ## Recompile requirements-tools.lock from require
 	$(UV) pip compile -q requirements-tools.txt --python-version 3.11 -o requirements-tools.lock
 
 .PHONY: manifests-check
-manifests-check: $(VENV)/.installed tools ## Build every overlay; kubernetes-validate (strict, 1.32), wiring checks, checkov, Dockerfile checks.
+manifests-check: $(VENV)/.installed tools ## Build every overlay; kubernetes-validate (strict, 1.32), wiring checks, checkov.
 	$(PY) -m pytest -q tests/cluster/test_manifests_validate.py tests/cluster/test_serving_wiring.py \
-	  tests/cluster/test_checkov.py tests/cluster/test_images.py
+	  tests/cluster/test_checkov.py
 
 .PHONY: alerts-check
 alerts-check: ## promtool check rules + promtool test rules on monitoring/rules/.

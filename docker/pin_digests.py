@@ -1,7 +1,8 @@
 """Write the registry digest of every pinned image into the files that pin it.
 
 Images are pinned in three places: the kustomize `images:` entries of manifests/base and of
-the gpu overlay (`newName` + `newTag` + `digest`), and the Dockerfile's base `FROM name:tag@sha256:…`.
+the gpu overlay (`newName` + `newTag` + `digest`), and the Dockerfile's base image
+(`ARG BASE_IMAGE=name:tag@sha256:…`).
 This resolves each `name:tag` with a registry client (default `crane digest`, from
 go-containerregistry; `docker buildx imagetools inspect --format '{{json .Manifest.Digest}}'`
 works too) and rewrites only the digest, keeping comments and layout.
@@ -26,7 +27,10 @@ DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 # An images: entry as written in our kustomizations: newName, newTag, then (comments and) digest.
 KUSTOMIZE_IMAGE = re.compile(
     r"(newName:\s*(?P<name>\S+)\s*\n\s*newTag:\s*(?P<tag>\S+)\s*\n(?:\s*#.*\n)*\s*digest:\s*)(?P<digest>\S+)")
-FROM_LINE = re.compile(r"^(FROM\s+(?P<name>[^\s:@]+):(?P<tag>[^\s@]+)@)(?P<digest>sha256:[0-9a-f]{64})", re.MULTILINE)
+# A Dockerfile pin: `FROM name:tag@sha256:…` or a base-image build argument's default,
+# `ARG BASE_IMAGE=name:tag@sha256:…`.
+FROM_LINE = re.compile(r"^((?:FROM\s+|ARG\s+\w+=)(?P<name>[^\s:@]+):(?P<tag>[^\s@]+)@)(?P<digest>sha256:[0-9a-f]{64})",
+                       re.MULTILINE)
 
 
 def pinned(root: Path = ROOT) -> list[tuple[Path, str, str, str]]:

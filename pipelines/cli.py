@@ -15,7 +15,7 @@ import sys
 
 from flywheel import model_repository as repo
 from flywheel import params as params_module
-from pipelines import runner
+from pipelines import local_runners, runner
 
 
 def _fmt_metrics(metrics: dict) -> str:
@@ -110,7 +110,7 @@ def cmd_main(args, params) -> int:
     for i, path in enumerate(chosen, 1):
         print(f"\n== [{i}/{len(chosen)}] pipeline on {path} ==", flush=True)
         summary = runner.run_local(runner.arguments_from_params(params, path, force_push=args.force),
-                                   args.pipeline_root)
+                                   args.pipeline_root, args.runner)
         summaries.append(summary)
         if not summary.succeeded:
             break
@@ -131,7 +131,7 @@ def cmd_run(args, params) -> int:
     if args.data_rev:
         arguments["data_rev"] = args.data_rev
     print(f"== pipeline on {args.data} (label {args.label}, model {model_name}) ==", flush=True)
-    summary = runner.run_local(arguments, args.pipeline_root)
+    summary = runner.run_local(arguments, args.pipeline_root, args.runner)
     print_summary([summary], overrides["model_repository"], model_name)
     _write_summary_json([summary], os.path.join("runs", "last_run.json"))
     return 0 if summary.succeeded else 1
@@ -193,6 +193,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--later-span", type=int, default=0, help="1-based span number of the second run (default 2)")
     m.add_argument("--pipeline-root", default=runner.DEFAULT_PIPELINE_ROOT)
     m.add_argument("--force", action="store_true", help="push even when a version was trained on the same data")
+    m.add_argument("--runner", choices=local_runners.RUNNERS, default="subprocess",
+                   help="where each task runs: a subprocess of this environment, or the component image")
     m.set_defaults(func=cmd_main)
 
     r = sub.add_parser("run", help="run the pipeline locally on one file")
@@ -206,6 +208,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--slice", default="", help="feature to slice evaluation metrics by")
     r.add_argument("--pipeline-root", default=runner.DEFAULT_PIPELINE_ROOT)
     r.add_argument("--force", action="store_true")
+    r.add_argument("--runner", choices=local_runners.RUNNERS, default="subprocess",
+                   help="where each task runs: a subprocess of this environment, or the component image")
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("compile", help="compile the pipeline to KFP YAML")

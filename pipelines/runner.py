@@ -20,6 +20,7 @@ import yaml
 
 from flywheel import names
 from flywheel.params import Params
+from pipelines import local_runners
 
 PIPELINE_YAML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "training_pipeline.yaml")
 DEFAULT_PIPELINE_ROOT = "runs/pipeline_root"
@@ -137,10 +138,9 @@ def failure_cause(lines) -> str:
     return ""
 
 
-def run_local(arguments: dict, pipeline_root: str = DEFAULT_PIPELINE_ROOT) -> RunSummary:
-    """Run the whole DAG in subprocesses with kfp.local; never raises for a failed task."""
-    from kfp import local
-
+def run_local(arguments: dict, pipeline_root: str = DEFAULT_PIPELINE_ROOT, runner: str = "subprocess") -> RunSummary:
+    """Run the whole DAG with kfp.local, each task in a subprocess or in the component image
+    (`runner`, pipelines/local_runners.py); never raises for a failed task."""
     from pipelines.training_pipeline import PIPELINE_NAME, training_pipeline
 
     bin_dir = os.path.dirname(sys.executable)
@@ -154,7 +154,7 @@ def run_local(arguments: dict, pipeline_root: str = DEFAULT_PIPELINE_ROOT) -> Ru
     # lock, project installed) is what it contains.
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom",
                             category=RuntimeWarning)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=True)
+    arguments = local_runners.init(runner, arguments, pipeline_root)
     started, error = time.time(), ""
     tee = _Tee(sys.stdout)
     try:

@@ -148,7 +148,7 @@ class ServerProcess:
 def start_dev_server(repository: Path, log_dir: Path, poll_seconds: float = 0.5) -> ServerProcess:
     """The development model server on free ports, serving `repository`."""
     rest, grpc_port = free_port(), free_port()
-    server = ServerProcess(["-m", "serving.model_server", "--rest-port", str(rest), "--grpc-port", str(grpc_port),
+    server = ServerProcess(["-m", "devserver", "--rest-port", str(rest), "--grpc-port", str(grpc_port),
                             "--model-repository", str(repository), "--model-name", MODEL_NAME,
                             "--poll-seconds", str(poll_seconds)], log_dir / f"model_server_{rest}.log")
     try:

@@ -7,8 +7,8 @@ import grpc
 from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from devserver.servables import ServableManager, ServingError
 from flywheel import names
-from serving.servables import ServableManager, ServingError
 
 _CODES = {"INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT, "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
           "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE}

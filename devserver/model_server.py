@@ -1,11 +1,11 @@
 """Development model server: TF Serving's REST and gRPC APIs in Python, for machines without the
 TF Serving binary (like CI and laptops). In a cluster the real TF Serving runs instead.
 
-    python -m serving.model_server --rest-port 8501 --grpc-port 8500 \
+    python -m devserver --rest-port 8501 --grpc-port 8500 \
         --model-repository model_repository --model-name taxi_tips
 
 It serves the newest version in <repository>/<model name>/, polls for new ones and swaps them in
-without dropping requests (serving/servables.py). Not a production server: no batching and no
+without dropping requests (devserver/servables.py). Not a production server: no batching and no
 TF Serving metrics; the tests in tests/serving/ hold it to TF Serving's API.
 """
 from __future__ import annotations
@@ -19,17 +19,17 @@ import threading
 
 from aiohttp import web
 
+from devserver.grpc_api import make_grpc_server
+from devserver.rest_api import make_rest_app
+from devserver.servables import ServableManager
 from flywheel import model_repository as repo
 from flywheel import names
 from flywheel import params as flywheel_params
-from serving.grpc_api import make_grpc_server
-from serving.rest_api import make_rest_app
-from serving.servables import ServableManager
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     push = flywheel_params.load().push
-    parser = argparse.ArgumentParser(prog="python -m serving.model_server", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devserver", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rest-port", type=int, default=8501)
     parser.add_argument("--grpc-port", type=int, default=8500, help="0 disables gRPC")
     parser.add_argument("--host", default="0.0.0.0")

@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from aiohttp import web
 
+from devserver.servables import InvalidArgument, ServableManager, ServingError
 from flywheel import names
-from serving.servables import InvalidArgument, ServableManager, ServingError
 
 ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>-?\d+))?"
                    r"(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$")

@@ -1,0 +1,271 @@
+"""Build the Flywheel images with the local Docker engine (`make images`).
+
+    python docker/build.py [--registry R] [--tag T] [TARGET ...]   # default targets: component sidecar
+
+For each target, a wheelhouse is prepared on the host from the target's lock
+(docker/wheelhouse/<name>/, with pip; kept between builds and refreshed when the lock changes),
+so the build itself needs no package index. Then `docker build --target` with BuildKit, and at
+the end each image's size and what it adds over its base.
+
+The base image is docker/Dockerfile's `ARG BASE_IMAGE` (pinned by digest) when it is present
+or can be pulled. Where it cannot (no registry reachable), a Debian bookworm base is built
+locally with debootstrap (`--variant=minbase --include=python3,python3-venv`), imported as
+flywheel-debian-base:bookworm and used instead; the build says so.
+
+component-gpu is opt-in (`make images-gpu`): its CUDA wheels are several GB.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+WHEELHOUSE = ROOT / "docker" / "wheelhouse"
+BUILD_LOCK = ROOT / "docker" / "requirements-build.lock"
+LOG_DIR = ROOT / "build" / "images"
+REPORT = LOG_DIR / "images.json"
+LOCAL_BASE = "flywheel-debian-base:bookworm"
+DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# Left out of the local base: package lists and caches, documentation, translations (what the
+# Debian "slim" images drop too); nothing Python or the images need.
+BASE_TRIM = ("var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/info",
+             "usr/share/locale")
+SIDECAR_GOAL_BYTES = 200e6
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    name: str
+    wheelhouses: tuple[tuple[str, str], ...]   # (docker/wheelhouse/<name>, lock) pairs its build mounts
+
+
+TARGETS = {
+    "component": Target("component", (("component", "requirements.lock"),)),
+    "sidecar": Target("sidecar", (("sidecar", "docker/requirements-sidecar.lock"),)),
+    "component-gpu": Target("component-gpu", (("component", "requirements.lock"),
+                                              ("gpu", "docker/requirements-gpu.lock"))),
+}
+DEFAULT_TARGETS = ("component", "sidecar")
+
+
+def image_name(registry: str, tag: str, target: str) -> str:
+    return f"{registry}/flywheel-{target}:{tag}"
+
+
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, **kwargs)
+
+
+def sudo() -> list[str]:
+    return [] if os.geteuid() == 0 else ["sudo", "-n"]
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def fail(message: str, log: Path | None = None) -> None:
+    if log is not None and log.exists():
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+        message += "\n  " + "\n  ".join(tail) + f"\n(full log: {log.relative_to(ROOT)})"
+    raise SystemExit(f"error: {message}")
+
+
+# --- the docker client -------------------------------------------------------------------------
+def docker_cli() -> list[str]:
+    """A client that builds with BuildKit, and how to call its build. Clients from 23 on need the
+    buildx plugin for that (without it they fall back to the legacy builder, which has no build
+    mounts); older ones, like Debian's docker.io 20.10, have BuildKit built in."""
+    for cli in dict.fromkeys(filter(None, [shutil.which("docker"), "/usr/bin/docker"])):
+        if not os.access(cli, os.X_OK):
+            continue
+        if run([cli, "buildx", "version"]).returncode == 0:
+            return [cli, "buildx", "build", "--load"]
+        version = run([cli, "version", "--format", "{{.Client.Version}}"]).stdout.strip()
+        if version and int(version.split(".")[0]) < 23:
+            return [cli, "build"]
+    fail("no docker client here builds with BuildKit: install the buildx plugin (docker-buildx) "
+         "or Debian's docker.io")
+    raise AssertionError  # unreachable
+
+
+def docker(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run([shutil.which("docker") or "/usr/bin/docker", *args], **kwargs)
+
+
+def image_size(image: str) -> int | None:
+    result = docker("image", "inspect", "--format", "{{.Size}}", image)
+    return int(result.stdout) if result.returncode == 0 else None
+
+
+# --- the base image ----------------------------------------------------------------------------
+def pinned_base() -> str:
+    match = re.search(r"^ARG BASE_IMAGE=(\S+)$", DOCKERFILE.read_text(), re.MULTILINE)
+    if not match:
+        fail(f"{DOCKERFILE.relative_to(ROOT)}: no `ARG BASE_IMAGE=` line")
+    return match.group(1)
+
+
+def resolve_base(requested: str) -> str:
+    """`requested` if present or pullable, else the local Debian base (built when missing)."""
+    if image_size(requested) is not None:
+        return requested
+    pull = docker("pull", "--quiet", requested, timeout=600)
+    if pull.returncode == 0:
+        return requested
+    reason = (pull.stderr.strip().splitlines() or ["no reason given"])[-1]
+    if image_size(LOCAL_BASE) is not None:
+        say(f"base image {requested} cannot be pulled ({reason}); using the local Debian base {LOCAL_BASE}")
+        return LOCAL_BASE
+    say(f"base image {requested} cannot be pulled ({reason});\n"
+        f"  building a local Debian bookworm base with debootstrap instead ({LOCAL_BASE}, about a minute)")
+    build_local_base()
+    return LOCAL_BASE
+
+
+def build_local_base() -> None:
+    started = time.monotonic()
+    if not shutil.which("debootstrap"):
+        say("  installing Debian's debootstrap")
+        for step in (["apt-get", "update", "-qq"],
+                     ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq",
+                      "--no-install-recommends", "debootstrap"]):
+            if run([*sudo(), *step]).returncode != 0:
+                fail("cannot install debootstrap (apt-get as root, or sudo without a password, is needed)")
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = LOG_DIR / "debootstrap.log"
+    rootfs = Path(tempfile.mkdtemp(prefix="debian-base-", dir=LOG_DIR))
+    try:
+        with log.open("w") as out:
+            result = subprocess.run([*sudo(), "debootstrap", "--variant=minbase", "--include=python3,python3-venv",
+                                     "bookworm", str(rootfs), DEBIAN_MIRROR], stdout=out, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            fail(f"debootstrap failed (mirror {DEBIAN_MIRROR}; set DEBIAN_MIRROR to change it)", log)
+        run([*sudo(), "rm", "-rf", *(str(rootfs / p) for p in BASE_TRIM)], check=True)
+        tar = subprocess.Popen([*sudo(), "tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        imported = subprocess.run([shutil.which("docker") or "/usr/bin/docker", "import",
+                                   "--message", f"debootstrap --variant=minbase bookworm ({DEBIAN_MIRROR})",
+                                   "-", LOCAL_BASE], stdin=tar.stdout, capture_output=True, text=True)
+        tar.stdout.close()
+        if tar.wait() != 0 or imported.returncode != 0:
+            fail(f"docker import of the local base failed: {imported.stderr.strip()}")
+    finally:
+        run([*sudo(), "rm", "-rf", str(rootfs)])
+    say(f"  local base {LOCAL_BASE}: {image_size(LOCAL_BASE) / 1e6:.0f} MB in {time.monotonic() - started:.0f} s")
+
+
+# --- wheelhouses -------------------------------------------------------------------------------
+def prepare_wheelhouse(name: str, lock: str) -> None:
+    """docker/wheelhouse/<name>/: a wheel for every pin of `lock` (wheels from the index, sdist-only
+    packages built here), so the build installs with --no-index. Rebuilt only when the lock changes;
+    wheels of the previous set are reused."""
+    directory, lock_path = WHEELHOUSE / name, ROOT / lock
+    stamp = directory / ".lock-sha256"
+    digest = hashlib.sha256(lock_path.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text().strip() == digest:
+        return
+    started = time.monotonic()
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = LOG_DIR / f"wheelhouse-{name}.log"
+    fresh = Path(tempfile.mkdtemp(prefix=f"wheelhouse-{name}-", dir=LOG_DIR))
+    try:
+        with log.open("w") as out:
+            result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--progress-bar", "off",
+                                     "--find-links", str(directory), "-w", str(fresh), "-r", str(lock_path)],
+                                    stdout=out, stderr=subprocess.STDOUT, cwd=lock_path.parent)
+        if result.returncode != 0:
+            fail(f"could not prepare the wheelhouse for {lock}", log)
+        for old in directory.glob("*.whl"):
+            old.unlink()
+        for wheel in fresh.glob("*.whl"):
+            wheel.rename(directory / wheel.name)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+    stamp.write_text(digest + "\n")
+    wheels = list(directory.glob("*.whl"))
+    size = sum(w.stat().st_size for w in wheels)
+    say(f"wheelhouse {name}: {len(wheels)} wheels, {size / 1e6:.0f} MB from {lock} "
+        f"({time.monotonic() - started:.0f} s)")
+
+
+# --- images ------------------------------------------------------------------------------------
+def build_image(build_cmd: list[str], target: str, base: str, image: str) -> float:
+    log = LOG_DIR / f"{target}.log"
+    started = time.monotonic()
+    with log.open("w") as out:
+        result = subprocess.run([*build_cmd, "--progress=plain", "-f", str(DOCKERFILE), "--target", target,
+                                 "--build-arg", f"BASE_IMAGE={base}", "-t", image, str(ROOT)],
+                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    if result.returncode != 0:
+        fail(f"docker build --target {target} failed", log)
+    seconds = time.monotonic() - started
+    say(f"built {image} in {seconds:.0f} s (log: {log.relative_to(ROOT)})")
+    return seconds
+
+
+def human(size: float) -> str:
+    return f"{size / 1e9:.2f} GB" if abs(size) >= 1e9 else f"{size / 1e6:.0f} MB"
+
+
+def report(images: dict[str, str], base: str, seconds: dict[str, float], total: float) -> dict:
+    base_size = image_size(base) or 0
+    rows, data = [], {"base": base, "base_size": base_size, "seconds": round(total, 1), "images": {}}
+    for target, image in images.items():
+        size = image_size(image) or 0
+        added = size - base_size
+        note = ""
+        if target == "sidecar":
+            note = f"goal <= {human(SIDECAR_GOAL_BYTES)} added: {'met' if added <= SIDECAR_GOAL_BYTES else 'MISSED'}"
+        rows.append((image, human(size), "+" + human(added), f"{seconds[target]:.0f} s", note))
+        data["images"][target] = {"image": image, "size": size, "added": added, "seconds": round(seconds[target], 1)}
+    rows.append((f"{base} (base)", human(base_size), "", "", ""))
+    header = ("image", "size", "over base", "build", "")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for row in [header, *rows]:
+        say("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    say(f"images ready in {total:.0f} s")
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(json.dumps(data, indent=2) + "\n")
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("targets", nargs="*", default=list(DEFAULT_TARGETS), choices=sorted(TARGETS),
+                        metavar="TARGET", help=f"any of {sorted(TARGETS)} (default: {' '.join(DEFAULT_TARGETS)})")
+    parser.add_argument("--registry", default="ghcr.io/flywheel-mlops")
+    parser.add_argument("--tag", default="0.1.0")
+    parser.add_argument("--base", default="", help="base image (default: docker/Dockerfile's pinned BASE_IMAGE)")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    build_cmd = docker_cli()
+    info = docker("info", "--format", "{{.ServerVersion}}")
+    if info.returncode != 0:
+        fail("no Docker daemon answers; `make images` starts one (docker/engine.sh)")
+    if "component-gpu" in args.targets:
+        say("component-gpu: its wheelhouse holds the CUDA and cuDNN wheels, several GB to download once")
+    base = resolve_base(args.base or pinned_base())
+    prepare_wheelhouse("build", str(BUILD_LOCK.relative_to(ROOT)))
+    images, seconds = {}, {}
+    for target in args.targets:
+        for name, lock in TARGETS[target].wheelhouses:
+            prepare_wheelhouse(name, lock)
+        images[target] = image_name(args.registry, args.tag, target)
+        seconds[target] = build_image(build_cmd, target, base, images[target])
+    report(images, base, seconds, time.monotonic() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
