@@ -198,9 +198,9 @@ tools-lock: $(VENV)/.installed ## Recompile requirements-tools.lock from require
 	$(UV) pip compile -q requirements-tools.txt --python-version 3.11 -o requirements-tools.lock
 
 .PHONY: manifests-check
-manifests-check: $(VENV)/.installed tools ## Build every overlay; kubernetes-validate (strict, 1.32), wiring checks, checkov.
+manifests-check: $(VENV)/.installed tools ## Build every overlay; kubernetes-validate (strict, 1.32), wiring checks, checkov, image locks.
 	$(PY) -m pytest -q tests/cluster/test_manifests_validate.py tests/cluster/test_serving_wiring.py \
-	  tests/cluster/test_checkov.py
+	  tests/cluster/test_checkov.py tests/cluster/test_image_locks.py
 
 .PHONY: alerts-check
 alerts-check: ## promtool check rules + promtool test rules on monitoring/rules/.

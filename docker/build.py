@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from flywheel import names
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -59,7 +60,11 @@ TARGETS = {
 DEFAULT_TARGETS = ("component", "sidecar")
 
 
-def image_name(registry: str, tag: str, target: str) -> str:
+# The names the pipeline and the manifests use (flywheel/names.py): <registry>/flywheel-<target>:<tag>.
+DEFAULT_REGISTRY, DEFAULT_TAG = names.COMPONENT_IMAGE.rsplit("/", 1)[0], names.COMPONENT_IMAGE.rsplit(":", 1)[1]
+
+
+def image_name(target: str, registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> str:
     return f"{registry}/flywheel-{target}:{tag}"
 
 
@@ -166,37 +171,51 @@ def build_local_base() -> None:
 
 
 # --- wheelhouses -------------------------------------------------------------------------------
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;]+)")
+
+
+def _key(name: str, version: str) -> tuple[str, str]:
+    from packaging.utils import canonicalize_name, canonicalize_version
+
+    return canonicalize_name(name), canonicalize_version(version)
+
+
 def prepare_wheelhouse(name: str, lock: str) -> None:
-    """docker/wheelhouse/<name>/: a wheel for every pin of `lock` (wheels from the index, sdist-only
-    packages built here), so the build installs with --no-index. Rebuilt only when the lock changes;
-    wheels of the previous set are reused."""
+    """docker/wheelhouse/<name>/: one wheel for every pin of `lock` (from the index, or built here
+    for the few packages published as source only), so the build installs with --no-index. Only
+    pins without a wheel yet are fetched; wheels the lock no longer pins are removed."""
+    from packaging.utils import parse_wheel_filename
+
     directory, lock_path = WHEELHOUSE / name, ROOT / lock
-    stamp = directory / ".lock-sha256"
-    digest = hashlib.sha256(lock_path.read_bytes()).hexdigest()
-    if stamp.exists() and stamp.read_text().strip() == digest:
+    pins = {}
+    for line in lock_path.read_text().splitlines():
+        match = PIN.match(line.strip())
+        if match:
+            pins[_key(*match.groups())] = line.strip()
+    have = {}
+    for wheel in directory.glob("*.whl"):
+        wheel_name, version, _, _ = parse_wheel_filename(wheel.name)
+        have[_key(wheel_name, str(version))] = wheel
+    for key, wheel in have.items():
+        if key not in pins:
+            wheel.unlink()
+    missing = [line for key, line in pins.items() if key not in have]
+    if not missing:
         return
     started = time.monotonic()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = LOG_DIR / f"wheelhouse-{name}.log"
-    fresh = Path(tempfile.mkdtemp(prefix=f"wheelhouse-{name}-", dir=LOG_DIR))
-    try:
-        with log.open("w") as out:
-            result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--progress-bar", "off",
-                                     "--find-links", str(directory), "-w", str(fresh), "-r", str(lock_path)],
-                                    stdout=out, stderr=subprocess.STDOUT, cwd=lock_path.parent)
-        if result.returncode != 0:
-            fail(f"could not prepare the wheelhouse for {lock}", log)
-        for old in directory.glob("*.whl"):
-            old.unlink()
-        for wheel in fresh.glob("*.whl"):
-            wheel.rename(directory / wheel.name)
-    finally:
-        shutil.rmtree(fresh, ignore_errors=True)
-    stamp.write_text(digest + "\n")
+    requirements = LOG_DIR / f"wheelhouse-{name}.txt"
+    requirements.write_text("\n".join(missing) + "\n")
+    with log.open("w") as out:
+        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--progress-bar", "off",
+                                 "-w", str(directory), "-r", str(requirements)], stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        fail(f"could not prepare the wheelhouse for {lock}", log)
     wheels = list(directory.glob("*.whl"))
     size = sum(w.stat().st_size for w in wheels)
-    say(f"wheelhouse {name}: {len(wheels)} wheels, {size / 1e6:.0f} MB from {lock} "
-        f"({time.monotonic() - started:.0f} s)")
+    say(f"wheelhouse {name}: {len(missing)} of {len(pins)} wheels fetched or built from {lock} "
+        f"({time.monotonic() - started:.0f} s; {size / 1e6:.0f} MB in all)")
 
 
 # --- images ------------------------------------------------------------------------------------
@@ -244,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", nargs="*", default=list(DEFAULT_TARGETS), choices=sorted(TARGETS),
                         metavar="TARGET", help=f"any of {sorted(TARGETS)} (default: {' '.join(DEFAULT_TARGETS)})")
-    parser.add_argument("--registry", default="ghcr.io/flywheel-mlops")
-    parser.add_argument("--tag", default="0.1.0")
+    parser.add_argument("--registry", default=DEFAULT_REGISTRY)
+    parser.add_argument("--tag", default=DEFAULT_TAG)
     parser.add_argument("--base", default="", help="base image (default: docker/Dockerfile's pinned BASE_IMAGE)")
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -261,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     for target in args.targets:
         for name, lock in TARGETS[target].wheelhouses:
             prepare_wheelhouse(name, lock)
-        images[target] = image_name(args.registry, args.tag, target)
+        images[target] = image_name(target, args.registry, args.tag)
         seconds[target] = build_image(build_cmd, target, base, images[target])
     report(images, base, seconds, time.monotonic() - started)
     return 0

@@ -33,6 +33,7 @@ def init(name: str, arguments: dict, pipeline_root: str) -> dict:
     if name != "docker":
         raise ValueError(f"unknown runner {name!r}; choose one of {', '.join(RUNNERS)}")
     arguments, mounts = container_view(arguments)
+    os.makedirs(pipeline_root, exist_ok=True)  # by the caller, before the engine would create it as root
     _mounts.clear()
     _mounts.update(mounts)
     _install_task_containers()

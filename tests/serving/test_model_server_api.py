@@ -1,7 +1,12 @@
-"""TF Serving API conformance: the same requests against the development model server and, when
-TF_SERVING_URL (REST, e.g. http://host:8501) and optionally TF_SERVING_GRPC (host:8500) are set,
-against a real TF Serving serving a model with the brief's taxi features under TF_SERVING_MODEL
-(default taxi_tips). Without them the real-server cases are skipped with that reason.
+"""TF Serving API conformance: the same requests against the development model server and
+against a real TF Serving, when one is given:
+  - TF_SERVING_URL (REST, e.g. http://host:8501) and optionally TF_SERVING_GRPC (host:8500): a
+    running server with a model with the brief's taxi features under TF_SERVING_MODEL (default
+    taxi_tips); or
+  - TF_SERVING_IMAGE: a TF Serving image (a name, pulled when not present, or an image archive
+    for `docker load`), started here with serving/config and the serving pod's command line
+    (serving/tf_serving.py) on the same fixture model as the development server.
+Without either the real-server cases are skipped with that reason.
 """
 from __future__ import annotations
 
@@ -13,22 +18,53 @@ import urllib.request
 import grpc
 import pytest
 
+from serving import tf_serving as tf_serving_flags
 from serving.grpc_client import GrpcClient
 from serving.rest_client import RestClient, ServingError
+from tests.docker_support import (docker_client_or_skip, ensure_image, published_port, run_container, wait_http,
+                                  world_readable)
 
-from .conftest import MODEL_NAME, make_frame, rows_of
+from .conftest import MODEL_NAME, make_frame, push_version, rows_of
 
 REAL_MODEL = os.environ.get("TF_SERVING_MODEL", MODEL_NAME)
+
+
+@pytest.fixture(scope="module")
+def tf_serving(tmp_path_factory, exported_versions) -> tuple[str, str, str]:
+    """(REST URL, gRPC target or "", model name) of a real TF Serving; see the module docstring."""
+    if os.environ.get("TF_SERVING_URL"):
+        yield os.environ["TF_SERVING_URL"], os.environ.get("TF_SERVING_GRPC", ""), REAL_MODEL
+        return
+    image = os.environ.get("TF_SERVING_IMAGE")
+    if not image:
+        pytest.skip("no real TF Serving to compare with: set TF_SERVING_URL (a running server) or TF_SERVING_IMAGE "
+                    "(an image to start here); this machine has no TF Serving binary and reaches no image registry")
+    client = docker_client_or_skip()
+    image = ensure_image(client, image)
+    repository = tmp_path_factory.mktemp("tf_serving") / "model_repository"
+    push_version(exported_versions, repository, 1)
+    world_readable(repository)
+    container = run_container(
+        client, image, entrypoint=["/usr/bin/tensorflow_model_server"], command=tf_serving_flags.command_line(),
+        volumes={str(repository): {"bind": tf_serving_flags.MOUNTED_MODEL_REPOSITORY, "mode": "ro"},
+                 str(tf_serving_flags.CONFIG_DIR): {"bind": tf_serving_flags.MOUNTED_CONFIG_DIR, "mode": "ro"}},
+        ports={f"{tf_serving_flags.REST_PORT}/tcp": ("127.0.0.1", None),
+               f"{tf_serving_flags.GRPC_PORT}/tcp": ("127.0.0.1", None)})
+    try:
+        rest_url = f"http://127.0.0.1:{published_port(container, f'{tf_serving_flags.REST_PORT}/tcp')}"
+        wait_http(f"{rest_url}/v1/models/{MODEL_NAME}", container)
+        yield rest_url, f"127.0.0.1:{published_port(container, f'{tf_serving_flags.GRPC_PORT}/tcp')}", MODEL_NAME
+    finally:
+        container.remove(force=True)
+        client.close()
 
 
 @pytest.fixture(params=["dev", "tf_serving"])
 def rest(request) -> RestClient:
     if request.param == "dev":
         return RestClient(request.getfixturevalue("dev_server").rest_url, MODEL_NAME)
-    url = os.environ.get("TF_SERVING_URL")
-    if not url:
-        pytest.skip("TF_SERVING_URL not set: no real TF Serving to compare with (no binary on this machine)")
-    return RestClient(url, REAL_MODEL)
+    url, _, model = request.getfixturevalue("tf_serving")
+    return RestClient(url, model)
 
 
 @pytest.fixture(params=["dev", "tf_serving"])
@@ -36,10 +72,10 @@ def grpc_client(request):
     if request.param == "dev":
         client = GrpcClient(request.getfixturevalue("dev_server").grpc_target, MODEL_NAME)
     else:
-        target = os.environ.get("TF_SERVING_GRPC")
+        _, target, model = request.getfixturevalue("tf_serving")
         if not target:
             pytest.skip("TF_SERVING_GRPC not set: no real TF Serving gRPC endpoint to compare with")
-        client = GrpcClient(target, REAL_MODEL)
+        client = GrpcClient(target, model)
     yield client
     client.close()
 
