@@ -43,6 +43,9 @@ DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
 BASE_TRIM = ("var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/info",
              "usr/share/locale")
 SIDECAR_GOAL_BYTES = 200e6
+# Wheels for the wheelhouses, shared by every checkout on the machine (like pip's or uv's cache).
+WHEEL_CACHE = Path(os.environ.get("FLYWHEEL_WHEEL_CACHE")
+                   or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flywheel" / "wheels")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,42 +183,59 @@ def _key(name: str, version: str) -> tuple[str, str]:
     return canonicalize_name(name), canonicalize_version(version)
 
 
-def prepare_wheelhouse(name: str, lock: str) -> None:
-    """docker/wheelhouse/<name>/: one wheel for every pin of `lock` (from the index, or built here
-    for the few packages published as source only), so the build installs with --no-index. Only
-    pins without a wheel yet are fetched; wheels the lock no longer pins are removed."""
+def _wheels(directory: Path) -> dict[tuple[str, str], Path]:
     from packaging.utils import parse_wheel_filename
 
+    found = {}
+    for wheel in directory.glob("*.whl"):
+        name, version, _, _ = parse_wheel_filename(wheel.name)
+        found[_key(name, str(version))] = wheel
+    return found
+
+
+def prepare_wheelhouse(name: str, lock: str) -> None:
+    """docker/wheelhouse/<name>/: one wheel for every pin of `lock`, so the build installs with
+    --no-index. Wheels come from a cache shared by every checkout (WHEEL_CACHE), so a fresh clone
+    reuses the very same files and the build's cached layers stay valid (a wheel built again from
+    source would differ byte for byte); pins the cache lacks are fetched (or, for the few packages
+    published as source only, built) with pip. Wheels the lock no longer pins are removed."""
     directory, lock_path = WHEELHOUSE / name, ROOT / lock
     pins = {}
     for line in lock_path.read_text().splitlines():
         match = PIN.match(line.strip())
         if match:
             pins[_key(*match.groups())] = line.strip()
-    have = {}
-    for wheel in directory.glob("*.whl"):
-        wheel_name, version, _, _ = parse_wheel_filename(wheel.name)
-        have[_key(wheel_name, str(version))] = wheel
+    have = _wheels(directory)
     for key, wheel in have.items():
         if key not in pins:
             wheel.unlink()
-    missing = [line for key, line in pins.items() if key not in have]
+    missing = {key: line for key, line in pins.items() if key not in have}
     if not missing:
         return
     started = time.monotonic()
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = LOG_DIR / f"wheelhouse-{name}.log"
-    requirements = LOG_DIR / f"wheelhouse-{name}.txt"
-    requirements.write_text("\n".join(missing) + "\n")
-    with log.open("w") as out:
-        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--progress-bar", "off",
-                                 "-w", str(directory), "-r", str(requirements)], stdout=out, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        fail(f"could not prepare the wheelhouse for {lock}", log)
-    wheels = list(directory.glob("*.whl"))
-    size = sum(w.stat().st_size for w in wheels)
-    say(f"wheelhouse {name}: {len(missing)} of {len(pins)} wheels fetched or built from {lock} "
-        f"({time.monotonic() - started:.0f} s; {size / 1e6:.0f} MB in all)")
+    WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
+    to_fetch = [line for key, line in missing.items() if key not in _wheels(WHEEL_CACHE)]
+    if to_fetch:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        log = LOG_DIR / f"wheelhouse-{name}.log"
+        requirements = LOG_DIR / f"wheelhouse-{name}.txt"
+        requirements.write_text("\n".join(to_fetch) + "\n")
+        with log.open("w") as out:
+            result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--progress-bar", "off",
+                                     "-w", str(WHEEL_CACHE), "-r", str(requirements)],
+                                    stdout=out, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            fail(f"could not prepare the wheelhouse for {lock}", log)
+    cached = _wheels(WHEEL_CACHE)
+    for key in missing:
+        source, target = cached[key], directory / cached[key].name
+        try:
+            os.link(source, target)  # same file system: no copy
+        except OSError:
+            shutil.copy2(source, target)
+    size = sum(w.stat().st_size for w in directory.glob("*.whl"))
+    say(f"wheelhouse {name}: {len(missing)} of {len(pins)} wheels added from {lock}, {len(to_fetch)} of them "
+        f"downloaded or built ({time.monotonic() - started:.0f} s; {size / 1e6:.0f} MB in all; cache {WHEEL_CACHE})")
 
 
 # --- images ------------------------------------------------------------------------------------

@@ -39,6 +39,10 @@ stop_started_daemon() {
 
 ensure_engine() {
   daemon_answers && return 0
+  if [ ${#SUDO[@]} -gt 0 ] && ! sudo -n true 2>/dev/null; then
+    reason="no daemon answers, and installing or starting one needs root (sudo is missing or asks for a password)"
+    return 1
+  fi
   if ! command -v dockerd >/dev/null; then
     echo "docker engine: none installed; installing Debian's docker.io"
     apt_install docker.io || { reason="docker.io could not be installed (apt-get as root, or sudo without a password)"; return 1; }
@@ -55,7 +59,7 @@ ensure_engine() {
     sleep 0.5
   done
   echo "dockerd did not start; last lines of $LOG:"; tail -n 5 "$LOG" | sed 's/^/  /'
-  stop_started_daemon; dockerd_pid=""
+  "${SUDO[@]}" kill -KILL "$dockerd_pid" 2>/dev/null; dockerd_pid=""
   reason="dockerd did not start (see $LOG)"
   return 1
 }
