@@ -281,23 +281,27 @@ def report(images: dict[str, str], base: str, seconds: dict[str, float], total: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("targets", nargs="*", default=list(DEFAULT_TARGETS), choices=sorted(TARGETS),
+    parser.add_argument("targets", nargs="*",
                         metavar="TARGET", help=f"any of {sorted(TARGETS)} (default: {' '.join(DEFAULT_TARGETS)})")
     parser.add_argument("--registry", default=DEFAULT_REGISTRY)
     parser.add_argument("--tag", default=DEFAULT_TAG)
     parser.add_argument("--base", default="", help="base image (default: docker/Dockerfile's pinned BASE_IMAGE)")
     args = parser.parse_args(argv)
+    targets = args.targets or list(DEFAULT_TARGETS)
+    unknown = sorted(set(targets) - set(TARGETS))
+    if unknown:
+        parser.error(f"unknown target(s) {unknown}; choose from {sorted(TARGETS)}")
     started = time.monotonic()
     build_cmd = docker_cli()
     info = docker("info", "--format", "{{.ServerVersion}}")
     if info.returncode != 0:
         fail("no Docker daemon answers; `make images` starts one (docker/engine.sh)")
-    if "component-gpu" in args.targets:
+    if "component-gpu" in targets:
         say("component-gpu: its wheelhouse holds the CUDA and cuDNN wheels, several GB to download once")
     base = resolve_base(args.base or pinned_base())
     prepare_wheelhouse("build", str(BUILD_LOCK.relative_to(ROOT)))
     images, seconds = {}, {}
-    for target in args.targets:
+    for target in targets:
         for name, lock in TARGETS[target].wheelhouses:
             prepare_wheelhouse(name, lock)
         images[target] = image_name(target, args.registry, args.tag)
