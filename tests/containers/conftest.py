@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 TIMEOUT_S = 2400  # covers a cold build: debootstrap, wheelhouse download, TensorFlow environment
 _spent = {"build": 0.0, "tests": 0.0}
+_build_output: list[str] = []  # docker/build.py's report (sizes), printed at the end of the run
 
 
 def load_build_module():
@@ -52,6 +53,8 @@ def pytest_runtest_logreport(report):
 def pytest_terminal_summary(terminalreporter):
     if not _spent["tests"]:
         return
+    for line in _build_output:
+        terminalreporter.write_line(line)
     engine = float(os.environ.get("FLYWHEEL_ENGINE_SECONDS", 0))
     total = engine + _spent["tests"]
     terminalreporter.write_line(
@@ -75,5 +78,5 @@ def images(docker_client) -> dict[str, str]:
                             cwd=ROOT, capture_output=True, text=True)
     _spent["build"] = time.monotonic() - started
     assert result.returncode == 0, f"docker/build.py failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    print(result.stdout)
+    _build_output.extend(result.stdout.splitlines())
     return {"component": names.COMPONENT_IMAGE, "sidecar": names.SIDECAR_IMAGE}
