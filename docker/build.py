@@ -151,7 +151,6 @@ def build_local_base() -> None:
                       "--no-install-recommends", "debootstrap"]):
             if run([*sudo(), *step]).returncode != 0:
                 fail("cannot install debootstrap (apt-get as root, or sudo without a password, is needed)")
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = LOG_DIR / "debootstrap.log"
     rootfs = Path(tempfile.mkdtemp(prefix="debian-base-", dir=LOG_DIR))
     try:
@@ -216,7 +215,6 @@ def prepare_wheelhouse(name: str, lock: str) -> None:
     WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
     to_fetch = [line for key, line in missing.items() if key not in _wheels(WHEEL_CACHE)]
     if to_fetch:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
         log = LOG_DIR / f"wheelhouse-{name}.log"
         requirements = LOG_DIR / f"wheelhouse-{name}.txt"
         requirements.write_text("\n".join(to_fetch) + "\n")
@@ -274,7 +272,6 @@ def report(images: dict[str, str], base: str, seconds: dict[str, float], total: 
     for row in [header, *rows]:
         say("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
     say(f"images ready in {total:.0f} s")
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(json.dumps(data, indent=2) + "\n")
     return data
 
@@ -292,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown target(s) {unknown}; choose from {sorted(TARGETS)}")
     started = time.monotonic()
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
     build_cmd = docker_cli()
     info = docker("info", "--format", "{{.ServerVersion}}")
     if info.returncode != 0:
