@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from flywheel import names
 
@@ -83,7 +84,7 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def fail(message: str, log: Path | None = None) -> None:
+def fail(message: str, log: Path | None = None) -> NoReturn:
     if log is not None and log.exists():
         tail = log.read_text(errors="replace").splitlines()[-40:]
         message += "\n  " + "\n  ".join(tail) + f"\n(full log: {log.relative_to(ROOT)})"
@@ -105,7 +106,6 @@ def docker_cli() -> list[str]:
             return [cli, "build"]
     fail("no docker client here builds with BuildKit: install the buildx plugin (docker-buildx) "
          "or Debian's docker.io")
-    raise AssertionError  # unreachable
 
 
 def docker(*args: str, **kwargs) -> subprocess.CompletedProcess:
