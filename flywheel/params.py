@@ -60,6 +60,18 @@ class ValidateParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class DriftParams:
+    """Drift and skew decisions (flywheel.drift): a change is real (Holm-corrected test) and material
+    (effect size at or above its threshold). Values measured with `make bench-drift`."""
+    alpha: float = 0.05                   # family-wise false-alarm rate over the features compared
+    skew_alpha: float = 0.01              # train vs eval: the same span, so any flag is a false block
+    wasserstein_sd: float = 0.1           # numeric: values moved this many reference sd on average
+    linf: float = 0.05                    # categorical: some value's share moved this much
+    psi: float = 0.25                     # either kind: PSI over deciles / pooled levels
+    quantiles: int = 100                  # Q of TFDV's quantiles histogram the numeric profiles use
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainParams:
     epochs: int = 8
     batch_size: int = 256
@@ -105,6 +117,7 @@ class Params:
     data: DataParams = DataParams()
     ingest: IngestParams = IngestParams()
     validate: ValidateParams = ValidateParams()
+    drift: DriftParams = DriftParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     push: PushParams = PushParams()
