@@ -278,7 +278,7 @@ def compare(reference: Mapping[str, Profile], current: Mapping[str, Summary], pa
         if name in current:
             measured[name] = measure(profile, current[name])
         else:
-            measured[name] = _Measured(NONE, math.nan, 1.0, math.nan, math.nan, "", "no current summary")
+            measured[name] = _Measured(NONE, math.nan, 1.0, not_compared="no current summary")
     tested = [name for name, r in measured.items() if r.test != NONE]
     corrected = dict(zip(tested, holm([measured[name].p_value for name in tested])))
     out = []
