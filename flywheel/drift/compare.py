@@ -9,12 +9,14 @@ features compared (Holm), at the family-wise level `alpha`:
   is conservative on ties and weak on a change of one share, chi-squared is strong there.
 - categorical: chi-squared on the 2 x k table of reference and current counts (both are
   samples: the reference counts are not treated as exact), rare levels pooled until every
-  expected count is at least 5 (Cochran's rule); values the reference never held are one level.
+  expected count is at least 5 (Cochran's rule); values the reference did not list go to the pool.
 Material: an effect size in units a person reads reaches its threshold:
 - numeric: the Wasserstein-1 distance in reference standard deviations (how far values moved,
-  on average), or the PSI over reference deciles;
+  on average), or the largest change of a point mass's share (zeros 60% -> 70%), or the PSI over
+  reference deciles;
 - categorical: the largest change of any value's share (TFDV's L-infinity), or the PSI over the
   pooled levels.
+Thresholds, alpha and their measured grounds: `DriftParams` (params.yaml `drift:`).
 """
 from __future__ import annotations
 
@@ -236,7 +238,7 @@ def _categorical(profile: CategoricalProfile, summary: CategoricalSummary) -> _M
     return _Measured(CHI2, statistic, p, math.nan, float(np.abs(change).max()), psi(pooled_ref, pooled_cur), detail)
 
 
-def measure(profile: Profile, summary: Summary) -> _Measured:
+def _measure(profile: Profile, summary: Summary) -> _Measured:
     if isinstance(profile, NumericProfile) and isinstance(summary, NumericSummary):
         return _numeric(profile, summary)
     if isinstance(profile, CategoricalProfile) and isinstance(summary, CategoricalSummary):
@@ -276,7 +278,7 @@ def compare(reference: Mapping[str, Profile], current: Mapping[str, Summary], pa
     measured: dict[str, _Measured] = {}
     for name, profile in reference.items():
         if name in current:
-            measured[name] = measure(profile, current[name])
+            measured[name] = _measure(profile, current[name])
         else:
             measured[name] = _Measured(NONE, math.nan, 1.0, not_compared="no current summary")
     tested = [name for name, r in measured.items() if r.test != NONE]

@@ -136,3 +136,8 @@ def test_results_serialise_to_json_and_print_as_a_table():
     assert loaded[3]["wasserstein_sd"] is None                 # categorical: no W1
     table = drift.format_table(results)
     assert table.splitlines()[1].split()[0] == "normal" and table.splitlines()[1].endswith("DRIFT")
+
+
+def test_params_yaml_holds_the_measured_defaults():
+    """The benchmark figures quoted in DriftParams hold for these values."""
+    assert params.load().drift == DriftParams()
