@@ -84,7 +84,7 @@ rollback: $(VENV)/.installed ## Serve an earlier model version again: TO=<versio
 QUICK ?=
 
 .PHONY: bench-drift
-bench-drift: $(VENV)/.installed ## Drift rule vs TFDV thresholds: detection, false alarms, false blocks, resolution (~3 min; QUICK=1 ~30 s).
+bench-drift: $(VENV)/.installed ## Drift rule vs TFDV thresholds: detection, false alarms, false blocks, resolution (~2 min; QUICK=1 ~30 s).
 	$(PY) benchmarks/bench_drift.py $(if $(QUICK),--quick)
 
 .PHONY: bench-pipeline
