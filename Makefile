@@ -86,6 +86,12 @@ rollback: $(VENV)/.installed ## Serve an earlier model version again: TO=<versio
 	@test -n "$(TO)" || { echo "error: give the version: make rollback TO=1" >&2; exit 2; }
 	$(PY) -m pipelines.cli rollback --to "$(TO)"
 
+QUICK ?=
+
+.PHONY: bench-drift
+bench-drift: $(VENV)/.installed ## Drift rule vs TFDV thresholds: detection, false alarms, false blocks, resolution (~2 min; QUICK=1 ~30 s).
+	$(PY) benchmarks/bench_drift.py $(if $(QUICK),--quick)
+
 .PHONY: bench-pipeline
 bench-pipeline: $(VENV)/.installed ## Per-step wall time and orchestration overhead of the pipeline at 10k and 100k rows.
 	$(PY) benchmarks/bench_pipeline.py

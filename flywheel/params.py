@@ -74,6 +74,33 @@ class ValidateParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class DriftParams:
+    """Drift and skew decisions (flywheel.drift): a change is real (Holm-corrected KS / chi-squared)
+    and material (an effect size at or above its threshold). Measured with `make bench-drift`
+    (5 features, equal samples, 400 runs a cell; tables of 150-1,500 rows re-split 80/10/10)."""
+    # Any-feature false alarms 4.0 / 3.5 / 3.0 / 0.0% at n = 50 / 200 / 1,000 / 5,000. At 0.01,
+    # n = 1,000 catches a +0.25 sd mean shift in 94% and zeros 60% -> 70% in 89% (0.05: 98, 97%).
+    alpha: float = 0.05
+    # Train and eval come from one span, so every skew flag is a false block: 0.3-0.6% at 0.01
+    # over every table size; at 0.05 it was 1.3-4.3%, rising with the rows.
+    skew_alpha: float = 0.01
+    # Values moved this many reference sd on average (W1). A +0.25 sd shift measures 0.25 and
+    # sampling noise at n = 1,000 ~0.045; at 0.2 only 89% of +0.25 sd shifts at n = 1,000 pass.
+    wasserstein_sd: float = 0.1
+    # A value's share (a category, or a point mass such as zero) moved this much. A 10-point move
+    # measures 0.10 +- 0.02 at n = 1,000, so 0.1 would pass it about as often as not (74%); 0.05
+    # passes it always and makes a 5-point move borderline (69-75%).
+    linf: float = 0.05
+    # PSI (reference deciles / pooled levels): the usual "major shift" level, a second way to be
+    # material for users who read PSI; the test still has to agree.
+    psi: float = 0.25
+    # Q of TFDV's quantiles histogram (StatsOptions(num_quantiles_histogram_buckets=Q)): at
+    # n = 1,000 the KS distance is within 0.0016 and W1 within 0.006 sd of the exact CDF's
+    # (Q = 10: 0.0067 and 0.05 sd).
+    quantiles: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainParams:
     epochs: int = 8
     batch_size: int = 256
@@ -121,6 +148,7 @@ class Params:
     ingest: IngestParams = IngestParams()
     schema: SchemaParams = SchemaParams()
     validate: ValidateParams = ValidateParams()
+    drift: DriftParams = DriftParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     push: PushParams = PushParams()
