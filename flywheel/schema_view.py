@@ -18,6 +18,10 @@ from flywheel.errors import DataError
 from flywheel.params import ROOT
 
 FLOAT, INT, STRING = "float", "int", "string"
+# Time features (schema `time_domain`): integer epoch seconds, or ISO-8601 strings whose format the
+# schema records in strftime notation (flywheel/timeparts.py recognises and parses them).
+UNIX_SECONDS = "unix_seconds"
+ISO_DATE, ISO_DATETIME = "%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"
 
 # TensorFlow op names, and so Keras input names and SavedModel signature keys, must match
 # [A-Za-z0-9.][A-Za-z0-9_.\-/>]*, and Keras refuses "/" in a layer name. Any other character of a
@@ -52,8 +56,17 @@ class Feature:
     values: frozenset[str] | None = None       # string domain, if any
     minimum: float | None = None
     maximum: float | None = None
-    time: bool = False                         # the schema gives it a time_domain
+    time_format: str = ""                      # "" = not time; UNIX_SECONDS; or an ISO strftime format
     key: str = ""                              # serving-signature input name ("" = signature_key(name))
+
+    @property
+    def time(self) -> bool:
+        return bool(self.time_format)
+
+    @property
+    def time_of_day(self) -> bool:
+        """The values carry a time of day (epoch seconds, or a datetime format), not only a date."""
+        return self.time_format == UNIX_SECONDS or "%H" in self.time_format
 
     @property
     def signature_key(self) -> str:
@@ -98,6 +111,16 @@ def is_deprecated(feature: schema_pb2.Feature) -> bool:
                                                                  schema_pb2.ALPHA))
 
 
+def time_format(feature: schema_pb2.Feature) -> str:
+    """"" for a feature without a time_domain; UNIX_SECONDS; or the domain's string format."""
+    if not feature.HasField("time_domain"):
+        return ""
+    domain = feature.time_domain
+    if domain.WhichOneof("format") == "string_format":
+        return domain.string_format
+    return UNIX_SECONDS
+
+
 def _feature(schema: schema_pb2.Schema, feature: schema_pb2.Feature) -> Feature:
     domains = {d.name: d for d in schema.string_domain}
     kind = {schema_pb2.FLOAT: FLOAT, schema_pb2.INT: INT}.get(feature.type, STRING)
@@ -110,7 +133,7 @@ def _feature(schema: schema_pb2.Schema, feature: schema_pb2.Feature) -> Feature:
         d = feature.int_domain if feature.HasField("int_domain") else feature.float_domain
         minimum = d.min if d.HasField("min") else None
         maximum = d.max if d.HasField("max") else None
-    time = feature.HasField("time_domain")
+    time = time_format(feature)
     if kind == STRING:
         categorical = not time
     elif kind == INT:
