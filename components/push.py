@@ -121,6 +121,9 @@ def _decide_and_publish(model_dir: str, evaluation_dir: str, statistics_dir: str
              names.BASELINE_SCHEMA: schema_path,
              names.EVAL_PREDICTIONS: os.path.join(evaluation_dir, names.EVAL_PREDICTIONS),
              names.MODEL_CARD: os.path.join(evaluation_dir, names.MODEL_CARD)}
+    profiles = artifacts.profiles_file(statistics_dir, names.TRAIN)
+    if profiles.exists():
+        files[names.BASELINE_PROFILES] = str(profiles)
     with tempfile.TemporaryDirectory() as scratch:
         if run_id:  # the version carries the record of the run that made it
             expected = PushResult(True, blessing["reason"], (repo.latest_version(repository, model_name) or 0) + 1,

@@ -85,13 +85,13 @@ def run(data_path: str, workdir: str | Path, params: Params, until: str = "push"
         step("resolve", resolve.run, repository, model_name, chain.production)
     if "statistics" in steps:
         step("statistics", statistics.run, chain.examples, chain.statistics,
-             schema_path=schema_view.resolve_curated(curated))
+             schema_path=schema_view.resolve_curated(curated), label=label, quantiles=params.drift.quantiles)
     if "schema" in steps:
         step("schema", schema.run, chain.statistics, chain.out("schema"), label, curated)
     if "validate" in steps:
         baseline = baseline_stats if baseline_stats is not None else validate.production_baseline(chain.production)
         step("validate", validate.run, chain.statistics, chain.schema, chain.anomalies, baseline, params.validate,
-             source=data_path)
+             source=data_path, examples_dir=chain.examples, drift_params=params.drift, label=label)
     if "train" in steps:
         step("train", train.run, str(chain.examples), str(chain.schema), label, str(chain.model), params.train,
              data_version=data_version)

@@ -17,7 +17,7 @@ import sys
 from flywheel import bundle, names, storage
 from flywheel import model_repository as repo
 from flywheel import params as params_module
-from pipelines import runner, summary
+from pipelines import console, runner, summary
 from pipelines.training_pipeline import arguments as pipeline_arguments
 
 LAST_RUN_FILE = os.path.join("runs", "last_run.json")
@@ -263,6 +263,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    console.quiet(getattr(args, "verbose", False))
     try:
         params = params_module.load(args.params)
         return args.func(args, params)

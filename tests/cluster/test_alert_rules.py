@@ -73,7 +73,7 @@ def test_prometheusrule_manifest_is_up_to_date():
 
 def test_drift_alerts_use_the_pipelines_thresholds():
     from flywheel import params
-    settings = params.load().validate
+    settings = params.load().monitoring
     (alert,) = [a for a in _alerts() if a["alert"] == "FlywheelFeatureDriftSustained"]
     assert f'{{measure="linf"}} > {settings.drift_linf:g}' in alert["expr"]
     assert f'{{measure="jsd"}} > {settings.drift_jsd:g}' in alert["expr"]

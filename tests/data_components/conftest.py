@@ -33,7 +33,8 @@ class Steps:
         schema.run(schema_from or current, self.root / "schema", LABEL, schema_path)
         return validate.run(current, self.root / "schema", self.root / "anomalies",
                             baseline_stats=str(artifacts.stats_file(baseline, names.TRAIN)) if baseline else None,
-                            params=settings, source=str(current))
+                            params=settings, source=str(current), examples_dir=current.parent / "examples",
+                            drift_params=SETTINGS.drift, label=LABEL)
 
 
 @pytest.fixture
