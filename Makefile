@@ -41,6 +41,10 @@ lock: $(VENV)/.installed ## Regenerate requirements.lock from pyproject.toml wit
 test: setup tools ## Run the whole test suite (sets itself up first).
 	$(PY) -m pytest -q tests
 
+.PHONY: test-fast
+test-fast: $(VENV)/.installed ## The tests without whole-pipeline runs (kfp.local), for quick iterations (about 6 min).
+	$(PY) -m pytest -q -m "not slow" tests
+
 # --- data and training pipeline -----------------------------------------------------------
 DATA ?=
 LABEL ?=

@@ -15,6 +15,9 @@ from components.kfp_component import flywheel_component
 from flywheel import artifacts, bundle, column_checks, names, schema_view
 from flywheel.errors import DataError
 
+# A value seen fewer times than this in the training split makes a column's values an open set.
+MIN_LEVEL_COUNT = 5
+
 
 def add_environments(schema, label: str, source: str):
     """TRAINING and SERVING environments; the label only in TRAINING. Idempotent."""
@@ -53,20 +56,37 @@ def mark_time(schema, feature, fmt: str) -> None:
         feature.time_domain.string_format = fmt
 
 
+def open_ended(feature_stats) -> bool:
+    """A string column whose values are not a closed set: some value was seen fewer than
+    MIN_LEVEL_COUNT times in the training split (or TFDV listed only the commonest), so values
+    missing from the training split will appear in others by sampling alone."""
+    buckets = feature_stats.string_stats.rank_histogram.buckets
+    if not buckets:
+        return False
+    listed_all = len(buckets) >= feature_stats.string_stats.unique
+    return not listed_all or min(b.sample_count for b in buckets) < MIN_LEVEL_COUNT
+
+
 def infer(train_stats, label: str, source: str = "<statistics>", time_columns: dict[str, str] | None = None):
     """A schema inferred from train statistics: environments; time domains for the time columns the
-    statistics step found; near-unique strings (ids, free text) kept out of the model."""
+    statistics step found; near-unique strings (ids, free text) kept out of the model; a value
+    domain only for a closed set of values (TFDV infers one for any column with few enough values,
+    and on a small table an eval split then holds values the train split never saw)."""
     import tensorflow_data_validation as tfdv
     from tensorflow_metadata.proto.v0 import schema_pb2
     schema = tfdv.infer_schema(train_stats)
     times = time_columns or {}
+    stats_by_name = {f.path.step[0]: f for f in train_stats.datasets[0].features if f.path.step}
     id_like = {f.feature for f in column_checks.findings(train_stats, skip=frozenset({label, *times}))
                if f.pattern == "near_unique"}
     for feature in schema.feature:
+        stats = stats_by_name.get(feature.name)
         if feature.name in times and feature.name != label:
             mark_time(schema, feature, times[feature.name])
         elif feature.name in id_like:
             feature.lifecycle_stage = schema_pb2.DEBUG_ONLY   # recorded, not a model input
+            drop_vocabulary(schema, feature)
+        elif stats is not None and stats.HasField("string_stats") and open_ended(stats):
             drop_vocabulary(schema, feature)
     return add_environments(schema, label, source)
 

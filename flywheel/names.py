@@ -59,6 +59,6 @@ DEFAULT_MODEL_NAME = "taxi_tips"
 
 # --- Container images ---------------------------------------------------------------------
 # Default image every KFP component runs in; `pipelines compile --image` rewrites it in the
-# compiled YAML so the committed YAML never depends on who compiled it (STYLE.md #6).
+# compiled YAML so the committed YAML never depends on who compiled it.
 COMPONENT_IMAGE = "ghcr.io/flywheel-mlops/flywheel-component:0.1.0"
 SIDECAR_IMAGE = "ghcr.io/flywheel-mlops/flywheel-sidecar:0.1.0"

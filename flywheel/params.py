@@ -40,7 +40,10 @@ class DataParams:
     span_days: int = 7
     output_dir: str = "data/spans"
     missing_rate: float = 0.02
-    shifts: tuple[Shift, ...] = ()
+    # Span 3 drifts (longer trips, more cash), so the default data has a drifted span to look at
+    # (`make validate`, `make batch`, the drift report); `make run` trains on spans 1 and 2.
+    shifts: tuple[Shift, ...] = (Shift(span=3, kind="covariate", feature="trip_miles", magnitude=0.5),
+                                 Shift(span=3, kind="covariate", feature="payment_type", magnitude=0.2))
 
 
 @dataclasses.dataclass(frozen=True)

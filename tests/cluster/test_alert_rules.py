@@ -50,7 +50,7 @@ def test_every_alert_has_severity_summary_and_runbook():
         assert alert.get("for"), f"{alert['alert']}: no `for`, it would fire on one bad evaluation"
 
 
-def test_issue_alerts_are_all_there():
+def test_every_documented_alert_is_there():
     assert {a["alert"] for a in _alerts()} >= {
         "FlywheelFeatureDriftSustained", "FlywheelPredictionDrift", "FlywheelSchemaAnomalies",
         "FlywheelLiveAccuracyDrop", "FlywheelHighErrorRate", "FlywheelLatencySLO", "FlywheelPredictionLogDrops",

@@ -41,7 +41,7 @@ def _drift_panels() -> dict[str, dict]:
     return {p["title"]: p for p in d["panels"]}
 
 
-def test_drift_dashboard_has_what_the_issue_asks_for():
+def test_drift_dashboard_has_its_panels():
     titles = " | ".join(_drift_panels())
     for needed in ("Feature drift over time", "drifting now", "Prediction drift", "Schema anomalies",
                    "Live accuracy", "model version"):

@@ -44,9 +44,9 @@ def steps(tmp_path) -> Steps:
 
 @pytest.fixture(scope="session")
 def clean_spans(tmp_path_factory) -> list[Path]:
-    """Spans 1-3 of the default parameters, no shifts."""
+    """Spans 1-3 of the default parameters, without the default drift of span 3."""
     out = tmp_path_factory.mktemp("spans")
-    return datagen.write_spans(DataParams(), out)
+    return datagen.write_spans(DataParams(shifts=()), out)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from pipelines import runner
 from pipelines.training_pipeline import arguments as pipeline_arguments
 
 ROWS = 2000
+pytestmark = pytest.mark.slow
 
 
 def _arguments(spans_dir, tmp_path, span, **run_arguments):
