@@ -28,32 +28,14 @@ class ChainRun:
         return self.workdir / name
 
     @property
-    def examples(self) -> Path:
-        return self.out("examples")
-
-    @property
-    def statistics(self) -> Path:
-        return self.out("statistics")
-
-    @property
     def schema(self) -> Path:
         return artifacts.schema_file(self.out("schema"))
 
-    @property
-    def production(self) -> Path:
-        return self.out("production")
 
-    @property
-    def anomalies(self) -> Path:
-        return self.out("anomalies")
-
-    @property
-    def model(self) -> Path:
-        return self.out("model")
-
-    @property
-    def evaluation(self) -> Path:
-        return self.out("evaluation")
+# Each step's output folder under the workdir, as chain.examples, chain.statistics, ...
+ARTIFACTS = ("examples", "statistics", "production", "anomalies", "model", "evaluation")
+for _name in ARTIFACTS:
+    setattr(ChainRun, _name, property(lambda self, name=_name: self.out(name)))
 
 
 def run(data_path: str, workdir: str | Path, params: Params, until: str = "push", data_rev: str = "",

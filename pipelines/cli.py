@@ -210,15 +210,20 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     set_help = "a setting for this run: section.key=value (e.g. train.epochs=20) or a run-level parameter"
 
-    m = sub.add_parser("main", help="the make-run job: first span, then a later one, then a summary")
+    def local_run(command, **kwargs):
+        """A command that runs the pipeline here, with the flags every local run takes."""
+        sp = sub.add_parser(command, **kwargs)
+        sp.add_argument("--pipeline-root", default=runner.DEFAULT_PIPELINE_ROOT)
+        sp.add_argument("--force", action="store_true", help="push even when a version was trained on the same data")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
+        sp.add_argument("--verbose", action="store_true", help="show every task's full output on the console")
+        return sp
+
+    m = local_run("main", help="the make-run job: first span, then a later one, then a summary")
     m.add_argument("--later-span", type=int, default=0, help="1-based span number of the second run (default 2)")
-    m.add_argument("--pipeline-root", default=runner.DEFAULT_PIPELINE_ROOT)
-    m.add_argument("--force", action="store_true", help="push even when a version was trained on the same data")
-    m.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
-    m.add_argument("--verbose", action="store_true", help="show every task's full output on the console")
     m.set_defaults(func=cmd_main)
 
-    r = sub.add_parser("run", help="run the pipeline locally on one file")
+    r = local_run("run", help="run the pipeline locally on one file")
     r.add_argument("--data", required=True, help="CSV or Parquet file, or a DVC-tracked path (with --data-rev)")
     r.add_argument("--label", required=True, help="label column (numeric or string)")
     r.add_argument("--data-rev", default="", help="git revision of a DVC-tracked path")
@@ -227,10 +232,6 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--curated-schema", default="", help="schema.pbtxt to import (default: the model's, else inferred)")
     r.add_argument("--pii", nargs="*", help="columns to drop before anything is written")
     r.add_argument("--slice", default="", help="feature to slice evaluation metrics by")
-    r.add_argument("--pipeline-root", default=runner.DEFAULT_PIPELINE_ROOT)
-    r.add_argument("--force", action="store_true", help="push even when a version was trained on the same data")
-    r.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
-    r.add_argument("--verbose", action="store_true", help="show every task's full output on the console")
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("compile", help="compile the pipeline to KFP YAML")
