@@ -4,8 +4,9 @@
 the project installed, as the component image does). `docker` runs each task in the component
 image with kfp.local's DockerRunner, as a cluster would. kfp.local mounts only the pipeline root
 into the task containers, so here each task container also gets:
-  - the data file's directory (read-only) and the model repository (read-write), mounted at the
-    same absolute paths, which the arguments are rewritten to;
+  - the data file's directory (read-only), the model repository (read-write) and a curated
+    schema given by absolute path (read-only), mounted at the same absolute paths, which the
+    arguments are rewritten to;
   - the caller's UID and GID, so what the tasks write (artifacts, pushed versions) belongs to
     whoever started the run, as with the subprocess runner; HOME is /tmp for the same reason;
   - removal once the task's exit code is read.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from flywheel import model_repository
+from flywheel import storage
 
 RUNNERS = ("subprocess", "docker")
 TASK_ENV = {"HOME": "/tmp", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
@@ -42,21 +43,29 @@ def init(name: str, arguments: dict, pipeline_root: str) -> dict:
 
 
 def container_view(arguments: dict) -> tuple[dict, dict]:
-    """Arguments with local paths made absolute, and the bind mounts that make them visible."""
+    """Arguments with local paths made absolute, and the bind mounts that make them visible:
+    `data_path`'s folder, `push.model_repository`, and `schema.curated` when it is a file given by
+    absolute path outside those (a relative one is the schema packaged with the project)."""
     arguments, mounts = dict(arguments), {}
     data_path = arguments.get("data_path", "")
-    if data_path and not model_repository.is_remote(data_path) and not arguments.get("data_rev"):
-        data_path = os.path.abspath(data_path)
+    if data_path and not storage.is_remote(data_path) and not arguments.get("data_rev"):
+        data_path = storage.absolute(data_path)
         if not os.path.exists(data_path):
             raise FileNotFoundError(f"data file not found: {data_path}")
         arguments["data_path"] = data_path
         mounts[os.path.dirname(data_path)] = {"bind": os.path.dirname(data_path), "mode": "ro"}
-    repository = arguments.get("model_repository", "")
-    if repository and not model_repository.is_remote(repository):
-        repository = os.path.abspath(repository)
+    push = dict(arguments.get("push") or {})
+    repository = push.get("model_repository", "")
+    if repository and not storage.is_remote(repository):
+        repository = storage.absolute(repository)
         os.makedirs(repository, exist_ok=True)  # created by the caller, so it owns it
-        arguments["model_repository"] = repository
+        arguments["push"] = {**push, "model_repository": repository}
         mounts[repository] = {"bind": repository, "mode": "rw"}
+    curated = (arguments.get("schema") or {}).get("curated", "")
+    if curated and os.path.isabs(curated) and not any(curated.startswith(m + os.sep) for m in mounts):
+        if not os.path.isfile(curated):
+            raise FileNotFoundError(f"curated schema not found: {curated}")
+        mounts[curated] = {"bind": curated, "mode": "ro"}
     return arguments, mounts
 
 

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from cluster_support import ROOT
 from flywheel import names
+from tests.support.cluster import ROOT
 
 
 def _pins(path) -> dict[str, str]:

@@ -14,7 +14,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from cluster_support import KUBERNETES_VERSION, OVERLAYS
+from tests.support.cluster import KUBERNETES_VERSION, OVERLAYS
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 CRD_SCHEMAS = {

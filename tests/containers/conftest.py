@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from flywheel import names
-from tests.docker_support import docker_client_or_skip, remove_labelled
+from tests.support.containers import docker_client_or_skip, remove_labelled
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent

@@ -15,20 +15,22 @@ import yaml
 
 from flywheel import datagen, names
 from flywheel.params import DataParams
-from pipelines.runner import PIPELINE_YAML
-from tests.docker_support import run_container
+from pipelines.remote import PIPELINE_YAML
+from tests.support.containers import run_container
 
 
 STEP = "ingest-component"
 ROWS = 400
 
 
-def compiled_step(step: str) -> tuple[dict, dict]:
-    """(executor container spec, component input definitions) of one step of the compiled YAML."""
+def compiled_step(step: str) -> tuple[dict, dict, dict]:
+    """(executor container spec, component input definitions, pipeline parameters) of one step
+    of the compiled YAML."""
     with open(PIPELINE_YAML) as f:
         spec = next(yaml.safe_load_all(f))  # the pipeline spec; a platform spec follows it
     container = spec["deploymentSpec"]["executors"][f"exec-{step}"]["container"]
-    return container, spec["components"][f"comp-{step}"]["inputDefinitions"]
+    return (container, spec["components"][f"comp-{step}"]["inputDefinitions"],
+            spec["root"]["inputDefinitions"]["parameters"])
 
 
 def executor_input(inputs: dict, given: dict, artifact: str, out_dir: str) -> dict:
@@ -56,12 +58,13 @@ def span(tmp_path) -> str:
 
 
 def test_ingest_runs_in_the_image_with_the_compiled_command_line(docker_client, images, span, tmp_path):
-    container_spec, inputs = compiled_step(STEP)
+    container_spec, inputs, pipeline_parameters = compiled_step(STEP)
     assert container_spec["image"] == names.COMPONENT_IMAGE == images["component"]
     out = tmp_path / "out"
     out.mkdir()
     os.chown(out, 10001, 10001) if os.geteuid() == 0 else out.chmod(0o777)
-    given = {"data_path": "/data/span-001.csv", "data_rev": "", "label": "big_tipper", "pii_columns": ["rider_email"]}
+    # what the pipeline passes the step: the data path, no DVC revision, its `ingest` section as compiled
+    given = {"data_path": "/data/span-001.csv", "data_rev": "", "params": pipeline_parameters["ingest"]["defaultValue"]}
     filled = json.dumps(executor_input(inputs, given, "examples", "/out"))
     assert container_spec["args"].count("{{$}}") == 1
     args = [filled if arg == "{{$}}" else arg for arg in container_spec["args"]]
@@ -92,13 +95,13 @@ def test_docker_runner_mounts_data_and_repository_and_writes_as_the_caller(docke
     from pipelines import local_runners
 
     pipeline_root = tmp_path / "pipeline_root"
-    arguments = local_runners.init("docker", {"data_path": os.path.relpath(span), "model_repository": str(tmp_path / "repo")},
-                                   str(pipeline_root))
-    assert arguments["data_path"] == span and os.path.isdir(arguments["model_repository"])
+    arguments = local_runners.init("docker", {"data_path": os.path.relpath(span),
+                                              "push": {"model_repository": str(tmp_path / "repo")}}, str(pipeline_root))
+    assert arguments["data_path"] == span and os.path.isdir(arguments["push"]["model_repository"])
     before = {c.id for c in docker_client.containers.list(all=True)}
     try:
-        task = ingest_component(data_path=arguments["data_path"], data_rev="", label="big_tipper",
-                                pii_columns=["rider_email"])
+        task = ingest_component(data_path=arguments["data_path"], data_rev="",
+                                params={"label": "big_tipper", "pii_columns": ["rider_email"]})
     finally:
         local.init(runner=local.SubprocessRunner(use_venv=False))  # leave no docker runner behind
     examples = task.outputs["examples"]
@@ -111,14 +114,20 @@ def test_docker_runner_mounts_data_and_repository_and_writes_as_the_caller(docke
 def test_container_view_of_the_arguments(tmp_path):
     from pipelines.local_runners import container_view
 
-    span = tmp_path / "spans" / "s.csv"
-    span.parent.mkdir()
-    span.write_text("a,b\n1,2\n")
-    view, mounts = container_view({"data_path": str(span), "model_repository": str(tmp_path / "repo"), "epochs": 3})
-    assert view == {"data_path": str(span), "model_repository": str(tmp_path / "repo"), "epochs": 3}
+    span, schema = tmp_path / "spans" / "s.csv", tmp_path / "schemas" / "schema.pbtxt"
+    for path in (span, schema):
+        path.parent.mkdir()
+        path.write_text("x\n")
+    arguments = {"data_path": str(span), "push": {"model_repository": str(tmp_path / "repo"), "model_name": "m"},
+                 "schema": {"curated": str(schema)}, "train": {"epochs": 3}}
+    view, mounts = container_view(arguments)
+    assert view == arguments and (tmp_path / "repo").is_dir()
     assert mounts == {str(span.parent): {"bind": str(span.parent), "mode": "ro"},
-                      str(tmp_path / "repo"): {"bind": str(tmp_path / "repo"), "mode": "rw"}}
-    remote = {"data_path": "gs://bucket/span.csv", "model_repository": "s3://bucket/models"}
+                      str(tmp_path / "repo"): {"bind": str(tmp_path / "repo"), "mode": "rw"},
+                      str(schema): {"bind": str(schema), "mode": "ro"}}
+    packaged = {"schema": {"curated": "flywheel/curated/schema.pbtxt"}}  # resolved inside the image
+    assert container_view(packaged) == (packaged, {})
+    remote = {"data_path": "gs://bucket/span.csv", "push": {"model_repository": "s3://bucket/models"}}
     assert container_view(remote) == (remote, {})
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         container_view({"data_path": str(tmp_path / "nope.csv")})

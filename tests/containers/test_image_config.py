@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from flywheel import names
-from tests.docker_support import exec_output, run_container
+from tests.support.containers import exec_output, run_container
 
 from .conftest import ROOT, load_build_module
 
@@ -92,7 +92,7 @@ def test_component_image_runs_the_project_with_tensorflow(docker_client, images)
         code, out = exec_output(container, ["python3", "-c", (
             "import tensorflow as tf, tensorflow_data_validation as tfdv, kfp, components.train, "
             "pipelines.training_pipeline, flywheel.params as p; "
-            "print(tf.__version__, tfdv.__version__, kfp.__version__, (p.ROOT / 'pipelines/schema/schema.pbtxt').exists())")])
+            "print(tf.__version__, tfdv.__version__, kfp.__version__, (p.ROOT / p.SchemaParams().curated).exists())")])
         assert code == 0, out
         assert out.strip().splitlines()[-1] == "2.16.2 1.16.1 2.13.0 True", out
     finally:

@@ -7,7 +7,8 @@ pod); no capabilities, no privilege escalation.
 The model server container is the development model server (devserver/, a stand-in for TF
 Serving, which no registry here can provide) run from the component image, which has
 TensorFlow; devserver/ is mounted in, since no image ships it. The model is a real Keras
-SavedModel with TFDV baseline statistics (tests/serving/conftest.py).
+SavedModel with TFDV baseline statistics, trained and pushed by the pipeline's own steps
+(tests/serving/conftest.py).
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ import urllib.request
 import pytest
 
 from flywheel import names
-from tests.docker_support import exec_output, published_port, run_container, wait_http, world_readable
-from tests.serving.conftest import exported_versions, push_version, train_frame  # noqa: F401 (fixtures)
-from tests.taxi_rows import FEATURES, make_frame, rows_of
+from tests.serving.conftest import exported_versions, train_frame  # noqa: F401 (fixtures)
+from tests.support.containers import exec_output, published_port, run_container, wait_http, world_readable
+from tests.support.servers import push_version
+from tests.support.taxi_rows import FEATURES, make_frame, rows_of
 
 from .conftest import ROOT
 

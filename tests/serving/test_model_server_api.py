@@ -1,7 +1,7 @@
 """TF Serving API conformance: the same requests against the development model server and
 against a real TF Serving, when one is given:
   - TF_SERVING_URL (REST, e.g. http://host:8501) and optionally TF_SERVING_GRPC (host:8500): a
-    running server with a model with the brief's taxi features under TF_SERVING_MODEL (default
+    running server with a model with the default dataset's taxi features under TF_SERVING_MODEL (default
     taxi_tips); or
   - TF_SERVING_IMAGE: a TF Serving image (a name, pulled when not present, or an image archive
     for `docker load`), started here with serving/config and the serving pod's command line
@@ -21,10 +21,10 @@ import pytest
 from serving import tf_serving as tf_serving_flags
 from serving.grpc_client import GrpcClient
 from serving.rest_client import RestClient, ServingError
-from tests.docker_support import (docker_client_or_skip, ensure_image, published_port, run_container, wait_http,
-                                  world_readable)
-
-from .conftest import MODEL_NAME, make_frame, push_version, rows_of
+from tests.support.containers import (docker_client_or_skip, ensure_image, published_port, run_container,
+                                      wait_http, world_readable)
+from tests.support.servers import MODEL_NAME, push_version
+from tests.support.taxi_rows import make_frame, rows_of
 
 REAL_MODEL = os.environ.get("TF_SERVING_MODEL", MODEL_NAME)
 
