@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.support import servers
 
 LABELS = {"flywheel.test": "containers"}
 
@@ -61,20 +61,14 @@ def published_port(container, port: str) -> int:
 
 def wait_http(url: str, container, timeout_s: float = 180.0, expect: int = 200) -> None:
     """Wait until `url` answers `expect`; fail with the container's log if it exits or never does."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == expect:
-                    return
-        except Exception:  # not up yet
-            pass
+    def exited() -> bool:
         container.reload()
-        if container.status == "exited":
-            break
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer {expect}; container log:\n"
-                         + container.logs().decode(errors="replace")[-4000:])
+        return container.status == "exited"
+
+    try:
+        servers.wait_http(url, timeout_s, expect, gone=exited)
+    except TimeoutError as error:
+        raise AssertionError(f"{error}; container log:\n" + container.logs().decode(errors="replace")[-4000:])
 
 
 def exec_output(container, command: list[str], user: str = "") -> tuple[int, str]:

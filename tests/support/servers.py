@@ -29,9 +29,11 @@ def push_version(exported: dict[int, Path], repository: Path, version: int) -> P
     return final
 
 
-def wait_http(url: str, timeout_s: float = 60.0, expect: int = 200) -> None:
+def wait_http(url: str, timeout_s: float = 60.0, expect: int = 200, gone=lambda: False) -> None:
+    """Wait until `url` answers `expect`; TimeoutError when it does not in time, or as soon as
+    `gone()` says the server has exited."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not gone():
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == expect:
