@@ -194,6 +194,7 @@ def ingest_component(data_path: str, data_rev: str, params: dict, examples: dsl.
     from components.ingest import run
     from flywheel import params as flywheel_params
 
-    examples.metadata.update(run(data_path=data_path, output_dir=examples.path,
-                                 params=flywheel_params.build(flywheel_params.IngestParams, params, "ingest"),
+    settings = flywheel_params.build(flywheel_params.IngestParams, params, "ingest")
+    examples.metadata["params"] = flywheel_params.section_dict(settings)   # for the run's lineage record
+    examples.metadata.update(run(data_path=data_path, output_dir=examples.path, params=settings,
                                  data_rev=data_rev, dvc_repo=dvc_repo or flywheel_params.ROOT))

@@ -17,7 +17,7 @@ import uuid
 from kfp import dsl
 
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, bundle, names, schema_changes, schema_view, storage
+from flywheel import artifacts, bundle, names, provenance, schema_changes, schema_view, storage
 from flywheel import model_repository as repo
 
 
@@ -94,7 +94,11 @@ def run(model_dir: str, evaluation_dir: str, statistics_dir: str, schema_path: s
 
 
 def _complete(record: dict, run_id: str, result: PushResult) -> dict:
-    return {"run_id": run_id, "steps": {**record, "push/pushed": dataclasses.asdict(result)}}
+    """The run's lineage record: what every step recorded (data, settings, the production version
+    compared with), the trigger, the code, and the push decision."""
+    steps = {k: v for k, v in record.items() if k != "trigger"}
+    return {"run_id": run_id, "trigger": record.get("trigger") or {"kind": "manual"},
+            "code": provenance.code_version(), "steps": {**steps, "push/pushed": dataclasses.asdict(result)}}
 
 
 def _decide_and_publish(model_dir: str, evaluation_dir: str, statistics_dir: str, schema_path: str, repository: str,
@@ -159,7 +163,7 @@ def rollback(repository: str, model_name: str, to_version: int) -> PushResult:
 def push_component(model: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifact],
                    statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[dsl.Artifact],
                    examples: dsl.Input[dsl.Dataset], anomalies: dsl.Input[dsl.Artifact],
-                   production: dsl.Input[dsl.Artifact], push: dict, force: bool, run_id: str,
+                   production: dsl.Input[dsl.Artifact], push: dict, force: bool, run_id: str, trigger: dict,
                    pushed: dsl.Output[dsl.Artifact]):
     """Publish the model as the next version of params.yaml's `push` model if blessed; record the
     run (what each step recorded, with the artifacts' URIs) in the model repository."""
@@ -174,6 +178,7 @@ def push_component(model: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifa
               "validate/anomalies": anomalies, "resolve/production": production, "train/model": model,
               "evaluate/evaluation": evaluation}
     record = {key: {**artifact.metadata, "uri": artifact.uri} for key, artifact in inputs.items()}
+    record["trigger"] = trigger
     result = run(model.path, evaluation.path, statistics.path, str(artifacts.schema_file(schema.path)),
                  settings.model_repository, settings.model_name, production_dir=production.path,
                  data_version=examples.metadata.get("data_version", ""), force=force, run_id=run_id, record=record,

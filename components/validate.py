@@ -287,12 +287,14 @@ def validate_component(statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[ds
 
     version = production.metadata.get("version")
     anomalies.metadata["baseline"] = f"version {version}" if version is not None else "none (first run)"
+    settings = flywheel_params.build(flywheel_params.ValidateParams, params, "validate")
+    rule = flywheel_params.build(flywheel_params.DriftParams, drift, "drift")
+    anomalies.metadata["params"] = {"validate": flywheel_params.section_dict(settings),
+                                    "drift": flywheel_params.section_dict(rule)}
     try:
         report = run(statistics_dir=statistics.path, schema_path=schema.path, output_dir=anomalies.path,
-                     baseline_stats=production_baseline(production.path),
-                     params=flywheel_params.build(flywheel_params.ValidateParams, params, "validate"),
-                     source=statistics.metadata.get("source", ""), examples_dir=examples.path,
-                     drift_params=flywheel_params.build(flywheel_params.DriftParams, drift, "drift"),
+                     baseline_stats=production_baseline(production.path), params=settings,
+                     source=statistics.metadata.get("source", ""), examples_dir=examples.path, drift_params=rule,
                      label=examples.metadata.get("label", ""), ingest=dict(examples.metadata))
     finally:
         card = os.path.join(anomalies.path, names.DATA_CARD)

@@ -95,6 +95,7 @@ def run(data_path: str, workdir: str | Path, params: Params, until: str = "push"
     if "push" in steps:
         step("push", push.run, str(chain.model), str(chain.evaluation), str(chain.statistics), str(chain.schema),
              repository, model_name, production_dir=str(chain.production), data_version=data_version, force=force,
-             run_id=run_id, anomalies_dir=str(chain.anomalies))
+             run_id=run_id, anomalies_dir=str(chain.anomalies),
+             record={"ingest/examples": results["ingest"], "trigger": {"kind": "manual", "command": "in-process chain"}})
     return chain
 
