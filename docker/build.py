@@ -237,12 +237,19 @@ def prepare_wheelhouse(name: str, lock: str) -> None:
 
 
 # --- images ------------------------------------------------------------------------------------
+def git_sha() -> str:
+    """The checkout's revision, recorded in the images (FLYWHEEL_GIT_SHA); "" outside git."""
+    result = run(["git", "-C", str(ROOT), "rev-parse", "HEAD"])
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
 def build_image(build_cmd: list[str], target: str, base: str, image: str) -> float:
     log = LOG_DIR / f"{target}.log"
     started = time.monotonic()
     with log.open("w") as out:
         result = subprocess.run([*build_cmd, "--progress=plain", "-f", str(DOCKERFILE), "--target", target,
-                                 "--build-arg", f"BASE_IMAGE={base}", "-t", image, str(ROOT)],
+                                 "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"GIT_SHA={git_sha()}",
+                                 "-t", image, str(ROOT)],
                                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "DOCKER_BUILDKIT": "1"})
     if result.returncode != 0:
         fail(f"docker build --target {target} failed", log)

@@ -9,6 +9,7 @@ into the task containers, so here each task container also gets:
     arguments are rewritten to;
   - the caller's UID and GID, so what the tasks write (artifacts, pushed versions) belongs to
     whoever started the run, as with the subprocess runner; HOME is /tmp for the same reason;
+  - the image reference in FLYWHEEL_IMAGE, for the lineage record;
   - removal once the task's exit code is read.
 Paths that are object-store URLs (gs://, s3://) are passed through untouched.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from flywheel import storage
+from flywheel import provenance, storage
 
 RUNNERS = ("subprocess", "docker")
 TASK_ENV = {"HOME": "/tmp", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
@@ -84,7 +85,7 @@ def _task_containers(client, image: str, command: list, volumes: dict) -> int:
         client.images.pull(repository=repository, tag=tag)
     container = client.containers.run(
         image=image, command=command, detach=True, volumes={**_mounts, **volumes},
-        user=f"{os.getuid()}:{os.getgid()}", environment=TASK_ENV)
+        user=f"{os.getuid()}:{os.getgid()}", environment={**TASK_ENV, provenance.IMAGE_ENV: image})
     try:
         for line in container.logs(stream=True, follow=True):
             print(line.decode(errors="replace"), end="")

@@ -3,15 +3,15 @@ and args of the compiled pipeline (pipelines/training_pipeline.yaml), with only 
 placeholder filled in by the executor input a KFP launcher would pass. Then the same step
 through kfp.local's DockerRunner as `make run RUNNER=docker` uses it (pipelines/local_runners.py).
 """
-from __future__ import annotations
-
 import hashlib
 import json
 import os
+import subprocess
 
 import pandas as pd
 import pytest
 import yaml
+from kfp import dsl
 
 from flywheel import datagen, names
 from flywheel.params import DataParams
@@ -21,6 +21,15 @@ from tests.support.containers import run_container
 
 STEP = "ingest-component"
 ROWS = 400
+
+
+@dsl.component(base_image=names.COMPONENT_IMAGE, install_kfp_package=False)
+def code_version_in_task() -> str:
+    """What a task's lineage record would say about its code (flywheel/provenance.py)."""
+    import json
+
+    from flywheel import provenance
+    return json.dumps(provenance.code_version())
 
 
 def compiled_step(step: str) -> tuple[dict, dict, dict]:
@@ -109,6 +118,23 @@ def test_docker_runner_mounts_data_and_repository_and_writes_as_the_caller(docke
     written = list(pipeline_root.rglob("*"))
     assert written and {(p.stat().st_uid, p.stat().st_gid) for p in written} == {(os.getuid(), os.getgid())}
     assert {c.id for c in docker_client.containers.list(all=True)} == before, "task containers left behind"
+
+
+def test_docker_runner_tasks_know_their_image_and_revision(docker_client, images, tmp_path):
+    from kfp import local
+
+    from pipelines import local_runners
+
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    local_runners.init("docker", {}, str(tmp_path / "pipeline_root"))
+    try:
+        task = code_version_in_task()
+    finally:
+        local.init(runner=local.SubprocessRunner(use_venv=False))
+    code = json.loads(task.output)
+    # no git checkout in the image: the revision comes from the build, the image from the runner
+    assert code["git_sha"] == sha
+    assert code["image"] == images["component"] and code["package"] == "0.1.0"
 
 
 def test_container_view_of_the_arguments(tmp_path):

@@ -25,6 +25,15 @@ def inspect(docker_client, image: str) -> dict:
     return docker_client.images.get(image).attrs["Config"]
 
 
+def test_images_record_the_revision_they_were_built_from(docker_client, images):
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert sha, "the checkout is a git repository"
+    for image in images.values():
+        config = inspect(docker_client, image)
+        assert f"FLYWHEEL_GIT_SHA={sha}" in config["Env"]
+        assert config["Labels"]["org.opencontainers.image.revision"] == sha
+
+
 def test_component_image_config(docker_client, images):
     config = inspect(docker_client, images["component"])
     assert config["User"] == "10001:10001"
