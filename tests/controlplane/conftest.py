@@ -1,0 +1,75 @@
+"""One control plane for the tests in this folder (session-scoped), built from Go modules.
+
+The binaries come from the cache (`python -m controlplane build`); `make test` starts that build
+in the background before pytest, and these tests run last so the rest of the suite runs while it
+compiles. The cluster gets prometheus-operator's ServiceMonitor and PrometheusRule CRDs and Argo's
+WorkflowTaskResult CRD, read from their Go modules, as a kube-prometheus-stack + Kubeflow cluster
+has them. The terminal summary prints the build and per-stage times.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "cluster"))
+sys.path.insert(0, str(HERE))
+
+from cluster_support import MANIFESTS, OVERLAYS, kustomize_build  # noqa: E402
+from controlplane import build  # noqa: E402
+from controlplane.cluster import ControlPlane  # noqa: E402
+
+# The HPA controller's sync period: Kubernetes' default is 15 s; 5 s lets the HPA test watch
+# scale decisions follow the metric closely without changing what the decisions are.
+HPA_SYNC_PERIOD_S = 5
+TIMES: dict[str, float] = {}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run this folder's tests after everything else (they wait for the control-plane build)."""
+    mine = [i for i in items if HERE in Path(str(i.fspath)).parents]
+    if mine:
+        TIMES["collected"] = len(mine)
+        items[:] = [i for i in items if i not in mine] + mine
+
+
+@pytest.fixture(scope="session")
+def plane(tmp_path_factory):
+    started = time.monotonic()
+    say = lambda line: print(line, file=sys.__stderr__, flush=True)  # noqa: E731 - progress past capture
+    bin_dir = build.build(say=say)
+    TIMES["waited_for_build_s"] = time.monotonic() - started
+    TIMES["build"] = build.built() or {}
+    TIMES["tests_started"] = time.monotonic()
+    cluster = ControlPlane(tmp_path_factory.mktemp("controlplane"), bin_dir, hpa_sync_period_s=HPA_SYNC_PERIOD_S,
+                           say=say)
+    up = time.monotonic()
+    cluster.start()
+    try:
+        TIMES["up_s"] = time.monotonic() - up
+        yield cluster
+    finally:
+        cluster.stop()
+        TIMES["tests_s"] = time.monotonic() - TIMES["tests_started"]
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, list[dict]]:
+    """overlay name -> rendered objects (`kubectl kustomize`, as `make deploy` renders them)."""
+    return {name: kustomize_build(MANIFESTS / "overlays" / name) for name in OVERLAYS}
+
+
+def pytest_terminal_summary(terminalreporter):
+    if "tests_s" not in TIMES:
+        return
+    built = TIMES["build"]
+    ago = (time.time() - built["finished"]) / 60 if "finished" in built else float("nan")
+    terminalreporter.write_sep("-", "control plane")
+    terminalreporter.write_line(
+        f"Kubernetes {built.get('kubernetes', '?')} binaries built {ago:.0f} min ago in "
+        f"{built.get('seconds', float('nan')) / 60:.1f} min ({built.get('download_seconds', float('nan')):.0f} s "
+        f"of it downloading); this run waited {TIMES['waited_for_build_s']:.0f} s for them; cluster up in "
+        f"{TIMES['up_s']:.0f} s; {TIMES['collected']} control-plane tests took {TIMES['tests_s'] / 60:.1f} min")
