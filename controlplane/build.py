@@ -150,12 +150,13 @@ def _run_go(args: list[str], cwd: Path, env: dict, log, say, what: str, total: i
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    while proc.poll() is None:
+    while True:
         reader.join(PROGRESS_EVERY_S)
-        if proc.poll() is None:
-            count = f", {done['packages']}/{total} packages" if total else ""
-            say(f"{what}: {time.monotonic() - started:.0f} s{count}")
-    reader.join()
+        if not reader.is_alive():  # go closed its output: it has finished
+            break
+        count = f", {done['packages']}/{total} packages compiled" if total else ""
+        say(f"{what}: {time.monotonic() - started:.0f} s{count}")
+    proc.wait()
     log.flush()
     if proc.returncode != 0:
         raise SystemExit(f"{what} failed (exit {proc.returncode}); last lines of {log.name}:\n" + "".join(tail))
@@ -213,6 +214,9 @@ def build(say=_print) -> Path:
                                                           text=True).stdout.strip()}))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
+        for stale in target.parent.iterdir():  # binaries of earlier pins (about 0.5 GB each)
+            if stale != target:
+                shutil.rmtree(stale, ignore_errors=True)
         say(f"[controlplane] built in {seconds / 60:.1f} min ({download_s:.0f} s of it downloading modules)")
         return target
 

@@ -40,16 +40,20 @@ def in_namespace(objects: list[dict], namespace: str) -> list[dict]:
     return moved
 
 
-def versions(plane: ControlPlane, objects: list[dict]) -> dict[str, str]:
-    """kind/name -> generation (spec changes only) or resourceVersion, for the objects that exist."""
+def contents(plane: ControlPlane, objects: list[dict]) -> dict[str, str]:
+    """kind/name -> what the object says (labels, annotations, generation and everything but its
+    status), for the objects that exist: resourceVersions would also move with status updates."""
     found = {}
     for obj in objects:
         kind, name, ns = obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")
-        result = plane.kubectl("get", f"{kind}.{obj['apiVersion'].split('/')[0]}" if "/" in obj["apiVersion"] else kind,
-                               name, *(["-n", ns] if ns else []), "-o", "json", check=False)
+        group = obj["apiVersion"].split("/")[0] if "/" in obj["apiVersion"] else ""
+        result = plane.kubectl("get", f"{kind}.{group}" if group else kind, name, *(["-n", ns] if ns else []),
+                               "-o", "json", check=False)
         if result.returncode == 0:
-            meta = json.loads(result.stdout)["metadata"]
-            found[f"{kind}/{name}"] = str(meta.get("generation") or meta["resourceVersion"])
+            live = json.loads(result.stdout)
+            live.pop("status", None)
+            live["metadata"] = {k: live["metadata"].get(k) for k in ("labels", "annotations", "generation")}
+            found[f"{kind}/{name}"] = json.dumps(live, sort_keys=True)
     return found
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from cluster_support import OVERLAYS
 from controlplane.cluster import DEFAULT_NODES
-from kube import namespace_of, server_side_apply, serving_pods, versions, wait_rolled_out
+from kube import contents, namespace_of, server_side_apply, serving_pods, wait_rolled_out
 
 GPU_NODES = {n.name for n in DEFAULT_NODES if n.gpus}
 CPU_NODES = {n.name for n in DEFAULT_NODES if not n.gpus}
@@ -27,19 +27,19 @@ def test_overlay_server_side_dry_run_then_apply_then_scheduled(plane, rendered, 
     created = server_side_apply(plane, [o for o in objects if o["kind"] == "Namespace"])
     assert created.returncode == 0, created.stderr
 
-    before = versions(plane, objects)
+    before = contents(plane, objects)
     dry = server_side_apply(plane, objects, "--dry-run=server")
     assert dry.returncode == 0, dry.stderr
     # No warning either: Pod Security "warn: restricted" would print one for a non-compliant
     # pod template, and deprecated APIs or unknown fields would too.
     assert dry.stderr.strip() == "", dry.stderr
     assert dry.stdout.count("(server dry run)") == len(objects), dry.stdout
-    assert versions(plane, objects) == before, "the dry run changed the cluster"
+    assert contents(plane, objects) == before, "the dry run changed the cluster"
 
     applied = server_side_apply(plane, objects)
     assert applied.returncode == 0, applied.stderr
     assert applied.stderr.strip() == "", applied.stderr
-    assert set(versions(plane, objects)) == {f"{o['kind']}/{o['metadata']['name']}" for o in objects}
+    assert set(contents(plane, objects)) == {f"{o['kind']}/{o['metadata']['name']}" for o in objects}
 
     deployment = wait_rolled_out(plane, namespace)
     pods = serving_pods(plane, namespace)
@@ -60,11 +60,11 @@ def test_overlay_server_side_dry_run_then_apply_then_scheduled(plane, rendered, 
 @pytest.mark.parametrize("overlay", ["dev", "gpu"])
 def test_reapplying_an_overlay_changes_nothing(plane, rendered, overlay):
     """No field is fought over between the manifests, API defaulting and the controllers: a second
-    apply of the installed overlay leaves every object's spec (generation) or content as it was."""
+    apply of the installed overlay leaves every object as it was."""
     objects = rendered[overlay]
     assert server_side_apply(plane, objects).returncode == 0
     wait_rolled_out(plane, namespace_of(objects))
-    before = versions(plane, objects)
+    before = contents(plane, objects)
     again = server_side_apply(plane, objects)
     assert again.returncode == 0, again.stderr
-    assert versions(plane, objects) == before
+    assert contents(plane, objects) == before
