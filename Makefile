@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
-# kfp.local starts each task with the `python3` on PATH: put the venv first (DESIGN.md).
+# kfp.local starts each task with the `python3` on PATH: put the venv first.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
@@ -42,7 +42,7 @@ test: setup tools ## Run the whole test suite (sets itself up first; the test co
 	@$(PY) -m controlplane build --background
 	$(PY) -m pytest -q tests
 
-# --- data and training pipeline (issues 2, 3) -----------------------------------------------
+# --- data and training pipeline -----------------------------------------------------------
 DATA ?=
 LABEL ?=
 KFP_HOST ?=
@@ -52,15 +52,20 @@ CRON ?= 0 0 3 * * *
 TO ?=
 SET ?=
 PACKAGE ?=
+MODEL ?=
+FORCE ?=
+VERBOSE ?=
+WAIT ?=
+RUN_FLAGS = $(foreach kv,$(SET),--set '$(kv)') $(if $(FORCE),--force) $(if $(VERBOSE),--verbose)
 
 .PHONY: run
-run: $(VENV)/.installed ## Main job: data (dvc repro), pipeline on span 1 then span 2, summary. Own file: DATA=f.csv LABEL=col
+run: $(VENV)/.installed ## Main job: data (dvc repro), pipeline on span 1 then span 2, summary. Own file: DATA=f.csv LABEL=col [MODEL=name] [SET="train.epochs=20 ..."] [FORCE=1] [VERBOSE=1]
 ifeq ($(DATA),)
 	$(MAKE) --no-print-directory data
-	$(PY) -m pipelines.cli main
+	$(PY) -m pipelines.cli main $(RUN_FLAGS)
 else
 	@test -n "$(LABEL)" || { echo "error: give the label column: make run DATA=$(DATA) LABEL=<column>" >&2; exit 2; }
-	$(PY) -m pipelines.cli run --data "$(DATA)" --label "$(LABEL)"
+	$(PY) -m pipelines.cli run --data "$(DATA)" --label "$(LABEL)" $(if $(MODEL),--model-name "$(MODEL)") $(RUN_FLAGS)
 endif
 
 .PHONY: compile
@@ -68,9 +73,9 @@ compile: $(VENV)/.installed ## Compile pipelines/training_pipeline.yaml (IMAGE=n
 	$(PY) -m pipelines.cli compile --image "$(IMAGE)" $(if $(filter ghcr.io/flywheel-mlops/flywheel-component:0.1.0,$(IMAGE)),,--output build/training_pipeline.yaml)
 
 .PHONY: submit
-submit: $(VENV)/.installed ## Submit one run to Kubeflow: KFP_HOST=url MODEL_REPOSITORY=gs://… [DATA=path as the cluster sees it] [PACKAGE=yaml] [SET="k=v …"]
+submit: $(VENV)/.installed ## Submit one run to Kubeflow: KFP_HOST=url MODEL_REPOSITORY=gs://… [DATA=path as the cluster sees it] [PACKAGE=yaml] [SET="k=v …"] [WAIT=1: wait, print the summary]
 	@test -n "$(KFP_HOST)" -a -n "$(MODEL_REPOSITORY)" || { echo "error: KFP_HOST and MODEL_REPOSITORY are required" >&2; exit 2; }
-	$(PY) -m pipelines.cli submit --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" $(if $(DATA),--data "$(DATA)") $(if $(PACKAGE),--package "$(PACKAGE)") $(foreach kv,$(SET),--set '$(kv)')
+	$(PY) -m pipelines.cli submit --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" $(if $(DATA),--data "$(DATA)") $(if $(PACKAGE),--package "$(PACKAGE)") $(foreach kv,$(SET),--set '$(kv)') $(if $(WAIT),--wait)
 
 .PHONY: schedule
 schedule: $(VENV)/.installed ## Create a recurring run: KFP_HOST=url MODEL_REPOSITORY=gs://… [CRON="0 0 3 * * *"] [PACKAGE=yaml] [SET="k=v …"]
@@ -81,6 +86,12 @@ schedule: $(VENV)/.installed ## Create a recurring run: KFP_HOST=url MODEL_REPOS
 rollback: $(VENV)/.installed ## Serve an earlier model version again: TO=<version>
 	@test -n "$(TO)" || { echo "error: give the version: make rollback TO=1" >&2; exit 2; }
 	$(PY) -m pipelines.cli rollback --to "$(TO)"
+
+QUICK ?=
+
+.PHONY: bench-drift
+bench-drift: $(VENV)/.installed ## Drift rule vs TFDV thresholds: detection, false alarms, false blocks, resolution (~2 min; QUICK=1 ~30 s).
+	$(PY) benchmarks/bench_drift.py $(if $(QUICK),--quick)
 
 .PHONY: bench-pipeline
 bench-pipeline: $(VENV)/.installed ## Per-step wall time and orchestration overhead of the pipeline at 10k and 100k rows.
@@ -97,7 +108,7 @@ data: $(VENV)/.installed ## Generate the default data spans with DVC (dvc repro 
 .PHONY: validate
 validate: $(VENV)/.installed ## Ingest+statistics+schema+validate a file, print the anomaly report: DATA=f.csv LABEL=col [PREVIOUS=old.csv] [SCHEMA=s.pbtxt]
 	@test -n "$(DATA)" -a -n "$(LABEL)" || { echo "usage: make validate DATA=path.csv LABEL=col [PREVIOUS=old.csv] [SCHEMA=schema.pbtxt]" >&2; exit 2; }
-	$(PY) -m components.validate_cli "$(DATA)" --label "$(LABEL)" $(if $(PREVIOUS),--previous "$(PREVIOUS)") $(if $(SCHEMA),--schema "$(SCHEMA)")
+	$(PY) -m pipelines.validate_cli "$(DATA)" --label "$(LABEL)" $(if $(PREVIOUS),--previous "$(PREVIOUS)") $(if $(SCHEMA),--schema "$(SCHEMA)")
 
 .PHONY: test-data
 test-data: $(VENV)/.installed ## Run only the data component tests (tests/data_components).
@@ -107,7 +118,7 @@ test-data: $(VENV)/.installed ## Run only the data component tests (tests/data_c
 bench-data: $(VENV)/.installed ## Rows/s and peak memory of ingest, statistics, validate: [SIZES=10000,100000,1000000]
 	$(PY) benchmarks/bench_data.py --sizes $(SIZES)
 
-# --- serving and monitoring sidecar (issue 4) ------------------------------------------------
+# --- serving and monitoring sidecar -------------------------------------------------------
 SERVE_REPOSITORY ?= $(shell $(PY) -c "from flywheel import params; print(params.load().push.model_repository)" 2>/dev/null)
 SERVE_MODEL ?= $(shell $(PY) -c "from flywheel import params; print(params.load().push.model_name)" 2>/dev/null)
 SIDECAR_PORT ?= 8080
@@ -132,7 +143,7 @@ bench-sidecar: $(VENV)/.installed ## Open-loop benchmark: upstream stub direct v
 	$(PY) benchmarks/bench_sidecar.py --rates 100 500 1000 --seconds 5 --repeats 3
 
 
-# --- cluster: images, manifests, alerts, dashboards (issue 5) --------------------------------
+# --- cluster: images, manifests, alerts, dashboards ---------------------------------------
 # Images: docker/Dockerfile, one file with three targets. No Docker engine on the dev machines:
 # these run where one is (CI with docker, a workstation). The pipeline compiles against the image
 # given at compile time (`flywheel compile --image $(REGISTRY)/flywheel-component:$(IMAGE_TAG)`).

@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from components import ingest, schema, statistics, validate  # noqa: E402
-from flywheel import datagen, names  # noqa: E402
-from flywheel.params import ROOT, DataParams  # noqa: E402
+from flywheel import artifacts, datagen, names  # noqa: E402
+from flywheel.params import ROOT, DataParams, IngestParams, SchemaParams, ValidateParams  # noqa: E402
 
-CURATED = ROOT / "pipelines" / "schema" / "schema.pbtxt"
+CURATED = ROOT / SchemaParams().curated
+INGEST = IngestParams(label=datagen.LABEL)
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -64,13 +64,13 @@ def bench(rows: int, work: Path) -> list[tuple]:
     baseline = work / "baseline"
     out = work / str(rows)
     steps = [
-        ("ingest", lambda: ingest.run(str(data), out / "examples", datagen.LABEL)),
+        ("ingest", lambda: ingest.run(str(data), out / "examples", INGEST)),
         ("statistics", lambda: statistics.run(out / "examples", out / "statistics", out / names.STATS_HTML,
                                               schema_path=CURATED)),
         ("validate", lambda: (schema.run(out / "statistics", out / "schema", datagen.LABEL, CURATED),
                               validate.run(out / "statistics", out / "schema", out / "anomalies",
-                                           baseline_stats=str(statistics.stats_path(baseline, names.TRAIN)),
-                                           thresholds=validate.Thresholds(1, 1, 1, 1)))),
+                                           baseline_stats=str(artifacts.stats_file(baseline, names.TRAIN)),
+                                           params=ValidateParams(1, 1, 1, 1)))),
     ]
     results = []
     for name, fn in steps:
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         # Warm-up, and the baseline statistics validate compares against (drift).
         warm = work / "warm.csv"
         datagen.generate_span(DataParams(rows_per_span=2000), 1).to_csv(warm, index=False)
-        ingest.run(str(warm), work / "warm_examples", datagen.LABEL)
+        ingest.run(str(warm), work / "warm_examples", INGEST)
         start = time.perf_counter()
         statistics.run(work / "warm_examples", work / "baseline", work / "warm.html", schema_path=CURATED)
         print(f"one-time cost of the first statistics call in a process (TFDV/TensorFlow start-up; every "

@@ -4,9 +4,7 @@
 KFP wrapper. Output layout: `<output_dir>/<split>/data.parquet` (names.SPLIT_FILE).
 
 Why these choices:
-- The data version is the md5 of the bytes read. For a file that is that file's DVC md5 (DVC
-  hashes file contents), so it matches `.dvc`/`dvc.lock` entries; `dvc_tracked` says which
-  entry tracks the file and whether the workspace copy still matches it.
+- The data version is the md5 of the bytes read (flywheel/data_version.py): for a file, its DVC md5.
 - The split hashes each raw row (or the `split_key` column), never a random draw
   (flywheel/splits.py says why).
 - PII is removed in memory before anything is written, so no artifact ever holds it.
@@ -15,20 +13,18 @@ import csv
 import hashlib
 import io
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from kfp import dsl
 
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import model_repository, names
+from flywheel import data_version, names, storage
 from flywheel.errors import DataError
-from flywheel.params import ROOT
-from flywheel.splits import assign_splits  # noqa: F401  (part of this step's interface)
+from flywheel.params import ROOT, IngestParams
+from flywheel.splits import assign_splits
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -44,12 +40,12 @@ def read_bytes(data_path: str, data_rev: str = "", dvc_repo: str | Path = ROOT) 
         except Exception as error:  # dvc raises many types: PathMissingError, RevError, ...
             raise DataError(data_path, f"cannot be read at revision '{data_rev}' of the DVC repository "
                             f"{dvc_repo} ({type(error).__name__}: {error})") from error
-    if not model_repository.exists(data_path):
+    if not storage.exists(data_path):
         raise DataError(data_path, "the file does not exist", hint="Check the path (relative paths are "
                         f"relative to {os.getcwd()}), or run `make data` to generate the default spans.")
     if os.path.isdir(data_path):
         raise DataError(data_path, "the path is a directory; name one CSV or Parquet file")
-    return model_repository.read_bytes(data_path)
+    return storage.read_bytes(data_path)
 
 
 def _header_fields(data: bytes) -> list[str]:
@@ -159,73 +155,28 @@ def redact_pii(df: pd.DataFrame, pii_columns: tuple[str, ...], mode: str = "drop
     return out, present
 
 
-# --- versioning -----------------------------------------------------------------------------
-def _git(args: list[str], cwd: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def dvc_tracking(data_path: str, md5: str) -> str:
-    """Which DVC entry tracks the file, and whether the file still matches it; "" if none."""
-    path = Path(data_path).resolve()
-    dvc_file = path.with_name(path.name + ".dvc")
-    if dvc_file.exists():
-        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [])
-        recorded = outs[0].get("md5", "") if outs else ""
-        state = "matches" if recorded == md5 else f"MODIFIED since (recorded md5 {recorded})"
-        return f"{dvc_file.name} ({state})"
-    for parent in path.parents:
-        lock = parent / "dvc.lock"
-        if lock.exists():
-            stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-            for stage, entry in stages.items():
-                for out in entry.get("outs", []):
-                    out_path = (parent / out["path"]).resolve()
-                    if path == out_path or out_path in path.parents:
-                        return f"dvc.lock stage '{stage}' output {out['path']} (md5 {out.get('md5', '?')})"
-            break
-    return ""
-
-
-def version_info(data_path: str, data: bytes, data_rev: str, dvc_repo: str | Path) -> dict:
-    md5 = hashlib.md5(data).hexdigest()
-    local = not model_repository.is_remote(data_path)
-    where = str(dvc_repo) if data_rev else (os.path.dirname(os.path.abspath(data_path)) if local else "")
-    git_rev = _git(["rev-parse", data_rev or "HEAD"], where) if where else ""
-    return {
-        "data_version": f"md5:{md5}",
-        "data_rev": data_rev,
-        "git_rev": git_rev,
-        "dvc_tracked": dvc_tracking(data_path, md5) if local and not data_rev else (f"dvc.api at {data_rev}" if data_rev else ""),
-    }
-
-
 # --- the step -------------------------------------------------------------------------------
-def run(data_path: str, output_dir: str | Path, label: str, pii_columns: tuple[str, ...] = ("rider_email",),
-        pii_mode: str = "drop", data_rev: str = "", split_key: str = "",
-        split_buckets: tuple[int, ...] = (80, 10, 10), dvc_repo: str | Path = ROOT) -> dict:
+def run(data_path: str, output_dir: str | Path, params: IngestParams = IngestParams(), data_rev: str = "",
+        dvc_repo: str | Path = ROOT) -> dict:
     """Read, check, redact, split and write the span; return the metadata to record."""
     source = f"{data_path}@{data_rev}" if data_rev else str(data_path)
     data = read_bytes(data_path, data_rev, dvc_repo)
     df = parse(data, source)
     rows_read = len(df)
-    df = check_label(df, label, source)
-    splits = assign_splits(df, split_key, tuple(split_buckets), source)  # raw rows, before redaction
-    df, redacted = redact_pii(df, tuple(pii_columns), pii_mode)
+    df = check_label(df, params.label, source)
+    splits = assign_splits(df, params.split_key, tuple(params.split_buckets), source)  # raw rows, before redaction
+    df, redacted = redact_pii(df, tuple(params.pii_columns), params.pii_mode)
     metadata = {
-        "data_path": str(data_path), "source": source, "label": label, "columns": list(df.columns),
-        "pii_removed": redacted, "pii_mode": pii_mode, "rows_read": rows_read,
-        "rows_without_label": rows_read - len(df), **version_info(data_path, data, data_rev, dvc_repo),
+        "data_path": str(data_path), "source": source, "label": params.label, "columns": list(df.columns),
+        "pii_removed": redacted, "pii_mode": params.pii_mode, "rows_read": rows_read,
+        "rows_without_label": rows_read - len(df), **data_version.describe(data_path, data, data_rev, dvc_repo),
     }
     with atomic_dir(output_dir) as staging:
         for split in names.SPLITS:
             part = df[splits == split]
             if part.empty:
                 raise DataError(source, f"the file has too few rows ({len(df)}) to fill every split "
-                                f"{list(split_buckets)}: the {split} split is empty")
+                                f"{list(params.split_buckets)}: the {split} split is empty")
             os.makedirs(staging / split)
             part.to_parquet(staging / split / names.SPLIT_FILE, index=False)
             metadata[f"rows_{split}"] = int(len(part))
@@ -233,14 +184,15 @@ def run(data_path: str, output_dir: str | Path, label: str, pii_columns: tuple[s
 
 
 @flywheel_component
-def ingest_component(data_path: str, data_rev: str, label: str, pii_columns: list,
-                     examples: dsl.Output[dsl.Dataset], pii_mode: str = "drop", split_key: str = "",
+def ingest_component(data_path: str, data_rev: str, params: dict, examples: dsl.Output[dsl.Dataset],
                      dvc_repo: str = ""):
     """Split a span into train/eval/test Parquet with PII removed; the data version goes in metadata.
-    With `data_rev`, `data_path` is read through DVC at that git revision of `dvc_repo` (a path or
-    a git URL; "" = the project checkout, which a cluster image does not have: pass the URL there)."""
+    `params` is params.yaml's `ingest` section. With `data_rev`, `data_path` is read through DVC at
+    that git revision of `dvc_repo` (a path or a git URL; "" = the project checkout, which a cluster
+    image does not have: pass the URL there)."""
     from components.ingest import run
-    from flywheel.params import ROOT
-    examples.metadata.update(run(data_path=data_path, output_dir=examples.path, label=label,
-                                 pii_columns=tuple(pii_columns), pii_mode=pii_mode, data_rev=data_rev,
-                                 split_key=split_key, dvc_repo=dvc_repo or ROOT))
+    from flywheel import params as flywheel_params
+
+    examples.metadata.update(run(data_path=data_path, output_dir=examples.path,
+                                 params=flywheel_params.build(flywheel_params.IngestParams, params, "ingest"),
+                                 data_rev=data_rev, dvc_repo=dvc_repo or flywheel_params.ROOT))

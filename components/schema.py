@@ -1,10 +1,10 @@
-"""Schema: import the curated schema kept in the repo, or infer one from the train statistics.
+"""Schema: import the curated schema, or infer one from the train statistics.
 
 Either way the result has environments TRAINING and SERVING with the label excluded from
 SERVING (a request carries no label), and domains for categorical string features (TFDV infers
 those from the top values). An inferred schema is a starting point: review it (domains,
-presence, the label's domain), then commit it as the curated schema, as
-pipelines/schema/schema.pbtxt was for the default dataset.
+presence, the label's domain), then keep it as the curated schema, as
+flywheel/curated/schema.pbtxt was for the default dataset.
 """
 from pathlib import Path
 
@@ -12,39 +12,12 @@ from kfp import dsl
 
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import names
+from flywheel import artifacts, bundle, names, schema_view
 from flywheel.errors import DataError
-from flywheel.params import ROOT
 
 # Integer features that hold epoch seconds move forward with every span by definition: they get
 # a time_domain, and validate compares no distributions for them. Bounds: 2000-01-01..2100-01-01.
 EPOCH_RANGE = (946_684_800, 4_102_444_800)
-
-
-# Importing TFDV imports TensorFlow (seconds per KFP task); reading, editing and writing a
-# schema needs only the proto classes, so TFDV is imported only to infer one.
-def load_schema(path: str | Path):
-    from google.protobuf import text_format
-    from tensorflow_metadata.proto.v0 import schema_pb2
-    try:
-        return text_format.Parse(Path(path).read_text(), schema_pb2.Schema())
-    except Exception as error:  # text_format.ParseError, OSError, UnicodeDecodeError
-        raise DataError(str(path), f"the file is not a readable text Schema proto ({error})") from error
-
-
-def write_schema(schema, path: str | Path) -> None:
-    from google.protobuf import text_format
-    Path(path).write_text(text_format.MessageToString(schema))
-
-
-def resolve_curated(curated_schema: str | Path | None) -> Path | None:
-    """The curated schema file if `curated_schema` names one that exists (relative to the
-    project root), else None: the caller then infers."""
-    if not curated_schema:
-        return None
-    path = Path(curated_schema)
-    path = path if path.is_absolute() else ROOT / path
-    return path if path.is_file() else None
 
 
 def _looks_like_epoch_seconds(feature_stats) -> bool:
@@ -83,23 +56,26 @@ def infer(train_stats, label: str, source: str = "<statistics>"):
 
 def run(statistics_dir: str | Path, output_dir: str | Path, label: str, curated_schema: str | Path | None = None) -> dict:
     """Write `<output_dir>/schema.pbtxt`; return where the schema came from."""
-    from components.statistics import load, stats_path
-    curated = resolve_curated(curated_schema)
+    curated = schema_view.resolve_curated(curated_schema)
     if curated:
-        schema = add_environments(load_schema(curated), label, str(curated))
+        schema = add_environments(schema_view.load(curated), label, str(curated))
         origin = f"curated:{curated}"
     else:
-        schema = infer(load(stats_path(statistics_dir, names.TRAIN)), label, str(statistics_dir))
+        train_stats = bundle.read_stats(str(artifacts.stats_file(statistics_dir, names.TRAIN)))
+        schema = infer(train_stats, label, str(statistics_dir))
         origin = "inferred"
     with atomic_dir(output_dir) as staging:
-        write_schema(schema, staging / names.SCHEMA_FILE)
+        schema_view.write(schema, artifacts.schema_file(staging))
     return {"schema_source": origin, "label": label, "features": [f.name for f in schema.feature]}
 
 
 @flywheel_component
-def schema_component(statistics: dsl.Input[dsl.Artifact], curated_schema: str, label: str,
-                     schema: dsl.Output[dsl.Artifact]):
-    """The curated schema if `curated_schema` names an existing file, else one inferred from train."""
+def schema_component(statistics: dsl.Input[dsl.Artifact], params: dict, schema: dsl.Output[dsl.Artifact]):
+    """The curated schema of `params` (params.yaml's `schema` section) if it names one, else one
+    inferred from the train split's statistics. The label comes with the statistics."""
     from components.schema import run
-    schema.metadata.update(run(statistics_dir=statistics.path, output_dir=schema.path, label=label,
-                               curated_schema=curated_schema))
+    from flywheel import params as flywheel_params
+
+    curated = flywheel_params.build(flywheel_params.SchemaParams, params, "schema").curated
+    schema.metadata.update(run(statistics_dir=statistics.path, output_dir=schema.path,
+                               label=statistics.metadata["label"], curated_schema=curated))

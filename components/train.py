@@ -2,7 +2,7 @@
 
 Normalisation, imputation and vocabularies are Keras preprocessing layers adapted on the train
 split, so the exported SavedModel takes raw named features and the training and serving paths
-cannot diverge (DESIGN.md). The task (binary, multiclass, regression) is read off the label.
+cannot diverge. The task (binary, multiclass, regression) is read off the label.
 """
 
 import dataclasses
@@ -11,17 +11,14 @@ import os
 import time
 
 import numpy as np
-import pandas as pd
 from kfp import dsl
 
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import names
-from flywheel.features import FeatureSpec
+from flywheel import bundle, labels, model_inputs, names, schema_view
+from flywheel.errors import DataError
 from flywheel.params import TrainParams
-
-MAX_CLASSES = 50          # more distinct labels than this is not a classification task we support
-MAX_INTEGER_CLASSES = 20  # an integer label with more distinct values than this is a regression target
+from flywheel.schema_view import Feature
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,38 +31,6 @@ class TrainResult:
     devices: list
     train_rows: int
     seconds: float
-
-
-def infer_task(labels: pd.Series, label: str) -> tuple[str, list]:
-    """Binary, multiclass or regression, and the label vocabulary (sorted) for classification."""
-    from flywheel.errors import DataError
-
-    values = labels.dropna()
-    distinct = sorted(values.unique().tolist(), key=str)
-    if len(distinct) < 2:
-        raise DataError("the train split", f"the label has a single value {distinct!r}, so there is nothing to learn",
-                        column=label, hint="Check the label column and the data.")
-    if pd.api.types.is_numeric_dtype(values):
-        integral = bool(np.all(np.mod(values.to_numpy(dtype=float), 1) == 0))
-        if integral and len(distinct) == 2:
-            return names.BINARY, sorted(distinct)
-        if integral and len(distinct) <= MAX_INTEGER_CLASSES:
-            return names.MULTICLASS, sorted(distinct)
-        return names.REGRESSION, []
-    if len(distinct) == 2:
-        return names.BINARY, distinct
-    if len(distinct) <= MAX_CLASSES:
-        return names.MULTICLASS, distinct
-    raise DataError("the train split", f"the label is a string with {len(distinct)} distinct values "
-                    f"(more than {MAX_CLASSES})", column=label,
-                    hint="Flywheel trains classification (up to 50 classes) or regression models.")
-
-
-def encode_labels(labels: pd.Series, task: str, vocabulary: list) -> np.ndarray:
-    if task == names.REGRESSION:
-        return labels.to_numpy(dtype=np.float32)
-    index = {value: i for i, value in enumerate(vocabulary)}
-    return labels.map(index).to_numpy(dtype=np.float32 if task == names.BINARY else np.int64)
 
 
 def choose_strategy():
@@ -85,13 +50,13 @@ def choose_strategy():
     return tf.distribute.get_strategy()
 
 
-def _encoded_feature(spec: FeatureSpec, raw, train: np.ndarray, config: TrainParams):
+def _encoded_feature(spec: Feature, raw, train: np.ndarray, params: TrainParams):
     """The preprocessing of one raw input, adapted on its train-split values."""
     from keras import layers, ops
 
     if spec.categorical:
         lookup_cls = layers.StringLookup if spec.kind == "string" else layers.IntegerLookup
-        lookup = lookup_cls(max_tokens=config.max_vocab, output_mode="one_hot", name=f"{spec.key}_lookup")
+        lookup = lookup_cls(max_tokens=params.max_vocab, output_mode="one_hot", name=f"{spec.signature_key}_lookup")
         lookup.adapt(train)
         return [lookup(raw)]
     values = train.astype(np.float32)
@@ -99,7 +64,7 @@ def _encoded_feature(spec: FeatureSpec, raw, train: np.ndarray, config: TrainPar
     mean = float(finite.mean()) if finite.size else 0.0
     as_float = ops.cast(raw, "float32")
     imputed = ops.where(ops.isnan(as_float), mean, as_float)  # serving may send NaN for a float
-    norm = layers.Normalization(axis=None, name=f"{spec.key}_norm")
+    norm = layers.Normalization(axis=None, name=f"{spec.signature_key}_norm")
     norm.adapt(np.where(np.isfinite(values), values, mean))
     encoded = [layers.Reshape((1,))(norm(imputed))]
     if spec.kind == "int" and finite.size and finite.min() >= 1_000_000_000:
@@ -107,22 +72,22 @@ def _encoded_feature(spec: FeatureSpec, raw, train: np.ndarray, config: TrainPar
         seconds = ops.cast(raw, "int64")
         hour = ops.mod(ops.floor_divide(seconds, 3600), 24)
         weekday = ops.mod(ops.floor_divide(seconds, 86400) + 3, 7)  # 1970-01-01 was a Thursday
-        encoded.append(layers.CategoryEncoding(24, output_mode="one_hot", name=f"{spec.key}_hour")(hour))
-        encoded.append(layers.CategoryEncoding(7, output_mode="one_hot", name=f"{spec.key}_weekday")(weekday))
+        encoded.append(layers.CategoryEncoding(24, output_mode="one_hot", name=f"{spec.signature_key}_hour")(hour))
+        encoded.append(layers.CategoryEncoding(7, output_mode="one_hot", name=f"{spec.signature_key}_weekday")(weekday))
     return encoded
 
 
-def build_models(specs: list[FeatureSpec], train_inputs: dict, task: str, n_classes: int, config: TrainParams):
+def build_models(specs: list[Feature], train_inputs: dict, task: str, n_classes: int, params: TrainParams):
     """(training model with one output, serving model with the dict output of names.OUTPUT_*)."""
     import keras
     from keras import layers, ops
 
-    inputs = {s.key: keras.Input(shape=(), dtype=s.tf_dtype, name=s.key) for s in specs}
+    inputs = {s.signature_key: keras.Input(shape=(), dtype=s.tf_dtype, name=s.signature_key) for s in specs}
     encoded = []
     for spec in specs:
-        encoded.extend(_encoded_feature(spec, inputs[spec.key], train_inputs[spec.key], config))
+        encoded.extend(_encoded_feature(spec, inputs[spec.signature_key], train_inputs[spec.signature_key], params))
     hidden = layers.Concatenate()(encoded) if len(encoded) > 1 else encoded[0]
-    for units in config.hidden_units:
+    for units in params.hidden_units:
         hidden = layers.Dense(units, activation="relu")(hidden)
     if task == names.BINARY:
         head = layers.Dense(1, activation="sigmoid")(hidden)
@@ -162,7 +127,7 @@ class _EpochProgress:
         return Callback()
 
 
-def run(examples_dir: str, schema_path: str, label: str, model_dir: str, config: TrainParams = TrainParams(),
+def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params: TrainParams = TrainParams(),
         curves_path: str | None = None, data_version: str = "") -> TrainResult:
     """Train on <examples_dir>/train, validate on eval, export a SavedModel to `model_dir`.
 
@@ -171,48 +136,46 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, config:
     import keras
     import tensorflow as tf
 
-    from flywheel import features
-    from flywheel.errors import DataError
-
     started = time.time()
-    schema = features.load_schema(schema_path)
-    specs = features.feature_specs(schema, label, names.ENV_SERVING)
+    schema = schema_view.load(schema_path)
+    specs = schema_view.features(schema, names.ENV_SERVING, exclude=label)
     if not specs:
         raise DataError(schema_path, f"the schema has no serving features besides the label '{label}'")
-    train_df, eval_df = features.read_split(examples_dir, names.TRAIN), features.read_split(examples_dir, names.EVAL)
+    train_df = model_inputs.read_split(examples_dir, names.TRAIN)
+    eval_df = model_inputs.read_split(examples_dir, names.EVAL)
     for split, frame in ((names.TRAIN, train_df), (names.EVAL, eval_df)):
         if label not in frame:
             raise DataError(f"the {split} split in {examples_dir}",
                             f"the label column is missing (columns: {list(frame.columns)})", column=label)
     train_df, eval_df = train_df[train_df[label].notna()], eval_df[eval_df[label].notna()]
-    task, vocabulary = infer_task(train_df[label], label)
+    task, vocabulary = labels.infer_task(train_df[label], label)
     eval_df = eval_df[eval_df[label].isin(vocabulary)] if vocabulary else eval_df
-    fills = features.fill_values(train_df, specs)
-    x_train, x_eval = features.to_inputs(train_df, specs, fills), features.to_inputs(eval_df, specs, fills)
-    y_train = encode_labels(train_df[label], task, vocabulary)
-    y_eval = encode_labels(eval_df[label], task, vocabulary)
+    fills = model_inputs.fill_values(train_df, specs)
+    x_train, x_eval = model_inputs.to_inputs(train_df, specs, fills), model_inputs.to_inputs(eval_df, specs, fills)
+    y_train = labels.encode(train_df[label], task, vocabulary)
+    y_eval = labels.encode(eval_df[label], task, vocabulary)
 
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(params.seed)
     strategy = choose_strategy()
     devices = [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "TPU")] or ["CPU"]
     print(f"[train] task={task} features={len(specs)} rows={len(train_df)} strategy={type(strategy).__name__} "
           f"devices={devices}", flush=True)
     with strategy.scope():
-        train_model, serving_model = build_models(specs, x_train, task, len(vocabulary), config)
-        _compile(train_model, task, config.learning_rate)
+        train_model, serving_model = build_models(specs, x_train, task, len(vocabulary), params)
+        _compile(train_model, task, params.learning_rate)
     history = train_model.fit(
         x_train, y_train, validation_data=(x_eval, y_eval) if len(eval_df) else None,
-        epochs=config.epochs, batch_size=config.batch_size, verbose=0, callbacks=[_EpochProgress(config.epochs)])
+        epochs=params.epochs, batch_size=params.batch_size, verbose=0, callbacks=[_EpochProgress(params.epochs)])
     history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
 
     with atomic_dir(model_dir) as staging:  # no partial model, ever
         serving_model.export(str(staging), verbose=False)
-        features.write_model_metadata(str(staging), {
+        bundle.write_metadata(str(staging), {
             "label": label, "task": task, "label_vocabulary": [_jsonable(v) for v in vocabulary],
             "features": {s.name: s.kind for s in specs}, "categorical": [s.name for s in specs if s.categorical],
-            "signature_keys": {s.name: s.key for s in specs},
+            "signature_keys": {s.name: s.signature_key for s in specs},
             "fill_values": {k: _jsonable(v) for k, v in fills.items()}, "data_version": data_version,
-            "history": history, "hyperparameters": dataclasses.asdict(config),
+            "history": history, "hyperparameters": dataclasses.asdict(params),
         })
     if curves_path:
         write_curves_html(history, task, curves_path)
@@ -260,18 +223,15 @@ def write_curves_html(history: dict, task: str, path: str) -> None:
 
 
 @flywheel_component
-def train_component(examples: dsl.Input[dsl.Dataset], schema: dsl.Input[dsl.Artifact], label: str, epochs: int,
-                    batch_size: int, learning_rate: float, hidden_units: list, model: dsl.Output[dsl.Model],
-                    curves: dsl.Output[dsl.HTML]):
-    import os
-
+def train_component(examples: dsl.Input[dsl.Dataset], schema: dsl.Input[dsl.Artifact], params: dict,
+                    model: dsl.Output[dsl.Model], curves: dsl.Output[dsl.HTML]):
+    """A Keras model of the label that came with the examples, with params.yaml's `train` section."""
     from components.train import run
-    from flywheel.params import TrainParams
-    from flywheel import names
+    from flywheel import artifacts
+    from flywheel import params as flywheel_params
 
-    result = run(examples.path, os.path.join(schema.path, names.SCHEMA_FILE), label, model.path,
-                 TrainParams(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                             hidden_units=tuple(int(u) for u in hidden_units)),
+    result = run(examples.path, str(artifacts.schema_file(schema.path)), examples.metadata["label"], model.path,
+                 flywheel_params.build(flywheel_params.TrainParams, params, "train"),
                  curves_path=curves.path, data_version=examples.metadata.get("data_version", ""))
     model.metadata.update({"task": result.task, "strategy": result.strategy, "devices": result.devices,
                            "train_rows": result.train_rows, "seconds": round(result.seconds, 1)})

@@ -22,7 +22,6 @@ kind, anomaly, description, value, threshold, blocking) and `measurements.json` 
 skew distance, also those under threshold). They are written before the error is raised, so a
 person can read them.
 """
-import dataclasses
 import json
 from pathlib import Path
 
@@ -30,26 +29,17 @@ from kfp import dsl
 
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import model_repository, names
+from flywheel import artifacts, bundle, names, schema_view
 from flywheel.errors import DataError
-from flywheel.params import ROOT
+from flywheel.params import ValidateParams
 
 SCHEMA = "schema"
 DRIFT = "drift"
 SKEW = "skew"
 MEASURES = {"L_INFTY": "linf", "JENSEN_SHANNON_DIVERGENCE": "jsd"}
-MEASUREMENTS_FILE = "measurements.json"
 
 
-@dataclasses.dataclass(frozen=True)
-class Thresholds:
-    drift_linf: float = 0.1
-    drift_jsd: float = 0.1
-    skew_linf: float = 0.1
-    skew_jsd: float = 0.1
-
-
-def with_comparators(schema, train_stats, thresholds: Thresholds):
+def with_comparators(schema, train_stats, thresholds: ValidateParams):
     """A copy of the schema with a drift and a skew comparator on every feature that has
     statistics, chosen by what the statistics hold (string -> L-inf, numeric -> JSD)."""
     from tensorflow_metadata.proto.v0 import schema_pb2
@@ -140,50 +130,36 @@ def blocking_message(blocking: list[dict]) -> str:
     return f"{len(grouped)} blocking anomal{'y' if len(grouped) == 1 else 'ies'}: " + "; ".join(parts)
 
 
-def baseline_stats_path(repository: str, model_name: str) -> str | None:
-    """The train-split statistics pushed with the production model, or None before the first push.
-    A relative repository path is relative to the project root."""
-    if not repository:
+def production_baseline(production_dir: str | Path | None) -> str | None:
+    """The training statistics pushed with the production model, from the resolver's artifact;
+    None before the first push."""
+    if not production_dir or artifacts.read_production(production_dir)["version"] is None:
         return None
-    if not model_repository.is_remote(repository) and not Path(repository).is_absolute():
-        repository = str(ROOT / repository)
-    version = model_repository.latest_version(repository, model_name)
-    if version is None:
-        return None
-    path = model_repository.extra_path(repository, model_name, version, names.BASELINE_STATS)
-    return path if model_repository.exists(path) else None
+    return bundle.path(str(production_dir), names.BASELINE_STATS)
 
 
 def load_baseline(path: str):
-    """The baseline statistics (local or gs://); a file that is not the proto is named, not skipped."""
-    from google.protobuf.message import DecodeError
-    from tensorflow_metadata.proto.v0 import statistics_pb2
-    stats = statistics_pb2.DatasetFeatureStatisticsList()
+    """The baseline statistics; a file that is not the proto is named, not skipped."""
     try:
-        stats.ParseFromString(model_repository.read_bytes(path))
-    except DecodeError as error:
-        raise DataError(path, f"the baseline statistics are not a binary DatasetFeatureStatisticsList ({error})") from error
-    if not stats.datasets:
-        raise DataError(path, "the baseline statistics hold no dataset")
-    return stats
+        return bundle.read_stats(path)
+    except (OSError, ValueError) as error:
+        raise DataError(path, f"the baseline statistics are not usable ({error})") from error
 
 
 def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | Path,
-        baseline_stats: str | None = None, thresholds: Thresholds = Thresholds(), source: str = "",
-        block_on_drift: bool = False) -> list[dict]:
+        baseline_stats: str | None = None, params: ValidateParams = ValidateParams(),
+        source: str = "") -> list[dict]:
     """Validate the splits' statistics; write the report; raise DataError if anything blocks.
-    `baseline_stats` is a statistics file (local or gs://) of the previous span, or None."""
+    Drift is measured against `baseline_stats` (the production model's training statistics, or
+    a previous file's), when given."""
     import tensorflow_data_validation as tfdv
-    from components.schema import load_schema
-    from components.statistics import load, stats_path
 
     source = source or str(statistics_dir)
-    schema_file = Path(schema_path)
-    schema = load_schema(schema_file / names.SCHEMA_FILE if schema_file.is_dir() else schema_file)
-    stats = {split: load(stats_path(statistics_dir, split)) for split in names.SPLITS}
+    schema = schema_view.load(artifacts.schema_input(schema_path))
+    stats = {split: bundle.read_stats(str(artifacts.stats_file(statistics_dir, split))) for split in names.SPLITS}
     previous = load_baseline(baseline_stats) if baseline_stats else None
 
-    compared = with_comparators(schema, stats[names.TRAIN], thresholds)
+    compared = with_comparators(schema, stats[names.TRAIN], params)
     per_split = {names.TRAIN: tfdv.validate_statistics(stats[names.TRAIN], compared, environment=names.ENV_TRAINING,
                                                        previous_statistics=previous,
                                                        serving_statistics=stats[names.EVAL])}
@@ -192,14 +168,14 @@ def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | P
 
     measured = measurements(per_split[names.TRAIN])
     report = [a for split in names.SPLITS for a in schema_anomalies(per_split[split], split)]
-    report += comparator_anomalies(measured, block_on_drift)
+    report += comparator_anomalies(measured, params.block_on_drift)
 
     with atomic_dir(output_dir) as staging:
         tfdv.write_anomalies_text(per_split[names.TRAIN], str(staging / names.ANOMALIES_FILE))
         for split in (names.EVAL, names.TEST):
             tfdv.write_anomalies_text(per_split[split], str(staging / f"anomalies_{split}.pbtxt"))
         (staging / names.ANOMALY_REPORT).write_text(json.dumps(report, indent=2) + "\n")
-        (staging / MEASUREMENTS_FILE).write_text(json.dumps(
+        (staging / names.MEASUREMENTS_FILE).write_text(json.dumps(
             {"baseline": baseline_stats or "", "measurements": measured}, indent=2) + "\n")
 
     blocking = [a for a in report if a["blocking"]]
@@ -210,16 +186,17 @@ def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | P
 
 
 @flywheel_component
-def validate_component(statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[dsl.Artifact], model_repository: str,
-                       model_name: str, drift_linf: float, drift_jsd: float, skew_linf: float, skew_jsd: float,
-                       anomalies: dsl.Output[dsl.Artifact], block_on_drift: bool = False):
-    """Anomalies, drift against the production model's baseline statistics, train/eval skew.
-    Fails the task on blocking anomalies (see components/validate.py)."""
-    from components.validate import Thresholds, baseline_stats_path, run
-    baseline = baseline_stats_path(model_repository, model_name)
-    anomalies.metadata["baseline"] = baseline or "none (first run)"
+def validate_component(statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[dsl.Artifact],
+                       production: dsl.Input[dsl.Artifact], params: dict, anomalies: dsl.Output[dsl.Artifact]):
+    """Anomalies, drift against the production model's baseline statistics, train/eval skew, with
+    params.yaml's `validate` section. Fails the task on blocking anomalies (components/validate.py)."""
+    from components.validate import production_baseline, run
+    from flywheel import params as flywheel_params
+
+    version = production.metadata.get("version")
+    anomalies.metadata["baseline"] = f"version {version}" if version is not None else "none (first run)"
     report = run(statistics_dir=statistics.path, schema_path=schema.path, output_dir=anomalies.path,
-                 baseline_stats=baseline, thresholds=Thresholds(drift_linf, drift_jsd, skew_linf, skew_jsd),
-                 source=statistics.metadata.get("source", ""), block_on_drift=block_on_drift)
-    anomalies.metadata["anomalies"] = len(report)
-    anomalies.metadata["blocking"] = 0
+                 baseline_stats=production_baseline(production.path),
+                 params=flywheel_params.build(flywheel_params.ValidateParams, params, "validate"),
+                 source=statistics.metadata.get("source", ""))
+    anomalies.metadata.update({"anomalies": len(report), "blocking": 0})

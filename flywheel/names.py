@@ -17,7 +17,10 @@ STATS_HTML = "statistics.html"         # Facets HTML; the KFP HTML artifact is t
 SCHEMA_FILE = "schema.pbtxt"           # <schema>/schema.pbtxt (text Schema proto)
 ANOMALIES_FILE = "anomalies.pbtxt"     # <anomalies>/anomalies.pbtxt (text Anomalies proto)
 ANOMALY_REPORT = "report.json"         # <anomalies>/report.json (blocking / non-blocking list)
-BLESSING_FILE = "blessing.json"        # <blessing>/blessing.json
+BLESSING_FILE = "blessing.json"        # <evaluation>/blessing.json
+EVALUATION_FILE = "metrics.json"       # <evaluation>/metrics.json (everything evaluate measured)
+PRODUCTION_FILE = "production.json"    # <production>/production.json (which version resolve found)
+MEASUREMENTS_FILE = "measurements.json"  # <anomalies>/measurements.json (every drift and skew figure)
 PUSH_RESULT_FILE = "push.json"         # <pushed>/push.json
 
 # --- TFDV schema environments -------------------------------------------------------------
@@ -33,6 +36,8 @@ BASELINE_SCHEMA = "schema.pbtxt"             # schema with TRAINING and SERVING 
 EVAL_PREDICTIONS = "eval_predictions.json"   # {"values": [...]} model scores on the test split
 MODEL_CARD = "model_card.md"
 MODEL_METADATA = "flywheel.json"             # {"label": ..., "task": ..., "features": {...}, "data_version": ..., "metrics": {...}}
+RUNS_DIR = "runs"                            # <repo>/<model>/runs/<run id>.json: one record per pipeline run
+RUN_RECORD = "run.json"                      # the run's record, also in the pushed version's assets.extra/
 STAGING_PREFIX = ".tmp-"                     # push writes <repo>/<model>/.tmp-<version>-<uuid>/ then renames
 
 # --- Serving signature --------------------------------------------------------------------

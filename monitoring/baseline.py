@@ -1,78 +1,36 @@
-"""What the sidecar compares served traffic with: the files pushed beside one model version.
+"""What the sidecar compares served traffic with: the bundle pushed beside one model version.
 
-Read from <repository>/<model>/<version>/assets.extra/ (local path or gs://, s3://):
-baseline_stats.pb (TFDV statistics of the train split), schema.pbtxt (SERVING environment),
-eval_predictions.json and flywheel.json. Only protobuf and numpy are needed: the sidecar never
-imports TensorFlow.
+Read through flywheel/bundle.py from <repository>/<model>/<version>/assets.extra/ (local path or
+gs://, s3://): the training statistics, the schema's SERVING environment, the evaluation scores
+and the metadata. Only protobuf and numpy are needed: the sidecar never imports TensorFlow.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from google.protobuf import message, text_format
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
+from flywheel import bundle, names, schema_view
 from flywheel import model_repository as repo
-from flywheel import names
+from flywheel.schema_view import Feature
 from monitoring.drift import Histogram, equi_width_histogram
 
 PREDICTION_BUCKETS = 10
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """One SERVING-environment feature: its schema type and domain."""
-    name: str
-    kind: str                                  # float | int | string (schema type)
-    values: frozenset[str] | None = None       # string domain, if any
-    minimum: float | None = None
-    maximum: float | None = None
 
 
 @dataclass
 class Baseline:
     model_name: str
     version: int
-    features: dict[str, FeatureSpec]                       # SERVING environment, from the schema
+    features: dict[str, Feature]                       # SERVING environment, from the schema
     categorical: dict[str, dict[str, float]] = field(default_factory=dict)   # value -> count
     numeric: dict[str, Histogram] = field(default_factory=dict)
     predictions: Histogram | None = None
     task: str = names.BINARY
     pushed_at: float = float("nan")
     all_schema_features: frozenset[str] = frozenset()
-
-
-def serving_features(schema: schema_pb2.Schema, env: str = names.ENV_SERVING) -> dict[str, FeatureSpec]:
-    domains = {d.name: d for d in schema.string_domain}
-    specs = {}
-    for feature in schema.feature:
-        if feature.in_environment:
-            present = env in feature.in_environment
-        elif env in feature.not_in_environment:
-            present = False
-        else:
-            present = not schema.default_environment or env in schema.default_environment
-        if not present:
-            continue
-        kind = {schema_pb2.FLOAT: "float", schema_pb2.INT: "int", schema_pb2.BYTES: "string"}.get(feature.type, "string")
-        values = minimum = maximum = None
-        if feature.HasField("string_domain"):
-            values = frozenset(feature.string_domain.value)
-        elif feature.HasField("domain") and feature.domain in domains:
-            values = frozenset(domains[feature.domain].value)
-        elif feature.HasField("int_domain"):
-            d = feature.int_domain
-            minimum = d.min if d.HasField("min") else None
-            maximum = d.max if d.HasField("max") else None
-        elif feature.HasField("float_domain"):
-            d = feature.float_domain
-            minimum = d.min if d.HasField("min") else None
-            maximum = d.max if d.HasField("max") else None
-        specs[feature.name] = FeatureSpec(feature.name, kind, values, minimum, maximum)
-    return specs
 
 
 def categorical_counts(stats: statistics_pb2.FeatureNameStatistics) -> dict[str, float]:
@@ -92,7 +50,7 @@ def standard_histogram(stats: statistics_pb2.FeatureNameStatistics) -> Histogram
 
 def from_protos(model_name: str, version: int, stats: statistics_pb2.DatasetFeatureStatisticsList,
                 schema: schema_pb2.Schema, eval_predictions: list[float], metadata: dict) -> Baseline:
-    features = serving_features(schema)
+    features = schema_view.by_name(schema, names.ENV_SERVING)
     baseline = Baseline(model_name, version, features, task=metadata.get("task", names.BINARY),
                         pushed_at=float(metadata.get("pushed_at", math.nan)),
                         all_schema_features=frozenset(f.name for f in schema.feature))
@@ -113,20 +71,6 @@ def from_protos(model_name: str, version: int, stats: statistics_pb2.DatasetFeat
 
 
 def load(repository: str, model_name: str, version: int) -> Baseline:
-    """Read a version's baseline files; raises FileNotFoundError / ValueError naming the file."""
-    def path(filename: str) -> str:
-        return repo.extra_path(repository, model_name, version, filename)
-
-    def read(filename: str) -> bytes:
-        if not repo.exists(path(filename)):
-            raise FileNotFoundError(f"baseline file missing: {path(filename)}")
-        return repo.read_bytes(path(filename))
-
-    try:
-        stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(read(names.BASELINE_STATS))
-        schema = text_format.Parse(read(names.BASELINE_SCHEMA).decode(), schema_pb2.Schema())
-        eval_values = json.loads(read(names.EVAL_PREDICTIONS))["values"]
-        metadata = json.loads(read(names.MODEL_METADATA))
-    except (ValueError, KeyError, text_format.ParseError, message.DecodeError) as err:
-        raise ValueError(f"bad baseline under {repo.version_dir(repository, model_name, version)}: {err}") from err
-    return from_protos(model_name, version, stats, schema, eval_values, metadata)
+    """A version's baseline; raises FileNotFoundError / ValueError naming the file."""
+    found = bundle.load(repo.version_dir(repository, model_name, version))
+    return from_protos(model_name, version, found.stats, found.schema, found.eval_predictions, found.metadata)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from flywheel import names
 from flywheel import params as flywheel_params
 
 
@@ -10,7 +11,7 @@ from flywheel import params as flywheel_params
 class SidecarConfig:
     upstream: str = "http://127.0.0.1:8501"
     model_repository: str = "model_repository"
-    model_name: str = "taxi_tips"
+    model_name: str = names.DEFAULT_MODEL_NAME
     host: str = "0.0.0.0"
     port: int = 8080
     log_dir: str = "runs/prediction_log"

@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from monitoring.baseline import FeatureSpec
+from flywheel.schema_view import Feature
 
 UNKNOWN_FEATURE = "__unknown__"
 
 
-def _type_ok(spec: FeatureSpec, value) -> bool:
+def _type_ok(spec: Feature, value) -> bool:
     if isinstance(value, bool):
         return False
     if spec.kind == "string":
@@ -25,7 +25,7 @@ def _type_ok(spec: FeatureSpec, value) -> bool:
     return isinstance(value, (int, float))
 
 
-def check_rows(rows: list[dict], features: dict[str, FeatureSpec]) -> tuple[Counter, list[dict]]:
+def check_rows(rows: list[dict], features: dict[str, Feature]) -> tuple[Counter, list[dict]]:
     """-> (Counter of (feature, kind), rows with only the values fit for drift: right type, not NaN)."""
     found: Counter = Counter()
     clean_rows = []

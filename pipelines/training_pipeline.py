@@ -1,91 +1,97 @@
-"""The training DAG: ingest → statistics → schema → validate → train → evaluate → push.
+"""The training DAG: ingest → statistics → schema → validate → train → evaluate → push, with the
+production model resolved once as an input of validate, evaluate and push.
 
-Every parameter has a literal default (STYLE.md #6), so the compiled YAML does not depend on
-who compiled it. Paths are resolved by each step at run time: relative paths against the
-task's working directory locally, object-store URLs or mounted volumes on a cluster.
+Settings travel as one dict parameter per params.yaml section (`ingest`, `schema`, `validate`,
+`train`, `evaluate`, `push`); each step turns its section into the typed dataclass of
+flywheel/params.py. Their defaults are params.yaml's values, read when this module is imported,
+so the compiled YAML carries literal defaults that do not depend on who compiled it or where
+(a test checks the committed YAML against params.yaml).
 """
+
 from kfp import dsl, kubernetes
 
 from components.evaluate import evaluate_component
 from components.ingest import ingest_component
 from components.push import push_component
+from components.resolve import resolve_component
 from components.schema import schema_component
 from components.statistics import statistics_component
 from components.train import train_component
 from components.validate import validate_component
+from flywheel import params as flywheel_params
 
 PIPELINE_NAME = "flywheel-training"
+SECTIONS = ("ingest", "schema", "validate", "train", "evaluate", "push")
+DEFAULT_DATA = "data/spans/span-001.csv"
+
+
+def arguments(params: flywheel_params.Params, data_path: str = DEFAULT_DATA, **run_arguments) -> dict:
+    """Pipeline arguments for a run with these settings: one dict per section, plus run-level
+    values (data_path, data_rev, force_push, accelerator settings)."""
+    values = {section: flywheel_params.section_dict(getattr(params, section)) for section in SECTIONS}
+    return {"data_path": data_path, **values, **run_arguments}
+
+
+DEFAULTS = arguments(flywheel_params.load())
 
 
 @dsl.pipeline(name=PIPELINE_NAME,
               description="Validate a data span with TFDV, train a Keras model, evaluate it against "
                           "production and push it to the TF Serving model repository if blessed.")
 def training_pipeline(
-    data_path: str = "data/spans/span-001.csv",
+    data_path: str = DEFAULT_DATA,
     data_rev: str = "",
-    label: str = "big_tipper",
-    pii_columns: list = ["rider_email"],
-    curated_schema: str = "pipelines/schema/schema.pbtxt",
-    model_repository: str = "model_repository",
-    model_name: str = "taxi_tips",
-    drift_linf: float = 0.1,
-    drift_jsd: float = 0.1,
-    skew_linf: float = 0.1,
-    skew_jsd: float = 0.1,
-    block_on_drift: bool = False,
-    epochs: int = 8,
-    batch_size: int = 256,
-    learning_rate: float = 0.003,
-    hidden_units: list = [32, 16],
-    slice_feature: str = "payment_type",
-    min_auc: float = 0.6,
-    min_accuracy: float = 0.0,
-    max_rmse: float = 0.0,
-    allowed_regression: float = 0.01,
+    ingest: dict = DEFAULTS["ingest"],
+    schema: dict = DEFAULTS["schema"],
+    validate: dict = DEFAULTS["validate"],
+    train: dict = DEFAULTS["train"],
+    evaluate: dict = DEFAULTS["evaluate"],
+    push: dict = DEFAULTS["push"],
     force_push: bool = False,
     train_accelerator_type: str = "",
     train_accelerator_limit: int = 0,
     train_node_selector: dict = {},
     train_tolerations: list = [],
 ):
-    ingest = ingest_component(data_path=data_path, data_rev=data_rev, label=label, pii_columns=pii_columns)
+    ingest_task = ingest_component(data_path=data_path, data_rev=data_rev, params=ingest)
     # The file behind data_path can change while its name stays: only a DVC revision pins it.
-    ingest.set_caching_options(False)
-    ingest.set_display_name("ingest")
+    ingest_task.set_caching_options(False)
+    ingest_task.set_display_name("ingest")
 
-    stats = statistics_component(examples=ingest.outputs["examples"], curated_schema=curated_schema)
-    stats.set_display_name("statistics")
-    schema = schema_component(statistics=stats.outputs["statistics"], curated_schema=curated_schema,
-                              label=label).set_display_name("schema")
-    validate = validate_component(
-        statistics=stats.outputs["statistics"], schema=schema.outputs["schema"],
-        model_repository=model_repository, model_name=model_name,
-        drift_linf=drift_linf, drift_jsd=drift_jsd, skew_linf=skew_linf, skew_jsd=skew_jsd,
-        block_on_drift=block_on_drift)
-    validate.set_caching_options(False)  # drift is measured against whatever is in production now
-    validate.set_display_name("validate")
+    # Reads the model repository as it is now: never cached. Everything downstream gets the
+    # production version as an input, so their caches are keyed on it.
+    resolve_task = resolve_component(push=push)
+    resolve_task.set_caching_options(False)
+    resolve_task.set_display_name("resolve")
 
-    train = train_component(
-        examples=ingest.outputs["examples"], schema=schema.outputs["schema"], label=label, epochs=epochs,
-        batch_size=batch_size, learning_rate=learning_rate, hidden_units=hidden_units)
-    train.after(validate)  # blocking anomalies stop the run before training
-    train.set_display_name("train")
-    train.set_cpu_request("1").set_memory_request("2G").set_memory_limit("8G")
-    train.set_accelerator_type(train_accelerator_type).set_accelerator_limit(train_accelerator_limit)
-    kubernetes.add_node_selector_json(train, train_node_selector)
-    kubernetes.add_toleration_json(train, train_tolerations)
+    stats_task = statistics_component(examples=ingest_task.outputs["examples"], params=schema)
+    stats_task.set_display_name("statistics")
+    schema_task = schema_component(statistics=stats_task.outputs["statistics"], params=schema)
+    schema_task.set_display_name("schema")
+    validate_task = validate_component(
+        statistics=stats_task.outputs["statistics"], schema=schema_task.outputs["schema"],
+        production=resolve_task.outputs["production"], params=validate)
+    validate_task.set_display_name("validate")
 
-    evaluate = evaluate_component(
-        examples=ingest.outputs["examples"], model=train.outputs["model"], slice_feature=slice_feature,
-        min_auc=min_auc, min_accuracy=min_accuracy, max_rmse=max_rmse, allowed_regression=allowed_regression,
-        model_repository=model_repository, model_name=model_name)
-    evaluate.set_caching_options(False)  # compares with whatever is in production now
-    evaluate.set_display_name("evaluate")
+    train_task = train_component(examples=ingest_task.outputs["examples"], schema=schema_task.outputs["schema"],
+                                 params=train)
+    train_task.after(validate_task)  # blocking anomalies stop the run before training
+    train_task.set_display_name("train")
+    train_task.set_cpu_request("1").set_memory_request("2G").set_memory_limit("8G")
+    train_task.set_accelerator_type(train_accelerator_type).set_accelerator_limit(train_accelerator_limit)
+    kubernetes.add_node_selector_json(train_task, train_node_selector)
+    kubernetes.add_toleration_json(train_task, train_tolerations)
 
-    push = push_component(
-        model=train.outputs["model"], evaluation=evaluate.outputs["evaluation"],
-        statistics=stats.outputs["statistics"], schema=schema.outputs["schema"],
-        examples=ingest.outputs["examples"], model_repository=model_repository, model_name=model_name,
-        force=force_push)
-    push.set_caching_options(False)
-    push.set_display_name("push")
+    evaluate_task = evaluate_component(
+        examples=ingest_task.outputs["examples"], model=train_task.outputs["model"],
+        production=resolve_task.outputs["production"], params=evaluate, push=push)
+    evaluate_task.set_display_name("evaluate")
+
+    push_task = push_component(
+        model=train_task.outputs["model"], evaluation=evaluate_task.outputs["evaluation"],
+        statistics=stats_task.outputs["statistics"], schema=schema_task.outputs["schema"],
+        examples=ingest_task.outputs["examples"], anomalies=validate_task.outputs["anomalies"],
+        production=resolve_task.outputs["production"], push=push, force=force_push,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+    push_task.set_caching_options(False)  # it changes the model repository
+    push_task.set_display_name("push")

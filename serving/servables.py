@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from flywheel import model_repository as repo
-from flywheel import names
+from flywheel import names, storage
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def load_servable(path: str, name: str, version: int) -> Servable:
         raise ValueError(f"{path}: no '{names.SIGNATURE}' signature (has {list(loaded.signatures)})")
     function = loaded.signatures[names.SIGNATURE]
     _, kwargs = function.structured_input_signature
-    proto = saved_model_pb2.SavedModel.FromString(repo.read_bytes(repo.join(path, "saved_model.pb")))
+    proto = saved_model_pb2.SavedModel.FromString(storage.read_bytes(storage.join(path, "saved_model.pb")))
     signature_defs = {k: json_format.MessageToDict(v, preserving_proto_field_name=True)
                       for k, v in proto.meta_graphs[0].signature_def.items() if not k.startswith("__")}
     servable = Servable(name=name, version=version, path=path, function=function,
@@ -119,7 +119,7 @@ class ServableManager:
             if version in self._serving or version in self.failed:
                 continue
             path = repo.version_dir(self.repository, self.model_name, version)
-            if not repo.exists(repo.join(path, "saved_model.pb")):
+            if not storage.exists(storage.join(path, "saved_model.pb")):
                 continue  # partially copied (object stores): not ready yet
             try:
                 servable = self.loader(path, self.model_name, version)

@@ -5,14 +5,9 @@ committed files; nothing is mocked. A missing tool is a failure with its install
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cluster_support import MANIFESTS, OVERLAYS, kustomize_build  # noqa: E402
+from tests.support.cluster import MANIFESTS, OVERLAYS, kustomize_build
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from cluster_support import ROOT, metric_names_in, require_tool, sidecar_metric_names
+from tests.support.cluster import ROOT, metric_names_in, require_tool, sidecar_metric_names
 
 RULES_DIR = ROOT / "monitoring/rules"
 RULES = RULES_DIR / "flywheel-alerts.rules.yml"

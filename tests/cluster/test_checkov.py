@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from cluster_support import OVERLAYS, ROOT
+from tests.support.cluster import OVERLAYS, ROOT
 
 CHECKOV = ROOT / ".venv-tools/bin/checkov"
 

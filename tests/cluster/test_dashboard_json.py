@@ -8,7 +8,7 @@ import pytest
 
 from flywheel import params
 
-from cluster_support import ROOT, metric_names_in, sidecar_metric_names
+from tests.support.cluster import ROOT, metric_names_in, sidecar_metric_names
 
 DASHBOARDS = sorted((ROOT / "monitoring/dashboards").glob("*.json"))
 

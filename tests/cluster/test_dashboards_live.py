@@ -30,10 +30,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cluster_support import ROOT, require_tool
+from tests.support.cluster import ROOT, require_tool
 from flywheel import names, params
-from tests.app_thread import AppThread
-from tests.taxi_rows import LABEL, make_frame, rows_of
+from tests.support.app_thread import AppThread
+from tests.support.bundles import train_versions
+from tests.support.taxi_rows import LABEL, make_frame, rows_of
 
 MODEL = names.DEFAULT_MODEL_NAME
 SHIFTED = "trip_miles"
@@ -93,28 +94,10 @@ def http_json(url: str, payload=None, raw: bytes | None = None) -> tuple[int, di
         return err.code, dict(err.headers), json.loads(err.read() or b"{}")
 
 
-# --- the model repository: real TFDV statistics and schema of a train split ------------------
+# --- the model repository: a version the pipeline's own steps trained and pushed ------------
 def write_model_repository(root: Path) -> Path:
-    import tensorflow_data_validation as tfdv
-    from google.protobuf import text_format
-
-    train = make_frame(3000, seed=1)
-    stats = tfdv.generate_statistics_from_dataframe(train)
-    schema = tfdv.infer_schema(stats)
-    schema.default_environment.extend([names.ENV_TRAINING, names.ENV_SERVING])
-    tfdv.get_feature(schema, LABEL).not_in_environment.append(names.ENV_SERVING)
-    test = make_frame(500, seed=2)
-    extra = root / MODEL / "1" / names.EXTRA_DIR
-    extra.mkdir(parents=True)
-    (extra / names.BASELINE_STATS).write_bytes(stats.SerializeToString())
-    (extra / names.BASELINE_SCHEMA).write_text(text_format.MessageToString(schema))
-    rows = json.loads(test.drop(columns=[LABEL]).to_json(orient="records"))
-    (extra / names.EVAL_PREDICTIONS).write_text(json.dumps({"values": [score(r) for r in rows]}))
-    (extra / names.MODEL_CARD).write_text(f"# {MODEL}\nDashboard test fixture.\n")
-    (extra / names.MODEL_METADATA).write_text(json.dumps({
-        "label": LABEL, "task": names.BINARY, "features": {}, "data_version": "dashboard-test",
-        "metrics": {}, "pushed_at": time.time() - 2 * 86400}))
-    return root
+    versions = train_versions(root, [make_frame(3000, seed=1)], MODEL, LABEL)
+    return versions[1].parent.parent
 
 
 class SmallUpstream:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from cluster_support import ROOT
+from tests.support.cluster import ROOT
 
 PIN = ROOT / "docker/pin_digests.py"
 

@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from cluster_support import ROOT
+from tests.support.cluster import ROOT
 from flywheel import names
 
 DOCKERFILE = ROOT / "docker/Dockerfile"

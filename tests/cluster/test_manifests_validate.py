@@ -15,8 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from cluster_support import KUBERNETES_VERSION, OVERLAYS
 from controlplane import modules
+from tests.support.cluster import KUBERNETES_VERSION, OVERLAYS
 
 EXPECTED_KINDS = {
     "Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Service",

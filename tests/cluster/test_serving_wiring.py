@@ -12,7 +12,7 @@ import re
 import pytest
 import yaml
 
-from cluster_support import MANIFESTS, OVERLAYS, ROOT, containers, find
+from tests.support.cluster import MANIFESTS, OVERLAYS, ROOT, containers, find
 from flywheel import names
 from serving import tf_serving
 

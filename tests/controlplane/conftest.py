@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "cluster"))
-sys.path.insert(0, str(HERE))
+from controlplane import build
+from controlplane.cluster import ControlPlane
+from tests.support.cluster import MANIFESTS, OVERLAYS, kustomize_build
 
-from cluster_support import MANIFESTS, OVERLAYS, kustomize_build  # noqa: E402
-from controlplane import build  # noqa: E402
-from controlplane.cluster import ControlPlane  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 # The HPA controller's sync period: Kubernetes' default is 15 s; 5 s lets the HPA test watch
 # scale decisions follow the metric closely without changing what the decisions are.

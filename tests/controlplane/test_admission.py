@@ -7,8 +7,8 @@ import copy
 import pytest
 import yaml
 
-from cluster_support import find
-from kube import namespace_of, server_side_apply
+from tests.support.cluster import find
+from tests.support.kubectl import namespace_of, server_side_apply
 
 
 @pytest.fixture(scope="module")

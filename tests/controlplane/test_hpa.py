@@ -5,7 +5,7 @@ manifests/addons/prometheus-adapter, from a real Prometheus scraping real sideca
 What is real: the HPA controller (kube-controller-manager), the scale decisions and their
 behavior policies, the aggregation layer, prometheus-adapter and its rule, Prometheus and its
 rate(), the sidecar processes and the requests they count. What stands in: kwok runs the pods
-(one sidecar process per pod is started by tests/controlplane/serving_pods.py), one small
+(tests/support/pod_sidecars.py starts one sidecar process per pod), one small
 TF Serving-compatible upstream answers for all of them, and prometheus-adapter also serves the
 resource metrics API from the sidecars' process CPU, where a cluster runs metrics-server (the
 HPA's CPU metric must be readable for it to scale down at all). One change to the manifests: the
@@ -29,10 +29,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster_support import ROOT, find, require_tool
-from controlplane.cluster import free_port, wait_until
-from kube import SERVING, in_namespace, server_side_apply, wait_rolled_out
-from serving_pods import Load, PodSidecars
+from tests.support.cluster import ROOT, find, require_tool
+from controlplane.cluster import wait_until
+from tests.support.kubectl import SERVING, in_namespace, server_side_apply, wait_rolled_out
+from tests.support.net import free_port
+from tests.support.pod_sidecars import Load, PodSidecars
 
 NAMESPACE = "flywheel-hpa"
 ADAPTER_VALUES = ROOT / "manifests/addons/prometheus-adapter/values.yaml"
@@ -159,9 +160,10 @@ def hpa_events(plane) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def scaling_run(plane, rendered, tmp_path_factory):
-    from test_dashboards_live import SmallUpstream, write_model_repository  # the sidecar's model and upstream
+    # The dashboard test's model (trained by the pipeline's own steps) and small upstream.
+    from tests.cluster.test_dashboards_live import SmallUpstream, write_model_repository
 
-    from tests.taxi_rows import make_frame, rows_of
+    from tests.support.taxi_rows import make_frame, rows_of
 
     work = tmp_path_factory.mktemp("hpa")
     objects = hpa_objects(rendered)

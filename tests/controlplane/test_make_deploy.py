@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from cluster_support import ROOT
+from tests.support.cluster import ROOT
 
 NAMESPACE = "flywheel-dev"
 

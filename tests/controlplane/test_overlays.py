@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from cluster_support import OVERLAYS
+from tests.support.cluster import OVERLAYS
 from controlplane.cluster import DEFAULT_NODES
-from kube import contents, namespace_of, server_side_apply, serving_pods, wait_rolled_out
+from tests.support.kubectl import contents, namespace_of, server_side_apply, serving_pods, wait_rolled_out
 
 GPU_NODES = {n.name for n in DEFAULT_NODES if n.gpus}
 CPU_NODES = {n.name for n in DEFAULT_NODES if not n.gpus}

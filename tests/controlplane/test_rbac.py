@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from kube import namespace_of, server_side_apply
+from tests.support.kubectl import namespace_of, server_side_apply
 
 PIPELINE = "flywheel-pipeline"
 SERVING = "flywheel-serving"

@@ -1,57 +1,39 @@
-"""Shared fixtures of the data-component tests: generated spans, a step runner, KFP artifacts.
+"""Shared fixtures of the data-step tests: generated spans, the steps chained, KFP artifacts.
 
 Spans are generated once per session at the default size (5000 rows): the drift and skew
 thresholds in params.yaml were chosen against the noise of spans that size.
 """
 import os
-import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from components import ingest, schema, statistics, validate  # noqa: E402
-from flywheel import datagen, names, params  # noqa: E402
-from flywheel.params import DataParams, Shift  # noqa: E402
-
-LABEL = datagen.LABEL
-CURATED = params.ROOT / "pipelines" / "schema" / "schema.pbtxt"
-SETTINGS = params.load()
-THRESHOLDS = validate.Thresholds(SETTINGS.validate.drift_linf, SETTINGS.validate.drift_jsd,
-                                 SETTINGS.validate.skew_linf, SETTINGS.validate.skew_jsd)
-PYTHON = sys.executable
-
-
-def write_span(directory: Path, df: pd.DataFrame, name: str = "span.csv") -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    df.to_csv(path, index=False)
-    return path
-
-
-def span(n: int, shifts: tuple[Shift, ...] = (), rows: int = 5000) -> pd.DataFrame:
-    return datagen.generate_span(DataParams(rows_per_span=rows, shifts=shifts), n)
+from components import schema, validate  # noqa: E402
+from flywheel import artifacts, datagen, names, params  # noqa: E402
+from flywheel.params import DataParams  # noqa: E402
+from pipelines import chain  # noqa: E402
+from tests.support.spans import CURATED, LABEL, SETTINGS  # noqa: E402
 
 
 class Steps:
-    """Runs the four plain step functions the way the pipeline chains them, in one folder."""
+    """The pipeline's steps on test spans: ingest and statistics through the in-process chain,
+    then schema and validate on statistics computed once per session."""
 
     def __init__(self, root: Path):
         self.root = root
 
     def prepare(self, data: Path, name: str, schema_path: Path | None = CURATED) -> Path:
-        ingest.run(str(data), self.root / name / "examples", LABEL)
-        statistics.run(self.root / name / "examples", self.root / name / "statistics", schema_path=schema_path)
-        return self.root / name / "statistics"
+        settings = params.override(SETTINGS, {"schema.curated": str(schema_path or "")})
+        return chain.run(str(data), self.root / name, settings, until="statistics").statistics
 
     def validate(self, current: Path, baseline: Path | None = None, schema_path: Path | None = CURATED,
-                 schema_from: Path | None = None, **kwargs) -> list[dict]:
+                 schema_from: Path | None = None, settings: params.ValidateParams = SETTINGS.validate) -> list[dict]:
         schema.run(schema_from or current, self.root / "schema", LABEL, schema_path)
         return validate.run(current, self.root / "schema", self.root / "anomalies",
-                            baseline_stats=str(statistics.stats_path(baseline, names.TRAIN)) if baseline else None,
-                            thresholds=THRESHOLDS, source=str(current), **kwargs)
+                            baseline_stats=str(artifacts.stats_file(baseline, names.TRAIN)) if baseline else None,
+                            params=settings, source=str(current))
 
 
 @pytest.fixture
@@ -75,7 +57,7 @@ def clean_stats(tmp_path_factory, clean_spans) -> list[Path]:
 
 @pytest.fixture
 def artifact(tmp_path):
-    """KFP artifacts for calling a component's `python_func` directly (STYLE.md #7).
+    """KFP artifacts for calling a component's `python_func` directly.
 
     The one quirk kept here: a KFP artifact's `.path` is derived from its `uri` (gs://b/x ->
     /gcs/b/x; a plain local path stays as is), and the components treat `.path` as a

@@ -4,10 +4,10 @@ import subprocess
 
 import pytest
 
-from components import validate_cli
+from pipelines import validate_cli
 from flywheel.errors import DataError
 
-from .conftest import CURATED, LABEL, PYTHON, span, write_span
+from tests.support.spans import CURATED, LABEL, PYTHON, span, write_span
 
 GOOD = "a,b,big_tipper\n1,x,0\n2,y,1\n"
 
@@ -90,7 +90,7 @@ def test_schema_changes_against_previous_file(tmp_path, capsys, change, column, 
     message = _fails(data, tmp_path / "out", capsys, previous=previous)
     assert f"feature '{column}'" in message and f"column '{column}'" in message
     assert anomaly.lower() in message.lower()
-    assert (tmp_path / "out" / "anomalies" / "report.json").exists()   # the report is kept to read
+    assert (tmp_path / "out" / "current" / "anomalies" / "report.json").exists()   # the report is kept to read
 
 
 def test_type_change_against_the_curated_schema(tmp_path, capsys):
@@ -102,7 +102,7 @@ def test_type_change_against_the_curated_schema(tmp_path, capsys):
 
 def test_exit_status_of_the_command(tmp_path):
     """The entry point as `make validate` runs it: exit 1, the paragraph on stderr."""
-    result = subprocess.run([PYTHON, "-m", "components.validate_cli", str(tmp_path / "nope.csv"), "--label", LABEL],
+    result = subprocess.run([PYTHON, "-m", "pipelines.validate_cli", str(tmp_path / "nope.csv"), "--label", LABEL],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert f"Bad data in {tmp_path / 'nope.csv'}: the file does not exist" in result.stderr
@@ -124,5 +124,5 @@ def test_corrupt_baseline_statistics_are_named(tmp_path, clean_stats):
     baseline = tmp_path / "baseline_stats.pb"
     baseline.write_bytes(b"\xff not a proto")
     schema.run(clean_stats[0], tmp_path / "schema", LABEL, CURATED)
-    with pytest.raises(DataError, match=f"Bad data in {baseline}: the baseline statistics are not"):
+    with pytest.raises(DataError, match=f"Bad data in {baseline}: the baseline statistics are not usable"):
         validate.run(clean_stats[0], tmp_path / "schema", tmp_path / "anomalies", baseline_stats=str(baseline))

@@ -13,7 +13,8 @@ import yaml
 from components import ingest
 from flywheel import params
 
-from .conftest import LABEL, span, write_span
+from flywheel.params import IngestParams
+from tests.support.spans import LABEL, span, write_span
 
 COPIED = ("flywheel", "components", "dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore")
 BIN = Path(sys.executable).parent
@@ -72,7 +73,7 @@ def test_repro_status_push_pull(repo):
     assert _md5s(spans) == before
     assert "up to date" in _sh(repo, "dvc", "status", "generate")
     # The version ingest records for a span is the md5 DVC keeps for that file.
-    meta = ingest.run(str(spans / "span-002.csv"), repo / "out", LABEL, dvc_repo=repo)
+    meta = ingest.run(str(spans / "span-002.csv"), repo / "out", IngestParams(label=LABEL), dvc_repo=repo)
     assert meta["data_version"] == f"md5:{before['span-002.csv']}"
     assert meta["dvc_tracked"].startswith("dvc.lock stage 'generate' output data/spans")
 
@@ -83,13 +84,13 @@ def test_dvc_add_user_csv_and_ingest_at_a_revision(repo):
     _sh(repo, "git", "add", "trips.csv.dvc", ".gitignore")
     _sh(repo, "git", "commit", "-qm", "add user data")
     committed_md5 = yaml.safe_load((repo / "trips.csv.dvc").read_text())["outs"][0]["md5"]
-    meta = ingest.run(str(user), repo / "now", LABEL)
+    meta = ingest.run(str(user), repo / "now", IngestParams(label=LABEL))
     assert meta["data_version"] == f"md5:{committed_md5}" and meta["dvc_tracked"] == "trips.csv.dvc (matches)"
 
     _sh(repo, "dvc", "push", "trips.csv.dvc")
     write_span(repo, span(2, rows=400), "trips.csv")       # the workspace moves on
-    assert "MODIFIED" in ingest.run(str(user), repo / "modified", LABEL)["dvc_tracked"]
-    at_rev = ingest.run("trips.csv", repo / "at_head", LABEL, data_rev="HEAD", dvc_repo=repo)
+    assert "MODIFIED" in ingest.run(str(user), repo / "modified", IngestParams(label=LABEL))["dvc_tracked"]
+    at_rev = ingest.run("trips.csv", repo / "at_head", IngestParams(label=LABEL), data_rev="HEAD", dvc_repo=repo)
     assert at_rev["data_version"] == f"md5:{committed_md5}"
     assert at_rev["git_rev"] == _sh(repo, "git", "rev-parse", "HEAD").strip()
     assert at_rev["rows_read"] == 400

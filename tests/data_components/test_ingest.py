@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 
 from components import ingest
-from flywheel import names
+from flywheel import data_version, names
 
-from .conftest import LABEL, span, write_span
+from flywheel.params import IngestParams
+from tests.support.spans import LABEL, span, write_span
 
 
 def test_split_is_deterministic_stable_and_80_10_10():
@@ -32,7 +33,7 @@ def test_bad_buckets_rejected():
 
 def test_run_writes_parquet_splits_without_pii(tmp_path):
     data = write_span(tmp_path, span(1))
-    meta = ingest.run(str(data), tmp_path / "examples", LABEL)
+    meta = ingest.run(str(data), tmp_path / "examples", IngestParams(label=LABEL))
     parts = {s: pd.read_parquet(tmp_path / "examples" / s / names.SPLIT_FILE) for s in names.SPLITS}
     assert sum(len(p) for p in parts.values()) == 5000
     assert all("rider_email" not in p.columns for p in parts.values())
@@ -47,16 +48,16 @@ def test_run_writes_parquet_splits_without_pii(tmp_path):
 
 def test_pii_hash_mode_keeps_a_joinable_token(tmp_path):
     data = write_span(tmp_path, span(1, rows=300))
-    ingest.run(str(data), tmp_path / "examples", LABEL, pii_mode="hash")
+    ingest.run(str(data), tmp_path / "examples", IngestParams(label=LABEL, pii_mode="hash"))
     train = pd.read_parquet(tmp_path / "examples" / names.TRAIN / names.SPLIT_FILE)
     assert train["rider_email"].str.fullmatch(r"[0-9a-f]{16}").all()
 
 
 def test_parquet_input_and_same_split_as_csv(tmp_path):
     df = span(1, rows=1000)
-    csv_meta = ingest.run(str(write_span(tmp_path, df)), tmp_path / "from_csv", LABEL)
+    csv_meta = ingest.run(str(write_span(tmp_path, df)), tmp_path / "from_csv", IngestParams(label=LABEL))
     df.to_parquet(tmp_path / "span.parquet", index=False)
-    pq_meta = ingest.run(str(tmp_path / "span.parquet"), tmp_path / "from_parquet", LABEL)
+    pq_meta = ingest.run(str(tmp_path / "span.parquet"), tmp_path / "from_parquet", IngestParams(label=LABEL))
     assert [csv_meta[f"rows_{s}"] for s in names.SPLITS] == [pq_meta[f"rows_{s}"] for s in names.SPLITS]
 
 
@@ -64,12 +65,12 @@ def test_dvc_tracking_recorded_and_modification_noticed(tmp_path):
     data = write_span(tmp_path, span(1, rows=200))
     md5 = hashlib.md5(data.read_bytes()).hexdigest()
     (tmp_path / "span.csv.dvc").write_text(f"outs:\n- md5: {md5}\n  size: 1\n  hash: md5\n  path: span.csv\n")
-    assert ingest.dvc_tracking(str(data), md5) == "span.csv.dvc (matches)"
-    assert "MODIFIED" in ingest.dvc_tracking(str(data), "0" * 32)
+    assert data_version.dvc_tracking(str(data), md5) == "span.csv.dvc (matches)"
+    assert "MODIFIED" in data_version.dvc_tracking(str(data), "0" * 32)
 
 
 def test_label_rows_without_value_are_dropped(tmp_path):
     df = span(1, rows=400).astype({LABEL: "float"})
     df.loc[:9, LABEL] = np.nan
-    meta = ingest.run(str(write_span(tmp_path, df)), tmp_path / "examples", LABEL)
+    meta = ingest.run(str(write_span(tmp_path, df)), tmp_path / "examples", IngestParams(label=LABEL))
     assert meta["rows_without_label"] == 10 and meta["rows_read"] == 400

@@ -10,7 +10,7 @@ from flywheel import names
 from flywheel.errors import DataError
 from flywheel.params import Shift
 
-from .conftest import LABEL, span, write_span
+from tests.support.spans import LABEL, span, write_span
 
 
 def _report(steps, clean_stats, shift: Shift, tmp_path, schema_from_previous=False) -> tuple[list[dict], str]:

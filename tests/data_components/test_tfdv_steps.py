@@ -5,10 +5,11 @@ import pytest
 import tensorflow_data_validation as tfdv
 
 from components import schema, statistics, validate
-from flywheel import names
+from flywheel import artifacts, bundle, names, schema_view
 from flywheel.errors import DataError
+from flywheel.params import IngestParams, ValidateParams
 
-from .conftest import CURATED, LABEL
+from tests.support.spans import CURATED, LABEL
 
 
 def _feature(stats, name):
@@ -17,13 +18,13 @@ def _feature(stats, name):
 
 def test_statistics_per_split_and_html(tmp_path, clean_spans):
     from components import ingest
-    ingest.run(str(clean_spans[0]), tmp_path / "examples", LABEL)
+    ingest.run(str(clean_spans[0]), tmp_path / "examples", IngestParams(label=LABEL))
     rows = statistics.run(tmp_path / "examples", tmp_path / "stats", tmp_path / "stats.html", schema_path=CURATED)
     for split in names.SPLITS:
-        stats = statistics.load(statistics.stats_path(tmp_path / "stats", split))
+        stats = bundle.read_stats(str(artifacts.stats_file(tmp_path / "stats", split)))
         assert stats.datasets[0].name == split and stats.datasets[0].num_examples == rows[f"rows_{split}"]
         assert "rider_email" not in {f.path.step[0] for f in stats.datasets[0].features}
-    train = statistics.load(statistics.stats_path(tmp_path / "stats", names.TRAIN))
+    train = bundle.read_stats(str(artifacts.stats_file(tmp_path / "stats", names.TRAIN)))
     # The curated schema makes integer categoricals carry top values (what L-infinity needs).
     assert _feature(train, "pickup_area").HasField("string_stats")
     assert _feature(train, "fare").HasField("num_stats")
@@ -42,9 +43,11 @@ def test_inferred_schema_has_environments_and_time_domain(tmp_path, clean_stats)
 
 
 def test_curated_schema_imported_and_relative_paths_resolve(tmp_path, clean_stats):
-    meta = schema.run(clean_stats[0], tmp_path / "schema", LABEL, curated_schema="pipelines/schema/schema.pbtxt")
+    meta = schema.run(clean_stats[0], tmp_path / "schema", LABEL, curated_schema="flywheel/curated/schema.pbtxt")
     assert meta["schema_source"] == f"curated:{CURATED}"
-    assert schema.resolve_curated("pipelines/schema/nope.pbtxt") is None
+    assert schema_view.resolve_curated("") is None
+    with pytest.raises(DataError, match="nope.pbtxt: the curated schema does not exist"):
+        schema_view.resolve_curated("flywheel/curated/nope.pbtxt")
     with pytest.raises(DataError, match="column 'tip' of .*schema.pbtxt: the label is not a feature"):
         schema.run(clean_stats[0], tmp_path / "schema2", "tip", curated_schema=str(CURATED))
 
@@ -53,7 +56,7 @@ def test_clean_spans_have_no_anomalies(steps, clean_stats):
     """Span 2 against span 1's baseline, and span 3 against span 2: nothing to report."""
     for previous, current in ((0, 1), (1, 2)):
         assert steps.validate(clean_stats[current], baseline=clean_stats[previous]) == []
-    measured = json.loads((steps.root / "anomalies" / validate.MEASUREMENTS_FILE).read_text())
+    measured = json.loads((steps.root / "anomalies" / names.MEASUREMENTS_FILE).read_text())
     kinds = {(m["feature"], m["kind"], m["measure"]) for m in measured["measurements"]}
     assert ("pickup_area", "drift", "linf") in kinds and ("fare", "skew", "jsd") in kinds
     assert not any(m["feature"] == "trip_start_timestamp" for m in measured["measurements"])
@@ -61,7 +64,7 @@ def test_clean_spans_have_no_anomalies(steps, clean_stats):
 
 def test_first_run_has_no_drift_but_still_checks_skew(steps, clean_stats):
     assert steps.validate(clean_stats[0]) == []
-    measured = json.loads((steps.root / "anomalies" / validate.MEASUREMENTS_FILE).read_text())
+    measured = json.loads((steps.root / "anomalies" / names.MEASUREMENTS_FILE).read_text())
     assert {m["kind"] for m in measured["measurements"]} == {"skew"} and measured["baseline"] == ""
     anomalies = tfdv.load_anomalies_text(str(steps.root / "anomalies" / names.ANOMALIES_FILE))
     assert not anomalies.anomaly_info
@@ -71,23 +74,28 @@ def test_block_on_drift_and_thresholds(steps, clean_stats):
     # With thresholds at zero every distance is above: drift reported, skew blocks.
     steps.validate(clean_stats[1], baseline=clean_stats[0])   # writes the schema
     with pytest.raises(DataError, match="skew"):
-        validate.run(clean_stats[1], steps.root / "schema", steps.root / "zero", thresholds=validate.Thresholds(0, 0, 0, 0),
-                     baseline_stats=str(statistics.stats_path(clean_stats[0], names.TRAIN)))
+        validate.run(clean_stats[1], steps.root / "schema", steps.root / "zero", params=ValidateParams(0, 0, 0, 0),
+                     baseline_stats=str(artifacts.stats_file(clean_stats[0], names.TRAIN)))
     report = json.loads((steps.root / "zero" / names.ANOMALY_REPORT).read_text())
     assert {a["kind"] for a in report if not a["blocking"]} == {"drift"}
     assert all(a["blocking"] for a in report if a["kind"] == "skew")
     with pytest.raises(DataError, match="drift"):
-        validate.run(clean_stats[1], steps.root / "schema", steps.root / "zero2", block_on_drift=True,
-                     thresholds=validate.Thresholds(0, 0, 1, 1),
-                     baseline_stats=str(statistics.stats_path(clean_stats[0], names.TRAIN)))
+        validate.run(clean_stats[1], steps.root / "schema", steps.root / "zero2",
+                     params=ValidateParams(0, 0, 1, 1, block_on_drift=True),
+                     baseline_stats=str(artifacts.stats_file(clean_stats[0], names.TRAIN)))
 
 
-def test_baseline_found_in_model_repository(tmp_path, clean_stats):
-    assert validate.baseline_stats_path(str(tmp_path / "repo"), "m") is None
+def test_baseline_is_the_resolved_production_bundle(tmp_path, clean_stats):
+    """validate reads the baseline from the resolve step's production artifact, never the repository."""
+    from components import resolve
+    resolve.run(str(tmp_path / "repo"), "m", tmp_path / "none")
+    assert validate.production_baseline(tmp_path / "none") is None
     for version in (1, 3):
-        extra = tmp_path / "repo" / "m" / str(version) / names.EXTRA_DIR
-        extra.mkdir(parents=True)
-        (extra / names.BASELINE_STATS).write_bytes(b"")
+        version_dir = tmp_path / "repo" / "m" / str(version)
+        bundle.add_files(str(version_dir), {names.BASELINE_STATS: str(artifacts.stats_file(clean_stats[0], names.TRAIN))})
     (tmp_path / "repo" / "m" / ".tmp-4-abc").mkdir()
-    assert validate.baseline_stats_path(str(tmp_path / "repo"), "m") == str(
-        tmp_path / "repo" / "m" / "3" / names.EXTRA_DIR / names.BASELINE_STATS)
+    found = resolve.run(str(tmp_path / "repo"), "m", tmp_path / "production")
+    assert found["version"] == 3 and found["bundle_files"] == [names.BASELINE_STATS]
+    baseline = validate.production_baseline(tmp_path / "production")
+    assert baseline == bundle.path(str(tmp_path / "production"), names.BASELINE_STATS)
+    assert validate.load_baseline(baseline).datasets[0].num_examples > 0

@@ -4,8 +4,9 @@ import os
 import pytest
 import yaml
 
-from flywheel import names
-from pipelines import runner
+from flywheel import names, params
+from pipelines import remote
+from pipelines.training_pipeline import SECTIONS, arguments
 
 
 def _executors(path):
@@ -15,28 +16,52 @@ def _executors(path):
 
 
 def test_committed_yaml_matches_a_fresh_compile(tmp_path):
-    fresh = runner.compile_pipeline(str(tmp_path / "pipeline.yaml"))
-    with open(fresh) as f, open(runner.PIPELINE_YAML) as g:
+    fresh = remote.compile_pipeline(str(tmp_path / "pipeline.yaml"))
+    with open(fresh) as f, open(remote.PIPELINE_YAML) as g:
         assert f.read() == g.read(), "pipelines/training_pipeline.yaml is stale: run `make compile` and commit it"
 
 
-def test_dag_wires_the_seven_steps_in_order():
-    with open(runner.PIPELINE_YAML) as f:
+def test_dag_wires_the_steps_in_order():
+    with open(remote.PIPELINE_YAML) as f:
         spec = next(yaml.safe_load_all(f))
     tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) == {f"{s}-component" for s in
-                          ("ingest", "statistics", "schema", "validate", "train", "evaluate", "push")}
+                          ("ingest", "resolve", "statistics", "schema", "validate", "train", "evaluate", "push")}
     assert "validate-component" in tasks["train-component"]["dependentTasks"]
+    for consumer in ("validate-component", "evaluate-component", "push-component"):   # production is an input
+        assert "resolve-component" in tasks[consumer]["dependentTasks"]
     assert set(tasks["push-component"]["dependentTasks"]) >= {"train-component", "evaluate-component"}
-    for executor in _executors(runner.PIPELINE_YAML).values():
+    for executor in _executors(remote.PIPELINE_YAML).values():
         assert executor["container"]["image"] == names.COMPONENT_IMAGE
     # Parameters carry literal defaults, nothing read from the compiling machine's environment.
     defaults = spec["root"]["inputDefinitions"]["parameters"]
-    assert defaults["model_name"]["defaultValue"] == names.DEFAULT_MODEL_NAME
+    assert defaults["push"]["defaultValue"]["model_name"] == names.DEFAULT_MODEL_NAME
+
+
+def _numbers_as_compiled(value):
+    """KFP stores every number of a dict parameter as a float (protobuf Struct)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, list, dict)):
+        return value
+    if isinstance(value, list):
+        return [_numbers_as_compiled(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers_as_compiled(v) for k, v in value.items()}
+    return float(value)
+
+
+def test_compiled_defaults_are_params_yaml():
+    """One spine: every section of params.yaml the pipeline takes is its compiled default, and
+    params.yaml holds the typed params' defaults."""
+    with open(remote.PIPELINE_YAML) as f:
+        defaults = next(yaml.safe_load_all(f))["root"]["inputDefinitions"]["parameters"]
+    expected = arguments(params.load())
+    for section in SECTIONS:
+        assert defaults[section]["defaultValue"] == _numbers_as_compiled(expected[section]), section
+    assert params.load() == params.Params(), "params.yaml and flywheel/params.py disagree"
 
 
 def test_image_given_at_compile_time_reaches_every_executor(tmp_path):
-    path = runner.compile_pipeline(str(tmp_path / "p.yaml"), image="registry.example/flywheel:1.2.3")
+    path = remote.compile_pipeline(str(tmp_path / "p.yaml"), image="registry.example/flywheel:1.2.3")
     images = {e["container"]["image"] for e in _executors(path).values()}
     assert images == {"registry.example/flywheel:1.2.3"}
 
@@ -46,12 +71,14 @@ KFP_HOST = os.environ.get("KFP_HOST")
 
 @pytest.mark.skipif(not KFP_HOST, reason="KFP_HOST is not set: no Kubeflow Pipelines endpoint to submit to")
 def test_submit_and_schedule_against_a_real_endpoint():
-    arguments = {"data_path": os.environ.get("FLYWHEEL_CLUSTER_DATA", "data/spans/span-001.csv"),
-                 "model_repository": os.environ.get("FLYWHEEL_CLUSTER_MODEL_REPOSITORY", "/models")}
-    run_id = runner.submit(KFP_HOST, arguments, experiment="flywheel-tests")
-    assert runner.client(KFP_HOST).get_run(run_id).run_id == run_id
-    job_id = runner.schedule(KFP_HOST, "0 0 3 * * *", arguments, experiment="flywheel-tests", name="flywheel-test-schedule")
-    kfp_client = runner.client(KFP_HOST)
+    settings = params.override(params.load(), {
+        "push.model_repository": os.environ.get("FLYWHEEL_CLUSTER_MODEL_REPOSITORY", "/models")})
+    run_arguments = arguments(settings, os.environ.get("FLYWHEEL_CLUSTER_DATA", "data/spans/span-001.csv"))
+    run_id = remote.submit(KFP_HOST, run_arguments, experiment="flywheel-tests")
+    assert remote.client(KFP_HOST).get_run(run_id).run_id == run_id
+    job_id = remote.schedule(KFP_HOST, "0 0 3 * * *", run_arguments, experiment="flywheel-tests",
+                             name="flywheel-test-schedule")
+    kfp_client = remote.client(KFP_HOST)
     assert kfp_client.get_recurring_run(job_id).recurring_run_id == job_id
     kfp_client.delete_recurring_run(job_id)
 
@@ -63,5 +90,18 @@ def test_set_pairs_become_typed_pipeline_arguments():
                        'train_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"}', "force_push=true"]) == {
         "train_accelerator_limit": 1, "train_accelerator_type": "nvidia.com/gpu",
         "train_node_selector": {"cloud.google.com/gke-accelerator": "nvidia-l4"}, "force_push": True}
+    assert parse_sets(["train.epochs=20", "validate.block_on_drift=true"]) == {
+        "train.epochs": 20, "validate.block_on_drift": True}
     with pytest.raises(ValueError, match="key=value"):
         parse_sets(["no-equals-sign"])
+    with pytest.raises(ValueError, match="not a params.yaml setting"):
+        parse_sets(["epochs=20"])
+
+
+def test_set_overrides_reach_the_typed_params_and_unknown_keys_are_named():
+    settings = params.override(params.load(), {"train.epochs": 20, "ingest.label": "y"})
+    assert settings.train.epochs == 20 and settings.ingest.label == "y"
+    with pytest.raises(ValueError, match="unknown key.*'epochz'.*section 'train'"):
+        params.override(params.load(), {"train.epochz": 20})
+    with pytest.raises(ValueError, match="train.epochs must be an integer"):
+        params.override(params.load(), {"train.epochs": "many"})

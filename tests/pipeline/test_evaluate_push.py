@@ -4,12 +4,13 @@ import os
 
 import numpy as np
 import pytest
-from tests.pipeline.pipeline_data import make_frame, write_examples
 
-from components import evaluate, push, train
+from components import evaluate, push, resolve, train
+from flywheel import bundle, names, storage
+from flywheel import evaluation_metrics as em
 from flywheel import model_repository as repo
-from flywheel import names
 from flywheel.params import EvaluateParams, TrainParams
+from tests.support.frames import make_frame, workspace
 
 FAST = TrainParams(epochs=3, batch_size=128)
 
@@ -20,8 +21,8 @@ def test_auc_matches_the_pairwise_definition():
     scores = np.round(rng.random(200) + 0.3 * labels, 1)  # rounding makes ties
     pos, neg = scores[labels == 1], scores[labels == 0]
     pairwise = (np.sum(pos[:, None] > neg[None, :]) + 0.5 * np.sum(pos[:, None] == neg[None, :])) / (len(pos) * len(neg))
-    assert evaluate.auc(labels, scores) == pytest.approx(pairwise, abs=1e-12)
-    assert evaluate.auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert em.auc(labels, scores) == pytest.approx(pairwise, abs=1e-12)
+    assert em.auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
 
 
 def test_blessing_rules():
@@ -42,9 +43,15 @@ def good_model(binary_workspace):
     return model_dir
 
 
-def _evaluate_and_push(ws, model_dir, out, repository, data_version, force=False, config=EvaluateParams(slice_feature="payment")):
-    result = evaluate.run(ws["examples"], model_dir, out, config, repository, "m", data_version)
-    pushed = push.run(model_dir, out, ws["statistics"], ws["schema"], repository, "m", data_version, force)
+def _evaluate_and_push(ws, model_dir, out, repository, data_version, force=False, config=EvaluateParams(slice_feature="payment"),
+                       run_id=""):
+    """resolve -> evaluate -> push, as the DAG wires them."""
+    production = f"{out}-production"
+    resolve.run(repository, "m", production)
+    result = evaluate.run(ws["examples"], model_dir, out, config, production_dir=production, model_name="m",
+                          data_version=data_version)
+    pushed = push.run(model_dir, out, ws["statistics"], ws["schema"], repository, "m", production_dir=production,
+                      data_version=data_version, force=force, run_id=run_id)
     return result, pushed
 
 
@@ -68,7 +75,7 @@ def test_first_push_writes_tf_serving_layout_with_baseline(binary_workspace, goo
 def test_shuffled_label_model_is_not_blessed_against_a_good_one(binary_workspace, good_model, tmp_path):
     repository = str(tmp_path / "repo")
     _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "eval1"), repository, "good")
-    shuffled = write_examples(str(tmp_path / "shuffled"), make_frame(3000, seed=1, shuffle_label=True))
+    shuffled = workspace(tmp_path / "shuffled", make_frame(3000, seed=1, shuffle_label=True))["examples"]
     bad_model = str(tmp_path / "bad-model")
     train.run(shuffled, binary_workspace["schema"], "label", bad_model, FAST, data_version="shuffled")
     # Floor off, so only the comparison with production can refuse it.
@@ -94,7 +101,7 @@ def test_interrupted_push_leaves_the_repository_as_it_was(binary_workspace, good
     _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e1"), repository, "good")
     before = sorted(os.listdir(os.path.join(repository, "m")))
     calls = {"n": 0}
-    real_copy = push._copy_tree_file
+    real_copy = storage.copy_file
 
     def dying_copy(src, dst):
         calls["n"] += 1
@@ -102,7 +109,7 @@ def test_interrupted_push_leaves_the_repository_as_it_was(binary_workspace, good
             raise KeyboardInterrupt("simulated interruption mid-push")
         real_copy(src, dst)
 
-    monkeypatch.setattr(push, "_copy_tree_file", dying_copy)
+    monkeypatch.setattr(storage, "copy_file", dying_copy)
     with pytest.raises(KeyboardInterrupt):
         _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e2"), repository, "new-data")
     assert sorted(os.listdir(os.path.join(repository, "m"))) == before == ["1"]
@@ -139,11 +146,9 @@ def test_rollback_serves_an_earlier_version_again(binary_workspace, good_model, 
 
 @pytest.mark.parametrize("task,metric", [(names.MULTICLASS, "accuracy"), (names.REGRESSION, "rmse")])
 def test_multiclass_and_regression_are_evaluated_with_their_own_metric(tmp_path, task, metric):
-    from tests.pipeline.pipeline_data import write_statistics_and_schema
-
-    examples = write_examples(str(tmp_path / "examples"), make_frame(1200, seed=8, task=task))
-    _, schema = write_statistics_and_schema(examples, str(tmp_path))
-    train.run(examples, schema, "label", str(tmp_path / "model"), TrainParams(epochs=3))
+    ws = workspace(tmp_path, make_frame(1200, seed=8, task=task))
+    examples = ws["examples"]
+    train.run(examples, ws["schema"], "label", str(tmp_path / "model"), TrainParams(epochs=3))
     result = evaluate.run(examples, str(tmp_path / "model"), str(tmp_path / "eval"),
                           EvaluateParams(slice_feature="payment", min_accuracy=0.4, max_rmse=5.0))
     assert result.task == task and result.primary_metric == metric
@@ -155,3 +160,29 @@ def test_multiclass_and_regression_are_evaluated_with_their_own_metric(tmp_path,
         assert 0 < result.metrics["rmse"] < 5.0 and result.metrics["mae"] <= result.metrics["rmse"]
         assert result.confusion_matrix is None
     assert result.blessed, result.reason
+
+
+def test_push_refuses_when_production_moved_since_resolve(binary_workspace, good_model, tmp_path):
+    """Evaluated against v1, but v2 appeared meanwhile: the comparison is stale, nothing is pushed."""
+    repository = str(tmp_path / "repo")
+    _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e1"), repository, "a")
+    resolve.run(repository, "m", tmp_path / "production")
+    evaluate.run(binary_workspace["examples"], good_model, str(tmp_path / "e2"), EvaluateParams(slice_feature="payment"),
+                 production_dir=str(tmp_path / "production"), model_name="m", data_version="b")
+    _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e3"), repository, "c")   # v2 lands meanwhile
+    pushed = push.run(good_model, str(tmp_path / "e2"), binary_workspace["statistics"], binary_workspace["schema"],
+                      repository, "m", production_dir=str(tmp_path / "production"), data_version="b")
+    assert not pushed.pushed and "production moved from v1 to v2" in pushed.reason
+    assert repo.versions(repository, "m") == [1, 2]
+
+
+def test_every_run_that_reaches_push_is_recorded(binary_workspace, good_model, tmp_path):
+    repository = str(tmp_path / "repo")
+    _, first = _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e1"), repository, "a", run_id="run-1")
+    _, again = _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e2"), repository, "a", run_id="run-2")
+    assert first.pushed and not again.pushed
+    recorded = json.loads(open(repo.run_record_path(repository, "m", "run-2")).read())
+    assert recorded["run_id"] == "run-2" and recorded["steps"]["push/pushed"]["pushed"] is False
+    assert recorded["steps"]["push/pushed"]["compared_with"] == 1
+    in_bundle = json.loads(open(bundle.path(repo.version_dir(repository, "m", 1), names.RUN_RECORD)).read())
+    assert in_bundle["run_id"] == "run-1" and in_bundle["steps"]["push/pushed"]["version"] == 1

@@ -3,21 +3,18 @@ import os
 
 import pytest
 
-from flywheel import datagen
+from flywheel import bundle, datagen, names, params
 from flywheel import model_repository as repo
-from flywheel.params import ROOT, DataParams, IngestParams, Params, Shift, TrainParams
+from flywheel.params import DataParams, IngestParams, Shift
 from pipelines import runner
+from pipelines.training_pipeline import arguments as pipeline_arguments
 
 ROWS = 2000
 
 
-def _arguments(spans_dir, tmp_path, span, **overrides):
-    params = Params(train=TrainParams(epochs=4))
-    arguments = runner.arguments_from_params(params, os.path.join(spans_dir, datagen.span_file(span)),
-                                             model_repository=str(tmp_path / "models"),
-                                             curated_schema=str(ROOT / params.validate.curated_schema))
-    arguments.update(overrides)
-    return arguments
+def _arguments(spans_dir, tmp_path, span, **run_arguments):
+    settings = params.override(params.load(), {"train.epochs": 4, "push.model_repository": str(tmp_path / "models")})
+    return pipeline_arguments(settings, os.path.join(spans_dir, datagen.span_file(span)), **run_arguments)
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +44,9 @@ def test_first_run_pushes_version_1_and_a_rerun_on_the_same_data_pushes_nothing(
 
 def test_blocking_anomalies_stop_the_run_before_training(spans, tmp_path):
     summary = runner.run_local(_arguments(spans, tmp_path, 2), str(tmp_path / "root"))
-    assert not summary.succeeded and "validate-component" in summary.error
+    assert not summary.succeeded and summary.failed_step == "validate"
     assert "DataError" in summary.error and "fare" in summary.error  # the cause, in the summary
-    assert not os.path.exists(os.path.join(summary.run_dir, "train-component"))
+    assert summary.anomalies_blocking >= 1 and "train/model" not in summary.artifacts
     assert repo.versions(str(tmp_path / "models"), "taxi_tips") == []
 
 
@@ -66,14 +63,16 @@ def test_a_users_csv_with_a_string_label_and_no_curated_schema(tmp_path):
                                 "setosa", "virginica")
     data = tmp_path / "flowers.csv"
     frame.to_csv(data, index=False)
-    arguments = runner.arguments_from_params(
-        Params(train=TrainParams(epochs=4)), str(data), label="species", model_name="flowers", curated_schema="",
-        pii_columns=[], slice_feature="colour", model_repository=str(tmp_path / "models"))
-    summary = runner.run_local(arguments, str(tmp_path / "root"))
+    settings = params.override(params.load(), {
+        "train.epochs": 4, "ingest.label": "species", "push.model_name": "flowers", "schema.curated": "",
+        "ingest.pii_columns": [], "evaluate.slice_feature": "colour", "push.model_repository": str(tmp_path / "models")})
+    summary = runner.run_local(pipeline_arguments(settings, str(data)), str(tmp_path / "root"))
     assert summary.succeeded, summary.error
     assert summary.pushed_version == 1 and summary.metrics["auc"] > 0.8
-    metadata = repo.read_bytes(repo.extra_path(str(tmp_path / "models"), "flowers", 1, "flywheel.json"))
-    assert b'"sepal length": "sepal_length"' in metadata  # the column's serving-signature key
+    metadata = bundle.read_metadata(repo.version_dir(str(tmp_path / "models"), "flowers", 1))
+    assert metadata["signature_keys"]["sepal length"] == "sepal_length"  # the column's serving-signature key
+    record = bundle.path(repo.version_dir(str(tmp_path / "models"), "flowers", 1), names.RUN_RECORD)
+    assert summary.run_id and summary.run_id in open(record).read()
 
 
 def test_cli_exits_non_zero_and_names_the_missing_file(tmp_path, capsys):
@@ -84,5 +83,6 @@ def test_cli_exits_non_zero_and_names_the_missing_file(tmp_path, capsys):
                      "--model-repository", str(tmp_path / "models")])
     out = capsys.readouterr().out
     assert code == 1
-    assert "FAILED" in out and "DataError" in out and str(missing) in out
+    assert "FAILED at ingest" in out and "DataError" in out and str(missing) in out
     assert not (tmp_path / "models").exists()
+    assert out.count("\n") < 30, out   # one line per task and the summary; the rest is in the log file

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from tests.pipeline.pipeline_data import make_frame, write_examples, write_statistics_and_schema
 
 from components import train
-from flywheel import names
-from flywheel.params import TrainParams
+from flywheel import labels, names
 from flywheel.errors import DataError
+from flywheel.params import TrainParams
+from tests.support.frames import make_frame, workspace, write_examples
 
 FAST = TrainParams(epochs=3, batch_size=128)
 
@@ -59,9 +59,8 @@ def test_curves_are_written_as_html_and_png(trained):
 
 @pytest.mark.parametrize("task,output", [(names.MULTICLASS, names.OUTPUT_PROBABILITIES), (names.REGRESSION, names.OUTPUT_SCORE)])
 def test_task_is_chosen_from_the_label(tmp_path, task, output):
-    examples = write_examples(str(tmp_path / "examples"), make_frame(800, seed=3, task=task))
-    _, schema = write_statistics_and_schema(examples, str(tmp_path))
-    result = train.run(examples, schema, "label", str(tmp_path / "model"), TrainParams(epochs=1))
+    ws = workspace(tmp_path, make_frame(800, seed=3, task=task))
+    result = train.run(ws["examples"], ws["schema"], "label", str(tmp_path / "model"), TrainParams(epochs=1))
     assert result.task == task
     signature = tf.saved_model.load(str(tmp_path / "model")).signatures[names.SIGNATURE]
     assert output in signature.structured_outputs
@@ -71,19 +70,19 @@ def test_task_is_chosen_from_the_label(tmp_path, task, output):
 
 
 def test_infer_task_rules():
-    assert train.infer_task(pd.Series([0, 1, 1]), "y") == (names.BINARY, [0, 1])
-    assert train.infer_task(pd.Series(["no", "yes"]), "y") == (names.BINARY, ["no", "yes"])
-    assert train.infer_task(pd.Series([1, 2, 3]), "y")[0] == names.MULTICLASS
-    assert train.infer_task(pd.Series([0.5, 1.25, 3.0]), "y")[0] == names.REGRESSION
-    assert train.infer_task(pd.Series(range(100)), "y")[0] == names.REGRESSION
+    assert labels.infer_task(pd.Series([0, 1, 1]), "y") == (names.BINARY, [0, 1])
+    assert labels.infer_task(pd.Series(["no", "yes"]), "y") == (names.BINARY, ["no", "yes"])
+    assert labels.infer_task(pd.Series([1, 2, 3]), "y")[0] == names.MULTICLASS
+    assert labels.infer_task(pd.Series([0.5, 1.25, 3.0]), "y")[0] == names.REGRESSION
+    assert labels.infer_task(pd.Series(range(100)), "y")[0] == names.REGRESSION
 
 
 def test_single_valued_label_is_refused_and_nothing_is_written(tmp_path):
     frame = make_frame(400, seed=4)
     frame["label"] = 1
+    frame.loc[frame.index[-1], "label"] = 0   # ingest accepts the file; its train split has one value
+    schema = workspace(tmp_path / "ws", frame)["schema"]
     examples = write_examples(str(tmp_path / "examples"), frame)
-    frame.loc[0, "label"] = 0  # statistics need not see the single value; the train split does
-    _, schema = write_statistics_and_schema(examples, str(tmp_path))
     with pytest.raises(DataError, match=r"column 'label'.*single value"):
         train.run(examples, schema, "label", str(tmp_path / "model"), FAST)
     assert not os.path.exists(tmp_path / "model")

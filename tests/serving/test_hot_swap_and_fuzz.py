@@ -13,7 +13,9 @@ import aiohttp
 
 from serving.rest_client import RestClient
 
-from .conftest import MODEL_NAME, make_frame, push_version, rows_of, start_dev_server
+from flywheel import bundle
+from tests.support.servers import MODEL_NAME, push_version, start_dev_server
+from tests.support.taxi_rows import make_frame, rows_of
 
 ROWS = rows_of(make_frame(3, seed=12))
 
@@ -53,7 +55,8 @@ def test_push_under_load_swaps_version_without_failed_requests(exported_versions
         while sidecar.metric("flywheel_model_version", {"model": MODEL_NAME}) != 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert sidecar.metric("flywheel_model_version", {"model": MODEL_NAME}) == 2
-        assert sidecar.metric("flywheel_model_pushed_timestamp_seconds", {"model": MODEL_NAME}) == 1_767_000_022
+        assert sidecar.metric("flywheel_model_pushed_timestamp_seconds", {"model": MODEL_NAME}) == \
+            bundle.read_metadata(str(exported_versions[2]))["pushed_at"]
         assert sidecar.state.window.baseline.version == 2
     finally:
         server.stop()

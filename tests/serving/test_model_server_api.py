@@ -16,7 +16,8 @@ import pytest
 from serving.grpc_client import GrpcClient
 from serving.rest_client import RestClient, ServingError
 
-from .conftest import MODEL_NAME, make_frame, rows_of
+from tests.support.servers import MODEL_NAME
+from tests.support.taxi_rows import make_frame, rows_of
 
 REAL_MODEL = os.environ.get("TF_SERVING_MODEL", MODEL_NAME)
 

@@ -9,7 +9,8 @@ import urllib.request
 
 from monitoring.prediction_log import LOG_NAME, LogWriter, read_records
 
-from .conftest import MODEL_NAME, make_frame, rows_of
+from tests.support.servers import MODEL_NAME
+from tests.support.taxi_rows import make_frame, rows_of
 
 
 def test_rotation_keeps_backups_and_whole_lines(tmp_path):

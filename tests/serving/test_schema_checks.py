@@ -4,13 +4,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from monitoring.baseline import FeatureSpec
+from flywheel.schema_view import Feature
 from monitoring.schema_check import UNKNOWN_FEATURE, check_rows
 
 FEATURES = {
-    "fare": FeatureSpec("fare", "float", minimum=0.0, maximum=500.0),
-    "passenger_count": FeatureSpec("passenger_count", "int", minimum=1, maximum=9),
-    "payment_type": FeatureSpec("payment_type", "string", values=frozenset({"Cash", "Credit Card"})),
+    "fare": Feature("fare", "float", minimum=0.0, maximum=500.0),
+    "passenger_count": Feature("passenger_count", "int", minimum=1, maximum=9),
+    "payment_type": Feature("payment_type", "string", values=frozenset({"Cash", "Credit Card"})),
 }
 GOOD = {"fare": 12.5, "passenger_count": 2, "payment_type": "Cash"}
 

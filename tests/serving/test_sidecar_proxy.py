@@ -11,7 +11,10 @@ import pytest
 
 from monitoring.prediction_log import LOG_NAME, REDACTED, read_records
 
-from .conftest import MODEL_NAME, free_port, make_frame, rows_of
+from flywheel import bundle
+from tests.support.net import free_port
+from tests.support.servers import MODEL_NAME
+from tests.support.taxi_rows import make_frame, rows_of
 
 ROWS = rows_of(make_frame(4, seed=9))
 
@@ -57,7 +60,7 @@ def test_responses_and_codes_pass_through_untouched(dev_server, sidecar, path, b
     assert proxied[2]["X-Request-Id"]
 
 
-def test_health_metrics_and_error_kinds(sidecar):
+def test_health_metrics_and_error_kinds(sidecar, exported_versions):
     assert call(sidecar.url + "/healthz/live")[0] == 200
     status, body, _ = call(sidecar.url + "/healthz/ready")
     assert status == 200 and "version 1" in json.loads(body)["reason"]
@@ -72,7 +75,7 @@ def test_health_metrics_and_error_kinds(sidecar):
     assert m("flywheel_errors_total", kind="bad_request") == 1
     assert m("flywheel_errors_total", kind="unknown_model") == 1
     assert m("flywheel_model_version") == 1 and m("flywheel_baseline_loaded") == 1 and m("flywheel_upstream_up") == 1
-    assert m("flywheel_model_pushed_timestamp_seconds") == 1_767_000_011
+    assert m("flywheel_model_pushed_timestamp_seconds") == bundle.read_metadata(str(exported_versions[1]))["pushed_at"]
     assert m("flywheel_request_duration_seconds_count") == 4 and m("flywheel_upstream_duration_seconds_count") == 4
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from monitoring.upstream import UpstreamError, UpstreamPool
 
-from .conftest import MODEL_NAME, free_port
+from tests.support.net import free_port
+from tests.support.servers import MODEL_NAME
 
 
 class Scripted(asyncio.Protocol):

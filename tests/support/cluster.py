@@ -1,5 +1,4 @@
-"""Helpers shared by the cluster checks (imported by the test modules; conftest puts this
-folder on sys.path because pytest runs with --import-mode=importlib)."""
+"""Helpers shared by the cluster checks: rendered overlays, required tools, metric names."""
 from __future__ import annotations
 
 import shutil

@@ -21,8 +21,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controlplane.cluster import ControlPlane, free_port, wait_until
+from controlplane.cluster import ControlPlane, wait_until
 from flywheel import names
+from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = names.DEFAULT_MODEL_NAME

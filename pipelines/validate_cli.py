@@ -1,6 +1,6 @@
 """Validate a data file locally: ingest -> statistics -> schema -> validate, then print the report.
 
-    python -m components.validate_cli DATA.csv --label COLUMN [--previous OLD.csv] [--schema S.pbtxt]
+    python -m pipelines.validate_cli DATA.csv --label COLUMN [--previous OLD.csv] [--schema S.pbtxt]
     make validate DATA=path.csv LABEL=col [PREVIOUS=old.csv] [SCHEMA=schema.pbtxt]
 
 Without --schema the schema is inferred: from --previous when given (so a column whose type
@@ -10,26 +10,16 @@ the production model's. Thresholds and PII columns come from params.yaml. Exit s
 nothing blocks, 1 on bad data or a blocking anomaly (the error paragraph goes to stderr).
 """
 import argparse
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from flywheel import names
+from flywheel import artifacts, names
 from flywheel import params as params_mod
 from flywheel.errors import DataError
-
-
-def _prepare(data: str, label: str, work: Path, settings, schema_path: Path | None) -> Path:
-    """Ingest and statistics of one file; returns its statistics directory."""
-    from components import ingest, statistics
-    meta = ingest.run(data, work / "examples", label, pii_columns=settings.ingest.pii_columns,
-                      pii_mode=settings.ingest.pii_mode, split_key=settings.ingest.split_key,
-                      split_buckets=settings.ingest.split_buckets)
-    statistics.run(work / "examples", work / "statistics", work / names.STATS_HTML, schema_path=schema_path)
-    print(f"{data}: {meta['rows_read']} rows ({meta['data_version']}); split "
-          f"{meta['rows_train']}/{meta['rows_eval']}/{meta['rows_test']}; PII removed: {meta['pii_removed'] or 'none'}")
-    return work / "statistics"
+from pipelines import chain
 
 
 def format_report(report: list[dict]) -> str:
@@ -44,31 +34,33 @@ def format_report(report: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def check(data: str, label: str, out: Path, previous: str = "", schema: str = "", params_file: str | Path = params_mod.PARAMS_FILE) -> list[dict]:
+def _describe(data: str, meta: dict) -> str:
+    return (f"{data}: {meta['rows_read']} rows ({meta['data_version']}); split "
+            f"{meta['rows_train']}/{meta['rows_eval']}/{meta['rows_test']}; PII removed: {meta['pii_removed'] or 'none'}")
+
+
+def check(data: str, label: str, out: Path, previous: str = "", schema: str = "",
+          params_file: str | Path = params_mod.PARAMS_FILE) -> list[dict]:
     """Run the four steps; return the report (raises DataError when something blocks)."""
-    from components import schema as schema_step
-    from components import validate
-    from components.statistics import stats_path
-    settings = params_mod.load(params_file)
-    curated = Path(schema).resolve() if schema else None
-    if curated and not curated.is_file():
+    settings = params_mod.override(params_mod.load(params_file), {"ingest.label": label})
+    curated = str(Path(schema).resolve()) if schema else ""
+    if curated and not Path(curated).is_file():
         raise DataError(schema, "the schema file does not exist")
     baseline = None
-    reference_stats = None
     if previous:
-        reference_stats = _prepare(previous, label, out / "previous", settings, curated)
-        baseline = str(stats_path(reference_stats, names.TRAIN))
-    current_stats = _prepare(data, label, out / "current", settings, curated)
-    origin = schema_step.run(reference_stats or current_stats, out / "schema", label, curated)
-    print(f"schema: {origin['schema_source']}{' (from --previous)' if previous and not curated else ''}")
-    v = settings.validate
-    return validate.run(current_stats, out / "schema", out / "anomalies", baseline_stats=baseline,
-                        thresholds=validate.Thresholds(v.drift_linf, v.drift_jsd, v.skew_linf, v.skew_jsd),
-                        source=data, block_on_drift=v.block_on_drift)
+        before = chain.run(previous, out / "previous", settings, until="schema", curated_schema=curated)
+        print(_describe(previous, before.results["ingest"]))
+        baseline = str(artifacts.stats_file(before.statistics, names.TRAIN))
+        curated = curated or str(before.schema)  # the schema of the data as it was
+    current = chain.run(data, out / "current", settings, until="validate", baseline_stats=baseline or "",
+                        curated_schema=curated)
+    print(_describe(data, current.results["ingest"]))
+    print(f"schema: {current.results['schema']['schema_source']}{' (from --previous)' if previous and not schema else ''}")
+    return current.results["validate"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.validate_cli",
+    parser = argparse.ArgumentParser(prog="python -m pipelines.validate_cli",
                                      description="Validate a CSV or Parquet file with TFDV and print the anomaly report.")
     parser.add_argument("data", help="CSV or Parquet file")
     parser.add_argument("--label", required=True, help="label column")
@@ -77,13 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="", help="where the artifacts go (default runs/validate/<name>-<time>)")
     parser.add_argument("--params", default=str(params_mod.PARAMS_FILE), help="params.yaml for thresholds and PII columns")
     args = parser.parse_args(argv)
-    out = Path(args.out or params_mod.ROOT / "runs" / "validate" / f"{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(args.out or Path("runs") / "validate" / f"{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         report = check(args.data, args.label, out, args.previous, args.schema, args.params)
     except DataError as error:
-        report_file = out / "anomalies" / names.ANOMALY_REPORT
+        report_file = out / "current" / "anomalies" / names.ANOMALY_REPORT
         if report_file.exists():
-            import json
             print(format_report(json.loads(report_file.read_text())))
         print(f"\nFAILED: {error}", file=sys.stderr)
         return 1

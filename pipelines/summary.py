@@ -1,0 +1,138 @@
+"""What a person wants to know after a run, built from the steps' outputs.
+
+The summary reads only what the steps record in their output artifacts' metadata (data version,
+anomalies, metrics, blessing, push result) and which step failed with what error. Where those
+come from depends on where the run ran: an adapter for kfp.local reads the local task
+directories (pipelines/runner.py), one for Kubeflow reads the run through the KFP API and the
+run record the push step writes to the model repository (pipelines/remote.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Protocol
+
+from flywheel import names
+
+# Each step's task, output artifact and the metadata keys the summary reads from it.
+INGEST, VALIDATE, EVALUATE, PUSH = ("ingest", "examples"), ("validate", "anomalies"), \
+    ("evaluate", "evaluation"), ("push", "pushed")
+BLOCKING_COUNT = re.compile(r"(\d+) blocking anomal")  # components.validate.blocking_message
+STEPS = ("ingest", "resolve", "statistics", "schema", "validate", "train", "evaluate", "push")
+
+
+class StepOutputs(Protocol):
+    """The outputs of one run, wherever it ran."""
+    failed_step: str          # "" when every step succeeded
+    error: str                # the failed step's error, one paragraph
+
+    def metadata(self, step: str, output: str) -> dict:
+        """The metadata the step recorded on that output artifact ({} if none)."""
+
+    def path(self, step: str, output: str) -> str | None:
+        """Where that output artifact is, when it can be read from here."""
+
+
+@dataclasses.dataclass
+class RunSummary:
+    data_path: str
+    run_id: str
+    succeeded: bool
+    error: str = ""
+    failed_step: str = ""
+    data_version: str = ""
+    anomalies_blocking: int = 0
+    anomalies_other: int = 0
+    metrics: dict = dataclasses.field(default_factory=dict)
+    blessed: bool | None = None
+    blessing_reason: str = ""
+    compared_with: int | None = None
+    pushed: bool | None = None
+    pushed_version: int | None = None
+    push_reason: str = ""
+    seconds: float = 0.0
+    step_seconds: dict = dataclasses.field(default_factory=dict)
+    log_file: str = ""
+    artifacts: dict = dataclasses.field(default_factory=dict)   # "step/output" -> path, where readable
+
+
+def summarize(outputs: StepOutputs, data_path: str, run_id: str, seconds: float) -> RunSummary:
+    summary = RunSummary(data_path=data_path, run_id=run_id, succeeded=not outputs.failed_step,
+                         error=outputs.error, failed_step=outputs.failed_step, seconds=seconds)
+    summary.data_version = outputs.metadata(*INGEST).get("data_version", "")
+    summary.anomalies_blocking, summary.anomalies_other = _anomaly_counts(outputs)
+    evaluation = outputs.metadata(*EVALUATE)
+    if evaluation:
+        summary.metrics = evaluation.get("metrics", {})
+        summary.blessed, summary.blessing_reason = evaluation.get("blessed"), evaluation.get("reason", "")
+        summary.compared_with = evaluation.get("production_version")
+    pushed = outputs.metadata(*PUSH)
+    if pushed:
+        summary.pushed, summary.push_reason = pushed.get("pushed"), pushed.get("reason", "")
+        summary.pushed_version = pushed.get("version") if pushed.get("pushed") else None
+    for step, output in (INGEST, VALIDATE, EVALUATE, PUSH, ("train", "model"), ("statistics", "statistics")):
+        where = outputs.path(step, output)
+        if where:
+            summary.artifacts[f"{step}/{output}"] = where
+    return summary
+
+
+def _anomaly_counts(outputs: StepOutputs) -> tuple[int, int]:
+    """(blocking, other): from validate's report when it can be read (it is written even when
+    validation fails), else from its metadata, else from the error it failed with."""
+    where = outputs.path(*VALIDATE)
+    report_file = os.path.join(where, names.ANOMALY_REPORT) if where else ""
+    if report_file and os.path.isfile(report_file):
+        with open(report_file) as f:
+            report = json.load(f)
+        blocking = sum(1 for a in report if a.get("blocking"))
+        return blocking, len(report) - blocking
+    validation = outputs.metadata(*VALIDATE)
+    if validation:
+        return int(validation.get("blocking", 0)), int(validation.get("anomalies", 0)) - int(validation.get("blocking", 0))
+    found = BLOCKING_COUNT.search(outputs.error) if outputs.failed_step == "validate" else None
+    return (int(found.group(1)) if found else 0), 0
+
+
+def _metrics_text(metrics: dict) -> str:
+    keys = [k for k in ("auc", "accuracy", "log_loss", "rmse", "mae") if isinstance(metrics.get(k), (int, float))]
+    return " ".join(f"{k}={metrics[k]:.3f}" for k in keys) or "-"
+
+
+def table(summaries: list[RunSummary]) -> str:
+    header = ["data", "data version", "anomalies", "metrics (test)", "compared with", "blessed", "pushed", "time"]
+    rows = []
+    for s in summaries:
+        rows.append([
+            os.path.basename(s.data_path), (s.data_version or "-")[:16],
+            f"{s.anomalies_blocking} blocking, {s.anomalies_other} other",
+            _metrics_text(s.metrics), f"v{s.compared_with}" if s.compared_with is not None else "-",
+            "-" if s.blessed is None else ("yes" if s.blessed else "no"),
+            f"v{s.pushed_version}" if s.pushed else ("no" if s.pushed is not None else "-"),
+            f"{s.seconds:.0f}s"])
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+
+    def line(row: list) -> str:
+        return "  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def describe(summaries: list[RunSummary], versions: list[int], repository: str, model_name: str) -> str:
+    """The end-of-run text: the table, one line of outcome per run, where things are."""
+    lines = ["", "== Flywheel run summary ==", table(summaries)]
+    for s in summaries:
+        outcome = "ok" if s.succeeded else f"FAILED at {s.failed_step or 'start'}"
+        lines.append(f"- {os.path.basename(s.data_path)}: {outcome}: {s.error or s.push_reason or s.blessing_reason}")
+    served = f"v{versions[-1]}" if versions else "none"
+    lines.append(f"model repository: {os.path.join(repository, model_name)}  versions: {versions or 'none'}"
+                 f"  served (latest): {served}")
+    if summaries:
+        last = summaries[-1]
+        card = last.artifacts.get("evaluate/evaluation")
+        if card:
+            lines.append(f"model card: {os.path.join(card, 'model_card.md')}")
+        if last.log_file:
+            lines.append(f"full log: {last.log_file}")
+    return "\n".join(lines)

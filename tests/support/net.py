@@ -1,0 +1,10 @@
+"""Loopback networking for tests: free ports, so parallel runs never collide."""
+from __future__ import annotations
+
+import socket
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

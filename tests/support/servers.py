@@ -1,0 +1,100 @@
+"""Servers for the serving and monitoring tests: the development model server as a subprocess,
+the sidecar app on a thread, and a push of a trained version into a test's repository."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from flywheel import names
+from tests.support.app_thread import AppThread
+from tests.support.net import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_NAME = names.DEFAULT_MODEL_NAME
+
+
+def push_version(exported: dict[int, Path], repository: Path, version: int) -> Path:
+    """Copy a version in the way the push step does: stage under a dot-name, then one rename."""
+    model_dir = repository / MODEL_NAME
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = model_dir / f"{names.STAGING_PREFIX}{version}"
+    shutil.copytree(exported[version], staging)
+    final = model_dir / str(version)
+    os.rename(staging, final)
+    return final
+
+
+def wait_http(url: str, timeout_s: float = 60.0, expect: int = 200) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == expect:
+                    return
+        except Exception:  # not up yet
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer {expect} within {timeout_s}s")
+
+
+class ServerProcess:
+    """A subprocess started with the repo's Python; stopped (and reaped) by the fixture."""
+
+    def __init__(self, args: list[str], log: Path):
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=log.open("wb"),
+                                     stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_dev_server(repository: Path, log_dir: Path, poll_seconds: float = 0.5) -> ServerProcess:
+    """The development model server on free ports, serving `repository`."""
+    rest, grpc_port = free_port(), free_port()
+    server = ServerProcess(["-m", "serving.model_server", "--rest-port", str(rest), "--grpc-port", str(grpc_port),
+                            "--model-repository", str(repository), "--model-name", MODEL_NAME,
+                            "--poll-seconds", str(poll_seconds)], log_dir / f"model_server_{rest}.log")
+    try:
+        wait_http(f"http://127.0.0.1:{rest}/v1/models/{MODEL_NAME}", timeout_s=120)
+    except TimeoutError:
+        server.stop()
+        raise AssertionError("model server did not start:\n" + server.log.read_text()[-3000:])
+    server.rest_url = f"http://127.0.0.1:{rest}"
+    server.grpc_target = f"127.0.0.1:{grpc_port}"
+    server.repository = repository
+    return server
+
+
+class SidecarThread:
+    """The sidecar app (monitoring.app.make_app) on its own event loop in a thread, on a free port."""
+
+    def __init__(self, config, **make_app_kwargs):
+        from prometheus_client import CollectorRegistry
+
+        from monitoring.app import SIDECAR, make_app
+        self.registry = make_app_kwargs.pop("registry", None) or CollectorRegistry()
+        self.app = make_app(config, registry=self.registry, **make_app_kwargs)
+        self.state = self.app[SIDECAR]
+        self.url = f"http://127.0.0.1:{config.port}"
+        self.server = AppThread(self.app, config.port, timeout=30, what="sidecar")
+
+    def metric(self, name: str, labels: dict | None = None) -> float:
+        value = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if value is None else value
+
+    def drain(self) -> None:
+        assert self.state.observer.drain(20), "observer did not drain"
+
+    def stop(self) -> None:
+        self.server.stop()
