@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 # The HPA controller's sync period: Kubernetes' default is 15 s; 5 s lets the HPA test watch
 # scale decisions follow the metric closely without changing what the decisions are.
 HPA_SYNC_PERIOD_S = 5
+BUILD_TIMEOUT_S = 3600
 TIMES: dict[str, float] = {}
 
 
@@ -32,6 +33,9 @@ def pytest_collection_modifyitems(session, config, items):
     if mine:
         TIMES["collected"] = len(mine)
         items[:] = [i for i in items if i not in mine] + mine
+        # The first one waits for the build (a cold one takes 10-20 min on 2 cores) inside the
+        # suite's per-test timeout.
+        mine[0].add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,7 @@ STABILIZATION_S = 30
 RATE = 160.0            # requests per second over all pods: 3.2 x the 50/s target
 QUIET_S = 15            # before the load: the HPA holds minReplicas
 HOLD_S = 30             # at maxReplicas under load: no flapping
-SCALE_UP_WITHIN_S = 150
+SCALE_UP_WITHIN_S = 180
 SCALE_DOWN_WITHIN_S = 420
 SAMPLE_S = 2.0
 
