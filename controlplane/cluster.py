@@ -21,13 +21,14 @@ import ssl
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from controlplane import modules
-from controlplane.pki import PKI, Pair
+from controlplane.pki import PKI
 
 SERVICE_CIDR = "10.0.0.0/24"
 FAKE_NODE_ANNOTATION = {"kwok.x-k8s.io/node": "fake"}
@@ -95,7 +96,7 @@ class ControlPlane:
     # True: the processes die with the Python process that started them (tests). False: they
     # outlive it and `python -m controlplane down` stops them (`make controlplane-up`).
     tie_to_parent: bool = True
-    say: object = print
+    say: Callable[[str], None] = print
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
@@ -415,6 +416,3 @@ def stop_recorded(run_dir: Path, timeout_s: float = 20) -> list[str]:
     state_file.unlink()
     return [name for name, _ in stopped]
 
-
-__all__ = ["ControlPlane", "FakeNode", "DEFAULT_NODES", "Pair", "fake_node", "free_port", "stop_recorded",
-           "wait_until"]

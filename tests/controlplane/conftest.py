@@ -8,7 +8,6 @@ has them. The terminal summary prints the build and per-stage times.
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -32,16 +31,21 @@ def pytest_collection_modifyitems(session, config, items):
     mine = [i for i in items if HERE in Path(str(i.fspath)).parents]
     if mine:
         TIMES["collected"] = len(mine)
+        TIMES["suite_started"] = time.monotonic()
         items[:] = [i for i in items if i not in mine] + mine
-        # The first one waits for the build (a cold one takes 10-20 min on 2 cores) inside the
-        # suite's per-test timeout.
+        # The first one waits for the build (a cold one: 8 min on 2 idle cores, 33 min on 2 busy
+        # ones), longer than the suite's per-test timeout.
         mine[0].add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")
-def plane(tmp_path_factory):
-    started = time.monotonic()
-    say = lambda line: print(line, file=sys.__stderr__, flush=True)  # noqa: E731 - progress past capture
+def plane(tmp_path_factory, pytestconfig):
+    started = TIMES["fixture_started"] = time.monotonic()
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+
+    def say(line: str) -> None:  # progress on the terminal, past pytest's output capture
+        reporter.ensure_newline()
+        reporter.write_line(line)
     bin_dir = build.build(say=say)
     TIMES["waited_for_build_s"] = time.monotonic() - started
     TIMES["build"] = build.built() or {}
@@ -69,9 +73,12 @@ def pytest_terminal_summary(terminalreporter):
         return
     built = TIMES["build"]
     ago = (time.time() - built["finished"]) / 60 if "finished" in built else float("nan")
+    rest = (TIMES["fixture_started"] - TIMES["suite_started"]) / 60 if "suite_started" in TIMES else float("nan")
     terminalreporter.write_sep("-", "control plane")
     terminalreporter.write_line(
-        f"Kubernetes {built.get('kubernetes', '?')} binaries built {ago:.0f} min ago in "
+        f"Kubernetes {built.get('kubernetes', '?')} binaries: built {ago:.0f} min ago in "
         f"{built.get('seconds', float('nan')) / 60:.1f} min ({built.get('download_seconds', float('nan')):.0f} s "
-        f"of it downloading); this run waited {TIMES['waited_for_build_s']:.0f} s for them; cluster up in "
-        f"{TIMES['up_s']:.0f} s; {TIMES['collected']} control-plane tests took {TIMES['tests_s'] / 60:.1f} min")
+        f"of it downloading modules; {built.get('cpu_seconds', float('nan')) / 60:.0f} CPU-min)")
+    terminalreporter.write_line(
+        f"stages: rest of the suite {rest:.1f} min | waited for the build {TIMES['waited_for_build_s'] / 60:.1f} min | "
+        f"cluster up {TIMES['up_s']:.0f} s | {TIMES['collected']} control-plane tests {TIMES['tests_s'] / 60:.1f} min")
