@@ -42,6 +42,10 @@ test: setup tools ## Run the whole test suite (sets itself up first; the test co
 	@$(PY) -m controlplane build --background
 	$(PY) -m pytest -q tests
 
+.PHONY: test-fast
+test-fast: $(VENV)/.installed ## The tests without whole-pipeline runs (kfp.local), for quick iterations (about 6 min).
+	$(PY) -m pytest -q -m "not slow" tests
+
 # --- data and training pipeline -----------------------------------------------------------
 DATA ?=
 LABEL ?=
@@ -67,6 +71,12 @@ else
 	@test -n "$(LABEL)" || { echo "error: give the label column: make run DATA=$(DATA) LABEL=<column>" >&2; exit 2; }
 	$(PY) -m pipelines.cli run --data "$(DATA)" --label "$(LABEL)" $(if $(MODEL),--model-name "$(MODEL)") $(RUN_FLAGS)
 endif
+
+VERSION ?=
+
+.PHONY: lineage
+lineage: $(VENV)/.installed ## Where the served model (or VERSION=n) came from: data, code, settings, trigger, back through the versions it replaced; a picture in runs/lineage.png [MODEL=name]
+	$(PY) -m pipelines.lineage $(if $(MODEL),--model-name "$(MODEL)") $(if $(VERSION),--version "$(VERSION)")
 
 .PHONY: compile
 compile: $(VENV)/.installed ## Compile pipelines/training_pipeline.yaml (IMAGE=name:tag sets the component image).
@@ -109,6 +119,13 @@ data: $(VENV)/.installed ## Generate the default data spans with DVC (dvc repro 
 validate: $(VENV)/.installed ## Ingest+statistics+schema+validate a file, print the anomaly report: DATA=f.csv LABEL=col [PREVIOUS=old.csv] [SCHEMA=s.pbtxt]
 	@test -n "$(DATA)" -a -n "$(LABEL)" || { echo "usage: make validate DATA=path.csv LABEL=col [PREVIOUS=old.csv] [SCHEMA=schema.pbtxt]" >&2; exit 2; }
 	$(PY) -m pipelines.validate_cli "$(DATA)" --label "$(LABEL)" $(if $(PREVIOUS),--previous "$(PREVIOUS)") $(if $(SCHEMA),--schema "$(SCHEMA)")
+
+ACCEPT ?=
+
+.PHONY: schema-update
+schema-update: $(VENV)/.installed ## Propose (and with ACCEPT=f1,f2|all write) the curated schema's changes for new data: DATA=f.csv [LABEL=col] [PREVIOUS=old.csv] [SCHEMA=s.pbtxt]
+	@test -n "$(DATA)" || { echo "usage: make schema-update DATA=path.csv [LABEL=col] [PREVIOUS=old.csv] [SCHEMA=schema.pbtxt] [ACCEPT=f1,f2|all]" >&2; exit 2; }
+	$(PY) -m pipelines.schema_update "$(DATA)" $(if $(LABEL),--label "$(LABEL)") $(if $(PREVIOUS),--previous "$(PREVIOUS)") $(if $(SCHEMA),--schema "$(SCHEMA)") $(if $(ACCEPT),--accept "$(ACCEPT)")
 
 .PHONY: test-data
 test-data: $(VENV)/.installed ## Run only the data component tests (tests/data_components).

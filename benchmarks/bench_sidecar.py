@@ -152,7 +152,7 @@ def median_run(runs: list[dict]) -> dict:
 
 # --- set-up ----------------------------------------------------------------------------------
 def write_baseline(repository: Path) -> None:
-    """A real TFDV baseline for the sidecar (generated data, TRAIN-split shape of the brief)."""
+    """A real TFDV baseline for the sidecar (generated data shaped like the default dataset's train split)."""
     import pandas as pd
     import tensorflow_data_validation as tfdv
     from google.protobuf import text_format

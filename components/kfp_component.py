@@ -3,7 +3,7 @@
 It imports KFP's decorator from its own module rather than `kfp.dsl.component`: inside a running
 task KFP sets _KFP_RUNTIME=true and `kfp.dsl` then leaves `component` out, yet the wrapper's body
 imports the step module that defines it. Every component runs in the project's image with the
-project (and kfp) installed, so KFP is not pip-installed at task start (DESIGN.md).
+project (and kfp) installed, so KFP is not pip-installed at task start.
 """
 from kfp.dsl.component_decorator import component
 

@@ -12,20 +12,11 @@ from kfp import dsl
 
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, bundle, names, schema_view
+from flywheel import artifacts, bundle, column_checks, names, schema_view
 from flywheel.errors import DataError
 
-# Integer features that hold epoch seconds move forward with every span by definition: they get
-# a time_domain, and validate compares no distributions for them. Bounds: 2000-01-01..2100-01-01.
-EPOCH_RANGE = (946_684_800, 4_102_444_800)
-
-
-def _looks_like_epoch_seconds(feature_stats) -> bool:
-    from tensorflow_metadata.proto.v0 import statistics_pb2
-    if feature_stats.type != statistics_pb2.FeatureNameStatistics.INT or not feature_stats.HasField("num_stats"):
-        return False
-    num = feature_stats.num_stats
-    return EPOCH_RANGE[0] <= num.min and num.max <= EPOCH_RANGE[1]
+# A value seen fewer times than this in the training split makes a column's values an open set.
+MIN_LEVEL_COUNT = 5
 
 
 def add_environments(schema, label: str, source: str):
@@ -41,16 +32,62 @@ def add_environments(schema, label: str, source: str):
     return schema
 
 
-def infer(train_stats, label: str, source: str = "<statistics>"):
-    """A schema inferred from train statistics, with environments and time domains added."""
+def drop_vocabulary(schema, feature) -> None:
+    """No value domain for a column whose values are new in every span (dates, ids, free text): a
+    vocabulary of the values seen would make the next span's values anomalies."""
+    if feature.HasField("domain"):
+        domain = feature.domain
+        feature.ClearField("domain")
+        kept = [d for d in schema.string_domain if d.name != domain]
+        del schema.string_domain[:]
+        schema.string_domain.extend(kept)
+    for field in ("string_domain", "int_domain"):
+        if feature.HasField(field):
+            feature.ClearField(field)
+
+
+def mark_time(schema, feature, fmt: str) -> None:
+    """A time_domain instead of any value domain."""
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    drop_vocabulary(schema, feature)
+    if fmt == schema_view.UNIX_SECONDS:
+        feature.time_domain.integer_format = schema_pb2.TimeDomain.UNIX_SECONDS
+    else:
+        feature.time_domain.string_format = fmt
+
+
+def open_ended(feature_stats) -> bool:
+    """A string column whose values are not a closed set: some value was seen fewer than
+    MIN_LEVEL_COUNT times in the training split (or TFDV listed only the commonest), so values
+    missing from the training split will appear in others by sampling alone."""
+    buckets = feature_stats.string_stats.rank_histogram.buckets
+    if not buckets:
+        return False
+    listed_all = len(buckets) >= feature_stats.string_stats.unique
+    return not listed_all or min(b.sample_count for b in buckets) < MIN_LEVEL_COUNT
+
+
+def infer(train_stats, label: str, source: str = "<statistics>", time_columns: dict[str, str] | None = None):
+    """A schema inferred from train statistics: environments; time domains for the time columns the
+    statistics step found; near-unique strings (ids, free text) kept out of the model; a value
+    domain only for a closed set of values (TFDV infers one for any column with few enough values,
+    and on a small table an eval split then holds values the train split never saw)."""
     import tensorflow_data_validation as tfdv
     from tensorflow_metadata.proto.v0 import schema_pb2
     schema = tfdv.infer_schema(train_stats)
-    by_name = {f.path.step[0]: f for f in train_stats.datasets[0].features if f.path.step}
+    times = time_columns or {}
+    stats_by_name = {f.path.step[0]: f for f in train_stats.datasets[0].features if f.path.step}
+    id_like = {f.feature for f in column_checks.findings(train_stats, skip=frozenset({label, *times}))
+               if f.pattern == "near_unique"}
     for feature in schema.feature:
-        stats = by_name.get(feature.name)
-        if feature.name != label and stats is not None and _looks_like_epoch_seconds(stats):
-            feature.time_domain.integer_format = schema_pb2.TimeDomain.UNIX_SECONDS
+        stats = stats_by_name.get(feature.name)
+        if feature.name in times and feature.name != label:
+            mark_time(schema, feature, times[feature.name])
+        elif feature.name in id_like:
+            feature.lifecycle_stage = schema_pb2.DEBUG_ONLY   # recorded, not a model input
+            drop_vocabulary(schema, feature)
+        elif stats is not None and stats.HasField("string_stats") and open_ended(stats):
+            drop_vocabulary(schema, feature)
     return add_environments(schema, label, source)
 
 
@@ -62,7 +99,7 @@ def run(statistics_dir: str | Path, output_dir: str | Path, label: str, curated_
         origin = f"curated:{curated}"
     else:
         train_stats = bundle.read_stats(str(artifacts.stats_file(statistics_dir, names.TRAIN)))
-        schema = infer(train_stats, label, str(statistics_dir))
+        schema = infer(train_stats, label, str(statistics_dir), artifacts.time_columns(statistics_dir))
         origin = "inferred"
     with atomic_dir(output_dir) as staging:
         schema_view.write(schema, artifacts.schema_file(staging))
@@ -76,6 +113,8 @@ def schema_component(statistics: dsl.Input[dsl.Artifact], params: dict, schema: 
     from components.schema import run
     from flywheel import params as flywheel_params
 
-    curated = flywheel_params.build(flywheel_params.SchemaParams, params, "schema").curated
+    settings = flywheel_params.build(flywheel_params.SchemaParams, params, "schema")
+    curated = settings.curated
+    schema.metadata["params"] = flywheel_params.section_dict(settings)
     schema.metadata.update(run(statistics_dir=statistics.path, output_dir=schema.path,
                                label=statistics.metadata["label"], curated_schema=curated))

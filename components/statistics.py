@@ -7,9 +7,17 @@ Apache Beam pipeline for data that fits in memory; the result is the same proto 
 
 A schema, when there is one (the curated schema), is passed to TFDV so that integer features it
 marks categorical (`int_domain.is_categorical`, e.g. pickup_area and the label) get string
-statistics (top values, rank histogram): the L-infinity comparator needs those, and without
-them TFDV silently reports a distance of 0 for such a feature.
+statistics (top values, rank histogram), which the drift rule reads as categories.
+
+Each split also gets `profiles.json`: the drift rule's reference profiles (flywheel/drift), exact,
+from the split's raw values, with `quantiles` bins per numeric column (params.yaml
+`drift.quantiles`) and the parts of the time columns (flywheel/time_features.py) in place of their
+values. Validate and the sidecar read them (a pushed version carries its training split's). Time
+columns are the schema's time features, or those detected in the train split when there is no
+schema; `time_columns.json` records which they are. TFDV's numeric histograms use the same
+number of quantile buckets.
 """
+import json
 import os
 from pathlib import Path
 
@@ -17,17 +25,36 @@ from kfp import dsl
 
 from components.artifact_io import atomic_dir, atomic_file
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, names, schema_view
+from flywheel import artifacts, bundle, names, schema_view, time_features
 
 
-def compute(df, name: str, schema=None):
+def compute(df, name: str, schema=None, quantiles: int = 100):
     """TFDV statistics of one DataFrame, its dataset named `name` (Facets shows the name)."""
     import tensorflow_data_validation as tfdv
-    options = tfdv.StatsOptions(schema=schema) if schema is not None else tfdv.StatsOptions()
+    options = tfdv.StatsOptions(schema=schema, num_quantiles_histogram_buckets=quantiles)
     # A filtered frame keeps its index, which TFDV would report as a feature `__index_level_0__`.
     stats = tfdv.generate_statistics_from_dataframe(df.reset_index(drop=True), stats_options=options)
     stats.datasets[0].name = name
     return stats
+
+
+def profiles(df, times: dict[str, str], schema=None, quantiles: int = 100) -> dict:
+    """Exact drift reference profiles of a split: every column but the time columns, whose parts
+    stand in for them. Integer features the schema marks categorical are profiled as categories."""
+    from flywheel import drift
+    columns = {c: df[c].to_numpy() for c in df.columns if c not in times}
+    columns.update(time_features.all_parts({c: df[c].to_numpy() for c in times if c in df}, times))
+    categorical = {f.name for f in schema_view.features(schema, names.ENV_TRAINING) if f.categorical} \
+        if schema is not None else set()
+    return drift.profiles_from_values(columns, quantiles, categorical)
+
+
+def time_columns(train, label: str, schema=None) -> dict[str, str]:
+    """{column: time format}: the schema's time features, else the columns of the train split
+    whose values are times."""
+    if schema is not None:
+        return {f.name: f.time_format for f in schema_view.features(schema, names.ENV_TRAINING) if f.time}
+    return time_features.detect({c: train[c].to_numpy() for c in train.columns}, skip=frozenset({label}))
 
 
 def render_html(lhs, rhs, lhs_name: str = names.TRAIN, rhs_name: str = names.EVAL) -> str:
@@ -36,37 +63,42 @@ def render_html(lhs, rhs, lhs_name: str = names.TRAIN, rhs_name: str = names.EVA
 
 
 def run(examples_dir: str | Path, output_dir: str | Path, html_path: str | Path | None = None,
-        schema_path: str | Path | None = None) -> dict:
-    """Statistics of every split under `examples_dir`; returns rows per split."""
+        schema_path: str | Path | None = None, label: str = "", quantiles: int = 100) -> dict:
+    """Statistics of every split under `examples_dir`; returns rows per split and the time columns."""
     import pandas as pd
     schema = schema_view.load(schema_path) if schema_path else None
+    frames = {split: pd.read_parquet(artifacts.split_file(examples_dir, split)) for split in names.SPLITS}
+    times = time_columns(frames[names.TRAIN], label, schema)
     computed, rows = {}, {}
     with atomic_dir(output_dir) as staging:
-        for split in names.SPLITS:
-            df = pd.read_parquet(artifacts.split_file(examples_dir, split))
-            computed[split] = compute(df, split, schema)
+        (staging / names.TIME_COLUMNS_FILE).write_text(json.dumps(times, indent=2) + "\n")
+        for split, df in frames.items():
+            computed[split] = compute(df, split, schema, quantiles)
             rows[f"rows_{split}"] = int(len(df))
             os.makedirs(staging / split)
             artifacts.stats_file(staging, split).write_bytes(computed[split].SerializeToString())
+            bundle.write_profiles(str(artifacts.profiles_file(staging, split)), profiles(df, times, schema, quantiles))
     if html_path:
         with atomic_file(html_path) as tmp:
             tmp.write_text(render_html(computed[names.TRAIN], computed[names.EVAL]))
-    return rows
+    return {**rows, "time_columns": times}
 
 
 @flywheel_component
-def statistics_component(examples: dsl.Input[dsl.Dataset], params: dict, statistics: dsl.Output[dsl.Artifact],
-                         statistics_html: dsl.Output[dsl.HTML]):
+def statistics_component(examples: dsl.Input[dsl.Dataset], params: dict, drift: dict,
+                         statistics: dsl.Output[dsl.Artifact], statistics_html: dsl.Output[dsl.HTML]):
     """TFDV statistics per split; Facets HTML of train against eval. `params` is params.yaml's
-    `schema` section: its curated schema, when there is one, tells TFDV which integer features
-    are categorical."""
+    `schema` section (its curated schema, when there is one, tells TFDV which integer features
+    are categorical and which are time), `drift` its `drift` section (the quantiles histogram)."""
     from components.statistics import run
     from flywheel import params as flywheel_params
     from flywheel import schema_view
 
     curated = flywheel_params.build(flywheel_params.SchemaParams, params, "schema").curated
-    rows = run(examples_dir=examples.path, output_dir=statistics.path, html_path=statistics_html.path,
-               schema_path=schema_view.resolve_curated(curated))
+    quantiles = flywheel_params.build(flywheel_params.DriftParams, drift, "drift").quantiles
+    found = run(examples_dir=examples.path, output_dir=statistics.path, html_path=statistics_html.path,
+                schema_path=schema_view.resolve_curated(curated), label=examples.metadata.get("label", ""),
+                quantiles=quantiles)
     # Carry the data's identity along, so validate can name the file in its errors.
     carried = {k: examples.metadata[k] for k in ("data_path", "source", "data_version", "label") if k in examples.metadata}
-    statistics.metadata.update({**carried, **rows})
+    statistics.metadata.update({**carried, **found})

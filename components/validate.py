@@ -1,47 +1,57 @@
-"""Validate: schema anomalies, drift against the previous span, train/eval skew (TFDV).
+"""Validate: schema anomalies (TFDV), drift against production, train/eval skew, suspicious columns.
 
-Comparators follow TFDV: L-infinity distance for features whose statistics are categorical
-(string features, and integer features the schema marks categorical), approximate
-Jensen-Shannon divergence for numeric ones, thresholds from params.yaml (`validate`). Features
-with a time_domain (epoch timestamps) get no comparator: each span covers new dates, so their
-distribution moves by definition.
+Drift and skew are decided by one rule (flywheel/drift), the same the sidecar applies online: a
+change is declared when it is real (KS for numeric features, chi-squared for categorical ones,
+Holm-corrected for the number of features at `drift.alpha`, or `drift.skew_alpha` for skew) and
+material (an effect size in readable units at or above its threshold: Wasserstein distance in
+reference standard deviations, the largest change of a value's share, PSI). The reference is a
+profile of TFDV statistics (the production model's training split for drift, this run's training
+split for skew); the current sample is the raw values of this run's train (drift) or eval (skew)
+split. Time columns are compared on their cyclical parts (flywheel/time_features.py). TFDV's own
+L-infinity and Jensen-Shannon numbers are computed too and kept in measurements.json for readers
+who know them; they decide nothing.
 
 What blocks (raises DataError, so the KFP task fails and nothing downstream runs):
 - every schema anomaly on any split: a changed type, a column added or removed, values outside
   a domain (beyond the schema's min_domain_mass), too few values present, ... The schema is
   where tolerance is curated; once it says no, training on the data would be wrong.
-- train/eval skew above threshold: train and eval come from one span through a hash split,
-  so a difference between them is a defect in the data or the pipeline, never news.
-What is reported and does not block, by default:
-- drift against the previous span above threshold. Drift is why the flywheel retrains; the
-  evaluator keeps a worse model out of production. `block_on_drift=True` makes it block.
+- train/eval skew: train and eval come from one span through a hash split, so a real and
+  material difference between them is a defect in the data or the pipeline, never news.
+What is reported and does not block: drift against production (it is why the flywheel retrains;
+the evaluator keeps a worse model out; `validate.block_on_drift` makes it block), and columns
+that look wrong for what they hold (flywheel/column_checks.py).
 
-Outputs: `anomalies.pbtxt` (TFDV Anomalies of train: schema, drift and skew), `anomalies_eval.pbtxt`
-and `anomalies_test.pbtxt` (schema only), `report.json` (the list of anomalies: split, feature,
-kind, anomaly, description, value, threshold, blocking) and `measurements.json` (every drift and
-skew distance, also those under threshold). They are written before the error is raised, so a
-person can read them.
+Outputs: `anomalies.pbtxt` (TFDV Anomalies of train), `anomalies_eval.pbtxt`, `anomalies_test.pbtxt`,
+`report.json` (the anomalies: split, feature, kind, anomaly, description, value, threshold,
+blocking, and for drift and skew the test, p-values, effect and n) and `measurements.json` (every
+feature's drift and skew decision, also those that did not change, and TFDV's distances). They are
+written before the error is raised, so a person can read them.
 """
 import json
 from pathlib import Path
 
+import numpy as np
 from kfp import dsl
 
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, bundle, names, schema_view
+from flywheel import (artifacts, bundle, column_checks, data_card, drift, names, schema_view, time_features,
+                      timeparts)
 from flywheel.errors import DataError
-from flywheel.params import ValidateParams
+from flywheel.params import DriftParams, ValidateParams
 
 SCHEMA = "schema"
 DRIFT = "drift"
 SKEW = "skew"
+SUSPICIOUS = "suspicious"
 MEASURES = {"L_INFTY": "linf", "JENSEN_SHANNON_DIVERGENCE": "jsd"}
+WHAT_MOVED = {DRIFT: "the train split differs from the production model's training split",
+              SKEW: "the eval split differs from the train split"}
 
 
-def with_comparators(schema, train_stats, thresholds: ValidateParams):
-    """A copy of the schema with a drift and a skew comparator on every feature that has
-    statistics, chosen by what the statistics hold (string -> L-inf, numeric -> JSD)."""
+def with_tfdv_comparators(schema, train_stats):
+    """A copy of the schema with TFDV's drift and skew comparators on every non-time feature, at
+    thresholds no distance exceeds (both are at most 1): TFDV measures, the rule decides."""
     from tensorflow_metadata.proto.v0 import schema_pb2
     out = schema_pb2.Schema()
     out.CopyFrom(schema)
@@ -51,11 +61,11 @@ def with_comparators(schema, train_stats, thresholds: ValidateParams):
         if stats is None or feature.HasField("time_domain"):
             continue
         if stats.HasField("string_stats"):
-            feature.drift_comparator.infinity_norm.threshold = thresholds.drift_linf
-            feature.skew_comparator.infinity_norm.threshold = thresholds.skew_linf
+            feature.drift_comparator.infinity_norm.threshold = 1.0
+            feature.skew_comparator.infinity_norm.threshold = 1.0
         elif stats.HasField("num_stats"):
-            feature.drift_comparator.jensen_shannon_divergence.threshold = thresholds.drift_jsd
-            feature.skew_comparator.jensen_shannon_divergence.threshold = thresholds.skew_jsd
+            feature.drift_comparator.jensen_shannon_divergence.threshold = 1.0
+            feature.skew_comparator.jensen_shannon_divergence.threshold = 1.0
     return out
 
 
@@ -65,7 +75,7 @@ def _type_name(reason_type: int) -> str:
 
 
 def schema_anomalies(anomalies, split: str) -> list[dict]:
-    """Schema reasons (not comparator ones, which drift_skew_info reports with their values)."""
+    """Schema reasons (not comparator ones: the rule decides drift and skew)."""
     found = []
     for feature, info in sorted(anomalies.anomaly_info.items()):
         for reason in info.reason:
@@ -82,8 +92,8 @@ def schema_anomalies(anomalies, split: str) -> list[dict]:
     return found
 
 
-def measurements(anomalies) -> list[dict]:
-    """Every drift and skew distance TFDV computed, under threshold or not."""
+def tfdv_measurements(anomalies) -> list[dict]:
+    """TFDV's drift and skew distances (L-infinity, approximate JSD), for the record."""
     from tensorflow_metadata.proto.v0 import anomalies_pb2
     out = []
     for info in anomalies.drift_skew_info:
@@ -91,26 +101,48 @@ def measurements(anomalies) -> list[dict]:
         for kind, group in ((DRIFT, info.drift_measurements), (SKEW, info.skew_measurements)):
             for m in group:
                 measure = MEASURES.get(anomalies_pb2.DriftSkewInfo.Measurement.Type.Name(m.type), "other")
-                out.append({"feature": feature, "kind": kind, "measure": measure, "value": float(m.value),
-                            "threshold": float(m.threshold)})
+                out.append({"feature": feature, "kind": kind, "measure": measure, "value": float(m.value)})
     return out
 
 
-def comparator_anomalies(measured: list[dict], block_on_drift: bool) -> list[dict]:
-    against = {DRIFT: "the previous span (the production model's training split)", SKEW: "the eval split"}
-    name = {"linf": "L-infinity distance", "jsd": "Jensen-Shannon divergence"}
-    found = []
-    for m in measured:
-        if m["value"] <= m["threshold"]:
-            continue
-        found.append({
-            "split": names.TRAIN, "feature": m["feature"], "kind": m["kind"], "anomaly": f"{m['kind']}_{m['measure']}",
-            "description": f"{m['kind']}: {name.get(m['measure'], m['measure'])} {m['value']:.4f} between train and "
-                           f"{against[m['kind']]} is above the threshold {m['threshold']:g}",
-            "value": round(m["value"], 6), "threshold": m["threshold"],
-            "blocking": m["kind"] == SKEW or block_on_drift,
-        })
-    return found
+# --- the rule --------------------------------------------------------------------------------
+def compared_profiles(profiles: dict[str, drift.Profile], features: set[str], times: dict[str, str]) -> dict:
+    """The reference profiles drift and skew compare: the compared features, and for each time
+    column the cyclical parts whose whole cycle the reference covers."""
+    chosen = {k: v for k, v in profiles.items() if k in features}
+    trend = {}
+    for name in times:
+        profile = profiles.get(timeparts.part_column(name, timeparts.TREND))
+        if isinstance(profile, drift.NumericProfile) and profile.n:
+            trend[name] = (profile.minimum, profile.maximum)
+    chosen.update({c: profiles[c] for c in time_features.compared_parts(times, trend) if c in profiles})
+    return chosen
+
+
+def decide(kind: str, reference: dict[str, drift.Profile], frame, features: set[str], times: dict[str, str],
+           params: DriftParams) -> list[drift.FeatureDrift]:
+    """The rule for drift (alpha) or skew (skew_alpha): reference profiles against raw values."""
+    profiles = compared_profiles(reference, features, times)
+    columns = {c: frame[c].to_numpy() for c in frame.columns}
+    columns.update(time_features.all_parts(columns, times))
+    summaries = {name: profile.summarize(columns[name]) for name, profile in profiles.items() if name in columns}
+    alpha = params.alpha if kind == DRIFT else params.skew_alpha
+    return drift.compare(profiles, summaries, params, alpha=alpha)
+
+
+def rule_anomalies(kind: str, results: list[drift.FeatureDrift], blocking: bool) -> list[dict]:
+    return [{"split": names.TRAIN if kind == DRIFT else names.EVAL, "feature": r.feature, "kind": kind,
+             "anomaly": f"{kind}_{r.effect}", "description": f"{kind}: {WHAT_MOVED[kind]}: {r.reason}",
+             "value": round(r.effect_value, 6), "threshold": r.threshold, "blocking": blocking,
+             "test": r.test, "p_value": r.p_value, "p_corrected": r.p_corrected, "effect": r.effect,
+             "psi": r.psi, "n_ref": r.n_ref, "n_cur": r.n_cur}
+            for r in results if r.drifted]
+
+
+def suspicious_anomalies(train_stats, skip: frozenset[str]) -> list[dict]:
+    return [{"split": names.TRAIN, "feature": f.feature, "kind": SUSPICIOUS, "anomaly": f.pattern,
+             "description": f.description, "value": f.pattern, "threshold": None, "blocking": False}
+            for f in column_checks.findings(train_stats, skip)]
 
 
 def blocking_message(blocking: list[dict]) -> str:
@@ -126,10 +158,11 @@ def blocking_message(blocking: list[dict]) -> str:
             parts.append(f"feature '{feature}': schema anomaly {anomaly} in the {splits} split"
                          f"{'s' if len(found) > 1 else ''} ({first['value']}: {first['description']})")
         else:
-            parts.append(f"feature '{feature}': {first['description']} (value {first['value']})")
+            parts.append(f"feature '{feature}': {first['description']}")
     return f"{len(grouped)} blocking anomal{'y' if len(grouped) == 1 else 'ies'}: " + "; ".join(parts)
 
 
+# --- inputs ----------------------------------------------------------------------------------
 def production_baseline(production_dir: str | Path | None) -> str | None:
     """The training statistics pushed with the production model, from the resolver's artifact;
     None before the first push."""
@@ -146,37 +179,84 @@ def load_baseline(path: str):
         raise DataError(path, f"the baseline statistics are not usable ({error})") from error
 
 
+def reference_profiles(stats_file: str) -> dict[str, drift.Profile]:
+    """The drift profiles beside a statistics file (profiles.json in a statistics artifact,
+    baseline_profiles.json in a bundle); a baseline pushed before profiles existed falls back to
+    profiles read off its TFDV statistics."""
+    beside = {names.BASELINE_STATS: names.BASELINE_PROFILES, names.STATS_FILE: names.PROFILES_FILE}
+    profiles_file = Path(stats_file).with_name(beside.get(Path(stats_file).name, names.PROFILES_FILE))
+    if profiles_file.exists():
+        try:
+            return bundle.read_profiles(str(profiles_file))
+        except ValueError as error:
+            raise DataError(str(profiles_file), f"the drift profiles are not usable ({error})") from error
+    return drift.profiles_from_statistics(load_baseline(stats_file))
+
+
+def _compared_features(schema, label: str) -> set[str]:
+    """What drift and skew compare: the TRAINING features that are model inputs, and the label."""
+    inputs = {f.name for f in schema_view.features(schema, names.ENV_TRAINING)}
+    return inputs | ({label} if label else set())
+
+
+def write_data_card(directory: Path, ingest: dict, stats: dict, schema, label: str, statistics_dir,
+                    times: dict, report: list[dict]) -> None:
+    """data_card.md and data_card.html (flywheel/data_card.py) beside the report."""
+    profiles_file = artifacts.profiles_file(statistics_dir, names.TRAIN)
+    profiles = bundle.read_profiles(str(profiles_file)) if profiles_file.exists() else {}
+    card = data_card.build(ingest, stats, schema_view.by_name(schema, names.ENV_TRAINING), label, profiles, times,
+                           report, ingest.get("card_notes") or {})
+    (directory / names.DATA_CARD).write_text(data_card.markdown(card))
+    (directory / Path(names.DATA_CARD).with_suffix(".html")).write_text(data_card.html_page(card))
+
+
 def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | Path,
         baseline_stats: str | None = None, params: ValidateParams = ValidateParams(),
-        source: str = "") -> list[dict]:
-    """Validate the splits' statistics; write the report; raise DataError if anything blocks.
-    Drift is measured against `baseline_stats` (the production model's training statistics, or
-    a previous file's), when given."""
+        source: str = "", examples_dir: str | Path | None = None, drift_params: DriftParams = DriftParams(),
+        label: str = "", ingest: dict | None = None) -> list[dict]:
+    """Validate the splits; write the report; raise DataError if anything blocks. Drift is measured
+    against `baseline_stats` (the production model's training statistics, or a previous file's),
+    when given; drift and skew need the raw splits (`examples_dir`)."""
+    import pandas as pd
     import tensorflow_data_validation as tfdv
 
     source = source or str(statistics_dir)
     schema = schema_view.load(artifacts.schema_input(schema_path))
     stats = {split: bundle.read_stats(str(artifacts.stats_file(statistics_dir, split))) for split in names.SPLITS}
     previous = load_baseline(baseline_stats) if baseline_stats else None
+    times = artifacts.time_columns(statistics_dir)
 
-    compared = with_comparators(schema, stats[names.TRAIN], params)
-    per_split = {names.TRAIN: tfdv.validate_statistics(stats[names.TRAIN], compared, environment=names.ENV_TRAINING,
-                                                       previous_statistics=previous,
-                                                       serving_statistics=stats[names.EVAL])}
+    per_split = {names.TRAIN: tfdv.validate_statistics(
+        stats[names.TRAIN], with_tfdv_comparators(schema, stats[names.TRAIN]), environment=names.ENV_TRAINING,
+        previous_statistics=previous, serving_statistics=stats[names.EVAL])}
     for split in (names.EVAL, names.TEST):
         per_split[split] = tfdv.validate_statistics(stats[split], schema, environment=names.ENV_TRAINING)
-
-    measured = measurements(per_split[names.TRAIN])
     report = [a for split in names.SPLITS for a in schema_anomalies(per_split[split], split)]
-    report += comparator_anomalies(measured, params.block_on_drift)
+
+    decisions: dict[str, list[drift.FeatureDrift]] = {DRIFT: [], SKEW: []}
+    if examples_dir is not None:
+        features = _compared_features(schema, label)
+        train = pd.read_parquet(artifacts.split_file(examples_dir, names.TRAIN))
+        evaluation = pd.read_parquet(artifacts.split_file(examples_dir, names.EVAL))
+        own = reference_profiles(str(artifacts.stats_file(statistics_dir, names.TRAIN)))
+        decisions[SKEW] = decide(SKEW, own, evaluation, features, times, drift_params)
+        if baseline_stats:
+            decisions[DRIFT] = decide(DRIFT, reference_profiles(baseline_stats), train,
+                                      features, times, drift_params)
+    report += rule_anomalies(SKEW, decisions[SKEW], blocking=True)
+    report += rule_anomalies(DRIFT, decisions[DRIFT], blocking=params.block_on_drift)
+    report += suspicious_anomalies(stats[names.TRAIN], frozenset({label, *times}))
 
     with atomic_dir(output_dir) as staging:
         tfdv.write_anomalies_text(per_split[names.TRAIN], str(staging / names.ANOMALIES_FILE))
         for split in (names.EVAL, names.TEST):
             tfdv.write_anomalies_text(per_split[split], str(staging / f"anomalies_{split}.pbtxt"))
-        (staging / names.ANOMALY_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+        (staging / names.ANOMALY_REPORT).write_text(json.dumps(report, indent=2, default=_json) + "\n")
         (staging / names.MEASUREMENTS_FILE).write_text(json.dumps(
-            {"baseline": baseline_stats or "", "measurements": measured}, indent=2) + "\n")
+            {"baseline": baseline_stats or "", "time_columns": times,
+             **{kind: [r.as_dict() for r in results] for kind, results in decisions.items()},
+             "tfdv": tfdv_measurements(per_split[names.TRAIN])}, indent=2, default=_json) + "\n")
+        write_data_card(staging, ingest or {"source": source}, stats, schema, label, statistics_dir, times, report)
 
     blocking = [a for a in report if a["blocking"]]
     if blocking:
@@ -185,18 +265,40 @@ def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | P
     return report
 
 
+def _json(value):
+    """numpy scalars and non-finite floats in the report: plain numbers, or null."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
 @flywheel_component
 def validate_component(statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[dsl.Artifact],
-                       production: dsl.Input[dsl.Artifact], params: dict, anomalies: dsl.Output[dsl.Artifact]):
-    """Anomalies, drift against the production model's baseline statistics, train/eval skew, with
-    params.yaml's `validate` section. Fails the task on blocking anomalies (components/validate.py)."""
-    from components.validate import production_baseline, run
+                       examples: dsl.Input[dsl.Dataset], production: dsl.Input[dsl.Artifact], params: dict,
+                       drift: dict, anomalies: dsl.Output[dsl.Artifact], data_card: dsl.Output[dsl.Markdown]):
+    """Schema anomalies, drift against the production model's baseline, train/eval skew, with
+    params.yaml's `validate` and `drift` sections; the data card. Fails the task on blocking
+    anomalies (the report and the data card are written first)."""
+    import os
+    import shutil
+
+    from components.validate import DRIFT, production_baseline, run
+    from flywheel import names
     from flywheel import params as flywheel_params
 
     version = production.metadata.get("version")
     anomalies.metadata["baseline"] = f"version {version}" if version is not None else "none (first run)"
-    report = run(statistics_dir=statistics.path, schema_path=schema.path, output_dir=anomalies.path,
-                 baseline_stats=production_baseline(production.path),
-                 params=flywheel_params.build(flywheel_params.ValidateParams, params, "validate"),
-                 source=statistics.metadata.get("source", ""))
-    anomalies.metadata.update({"anomalies": len(report), "blocking": 0})
+    settings = flywheel_params.build(flywheel_params.ValidateParams, params, "validate")
+    rule = flywheel_params.build(flywheel_params.DriftParams, drift, "drift")
+    anomalies.metadata["params"] = {"validate": flywheel_params.section_dict(settings),
+                                    "drift": flywheel_params.section_dict(rule)}
+    try:
+        report = run(statistics_dir=statistics.path, schema_path=schema.path, output_dir=anomalies.path,
+                     baseline_stats=production_baseline(production.path), params=settings,
+                     source=statistics.metadata.get("source", ""), examples_dir=examples.path, drift_params=rule,
+                     label=examples.metadata.get("label", ""), ingest=dict(examples.metadata))
+    finally:
+        card = os.path.join(anomalies.path, names.DATA_CARD)
+        if os.path.exists(card):
+            shutil.copyfile(card, data_card.path)
+    anomalies.metadata.update({"anomalies": len(report), "blocking": 0,
+                               "drifted": sorted({a["feature"] for a in report if a["kind"] == DRIFT})})

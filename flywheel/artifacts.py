@@ -2,6 +2,8 @@
 
     examples/<split>/data.parquet      written by ingest
     statistics/<split>/stats.pb        written by statistics (binary DatasetFeatureStatisticsList)
+    statistics/<split>/profiles.json   drift reference profiles of every column and time part (flywheel/drift)
+    statistics/time_columns.json       {column: time format}
     schema/schema.pbtxt                written by schema
     anomalies/report.json, ...         written by validate
     evaluation/blessing.json, ...      written by evaluate
@@ -21,6 +23,16 @@ def split_file(examples_dir: str | Path, split: str) -> Path:
 
 def stats_file(statistics_dir: str | Path, split: str) -> Path:
     return Path(statistics_dir) / split / names.STATS_FILE
+
+
+def profiles_file(statistics_dir: str | Path, split: str) -> Path:
+    return Path(statistics_dir) / split / names.PROFILES_FILE
+
+
+def time_columns(statistics_dir: str | Path) -> dict[str, str]:
+    """{column: time format} as the statistics step decided them ({} when there are none)."""
+    path = Path(statistics_dir) / names.TIME_COLUMNS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def schema_file(schema_dir: str | Path) -> Path:

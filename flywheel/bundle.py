@@ -5,9 +5,11 @@ the same way, such as the training step's model artifact and the resolver's prod
 
     assets.extra/flywheel.json          model metadata: label, task, features, signature keys, ...
     assets.extra/baseline_stats.pb      TFDV statistics of the training split (binary proto)
+    assets.extra/baseline_profiles.json drift reference profiles of the training split (flywheel/drift)
     assets.extra/schema.pbtxt           the schema, TRAINING and SERVING environments
     assets.extra/eval_predictions.json  {"values": [...]} the model's scores on the test split
     assets.extra/model_card.md          the model card
+    assets.extra/run.json               the record of the pipeline run that pushed it
 
 `assets.extra/` is the SavedModel directory for files the graph does not use, so TF Serving
 loads the version untouched. Only protobuf and tensorflow-metadata are imported: the sidecar
@@ -24,7 +26,8 @@ from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 from flywheel import names, schema_view, storage
 from flywheel.errors import DataError
 
-# The files a pushed version carries, by role; push copies each from the run's artifacts.
+# The files every pushed version carries beside its SavedModel (versions pushed before drift
+# profiles existed lack baseline_profiles.json: readers fall back to the statistics).
 BASELINE_FILES = (names.BASELINE_STATS, names.BASELINE_SCHEMA, names.EVAL_PREDICTIONS, names.MODEL_METADATA)
 
 
@@ -48,7 +51,8 @@ def add_files(version_dir: str, files: dict[str, str]) -> None:
         storage.copy_file(source, path(version_dir, name))
 
 
-def copy_extras(version_dir: str, destination: str, filenames: tuple[str, ...] = BASELINE_FILES) -> list[str]:
+def copy_extras(version_dir: str, destination: str,
+                filenames: tuple[str, ...] = BASELINE_FILES + (names.BASELINE_PROFILES,)) -> list[str]:
     """Copy a version's bundle files (without the SavedModel) under destination/assets.extra/;
     returns the names copied (a missing one is skipped: older versions may lack it)."""
     copied = []
@@ -67,6 +71,21 @@ class Bundle:
     stats: statistics_pb2.DatasetFeatureStatisticsList
     schema: schema_pb2.Schema
     eval_predictions: list[float]
+
+
+def read_profiles(file: str) -> dict:
+    """Drift reference profiles (flywheel/drift) written as JSON: {column: profile}."""
+    from flywheel import drift
+
+    try:
+        raw = json.loads(storage.read_bytes(file))
+        return {name: drift.profile_from_dict(profile) for name, profile in raw["profiles"].items()}
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{file} is not a drift profiles file ({error})") from error
+
+
+def write_profiles(file: str, profiles: dict) -> None:
+    storage.write_text(file, json.dumps({"profiles": {k: v.to_dict() for k, v in profiles.items()}}))
 
 
 def read_stats(file: str) -> statistics_pb2.DatasetFeatureStatisticsList:

@@ -13,6 +13,8 @@ SPLITS = (TRAIN, EVAL, TEST)
 # --- Files inside artifacts ---------------------------------------------------------------
 SPLIT_FILE = "data.parquet"            # <examples>/<split>/data.parquet
 STATS_FILE = "stats.pb"                # <statistics>/<split>/stats.pb  (binary DatasetFeatureStatisticsList)
+PROFILES_FILE = "profiles.json"       # <statistics>/<split>/profiles.json: drift reference profiles (flywheel/drift)
+TIME_COLUMNS_FILE = "time_columns.json"  # <statistics>/time_columns.json: {column: time format} the step decided
 STATS_HTML = "statistics.html"         # Facets HTML; the KFP HTML artifact is this one file
 SCHEMA_FILE = "schema.pbtxt"           # <schema>/schema.pbtxt (text Schema proto)
 ANOMALIES_FILE = "anomalies.pbtxt"     # <anomalies>/anomalies.pbtxt (text Anomalies proto)
@@ -32,9 +34,11 @@ ENV_SERVING = "SERVING"
 # goes in assets.extra/, the SavedModel directory for files the graph does not use.
 EXTRA_DIR = "assets.extra"
 BASELINE_STATS = "baseline_stats.pb"         # training-split statistics (binary proto)
+BASELINE_PROFILES = "baseline_profiles.json"     # drift reference profiles of the training split
 BASELINE_SCHEMA = "schema.pbtxt"             # schema with TRAINING and SERVING environments
 EVAL_PREDICTIONS = "eval_predictions.json"   # {"values": [...]} model scores on the test split
 MODEL_CARD = "model_card.md"
+DATA_CARD = "data_card.md"                   # also beside validate's report, with data_card.html
 MODEL_METADATA = "flywheel.json"             # {"label": ..., "task": ..., "features": {...}, "data_version": ..., "metrics": {...}}
 RUNS_DIR = "runs"                            # <repo>/<model>/runs/<run id>.json: one record per pipeline run
 RUN_RECORD = "run.json"                      # the run's record, also in the pushed version's assets.extra/
@@ -56,6 +60,6 @@ DEFAULT_MODEL_NAME = "taxi_tips"
 
 # --- Container images ---------------------------------------------------------------------
 # Default image every KFP component runs in; `pipelines compile --image` rewrites it in the
-# compiled YAML so the committed YAML never depends on who compiled it (STYLE.md #6).
+# compiled YAML so the committed YAML never depends on who compiled it.
 COMPONENT_IMAGE = "ghcr.io/flywheel-mlops/flywheel-component:0.1.0"
 SIDECAR_IMAGE = "ghcr.io/flywheel-mlops/flywheel-sidecar:0.1.0"

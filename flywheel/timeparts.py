@@ -28,8 +28,9 @@ NUMERIC_PART, CATEGORICAL_PART = "numeric", "categorical"
 # How drift compares each cyclical part: day of year as a number (KS), the others as levels.
 PART_KINDS = {DAY_OF_YEAR: NUMERIC_PART, MONTH: CATEGORICAL_PART, WEEKDAY: CATEGORICAL_PART, HOUR: CATEGORICAL_PART}
 DAY = 86400
-# The span of reference data that has seen a part's whole cycle (a year: 364 days and a day).
+# The length of each part's cycle, and of one step of it.
 CYCLE_SECONDS = {DAY_OF_YEAR: 365 * DAY, MONTH: 365 * DAY, WEEKDAY: 7 * DAY, HOUR: DAY}
+PART_UNIT = {DAY_OF_YEAR: DAY, MONTH: DAY, WEEKDAY: DAY, HOUR: 3600}
 
 # Numbers read as epoch seconds lie between 2001-09-09 (1e9 s: smaller values are more likely
 # counts or ids) and 2100-01-01.
@@ -184,10 +185,11 @@ def drift_parts(reference_seconds: Any, has_time: bool) -> tuple[str, ...]:
     s = s[np.isfinite(s)]
     if s.size == 0:
         return ()
-    # Dates stand for whole days: 1 to 7 January covers a week.
-    covered = float(s.max() - s.min()) + (0 if has_time else DAY)
+    # A reference has seen every value of a cycle when it spans the cycle less one unit of the part:
+    # 1 to 7 January (dates, or times up to 7 January 23:59) covers every weekday.
+    covered = float(s.max() - s.min())
     candidates = [DAY_OF_YEAR, MONTH, WEEKDAY] + ([HOUR] if has_time else [])
-    return tuple(p for p in candidates if covered >= CYCLE_SECONDS[p])
+    return tuple(p for p in candidates if covered >= CYCLE_SECONDS[p] - PART_UNIT[p])
 
 
 def part_column(column: str, part: str) -> str:

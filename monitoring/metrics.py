@@ -1,5 +1,5 @@
-"""Every Prometheus metric the sidecar exports, named exactly as in the team brief (issue 5's alert
-rules and dashboards use these names and label sets).
+"""Every Prometheus metric the sidecar exports (the alert rules and dashboards use these names and
+label sets).
 
 Names and label lists are module constants; `SidecarMetrics(registry)` creates them on a registry
 passed in (tests use a fresh CollectorRegistry). Drift values are computed at scrape time by

@@ -8,10 +8,12 @@ chain exists so that a step can be exercised on exactly what the steps before it
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
-from flywheel import artifacts
+from flywheel import artifacts, names
+from flywheel.errors import DataError
 from flywheel.params import Params
 
 ORDER = ("ingest", "resolve", "statistics", "schema", "validate", "train", "evaluate", "push")
@@ -28,40 +30,24 @@ class ChainRun:
         return self.workdir / name
 
     @property
-    def examples(self) -> Path:
-        return self.out("examples")
-
-    @property
-    def statistics(self) -> Path:
-        return self.out("statistics")
-
-    @property
     def schema(self) -> Path:
         return artifacts.schema_file(self.out("schema"))
 
-    @property
-    def production(self) -> Path:
-        return self.out("production")
 
-    @property
-    def anomalies(self) -> Path:
-        return self.out("anomalies")
-
-    @property
-    def model(self) -> Path:
-        return self.out("model")
-
-    @property
-    def evaluation(self) -> Path:
-        return self.out("evaluation")
+# Each step's output folder under the workdir, as chain.examples, chain.statistics, ...
+ARTIFACTS = ("examples", "statistics", "production", "anomalies", "model", "evaluation")
+for _name in ARTIFACTS:
+    setattr(ChainRun, _name, property(lambda self, name=_name: self.out(name)))
 
 
 def run(data_path: str, workdir: str | Path, params: Params, until: str = "push", data_rev: str = "",
         baseline_stats: str | None = None, curated_schema: str | None = None, force: bool = False,
-        run_id: str = "") -> ChainRun:
+        run_id: str = "", record_block: bool = False) -> ChainRun:
     """Run the steps from ingest through `until`. Drift is measured against the resolved
     production model's baseline unless `baseline_stats` names another statistics file;
-    `curated_schema` overrides params.schema.curated ("" infers)."""
+    `curated_schema` overrides params.schema.curated ("" infers). When validation blocks, the
+    DataError is raised, or with `record_block` kept in results["blocked"] (the report in
+    results["validate"]) and the chain stops there."""
     from components import evaluate, ingest, push, resolve, schema, statistics, train, validate
     from flywheel import schema_view
 
@@ -85,13 +71,21 @@ def run(data_path: str, workdir: str | Path, params: Params, until: str = "push"
         step("resolve", resolve.run, repository, model_name, chain.production)
     if "statistics" in steps:
         step("statistics", statistics.run, chain.examples, chain.statistics,
-             schema_path=schema_view.resolve_curated(curated))
+             schema_path=schema_view.resolve_curated(curated), label=label, quantiles=params.drift.quantiles)
     if "schema" in steps:
         step("schema", schema.run, chain.statistics, chain.out("schema"), label, curated)
     if "validate" in steps:
         baseline = baseline_stats if baseline_stats is not None else validate.production_baseline(chain.production)
-        step("validate", validate.run, chain.statistics, chain.schema, chain.anomalies, baseline, params.validate,
-             source=data_path)
+        try:
+            step("validate", validate.run, chain.statistics, chain.schema, chain.anomalies, baseline, params.validate,
+                 source=data_path, examples_dir=chain.examples, drift_params=params.drift, label=label,
+                 ingest=results["ingest"])
+        except DataError as error:
+            report = chain.anomalies / names.ANOMALY_REPORT
+            if not record_block or not report.exists():
+                raise
+            results["blocked"], results["validate"] = str(error), json.loads(report.read_text())
+            return chain
     if "train" in steps:
         step("train", train.run, str(chain.examples), str(chain.schema), label, str(chain.model), params.train,
              data_version=data_version)
@@ -101,6 +95,7 @@ def run(data_path: str, workdir: str | Path, params: Params, until: str = "push"
     if "push" in steps:
         step("push", push.run, str(chain.model), str(chain.evaluation), str(chain.statistics), str(chain.schema),
              repository, model_name, production_dir=str(chain.production), data_version=data_version, force=force,
-             run_id=run_id)
+             run_id=run_id, anomalies_dir=str(chain.anomalies),
+             record={"ingest/examples": results["ingest"], "trigger": {"kind": "manual", "command": "in-process chain"}})
     return chain
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
 import glob
 import json
 import os
@@ -17,13 +18,13 @@ import sys
 from flywheel import bundle, names, storage
 from flywheel import model_repository as repo
 from flywheel import params as params_module
-from pipelines import runner, summary
+from pipelines import console, runner, summary
 from pipelines.training_pipeline import arguments as pipeline_arguments
 
 LAST_RUN_FILE = os.path.join("runs", "last_run.json")
 METRICS_FILE = os.path.join("runs", "metrics.json")   # DVC metrics of the last run (dvc.yaml stage `pipeline`)
 PLOTS_DIR = os.path.join("runs", "plots")              # DVC plots: roc.csv, training.csv
-RUN_ARGUMENTS = ("data_rev", "force_push", "train_accelerator_type", "train_accelerator_limit",
+RUN_ARGUMENTS = ("data_rev", "force_push", "trigger", "train_accelerator_type", "train_accelerator_limit",
                  "train_node_selector", "train_tolerations")
 
 
@@ -46,9 +47,14 @@ def parse_sets(pairs: list[str] | None) -> dict:
     return parsed
 
 
-def settings_and_run_arguments(params: params_module.Params, sets: dict) -> tuple[params_module.Params, dict]:
+def settings_and_run_arguments(params: params_module.Params, sets: dict,
+                               trigger: str = "manual") -> tuple[params_module.Params, dict]:
+    """The settings with `section.key` overrides applied, and the run-level arguments (the
+    trigger recorded in the run's lineage defaults to this command and who ran it)."""
     dotted = {k: v for k, v in sets.items() if "." in k}
-    return params_module.override(params, dotted), {k: v for k, v in sets.items() if "." not in k}
+    run_arguments = {k: v for k, v in sets.items() if "." not in k}
+    run_arguments.setdefault("trigger", {"kind": trigger, "by": getpass.getuser(), "command": " ".join(sys.argv[1:3])})
+    return params_module.override(params, dotted), run_arguments
 
 
 def local_paths(params: params_module.Params) -> params_module.Params:
@@ -110,8 +116,8 @@ def cmd_main(args, params) -> int:
     summaries, log_file = [], runner.log_path("make-run")
     for i, path in enumerate(chosen, 1):
         print(f"== [{i}/{len(chosen)}] pipeline on {path} ==", flush=True)
-        arguments = pipeline_arguments(params, storage.absolute(path), **run_arguments,
-                                       **({"force_push": True} if args.force else {}))
+        arguments = pipeline_arguments(params, storage.absolute(path),
+                                       **{**run_arguments, **({"force_push": True} if args.force else {})})
         summaries.append(runner.run_local(arguments, args.pipeline_root, args.verbose, log_file))
         if not summaries[-1].succeeded:
             break
@@ -167,7 +173,11 @@ def cmd_compile(args, params) -> int:
 
 
 def _remote_arguments(args, params) -> dict:
-    params, run_arguments = settings_and_run_arguments(params, parse_sets(args.set))
+    params, run_arguments = settings_and_run_arguments(params, parse_sets(args.set),
+                                                       trigger="schedule" if args.command == "schedule" else "manual")
+    if args.command == "schedule":
+        run_arguments["trigger"]["cron"] = args.cron
+    run_arguments["trigger"]["submitted_to"] = args.host
     params = params_module.override(params, {"push.model_repository": args.model_repository})
     return pipeline_arguments(params, args.data, **run_arguments)
 
@@ -210,15 +220,20 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     set_help = "a setting for this run: section.key=value (e.g. train.epochs=20) or a run-level parameter"
 
-    m = sub.add_parser("main", help="the make-run job: first span, then a later one, then a summary")
+    def local_run(command, **kwargs):
+        """A command that runs the pipeline here, with the flags every local run takes."""
+        sp = sub.add_parser(command, **kwargs)
+        sp.add_argument("--pipeline-root", default=runner.DEFAULT_PIPELINE_ROOT)
+        sp.add_argument("--force", action="store_true", help="push even when a version was trained on the same data")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
+        sp.add_argument("--verbose", action="store_true", help="show every task's full output on the console")
+        return sp
+
+    m = local_run("main", help="the make-run job: first span, then a later one, then a summary")
     m.add_argument("--later-span", type=int, default=0, help="1-based span number of the second run (default 2)")
-    m.add_argument("--pipeline-root", default=runner.DEFAULT_PIPELINE_ROOT)
-    m.add_argument("--force", action="store_true", help="push even when a version was trained on the same data")
-    m.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
-    m.add_argument("--verbose", action="store_true", help="show every task's full output on the console")
     m.set_defaults(func=cmd_main)
 
-    r = sub.add_parser("run", help="run the pipeline locally on one file")
+    r = local_run("run", help="run the pipeline locally on one file")
     r.add_argument("--data", required=True, help="CSV or Parquet file, or a DVC-tracked path (with --data-rev)")
     r.add_argument("--label", required=True, help="label column (numeric or string)")
     r.add_argument("--data-rev", default="", help="git revision of a DVC-tracked path")
@@ -227,10 +242,6 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--curated-schema", default="", help="schema.pbtxt to import (default: the model's, else inferred)")
     r.add_argument("--pii", nargs="*", help="columns to drop before anything is written")
     r.add_argument("--slice", default="", help="feature to slice evaluation metrics by")
-    r.add_argument("--pipeline-root", default=runner.DEFAULT_PIPELINE_ROOT)
-    r.add_argument("--force", action="store_true", help="push even when a version was trained on the same data")
-    r.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
-    r.add_argument("--verbose", action="store_true", help="show every task's full output on the console")
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("compile", help="compile the pipeline to KFP YAML")
@@ -263,6 +274,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    console.quiet(getattr(args, "verbose", False))
     try:
         params = params_module.load(args.params)
         return args.func(args, params)

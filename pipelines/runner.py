@@ -18,6 +18,7 @@ import sys
 import time
 import warnings
 
+from pipelines import console
 from pipelines.summary import RunSummary, summarize
 
 DEFAULT_PIPELINE_ROOT = "runs/pipeline_root"
@@ -116,13 +117,6 @@ def log_path(label: str) -> str:
     return os.path.abspath(os.path.join(LOG_DIR, f"{time.strftime('%Y%m%d-%H%M%S')}-{stem}.log"))
 
 
-def _quiet_tasks() -> None:
-    """Environment the task subprocesses inherit: TensorFlow's C++ start-up lines and
-    third-party deprecation warnings stay out of the task logs' first screen."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
-
-
 def run_local(arguments: dict, pipeline_root: str = DEFAULT_PIPELINE_ROOT, verbose: bool = False,
               log_file: str | None = None) -> RunSummary:
     """Run the whole DAG in subprocesses with kfp.local; never raises for a failed task."""
@@ -131,7 +125,7 @@ def run_local(arguments: dict, pipeline_root: str = DEFAULT_PIPELINE_ROOT, verbo
     from pipelines.training_pipeline import PIPELINE_NAME, training_pipeline
 
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-    _quiet_tasks()
+    console.quiet(verbose)
     pipeline_root = os.path.abspath(pipeline_root)
     os.makedirs(pipeline_root, exist_ok=True)
     before = set(os.listdir(pipeline_root))

@@ -2,7 +2,7 @@
 production model resolved once as an input of validate, evaluate and push.
 
 Settings travel as one dict parameter per params.yaml section (`ingest`, `schema`, `validate`,
-`train`, `evaluate`, `push`); each step turns its section into the typed dataclass of
+`drift`, `train`, `evaluate`, `push`); each step turns its section into the typed dataclass of
 flywheel/params.py. Their defaults are params.yaml's values, read when this module is imported,
 so the compiled YAML carries literal defaults that do not depend on who compiled it or where
 (a test checks the committed YAML against params.yaml).
@@ -21,13 +21,13 @@ from components.validate import validate_component
 from flywheel import params as flywheel_params
 
 PIPELINE_NAME = "flywheel-training"
-SECTIONS = ("ingest", "schema", "validate", "train", "evaluate", "push")
+SECTIONS = ("ingest", "schema", "validate", "drift", "train", "evaluate", "push")
 DEFAULT_DATA = "data/spans/span-001.csv"
 
 
 def arguments(params: flywheel_params.Params, data_path: str = DEFAULT_DATA, **run_arguments) -> dict:
     """Pipeline arguments for a run with these settings: one dict per section, plus run-level
-    values (data_path, data_rev, force_push, accelerator settings)."""
+    values (data_path, data_rev, force_push, trigger: what started the run, accelerator settings)."""
     values = {section: flywheel_params.section_dict(getattr(params, section)) for section in SECTIONS}
     return {"data_path": data_path, **values, **run_arguments}
 
@@ -44,10 +44,12 @@ def training_pipeline(
     ingest: dict = DEFAULTS["ingest"],
     schema: dict = DEFAULTS["schema"],
     validate: dict = DEFAULTS["validate"],
+    drift: dict = DEFAULTS["drift"],
     train: dict = DEFAULTS["train"],
     evaluate: dict = DEFAULTS["evaluate"],
     push: dict = DEFAULTS["push"],
     force_push: bool = False,
+    trigger: dict = {},
     train_accelerator_type: str = "",
     train_accelerator_limit: int = 0,
     train_node_selector: dict = {},
@@ -64,13 +66,14 @@ def training_pipeline(
     resolve_task.set_caching_options(False)
     resolve_task.set_display_name("resolve")
 
-    stats_task = statistics_component(examples=ingest_task.outputs["examples"], params=schema)
+    stats_task = statistics_component(examples=ingest_task.outputs["examples"], params=schema, drift=drift)
     stats_task.set_display_name("statistics")
     schema_task = schema_component(statistics=stats_task.outputs["statistics"], params=schema)
     schema_task.set_display_name("schema")
     validate_task = validate_component(
         statistics=stats_task.outputs["statistics"], schema=schema_task.outputs["schema"],
-        production=resolve_task.outputs["production"], params=validate)
+        examples=ingest_task.outputs["examples"], production=resolve_task.outputs["production"],
+        params=validate, drift=drift)
     validate_task.set_display_name("validate")
 
     train_task = train_component(examples=ingest_task.outputs["examples"], schema=schema_task.outputs["schema"],
@@ -92,6 +95,6 @@ def training_pipeline(
         statistics=stats_task.outputs["statistics"], schema=schema_task.outputs["schema"],
         examples=ingest_task.outputs["examples"], anomalies=validate_task.outputs["anomalies"],
         production=resolve_task.outputs["production"], push=push, force=force_push,
-        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, trigger=trigger)
     push_task.set_caching_options(False)  # it changes the model repository
     push_task.set_display_name("push")

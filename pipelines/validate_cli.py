@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from flywheel import artifacts, names
+from flywheel import artifacts, drift, names
 from flywheel import params as params_mod
 from flywheel.errors import DataError
-from pipelines import chain
+from pipelines import chain, console
 
 
 def format_report(report: list[dict]) -> str:
@@ -31,6 +31,19 @@ def format_report(report: list[dict]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines += list(dict.fromkeys(f"  {a['feature']}: {a['description']}" for a in report))
+    return "\n".join(lines)
+
+
+def format_decisions(measurements: dict) -> str:
+    """Every compared feature's drift and skew decision: test, p-values, effect size, n."""
+    lines = []
+    for kind, title in (("drift", "Drift against the previous file's train split"),
+                        ("skew", "Skew: eval split against train split")):
+        results = [drift.FeatureDrift(**{**r, **{k: float("nan") for k, v in r.items() if v is None}})
+                   for r in measurements.get(kind, [])]
+        if results:
+            lines += [f"{title} ({sum(r.drifted for r in results)} of {len(results)} changed):",
+                      drift.format_table(results), ""]
     return "\n".join(lines)
 
 
@@ -59,6 +72,15 @@ def check(data: str, label: str, out: Path, previous: str = "", schema: str = ""
     return current.results["validate"]
 
 
+def _print_artifacts(out: Path) -> None:
+    """The decisions table and the anomaly report, as far as validation got."""
+    anomalies = out / "current" / "anomalies"
+    if (anomalies / names.MEASUREMENTS_FILE).exists():
+        print(format_decisions(json.loads((anomalies / names.MEASUREMENTS_FILE).read_text())))
+    if (anomalies / names.ANOMALY_REPORT).exists():
+        print(format_report(json.loads((anomalies / names.ANOMALY_REPORT).read_text())))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.validate_cli",
                                      description="Validate a CSV or Parquet file with TFDV and print the anomaly report.")
@@ -68,17 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schema", default="", help="text Schema proto to validate against (default: inferred)")
     parser.add_argument("--out", default="", help="where the artifacts go (default runs/validate/<name>-<time>)")
     parser.add_argument("--params", default=str(params_mod.PARAMS_FILE), help="params.yaml for thresholds and PII columns")
+    parser.add_argument("--verbose", action="store_true", help="show library start-up output and warnings")
     args = parser.parse_args(argv)
+    console.quiet(args.verbose)
     out = Path(args.out or Path("runs") / "validate" / f"{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         report = check(args.data, args.label, out, args.previous, args.schema, args.params)
     except DataError as error:
-        report_file = out / "current" / "anomalies" / names.ANOMALY_REPORT
-        if report_file.exists():
-            print(format_report(json.loads(report_file.read_text())))
+        _print_artifacts(out)
         print(f"\nFAILED: {error}", file=sys.stderr)
         return 1
-    print(format_report(report))
+    _print_artifacts(out)
     print(f"\nOK: nothing blocks ({len(report)} non-blocking anomal{'y' if len(report) == 1 else 'ies'}). "
           f"Artifacts: {out}{os.sep}")
     return 0

@@ -312,7 +312,7 @@ def _main_effect(r: _Measured, numeric: bool, params: DriftParams) -> tuple[str,
     known = [c for c in candidates if math.isfinite(c[1]) or c[1] == math.inf]
     if not known:
         return candidates[0]
-    return max(known, key=lambda c: c[1] / c[2])
+    return max(known, key=lambda c: c[1] / c[2] if c[2] > 0 else math.inf)
 
 
 def format_table(results: list[FeatureDrift]) -> str:

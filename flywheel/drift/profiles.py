@@ -172,6 +172,13 @@ class NumericProfile:
     def from_dict(self, data: Mapping) -> NumericSummary:
         return self.summary(data["counts"], data.get("missing", 0), data.get("below", 0.0), data.get("above", 0.0))
 
+    def to_dict(self) -> dict:
+        """JSON-ready; `profile_from_dict` reads it back exactly (floats keep every bit)."""
+        return {"kind": NUMERIC, "edges": [float(e) for e in self.edges], "counts": [float(c) for c in self.counts],
+                "atoms": [bool(a) for a in self.atoms], "minimum": _finite_or_none(self.minimum),
+                "maximum": _finite_or_none(self.maximum), "mean": _finite_or_none(self.mean),
+                "sd": _finite_or_none(self.sd), "missing": float(self.missing), "quantiles": int(self.quantiles)}
+
     def cdf(self, x: Any) -> np.ndarray:
         """The reference CDF, linear inside a bin and jumping at point masses."""
         x = _as_float(x)
@@ -333,6 +340,10 @@ class CategoricalProfile:
     def from_dict(self, data: Mapping) -> CategoricalSummary:
         return self.summary(data["counts"], data.get("missing", 0))
 
+    def to_dict(self) -> dict:
+        return {"kind": CATEGORICAL, "levels": list(self.levels), "counts": [float(c) for c in self.counts],
+                "missing": float(self.missing)}
+
 
 def categorical_profile(values: Any, max_levels: int = DEFAULT_MAX_LEVELS) -> CategoricalProfile:
     """The exact profile of raw values: the `max_levels` commonest levels, the rest as `other`."""
@@ -354,6 +365,31 @@ def categorical_profile_from_counts(counts: Mapping[str, float], total: float | 
 
 
 # --- profiles from values and from TFDV statistics -------------------------------------------
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _float(x) -> float:
+    return math.nan if x is None else float(x)
+
+
+def profile_from_dict(data: Mapping) -> "NumericProfile | CategoricalProfile":
+    """A profile written by `to_dict` (e.g. the profiles.json the statistics step writes)."""
+    if data.get("kind") == CATEGORICAL:
+        return CategoricalProfile(tuple(str(v) for v in data["levels"]), np.asarray(data["counts"], float),
+                                  float(data.get("missing", 0.0)))
+    if data.get("kind") != NUMERIC:
+        raise ValueError(f"not a drift profile: kind {data.get('kind')!r}")
+    counts = np.asarray(data["counts"], float)
+    edges = np.asarray(data["edges"], float)
+    atoms = np.asarray(data["atoms"], bool)
+    if counts.size != edges.size + 1 or atoms.size != counts.size or (counts < 0).any():
+        raise ValueError(f"a numeric profile has one count and one atom flag per bin (edges + 1); got "
+                         f"{edges.size} edges, {counts.size} counts, {atoms.size} flags")
+    return NumericProfile(edges, counts, atoms, _float(data.get("minimum")), _float(data.get("maximum")),
+                          _float(data.get("mean")), _float(data.get("sd")), float(data.get("missing", 0.0)),
+                          int(data.get("quantiles", 0)))
+
 
 Profile = NumericProfile | CategoricalProfile
 Summary = NumericSummary | CategoricalSummary

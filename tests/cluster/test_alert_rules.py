@@ -50,7 +50,7 @@ def test_every_alert_has_severity_summary_and_runbook():
         assert alert.get("for"), f"{alert['alert']}: no `for`, it would fire on one bad evaluation"
 
 
-def test_issue_alerts_are_all_there():
+def test_every_documented_alert_is_there():
     assert {a["alert"] for a in _alerts()} >= {
         "FlywheelFeatureDriftSustained", "FlywheelPredictionDrift", "FlywheelSchemaAnomalies",
         "FlywheelLiveAccuracyDrop", "FlywheelHighErrorRate", "FlywheelLatencySLO", "FlywheelPredictionLogDrops",
@@ -73,7 +73,7 @@ def test_prometheusrule_manifest_is_up_to_date():
 
 def test_drift_alerts_use_the_pipelines_thresholds():
     from flywheel import params
-    settings = params.load().validate
+    settings = params.load().monitoring
     (alert,) = [a for a in _alerts() if a["alert"] == "FlywheelFeatureDriftSustained"]
     assert f'{{measure="linf"}} > {settings.drift_linf:g}' in alert["expr"]
     assert f'{{measure="jsd"}} > {settings.drift_jsd:g}' in alert["expr"]

@@ -41,7 +41,7 @@ def _drift_panels() -> dict[str, dict]:
     return {p["title"]: p for p in d["panels"]}
 
 
-def test_drift_dashboard_has_what_the_issue_asks_for():
+def test_drift_dashboard_has_its_panels():
     titles = " | ".join(_drift_panels())
     for needed in ("Feature drift over time", "drifting now", "Prediction drift", "Schema anomalies",
                    "Live accuracy", "model version"):
@@ -50,7 +50,7 @@ def test_drift_dashboard_has_what_the_issue_asks_for():
 
 def test_drift_thresholds_are_the_pipelines():
     """A number on the dashboard means what it means in the pipeline's anomaly report."""
-    settings = params.load().validate
+    settings = params.load().monitoring
     panels = _drift_panels()
     steps = {title: [s["value"] for s in p["fieldConfig"]["defaults"]["thresholds"]["steps"]]
              for title, p in panels.items() if title.startswith("Feature drift over time")}

@@ -38,9 +38,9 @@ from tests.support.taxi_rows import LABEL, make_frame, rows_of
 
 MODEL = names.DEFAULT_MODEL_NAME
 SHIFTED = "trip_miles"
-# params.yaml validate.drift_jsd / drift_linf, the thresholds on the dashboard and in the alert
-JSD_THRESHOLD = params.load().validate.drift_jsd
-LINF_THRESHOLD = params.load().validate.drift_linf
+# params.yaml monitoring.drift_jsd / drift_linf, the thresholds on the dashboard and in the alert
+JSD_THRESHOLD = params.load().monitoring.drift_jsd
+LINF_THRESHOLD = params.load().monitoring.drift_linf
 DASHBOARDS = ROOT / "monitoring/dashboards"
 SCRAPE_S = 1
 WINDOW_ROWS = 400

@@ -90,7 +90,7 @@ def test_final_targets_carry_no_build_tools():
         assert not any(s.startswith("build") for s in _chain(stages, target)), target
 
 
-def test_sidecar_entrypoint_is_the_brief_command():
+def test_sidecar_entrypoint_is_the_monitoring_module():
     body = dict(_stages()["sidecar"]["body"])
     assert body["ENTRYPOINT"] == '["python3", "-m", "monitoring"]'
     assert '"--port", "8080"' in body["CMD"] and '"--upstream", "http://127.0.0.1:8501"' in body["CMD"]

@@ -33,7 +33,8 @@ class Steps:
         schema.run(schema_from or current, self.root / "schema", LABEL, schema_path)
         return validate.run(current, self.root / "schema", self.root / "anomalies",
                             baseline_stats=str(artifacts.stats_file(baseline, names.TRAIN)) if baseline else None,
-                            params=settings, source=str(current))
+                            params=settings, source=str(current), examples_dir=current.parent / "examples",
+                            drift_params=SETTINGS.drift, label=LABEL)
 
 
 @pytest.fixture
@@ -43,9 +44,9 @@ def steps(tmp_path) -> Steps:
 
 @pytest.fixture(scope="session")
 def clean_spans(tmp_path_factory) -> list[Path]:
-    """Spans 1-3 of the default parameters, no shifts."""
+    """Spans 1-3 of the default parameters, without the default drift of span 3."""
     out = tmp_path_factory.mktemp("spans")
-    return datagen.write_spans(DataParams(), out)
+    return datagen.write_spans(DataParams(shifts=()), out)
 
 
 @pytest.fixture(scope="session")

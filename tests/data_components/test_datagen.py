@@ -1,4 +1,4 @@
-"""The generator: deterministic, the brief's columns, a learnable label, knobs validated."""
+"""The generator: deterministic, the default dataset's columns, a learnable label, knobs validated."""
 import time
 
 import numpy as np

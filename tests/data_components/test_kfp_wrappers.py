@@ -24,13 +24,14 @@ def _chain(data, artifact, repository: str, prefix: str):
     resolve_component.python_func(push={"model_repository": repository, "model_name": "taxi"}, production=production)
     stats = artifact(dsl.Artifact, f"{prefix}statistics")
     html = artifact(dsl.HTML, f"{prefix}statistics_html")
-    statistics_component.python_func(examples=examples, params=section_dict(SETTINGS.schema), statistics=stats,
-                                     statistics_html=html)
+    statistics_component.python_func(examples=examples, params=section_dict(SETTINGS.schema),
+                                     drift=section_dict(SETTINGS.drift), statistics=stats, statistics_html=html)
     schema = artifact(dsl.Artifact, f"{prefix}schema")
     schema_component.python_func(statistics=stats, params=section_dict(SETTINGS.schema), schema=schema)
     anomalies = artifact(dsl.Artifact, f"{prefix}anomalies")
-    validate_component.python_func(statistics=stats, schema=schema, production=production,
-                                   params=section_dict(SETTINGS.validate), anomalies=anomalies)
+    validate_component.python_func(statistics=stats, schema=schema, examples=examples, production=production,
+                                   params=section_dict(SETTINGS.validate), drift=section_dict(SETTINGS.drift),
+                                   anomalies=anomalies)
     return examples, stats, html, schema, anomalies
 
 
@@ -44,15 +45,16 @@ def test_wrappers_chain_and_use_the_production_baseline(tmp_path, artifact):
     assert artifacts.stats_file(stats.path, names.TRAIN).exists()
     assert "facets-overview" in open(html.path).read()
     assert schema.metadata["schema_source"].startswith("curated:")
-    assert anomalies.metadata == {"baseline": "none (first run)", "anomalies": 0, "blocking": 0}
+    assert anomalies.metadata == {"baseline": "none (first run)", "anomalies": 0, "blocking": 0, "drifted": []}
 
     # Span 1's train statistics as version 1's baseline; span 2 is then compared with it.
     bundle.add_files(str(repository / "taxi" / "1"),
-                     {names.BASELINE_STATS: str(artifacts.stats_file(stats.path, names.TRAIN))})
+                     {names.BASELINE_STATS: str(artifacts.stats_file(stats.path, names.TRAIN)),
+                      names.BASELINE_PROFILES: str(artifacts.profiles_file(stats.path, names.TRAIN))})
     *_, anomalies = _chain(write_span(tmp_path, span(2), "span-002.csv"), artifact, str(repository), "second_")
     assert anomalies.metadata["baseline"] == "version 1"
     measured = json.loads(open(f"{anomalies.path}/{names.MEASUREMENTS_FILE}").read())
-    assert {m["kind"] for m in measured["measurements"]} == {"drift", "skew"}
+    assert measured["drift"] and measured["skew"] and not any(r["drifted"] for r in measured["drift"])
 
 
 def test_validate_wrapper_fails_the_task_on_blocking_anomalies(tmp_path, artifact):
@@ -68,7 +70,8 @@ def test_component_interfaces_the_pipeline_wires():
     assert set(ingest_component.component_spec.outputs) == {"examples"}
     assert set(statistics_component.component_spec.outputs) == {"statistics", "statistics_html"}
     assert inputs(schema_component) == {"statistics", "params"}
-    assert inputs(validate_component) == {"statistics", "schema", "production", "params"}
+    assert inputs(validate_component) == {"statistics", "schema", "examples", "production", "params", "drift"}
+    assert inputs(statistics_component) == {"examples", "params", "drift"}
     assert inputs(resolve_component) == {"push"}
     for component in (ingest_component, resolve_component, statistics_component, schema_component, validate_component):
         container = component.component_spec.implementation.container

@@ -10,7 +10,7 @@ from flywheel import names
 from flywheel.errors import DataError
 from flywheel.params import Shift
 
-from tests.support.spans import LABEL, span, write_span
+from tests.support.spans import LABEL, SETTINGS, span, write_span
 
 
 def _report(steps, clean_stats, shift: Shift, tmp_path, schema_from_previous=False) -> tuple[list[dict], str]:
@@ -28,8 +28,8 @@ def _found(report, feature, kind):
 
 
 @pytest.mark.parametrize("shift, feature, anomaly", [
-    (Shift(2, "covariate", "fare", 1.0), "fare", "drift_jsd"),
-    (Shift(2, "covariate", "trip_seconds", 1.0), "trip_seconds", "drift_jsd"),
+    (Shift(2, "covariate", "fare", 1.0), "fare", "drift_wasserstein_sd"),
+    (Shift(2, "covariate", "trip_seconds", 1.0), "trip_seconds", "drift_wasserstein_sd"),
     (Shift(2, "covariate", "payment_type", 0.3), "payment_type", "drift_linf"),
     (Shift(2, "covariate", "pickup_area", 0.3), "pickup_area", "drift_linf"),
     (Shift(2, "concept", "payment_type", 1.0), LABEL, "drift_linf"),
@@ -38,7 +38,8 @@ def test_drift_knobs_are_reported_not_blocking(steps, clean_stats, tmp_path, shi
     report, error = _report(steps, clean_stats, shift, tmp_path)
     found = _found(report, feature, "drift")
     assert [a["anomaly"] for a in found] == [anomaly], report
-    assert found[0]["value"] > found[0]["threshold"] and not found[0]["blocking"]
+    assert found[0]["p_corrected"] <= SETTINGS.drift.alpha and not found[0]["blocking"]
+    assert found[0]["value"] >= found[0]["threshold"] or found[0]["psi"] >= SETTINGS.drift.psi
     assert error == "" and not any(a["blocking"] for a in report)
 
 
@@ -56,8 +57,8 @@ def test_schema_skew_knob_blocks(steps, clean_stats, tmp_path, shift, feature, a
 
 
 @pytest.mark.parametrize("shift, feature, measure", [
-    (Shift(2, "feature_skew", "fare", 1.0), "fare", "skew_jsd"),
-    (Shift(2, "feature_skew", "trip_seconds", 2.0), "trip_seconds", "skew_jsd"),
+    (Shift(2, "feature_skew", "fare", 1.0), "fare", "skew_wasserstein_sd"),
+    (Shift(2, "feature_skew", "trip_seconds", 2.0), "trip_seconds", "skew_wasserstein_sd"),
 ])
 def test_feature_skew_knob_blocks_as_train_eval_skew(steps, clean_stats, tmp_path, shift, feature, measure):
     report, error = _report(steps, clean_stats, shift, tmp_path)

@@ -7,7 +7,7 @@ import tensorflow_data_validation as tfdv
 from components import schema, statistics, validate
 from flywheel import artifacts, bundle, names, schema_view
 from flywheel.errors import DataError
-from flywheel.params import IngestParams, ValidateParams
+from flywheel.params import DriftParams, IngestParams, ValidateParams
 
 from tests.support.spans import CURATED, LABEL
 
@@ -57,32 +57,42 @@ def test_clean_spans_have_no_anomalies(steps, clean_stats):
     for previous, current in ((0, 1), (1, 2)):
         assert steps.validate(clean_stats[current], baseline=clean_stats[previous]) == []
     measured = json.loads((steps.root / "anomalies" / names.MEASUREMENTS_FILE).read_text())
-    kinds = {(m["feature"], m["kind"], m["measure"]) for m in measured["measurements"]}
-    assert ("pickup_area", "drift", "linf") in kinds and ("fare", "skew", "jsd") in kinds
-    assert not any(m["feature"] == "trip_start_timestamp" for m in measured["measurements"])
+    compared = {(r["feature"], r["test"]) for r in measured["drift"]}
+    assert ("pickup_area", "chi2") in compared and ("fare", "ks") in compared and (LABEL, "chi2") in compared
+    assert {r["feature"] for r in measured["skew"]} == {r["feature"] for r in measured["drift"]}
+    # The timestamp is compared by its parts (a week of data covers weekdays and hours), never by value.
+    assert "trip_start_timestamp" not in {r["feature"] for r in measured["drift"]}
+    assert {"trip_start_timestamp:weekday", "trip_start_timestamp:hour"} <= {r["feature"] for r in measured["drift"]}
+    assert not any(r["drifted"] for r in measured["drift"] + measured["skew"])
+    # TFDV's own distances are kept for the record.
+    assert {(m["kind"], m["measure"]) for m in measured["tfdv"]} == {("drift", "linf"), ("drift", "jsd"),
+                                                                    ("skew", "linf"), ("skew", "jsd")}
 
 
 def test_first_run_has_no_drift_but_still_checks_skew(steps, clean_stats):
     assert steps.validate(clean_stats[0]) == []
     measured = json.loads((steps.root / "anomalies" / names.MEASUREMENTS_FILE).read_text())
-    assert {m["kind"] for m in measured["measurements"]} == {"skew"} and measured["baseline"] == ""
+    assert measured["drift"] == [] and measured["skew"] and measured["baseline"] == ""
     anomalies = tfdv.load_anomalies_text(str(steps.root / "anomalies" / names.ANOMALIES_FILE))
     assert not anomalies.anomaly_info
 
 
 def test_block_on_drift_and_thresholds(steps, clean_stats):
-    # With thresholds at zero every distance is above: drift reported, skew blocks.
+    """With every threshold at zero and alpha 1, every feature counts as changed: drift is
+    reported, skew blocks; block_on_drift makes drift block too."""
     steps.validate(clean_stats[1], baseline=clean_stats[0])   # writes the schema
+    everything = DriftParams(alpha=1.0, skew_alpha=1.0, wasserstein_sd=0.0, linf=0.0, psi=0.0)
+    arguments = dict(baseline_stats=str(artifacts.stats_file(clean_stats[0], names.TRAIN)),
+                     examples_dir=clean_stats[1].parent / "examples", drift_params=everything, label=LABEL)
     with pytest.raises(DataError, match="skew"):
-        validate.run(clean_stats[1], steps.root / "schema", steps.root / "zero", params=ValidateParams(0, 0, 0, 0),
-                     baseline_stats=str(artifacts.stats_file(clean_stats[0], names.TRAIN)))
+        validate.run(clean_stats[1], steps.root / "schema", steps.root / "zero", **arguments)
     report = json.loads((steps.root / "zero" / names.ANOMALY_REPORT).read_text())
     assert {a["kind"] for a in report if not a["blocking"]} == {"drift"}
     assert all(a["blocking"] for a in report if a["kind"] == "skew")
     with pytest.raises(DataError, match="drift"):
         validate.run(clean_stats[1], steps.root / "schema", steps.root / "zero2",
-                     params=ValidateParams(0, 0, 1, 1, block_on_drift=True),
-                     baseline_stats=str(artifacts.stats_file(clean_stats[0], names.TRAIN)))
+                     params=ValidateParams(block_on_drift=True),
+                     **{**arguments, "drift_params": DriftParams(alpha=1.0, wasserstein_sd=0.0, linf=0.0, psi=0.0)})
 
 
 def test_baseline_is_the_resolved_production_bundle(tmp_path, clean_stats):

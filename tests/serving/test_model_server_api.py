@@ -1,6 +1,6 @@
 """TF Serving API conformance: the same requests against the development model server and, when
 TF_SERVING_URL (REST, e.g. http://host:8501) and optionally TF_SERVING_GRPC (host:8500) are set,
-against a real TF Serving serving a model with the brief's taxi features under TF_SERVING_MODEL
+against a real TF Serving serving a model with the default dataset's taxi features under TF_SERVING_MODEL
 (default taxi_tips). Without them the real-server cases are skipped with that reason.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 LABEL = "big_tipper"
-FEATURES = {  # name -> brief's dtype kind
+FEATURES = {  # name -> the dtype kind serving receives
     "trip_start_timestamp": "int", "trip_miles": "float", "trip_seconds": "int", "fare": "float",
     "passenger_count": "int", "pickup_area": "int", "payment_type": "string", "company": "string",
 }
