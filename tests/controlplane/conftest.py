@@ -32,6 +32,8 @@ def pytest_collection_modifyitems(session, config, items):
     if mine:
         TIMES["collected"] = len(mine)
         TIMES["suite_started"] = time.monotonic()
+        for item in mine:
+            item.add_marker(pytest.mark.slow)
         items[:] = [i for i in items if i not in mine] + mine
         # The first one waits for the build (a cold one: 8 min on 2 idle cores, 33 min on 2 busy
         # ones), longer than the suite's per-test timeout.
