@@ -29,9 +29,10 @@ def _chain(data, artifact, repository: str, prefix: str):
     schema = artifact(dsl.Artifact, f"{prefix}schema")
     schema_component.python_func(statistics=stats, params=section_dict(SETTINGS.schema), schema=schema)
     anomalies = artifact(dsl.Artifact, f"{prefix}anomalies")
+    card = artifact(dsl.Markdown, f"{prefix}data_card")
     validate_component.python_func(statistics=stats, schema=schema, examples=examples, production=production,
                                    params=section_dict(SETTINGS.validate), drift=section_dict(SETTINGS.drift),
-                                   anomalies=anomalies)
+                                   anomalies=anomalies, data_card=card)
     return examples, stats, html, schema, anomalies
 
 
@@ -45,7 +46,9 @@ def test_wrappers_chain_and_use_the_production_baseline(tmp_path, artifact):
     assert artifacts.stats_file(stats.path, names.TRAIN).exists()
     assert "facets-overview" in open(html.path).read()
     assert schema.metadata["schema_source"].startswith("curated:")
-    assert anomalies.metadata == {"baseline": "none (first run)", "anomalies": 0, "blocking": 0, "drifted": []}
+    assert {k: v for k, v in anomalies.metadata.items() if k != "params"} == {
+        "baseline": "none (first run)", "anomalies": 0, "blocking": 0, "drifted": []}
+    assert anomalies.metadata["params"]["drift"]["quantiles"] == SETTINGS.drift.quantiles
 
     # Span 1's train statistics as version 1's baseline; span 2 is then compared with it.
     bundle.add_files(str(repository / "taxi" / "1"),
