@@ -23,25 +23,27 @@ that look wrong for what they hold (flywheel/column_checks.py).
 
 Outputs: `anomalies.pbtxt` (TFDV Anomalies of train), `anomalies_eval.pbtxt`, `anomalies_test.pbtxt`,
 `report.json` (the anomalies: split, feature, kind, anomaly, description, value, threshold,
-blocking, and for drift and skew the test, p-values, effect and n) and `measurements.json` (every
-feature's drift and skew decision, also those that did not change, and TFDV's distances). They are
-written before the error is raised, so a person can read them.
+blocking, and for drift and skew the test, p-values, effect and n), `measurements.json` (every
+feature's drift and skew decision, also those that did not change, and TFDV's distances) and
+`report.html` (components/validation_report.py: all of it as one self-contained page with charts).
+They are written before the error is raised, so a person can read them.
 """
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 from kfp import dsl
 
 from components.artifact_io import atomic_dir
+from components import validation_report
 from components.kfp_component import flywheel_component
 from flywheel import artifacts, bundle, column_checks, drift, names, schema_view, time_features, timeparts
 from flywheel.errors import DataError
 from flywheel.params import DriftParams, ValidateParams
 
 SCHEMA = "schema"
-DRIFT = "drift"
-SKEW = "skew"
+DRIFT, SKEW = names.DRIFT, names.SKEW
 SUSPICIOUS = "suspicious"
 MEASURES = {"L_INFTY": "linf", "JENSEN_SHANNON_DIVERGENCE": "jsd"}
 WHAT_MOVED = {DRIFT: "the train split differs from the production model's training split",
@@ -201,10 +203,11 @@ def _compared_features(schema, label: str) -> set[str]:
 def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | Path,
         baseline_stats: str | None = None, params: ValidateParams = ValidateParams(),
         source: str = "", examples_dir: str | Path | None = None, drift_params: DriftParams = DriftParams(),
-        label: str = "") -> list[dict]:
+        label: str = "", html_path: str | Path | None = None) -> list[dict]:
     """Validate the splits; write the report; raise DataError if anything blocks. Drift is measured
     against `baseline_stats` (the production model's training statistics, or a previous file's),
-    when given; drift and skew need the raw splits (`examples_dir`)."""
+    when given; drift and skew need the raw splits (`examples_dir`). The HTML report goes into
+    `output_dir` and, when given, to `html_path` too (the KFP HTML artifact)."""
     import pandas as pd
     import tensorflow_data_validation as tfdv
 
@@ -222,15 +225,16 @@ def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | P
     report = [a for split in names.SPLITS for a in schema_anomalies(per_split[split], split)]
 
     decisions: dict[str, list[drift.FeatureDrift]] = {DRIFT: [], SKEW: []}
+    compared = {}   # kind -> (reference profiles, current frame), for the HTML report
     if examples_dir is not None:
         features = _compared_features(schema, label)
         train = pd.read_parquet(artifacts.split_file(examples_dir, names.TRAIN))
         evaluation = pd.read_parquet(artifacts.split_file(examples_dir, names.EVAL))
-        own = reference_profiles(str(artifacts.stats_file(statistics_dir, names.TRAIN)))
-        decisions[SKEW] = decide(SKEW, own, evaluation, features, times, drift_params)
+        compared[SKEW] = (reference_profiles(str(artifacts.stats_file(statistics_dir, names.TRAIN))), evaluation)
+        decisions[SKEW] = decide(SKEW, *compared[SKEW], features, times, drift_params)
         if baseline_stats:
-            decisions[DRIFT] = decide(DRIFT, reference_profiles(baseline_stats), train,
-                                      features, times, drift_params)
+            compared[DRIFT] = (reference_profiles(baseline_stats), train)
+            decisions[DRIFT] = decide(DRIFT, *compared[DRIFT], features, times, drift_params)
     report += rule_anomalies(SKEW, decisions[SKEW], blocking=True)
     report += rule_anomalies(DRIFT, decisions[DRIFT], blocking=params.block_on_drift)
     report += suspicious_anomalies(stats[names.TRAIN], frozenset({label, *times}))
@@ -244,6 +248,10 @@ def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | P
             {"baseline": baseline_stats or "", "time_columns": times,
              **{kind: [r.as_dict() for r in results] for kind, results in decisions.items()},
              "tfdv": tfdv_measurements(per_split[names.TRAIN])}, indent=2, default=_json) + "\n")
+        validation_report.write(staging / names.REPORT_HTML, source, baseline_stats, report, decisions, compared,
+                                times, drift_params)
+        if html_path:
+            shutil.copyfile(staging / names.REPORT_HTML, html_path)
 
     blocking = [a for a in report if a["blocking"]]
     if blocking:
@@ -261,19 +269,20 @@ def _json(value):
 @flywheel_component
 def validate_component(statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[dsl.Artifact],
                        examples: dsl.Input[dsl.Dataset], production: dsl.Input[dsl.Artifact], params: dict,
-                       drift: dict, anomalies: dsl.Output[dsl.Artifact]):
+                       drift: dict, anomalies: dsl.Output[dsl.Artifact], report: dsl.Output[dsl.HTML]):
     """Schema anomalies, drift against the production model's baseline, train/eval skew, with
-    params.yaml's `validate` and `drift` sections. Fails the task on blocking anomalies."""
+    params.yaml's `validate` and `drift` sections. Fails the task on blocking anomalies.
+    `report`: the self-contained HTML page of every feature's drift and skew (the KFP UI shows it)."""
     from components.validate import DRIFT, production_baseline, run
     from flywheel import params as flywheel_params
 
     version = production.metadata.get("version")
     anomalies.metadata["baseline"] = f"version {version}" if version is not None else "none (first run)"
-    report = run(statistics_dir=statistics.path, schema_path=schema.path, output_dir=anomalies.path,
+    found = run(statistics_dir=statistics.path, schema_path=schema.path, output_dir=anomalies.path,
                  baseline_stats=production_baseline(production.path),
                  params=flywheel_params.build(flywheel_params.ValidateParams, params, "validate"),
                  source=statistics.metadata.get("source", ""), examples_dir=examples.path,
                  drift_params=flywheel_params.build(flywheel_params.DriftParams, drift, "drift"),
-                 label=examples.metadata.get("label", ""))
-    anomalies.metadata.update({"anomalies": len(report), "blocking": 0,
-                               "drifted": sorted({a["feature"] for a in report if a["kind"] == DRIFT})})
+                 label=examples.metadata.get("label", ""), html_path=report.path)
+    anomalies.metadata.update({"anomalies": len(found), "blocking": 0,
+                               "drifted": sorted({a["feature"] for a in found if a["kind"] == DRIFT})})

@@ -23,7 +23,12 @@ BLESSING_FILE = "blessing.json"        # <evaluation>/blessing.json
 EVALUATION_FILE = "metrics.json"       # <evaluation>/metrics.json (everything evaluate measured)
 PRODUCTION_FILE = "production.json"    # <production>/production.json (which version resolve found)
 MEASUREMENTS_FILE = "measurements.json"  # <anomalies>/measurements.json (every drift and skew figure)
+REPORT_HTML = "report.html"            # <anomalies>/report.html: the self-contained drift and skew page
 PUSH_RESULT_FILE = "push.json"         # <pushed>/push.json
+
+# --- What validate compares (anomaly kinds in report.json, keys of measurements.json) -------
+DRIFT = "drift"                        # this run's train split against the production model's training split
+SKEW = "skew"                          # this run's eval split against its train split
 
 # --- TFDV schema environments -------------------------------------------------------------
 ENV_TRAINING = "TRAINING"
