@@ -29,10 +29,21 @@ def _chain(data, artifact, repository: str, prefix: str):
     schema = artifact(dsl.Artifact, f"{prefix}schema")
     schema_component.python_func(statistics=stats, params=section_dict(SETTINGS.schema), schema=schema)
     anomalies = artifact(dsl.Artifact, f"{prefix}anomalies")
-    validate_component.python_func(statistics=stats, schema=schema, examples=examples, production=production,
-                                   params=section_dict(SETTINGS.validate), drift=section_dict(SETTINGS.drift),
-                                   anomalies=anomalies)
+    report = artifact(dsl.HTML, f"{prefix}report")
+    try:
+        validate_component.python_func(statistics=stats, schema=schema, examples=examples, production=production,
+                                       params=section_dict(SETTINGS.validate), drift=section_dict(SETTINGS.drift),
+                                       anomalies=anomalies, report=report)
+    finally:
+        _self_contained_report(report.path)
     return examples, stats, html, schema, anomalies
+
+
+def _self_contained_report(path: str) -> None:
+    """The validate step's HTML artifact exists (also when it blocks) and fetches nothing."""
+    page = open(path).read()
+    assert page.startswith("<!DOCTYPE html>") and "Content-Security-Policy" in page
+    assert not any(f'{attr}="{scheme}' in page for attr in ("src", "href") for scheme in ("http", "//"))
 
 
 def test_wrappers_chain_and_use_the_production_baseline(tmp_path, artifact):
@@ -71,6 +82,7 @@ def test_component_interfaces_the_pipeline_wires():
     assert set(statistics_component.component_spec.outputs) == {"statistics", "statistics_html"}
     assert inputs(schema_component) == {"statistics", "params"}
     assert inputs(validate_component) == {"statistics", "schema", "examples", "production", "params", "drift"}
+    assert set(validate_component.component_spec.outputs) == {"anomalies", "report"}
     assert inputs(statistics_component) == {"examples", "params", "drift"}
     assert inputs(resolve_component) == {"push"}
     for component in (ingest_component, resolve_component, statistics_component, schema_component, validate_component):
