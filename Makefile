@@ -113,6 +113,13 @@ validate: $(VENV)/.installed ## Ingest+statistics+schema+validate a file, print 
 	@test -n "$(DATA)" -a -n "$(LABEL)" || { echo "usage: make validate DATA=path.csv LABEL=col [PREVIOUS=old.csv] [SCHEMA=schema.pbtxt]" >&2; exit 2; }
 	$(PY) -m pipelines.validate_cli "$(DATA)" --label "$(LABEL)" $(if $(PREVIOUS),--previous "$(PREVIOUS)") $(if $(SCHEMA),--schema "$(SCHEMA)")
 
+ACCEPT ?=
+
+.PHONY: schema-update
+schema-update: $(VENV)/.installed ## Propose (and with ACCEPT=f1,f2|all write) the curated schema's changes for new data: DATA=f.csv [LABEL=col] [PREVIOUS=old.csv] [SCHEMA=s.pbtxt]
+	@test -n "$(DATA)" || { echo "usage: make schema-update DATA=path.csv [LABEL=col] [PREVIOUS=old.csv] [SCHEMA=schema.pbtxt] [ACCEPT=f1,f2|all]" >&2; exit 2; }
+	$(PY) -m pipelines.schema_update "$(DATA)" $(if $(LABEL),--label "$(LABEL)") $(if $(PREVIOUS),--previous "$(PREVIOUS)") $(if $(SCHEMA),--schema "$(SCHEMA)") $(if $(ACCEPT),--accept "$(ACCEPT)")
+
 .PHONY: test-data
 test-data: $(VENV)/.installed ## Run only the data component tests (tests/data_components).
 	$(PY) -m pytest -q tests/data_components

@@ -17,7 +17,7 @@ import uuid
 from kfp import dsl
 
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, bundle, names, storage
+from flywheel import artifacts, bundle, names, schema_changes, schema_view, storage
 from flywheel import model_repository as repo
 
 
@@ -133,7 +133,8 @@ def _decide_and_publish(model_dir: str, evaluation_dir: str, statistics_dir: str
                 json.dump(_complete(record, run_id, expected), f, indent=2, default=str)
         version, path = publish(model_dir, repository, model_name,
                                 {"data_version": data_version, "metrics": evaluation["metrics"], "blessing": blessing,
-                                 "compared_with": compared_with, "run_id": run_id}, files)
+                                 "compared_with": compared_with, "run_id": run_id,
+                                 "schema_version": schema_changes.version(schema_view.load(schema_path))}, files)
     return PushResult(True, blessing["reason"], version, path, compared_with)
 
 

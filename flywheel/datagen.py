@@ -21,6 +21,9 @@ Shifts (`data.shifts`, each {span, kind, feature, magnitude}) perturb one span:
 - schema_skew: magnitude >= 1 removes the column; 0 < magnitude < 1 changes its type: a
   numeric column gets a unit suffix on that fraction of rows ("3.20 u", so the whole CSV
   column reads as text), a string column is replaced by integer codes.
+- new_value: a value the schema has never seen appears in a categorical column (a new payment
+  type, a new company) on a fraction `magnitude` of rows: a legitimate change of the data that
+  a reviewed schema update accepts (`make schema-update`).
 - feature_skew: a transformation applied in one path only: the rows that ingest's
   deterministic split sends to the eval split get the feature transformed (numeric: scaled by
   1 + magnitude, e.g. 0.609 for miles -> km; string: upper-cased), train and test do not. So
@@ -64,7 +67,8 @@ CATEGORICAL = {"payment_type": PAYMENT_TYPES, "company": COMPANIES, "pickup_area
 MAY_BE_MISSING = ("trip_miles", "company")
 # Features with a term in the label function, i.e. what a concept shift can change.
 LOGIT_TERMS = ("payment_type", "fare", "trip_miles", "trip_start_timestamp", "passenger_count")
-KINDS = ("covariate", "concept", "schema_skew", "feature_skew")
+KINDS = ("covariate", "concept", "schema_skew", "feature_skew", "new_value")
+NEW_VALUES = {"payment_type": "Crypto", "company": "Nova Cab"}
 
 
 def span_file(span: int) -> str:
@@ -79,6 +83,7 @@ def _check_shift(shift: Shift) -> None:
         "concept": LOGIT_TERMS,
         "schema_skew": COLUMNS[:-2],
         "feature_skew": NUMERIC + ("payment_type", "company"),
+        "new_value": tuple(NEW_VALUES),
     }[shift.kind]
     if shift.feature not in allowed:
         raise ValueError(f"params data.shifts: a {shift.kind} shift (span {shift.span}) cannot apply to "
@@ -243,7 +248,10 @@ def generate_span(p: DataParams, span: int, ingest: IngestParams | None = None) 
     skew = [s for s in shifts if s.kind == "feature_skew"]
     df = _feature_skew(make_rows, p.rows_per_span, skew[0], ingest) if skew else make_rows(0, p.rows_per_span)
     for s in shifts:
-        if s.kind == "schema_skew":
+        if s.kind == "new_value":
+            moved = np.random.default_rng([p.seed, span, 98]).random(len(df)) < s.magnitude
+            df.loc[moved & df[s.feature].notna().to_numpy(), s.feature] = NEW_VALUES[s.feature]
+        elif s.kind == "schema_skew":
             df = _schema_skew(df, s, np.random.default_rng([p.seed, span, 99]))
     return df.reset_index(drop=True)
 

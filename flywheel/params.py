@@ -25,7 +25,7 @@ PARAMS_FILE = ROOT / "params.yaml"
 class Shift:
     """A known perturbation applied to one span, so drift detection can be tested against truth."""
     span: int
-    kind: str                     # covariate | concept | schema_skew | feature_skew
+    kind: str                     # covariate | concept | schema_skew | feature_skew | new_value
     feature: str = ""
     magnitude: float = 1.0
 

@@ -8,10 +8,12 @@ chain exists so that a step can be exercised on exactly what the steps before it
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
-from flywheel import artifacts
+from flywheel import artifacts, names
+from flywheel.errors import DataError
 from flywheel.params import Params
 
 ORDER = ("ingest", "resolve", "statistics", "schema", "validate", "train", "evaluate", "push")
@@ -40,10 +42,12 @@ for _name in ARTIFACTS:
 
 def run(data_path: str, workdir: str | Path, params: Params, until: str = "push", data_rev: str = "",
         baseline_stats: str | None = None, curated_schema: str | None = None, force: bool = False,
-        run_id: str = "") -> ChainRun:
+        run_id: str = "", record_block: bool = False) -> ChainRun:
     """Run the steps from ingest through `until`. Drift is measured against the resolved
     production model's baseline unless `baseline_stats` names another statistics file;
-    `curated_schema` overrides params.schema.curated ("" infers)."""
+    `curated_schema` overrides params.schema.curated ("" infers). When validation blocks, the
+    DataError is raised, or with `record_block` kept in results["blocked"] (the report in
+    results["validate"]) and the chain stops there."""
     from components import evaluate, ingest, push, resolve, schema, statistics, train, validate
     from flywheel import schema_view
 
@@ -72,8 +76,15 @@ def run(data_path: str, workdir: str | Path, params: Params, until: str = "push"
         step("schema", schema.run, chain.statistics, chain.out("schema"), label, curated)
     if "validate" in steps:
         baseline = baseline_stats if baseline_stats is not None else validate.production_baseline(chain.production)
-        step("validate", validate.run, chain.statistics, chain.schema, chain.anomalies, baseline, params.validate,
-             source=data_path, examples_dir=chain.examples, drift_params=params.drift, label=label)
+        try:
+            step("validate", validate.run, chain.statistics, chain.schema, chain.anomalies, baseline, params.validate,
+                 source=data_path, examples_dir=chain.examples, drift_params=params.drift, label=label)
+        except DataError as error:
+            report = chain.anomalies / names.ANOMALY_REPORT
+            if not record_block or not report.exists():
+                raise
+            results["blocked"], results["validate"] = str(error), json.loads(report.read_text())
+            return chain
     if "train" in steps:
         step("train", train.run, str(chain.examples), str(chain.schema), label, str(chain.model), params.train,
              data_version=data_version)
