@@ -208,10 +208,12 @@ def _verdict(report: Report) -> tuple[str, str]:
         return CHANGED, f"Not blocked, but {changed} feature comparison{'s' if changed != 1 else ''} changed"
     watch = sum(d == WATCH for d in decisions)
     others = len(report.anomalies)
-    text = "Nothing changed" if not (watch or others) else "No material change"
-    extra = [f"{watch} small or unconfirmed change{'s' if watch != 1 else ''}"] if watch else []
-    extra += [f"{others} non-blocking anomal{'y' if others == 1 else 'ies'}"] if others else []
-    return (WATCH if watch or others else UNCHANGED), text + (f" ({', '.join(extra)})" if extra else "")
+    if not (watch or others):
+        return UNCHANGED, "Nothing changed"
+    found = [f"{watch} feature comparison{'s' if watch != 1 else ''} to watch (small, or not confirmed by a test)"] \
+        if watch else []
+    found += [f"{others} non-blocking anomal{'y' if others == 1 else 'ies'}"] if others else []
+    return WATCH, "No decided change; " + ", ".join(found)
 
 
 def _anomalies(report: Report) -> str:
@@ -268,9 +270,10 @@ def _comparison(comparison: Comparison) -> str:
                    key=lambda k: (-comparison.features[k].severity, comparison.features[k].feature))
     cards = "".join(_card(comparison, k, comparison.features[k]) for k in order)
     note = f'<p class="note">{E(comparison.note)}</p>' if comparison.note else ""
+    current = (f'<span><span class="swatch" style="background:{CURRENT_FILL}"></span>{E(comparison.current)}</span>'
+               if any(f.chart.has_current for f in comparison.features) else "")
     legend = (f'<div class="legend"><span><span class="swatch" style="background:{REFERENCE_FILL}"></span>'
-              f'{E(comparison.reference)}</span><span><span class="swatch" style="background:{CURRENT_FILL}">'
-              f'</span>{E(comparison.current)}</span></div>')
+              f'{E(comparison.reference)}</span>{current}</div>')
     return (f'<section id="{E(comparison.key)}"><h2>{E(comparison.title)}</h2>{note}{legend}'
             f'<div class="cards">{cards}</div></section>')
 
