@@ -3,8 +3,8 @@ person reads, computed from a drift profile and a summary in its bins (flywheel/
 
 The drift rule counts values in up to a hundred quantile bins of unequal width; drawn as they are,
 they show nothing. A numeric feature is redrawn as a histogram of equal-width bins over the
-reference's range (clipped to its 0.5%-99.5% quantiles when the tails are long, so one outlier does
-not squash the picture into one bar), the values outside the drawn range in a bar at each side;
+reference's range (a long tail cut at a bin edge within its 0.5%-99.5% quantiles, so one outlier
+does not squash the picture into one bar), the values outside the drawn range in a bar at each side;
 inside a quantile bin values are taken as evenly spread, as the rule's CDF takes them. A feature
 whose reference is a few point masses (a count such as passengers) gets one bar per value. A
 categorical feature gets one bar per level: the levels that matter most (the largest share on
@@ -113,14 +113,16 @@ def _quantile(profile: NumericProfile, q: float) -> float:
 
 
 def _drawn_range(profile: NumericProfile) -> tuple[float, float]:
+    """The reference's range, a long tail cut at a bin edge inside the 0.5%-99.5% quantiles, so the
+    tail bars hold whole bins: exact counts on both sides."""
     low, high = profile.minimum, profile.maximum
     q_low, q_high = _quantile(profile, TAIL), _quantile(profile, 1 - TAIL)
     core = q_high - q_low
     if core > 0:
         if q_low - low > LONG_TAIL * core:
-            low = q_low
+            low = float(profile.edges[np.searchsorted(profile.edges, q_low, side="left")])
         if high - q_high > LONG_TAIL * core:
-            high = q_high
+            high = float(profile.edges[np.searchsorted(profile.edges, q_high, side="right") - 1])
     return float(low), float(high)
 
 

@@ -34,6 +34,11 @@ class FeatureView:
     def severity(self) -> int:
         return SEVERITY[self.decision]
 
+    @property
+    def rank(self) -> tuple[int, float]:
+        """Sort key: the most severe first, then the largest effect against its threshold."""
+        return -self.severity, -(self.materiality if math.isfinite(self.materiality) else -1.0)
+
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
@@ -70,9 +75,7 @@ class Report:
     def ranked(self) -> list[tuple[Comparison, FeatureView]]:
         """Every (comparison, feature), the most severe first, then the largest effect."""
         rows = [(c, f) for c in self.comparisons for f in c.features]
-        return sorted(rows, key=lambda cf: (-cf[1].severity,
-                                            -(cf[1].materiality if math.isfinite(cf[1].materiality) else -1.0),
-                                            cf[0].key, cf[1].feature))
+        return sorted(rows, key=lambda cf: (*cf[1].rank, cf[0].key, cf[1].feature))
 
 
 def anomalies_from_report(rows: list[dict]) -> tuple[Anomaly, ...]:

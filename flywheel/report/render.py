@@ -267,7 +267,7 @@ def _card(comparison: Comparison, index: int, feature: FeatureView) -> str:
 
 def _comparison(comparison: Comparison) -> str:
     order = sorted(range(len(comparison.features)),
-                   key=lambda k: (-comparison.features[k].severity, comparison.features[k].feature))
+                   key=lambda k: (*comparison.features[k].rank, comparison.features[k].feature))
     cards = "".join(_card(comparison, k, comparison.features[k]) for k in order)
     note = f'<p class="note">{E(comparison.note)}</p>' if comparison.note else ""
     current = (f'<span><span class="swatch" style="background:{CURRENT_FILL}"></span>{E(comparison.current)}</span>'
