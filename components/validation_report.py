@@ -20,12 +20,6 @@ SIDES = {  # kind -> (title, reference side, current side)
 }
 
 
-def _columns(frame, times: dict[str, str]) -> dict:
-    columns = {c: frame[c].to_numpy() for c in frame.columns}
-    columns.update(time_features.all_parts(columns, times))
-    return columns
-
-
 def write(path: str | Path, source: str, baseline: str | None, anomalies: list[dict],
           decisions: dict[str, list[drift.FeatureDrift]], compared: dict[str, tuple[dict, object]],
           times: dict[str, str], params: DriftParams) -> Path:
@@ -37,7 +31,7 @@ def write(path: str | Path, source: str, baseline: str | None, anomalies: list[d
         profiles, frame = compared[kind]
         title, reference, current = SIDES[kind]
         rules.append(build.RuleComparison(
-            kind, title, reference, current, decisions.get(kind, []), profiles, _columns(frame, times),
+            kind, title, reference, current, decisions.get(kind, []), profiles, time_features.with_parts(frame, times),
             params.alpha if kind == names.DRIFT else params.skew_alpha,
             frozenset(a["feature"] for a in anomalies if a["kind"] == kind and a["blocking"]),
             note=f"Alpha {params.alpha if kind == names.DRIFT else params.skew_alpha:g} (Holm-corrected); "

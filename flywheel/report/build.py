@@ -1,5 +1,6 @@
-"""Reports from the drift rule's results: each compared feature's reference profile, the current
-values counted in its bins, and its FeatureDrift, as a comparison of the report."""
+"""Reports from the drift rule's results (each compared feature's reference profile, the current
+values counted in its bins, and its FeatureDrift, as a comparison of the report), and pages of
+distributions side by side without a decision (the statistics step's)."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,8 +8,12 @@ import datetime as dt
 from typing import Any, Mapping
 
 from flywheel.drift import FeatureDrift, Profile
+import numpy as np
+
+from flywheel.drift.profiles import NumericProfile
 from flywheel.report import charts
-from flywheel.report.model import Anomaly, Comparison, Report, view
+from flywheel.report.charts import number
+from flywheel.report.model import PROFILE, Anomaly, Comparison, FeatureView, Report, view
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,3 +50,27 @@ def now() -> str:
 def report(title: str, facts: list[tuple[str, str]], anomalies: tuple[Anomaly, ...],
            rules: list[RuleComparison]) -> Report:
     return Report(title, tuple(facts), anomalies, tuple(comparison(r) for r in rules if r.results), now())
+
+
+def _described(profile: Profile, summary) -> tuple[tuple[str, str], ...]:
+    shown = [("n", f"{number(profile.n)} / {number(summary.n)}"),
+             ("missing", f"{number(profile.missing)} / {number(summary.missing)}")]
+    if isinstance(profile, NumericProfile):
+        shown += [("mean", number(profile.mean)), ("sd", number(profile.sd)),
+                  ("range", f"{number(profile.minimum)} – {number(profile.maximum)}")]
+    else:
+        shown.append(("levels listed", number(len(profile.levels))))
+    return tuple(shown)
+
+
+def side_by_side(key: str, title: str, reference_name: str, current_name: str, profiles: Mapping[str, Profile],
+                 current: Mapping[str, Any], note: str = "") -> Comparison:
+    """Each profiled column beside the current values counted in its bins, without a decision."""
+    features = []
+    for name, profile in profiles.items():
+        values = current.get(name)
+        summary = profile.summarize(values if values is not None else np.array([], dtype=object))
+        features.append(FeatureView(name, charts.chart(profile, summary), PROFILE,
+                                    f"n and missing: {reference_name} / {current_name}",
+                                    _described(profile, summary)))
+    return Comparison(key, title, reference_name, current_name, tuple(features), note)

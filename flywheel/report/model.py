@@ -14,9 +14,10 @@ import math
 from flywheel.drift.compare import NONE, WASSERSTEIN_SD, FeatureDrift
 from flywheel.report.charts import Chart, number
 
-BLOCKING, CHANGED, WATCH, UNCHANGED, NOT_COMPARED, MEASURED = (
-    "blocking", "changed", "watch", "no change", "not compared", "measured")
-SEVERITY = {BLOCKING: 5, CHANGED: 4, WATCH: 3, MEASURED: 2, UNCHANGED: 1, NOT_COMPARED: 0}
+BLOCKING, CHANGED, WATCH, UNCHANGED, NOT_COMPARED, MEASURED, PROFILE = (
+    "blocking", "changed", "watch", "no change", "not compared", "measured", "profile")
+# PROFILE: a distribution shown without a decision (the statistics step's page).
+SEVERITY = {BLOCKING: 5, CHANGED: 4, WATCH: 3, MEASURED: 2, UNCHANGED: 1, PROFILE: 1, NOT_COMPARED: 0}
 TEST_NAMES = {"ks": "KS", "chi2": "chi-squared", "ks+chi2": "KS + chi-squared", NONE: "none"}
 
 
@@ -67,6 +68,7 @@ class Report:
     anomalies: tuple[Anomaly, ...]
     comparisons: tuple[Comparison, ...]
     generated: str = ""                         # when, as text (UTC)
+    decides: bool = True                        # False: distributions only (no verdict, no summary table)
 
     @property
     def blocking(self) -> int:

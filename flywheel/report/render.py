@@ -16,13 +16,13 @@ import math
 from pathlib import Path
 
 from flywheel.report.charts import HISTOGRAM, LEVELS, Bar, Chart, number
-from flywheel.report.model import (BLOCKING, CHANGED, MEASURED, NOT_COMPARED, UNCHANGED, WATCH, Comparison,
-                                   FeatureView, Report)
+from flywheel.report.model import (BLOCKING, CHANGED, MEASURED, NOT_COMPARED, PROFILE, UNCHANGED, WATCH,
+                                   Comparison, FeatureView, Report)
 
 # Forbids every fetch: scripts and styles only inline, images only data: URLs.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 COLOURS = {BLOCKING: "#c62828", CHANGED: "#e65100", WATCH: "#b28704", MEASURED: "#3949ab", UNCHANGED: "#2e7d32",
-           NOT_COMPARED: "#757575"}
+           NOT_COMPARED: "#757575", PROFILE: "#546e7a"}
 REFERENCE_FILL, CURRENT_FILL = "#aab2bd", "#1f63d1"
 
 CSS = """
@@ -279,17 +279,20 @@ def _comparison(comparison: Comparison) -> str:
 
 
 def render(report: Report) -> str:
-    level, verdict = _verdict(report)
     facts = "".join(f"<div><dt>{E(k)}</dt><dd>{E(v)}</dd></div>" for k, v in report.facts)
     if report.generated:
         facts += f"<div><dt>generated</dt><dd>{E(report.generated)}</dd></div>"
+    verdict, decided = "", ""
+    if report.decides:
+        level, text = _verdict(report)
+        verdict = f'<p class="verdict" style="background:{COLOURS[level]}">{E(text)}</p>'
+        decided = _anomalies(report) + _summary(report)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{E(report.title)}</title><style>{CSS}</style></head><body><main>"
-            f"<header><h1>{E(report.title)}</h1><dl class=\"facts\">{facts}</dl>"
-            f'<p class="verdict" style="background:{COLOURS[level]}">{E(verdict)}</p></header>'
-            f"{_anomalies(report)}{_summary(report)}{''.join(_comparison(c) for c in report.comparisons)}"
+            f"<header><h1>{E(report.title)}</h1><dl class=\"facts\">{facts}</dl>{verdict}</header>"
+            f"{decided}{''.join(_comparison(c) for c in report.comparisons)}"
             f"</main><script>{SORT_SCRIPT}</script></body></html>\n")
 
 

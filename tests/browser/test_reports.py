@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from components import statistics
-from flywheel import artifacts, bundle, names
+from flywheel import artifacts, names
 from flywheel.drift import profile_from_values
 from flywheel.report import build, charts, model, render
 from pipelines import validate_cli
@@ -122,14 +122,25 @@ def test_blocked_validation_still_writes_its_report(tmp_path, browser, screensho
     page.close()
 
 
-def test_facets_page_is_caught_asking_other_origins(drifted, browser, tmp_path):
-    """The check can fail: TFDV's Facets page (the statistics step's extra) loads its scripts from
-    the internet, and the browser records those requests though the network is off."""
-    stats_dir = drifted[2].parent / "statistics"
-    train, evaluation = (bundle.read_stats(str(artifacts.stats_file(stats_dir, s))) for s in (names.TRAIN, names.EVAL))
-    facets = tmp_path / "facets.html"
-    facets.write_text(statistics.render_html(train, evaluation))
-    page = browser.open(facets)
+def test_statistics_pages_the_default_opens_offline_the_facets_extra_does_not(drifted, browser, tmp_path,
+                                                                             screenshots):
+    """The statistics step's own page draws every column; TFDV's Facets page (the extra) loads its
+    scripts from the internet, and the browser records those requests though the network is off:
+    the offline check can fail."""
+    run = drifted[2].parent
+    pages = {"statistics": tmp_path / names.STATS_HTML, "facets": tmp_path / "facets.html"}
+    statistics.run(run / "examples", tmp_path / "statistics", html_path=pages["statistics"],
+                   schema_path=run / "schema" / names.SCHEMA_FILE, label=LABEL, facets_path=pages["facets"],
+                   source="span-003.csv")
+    profiled = json.loads(artifacts.profiles_file(tmp_path / "statistics", names.TRAIN).read_text())["profiles"]
+    page = browser.open(pages["statistics"])
+    drawn = assert_offline_and_drawn(page, pages["statistics"])
+    assert sorted(c["feature"] for c in drawn) == sorted(profiled)
+    assert page.evaluate("document.querySelectorAll('.verdict, #summary').length") == 0   # no decision here
+    page.screenshot(screenshots / "statistics-span-003.png")
+    page.close()
+
+    page = browser.open(pages["facets"])
     outside = [u for u in page.requests if not u.startswith("file://")]
     assert outside and all(u.startswith("https://") for u in outside)
     assert page.evaluate("document.querySelectorAll('svg.chart').length") == 0
