@@ -106,6 +106,10 @@ QUICK ?=
 bench-drift: $(VENV)/.installed ## Drift rule vs TFDV thresholds: detection, false alarms, false blocks, resolution (~2 min; QUICK=1 ~30 s).
 	$(PY) benchmarks/bench_drift.py $(if $(QUICK),--quick)
 
+.PHONY: bench-report
+bench-report: $(VENV)/.installed ## HTML report size and render time vs the drift rule's time at 10/100/1000 features (+ Chromium load time when installed; ~30 s).
+	$(PY) benchmarks/bench_report.py $(if $(shell command -v chromium),--browser)
+
 .PHONY: bench-pipeline
 bench-pipeline: $(VENV)/.installed ## Per-step wall time and orchestration overhead of the pipeline at 10k and 100k rows.
 	$(PY) benchmarks/bench_pipeline.py
