@@ -81,6 +81,12 @@ else
 	$(PY) -m pipelines.cli run --data "$(DATA)" --label "$(LABEL)" $(if $(MODEL),--model-name "$(MODEL)") $(RUN_FLAGS)
 endif
 
+VERSION ?=
+
+.PHONY: lineage
+lineage: $(VENV)/.installed ## Where the served model (or VERSION=n) came from: data, code, settings, trigger, back through the versions it replaced; a picture in runs/lineage.png [MODEL=name]
+	$(PY) -m pipelines.lineage $(if $(MODEL),--model-name "$(MODEL)") $(if $(VERSION),--version "$(VERSION)")
+
 .PHONY: compile
 compile: $(VENV)/.installed ## Compile pipelines/training_pipeline.yaml (IMAGE=name:tag sets the component image).
 	$(PY) -m pipelines.cli compile --image "$(IMAGE)" $(if $(filter ghcr.io/flywheel-mlops/flywheel-component:0.1.0,$(IMAGE)),,--output build/training_pipeline.yaml)

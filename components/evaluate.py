@@ -187,6 +187,10 @@ def evaluate_component(examples: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Mo
         classification_metrics.log_confusion_matrix(result.confusion_matrix["categories"],
                                                     result.confusion_matrix["matrix"])
     shutil.copyfile(os.path.join(evaluation.path, names.MODEL_CARD), model_card.path)
+    evaluation.metadata["params"] = flywheel_params.section_dict(
+        flywheel_params.build(flywheel_params.EvaluateParams, params, "evaluate"))
     evaluation.metadata.update({"blessed": result.blessed, "reason": result.reason,
                                 "production_version": result.production_version,
-                                "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}})
+                                "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
+                                "production_metrics": {k: v for k, v in (result.production_metrics or {}).items()
+                                                       if isinstance(v, (int, float))}})

@@ -21,7 +21,7 @@ from kfp import dsl
 
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import data_version, names, storage
+from flywheel import data_card, data_version, names, storage
 from flywheel.errors import DataError
 from flywheel.params import ROOT, IngestParams
 from flywheel.splits import assign_splits
@@ -170,6 +170,7 @@ def run(data_path: str, output_dir: str | Path, params: IngestParams = IngestPar
         "data_path": str(data_path), "source": source, "label": params.label, "columns": list(df.columns),
         "pii_removed": redacted, "pii_mode": params.pii_mode, "rows_read": rows_read,
         "rows_without_label": rows_read - len(df), **data_version.describe(data_path, data, data_rev, dvc_repo),
+        "card_notes": data_card.user_notes(str(data_path)) if not data_rev else {},
     }
     with atomic_dir(output_dir) as staging:
         for split in names.SPLITS:
@@ -193,6 +194,7 @@ def ingest_component(data_path: str, data_rev: str, params: dict, examples: dsl.
     from components.ingest import run
     from flywheel import params as flywheel_params
 
-    examples.metadata.update(run(data_path=data_path, output_dir=examples.path,
-                                 params=flywheel_params.build(flywheel_params.IngestParams, params, "ingest"),
+    settings = flywheel_params.build(flywheel_params.IngestParams, params, "ingest")
+    examples.metadata["params"] = flywheel_params.section_dict(settings)   # for the run's lineage record
+    examples.metadata.update(run(data_path=data_path, output_dir=examples.path, params=settings,
                                  data_rev=data_rev, dvc_repo=dvc_repo or flywheel_params.ROOT))

@@ -17,7 +17,7 @@ import uuid
 from kfp import dsl
 
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, bundle, names, schema_changes, schema_view, storage
+from flywheel import artifacts, bundle, names, provenance, schema_changes, schema_view, storage
 from flywheel import model_repository as repo
 
 
@@ -81,11 +81,12 @@ def version_trained_on(repository: str, model_name: str, data_version: str) -> i
 
 def run(model_dir: str, evaluation_dir: str, statistics_dir: str, schema_path: str, repository: str,
         model_name: str, production_dir: str | None = None, data_version: str = "", force: bool = False,
-        run_id: str = "", record: dict | None = None) -> PushResult:
+        run_id: str = "", record: dict | None = None, anomalies_dir: str | None = None) -> PushResult:
     """Decide, publish if blessed, and write the run's record (`record`: what the earlier steps
-    recorded, by "step/output") to the repository's runs/ and, when pushed, into the version."""
+    recorded, by "step/output") to the repository's runs/ and, when pushed, into the version. The
+    data card comes from validate's output (`anomalies_dir`)."""
     result = _decide_and_publish(model_dir, evaluation_dir, statistics_dir, schema_path, repository, model_name,
-                                 production_dir, data_version, force, run_id, record or {})
+                                 production_dir, data_version, force, run_id, record or {}, anomalies_dir)
     if run_id:
         storage.write_text(repo.run_record_path(repository, model_name, run_id),
                            json.dumps(_complete(record or {}, run_id, result), indent=2, default=str))
@@ -93,12 +94,16 @@ def run(model_dir: str, evaluation_dir: str, statistics_dir: str, schema_path: s
 
 
 def _complete(record: dict, run_id: str, result: PushResult) -> dict:
-    return {"run_id": run_id, "steps": {**record, "push/pushed": dataclasses.asdict(result)}}
+    """The run's lineage record: what every step recorded (data, settings, the production version
+    compared with), the trigger, the code, and the push decision."""
+    steps = {k: v for k, v in record.items() if k != "trigger"}
+    return {"run_id": run_id, "trigger": record.get("trigger") or {"kind": "manual"},
+            "code": provenance.code_version(), "steps": {**steps, "push/pushed": dataclasses.asdict(result)}}
 
 
 def _decide_and_publish(model_dir: str, evaluation_dir: str, statistics_dir: str, schema_path: str, repository: str,
                         model_name: str, production_dir: str | None, data_version: str, force: bool, run_id: str,
-                        record: dict) -> PushResult:
+                        record: dict, anomalies_dir: str | None) -> PushResult:
     with open(os.path.join(evaluation_dir, names.BLESSING_FILE)) as f:
         blessing = json.load(f)
     compared_with = artifacts.read_production(production_dir)["version"] if production_dir else None
@@ -121,6 +126,9 @@ def _decide_and_publish(model_dir: str, evaluation_dir: str, statistics_dir: str
              names.BASELINE_SCHEMA: schema_path,
              names.EVAL_PREDICTIONS: os.path.join(evaluation_dir, names.EVAL_PREDICTIONS),
              names.MODEL_CARD: os.path.join(evaluation_dir, names.MODEL_CARD)}
+    card = os.path.join(anomalies_dir, names.DATA_CARD) if anomalies_dir else ""
+    if card and os.path.exists(card):
+        files[names.DATA_CARD] = card
     profiles = artifacts.profiles_file(statistics_dir, names.TRAIN)
     if profiles.exists():
         files[names.BASELINE_PROFILES] = str(profiles)
@@ -155,7 +163,7 @@ def rollback(repository: str, model_name: str, to_version: int) -> PushResult:
 def push_component(model: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifact],
                    statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[dsl.Artifact],
                    examples: dsl.Input[dsl.Dataset], anomalies: dsl.Input[dsl.Artifact],
-                   production: dsl.Input[dsl.Artifact], push: dict, force: bool, run_id: str,
+                   production: dsl.Input[dsl.Artifact], push: dict, force: bool, run_id: str, trigger: dict,
                    pushed: dsl.Output[dsl.Artifact]):
     """Publish the model as the next version of params.yaml's `push` model if blessed; record the
     run (what each step recorded, with the artifacts' URIs) in the model repository."""
@@ -170,9 +178,11 @@ def push_component(model: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifa
               "validate/anomalies": anomalies, "resolve/production": production, "train/model": model,
               "evaluate/evaluation": evaluation}
     record = {key: {**artifact.metadata, "uri": artifact.uri} for key, artifact in inputs.items()}
+    record["trigger"] = trigger
     result = run(model.path, evaluation.path, statistics.path, str(artifacts.schema_file(schema.path)),
                  settings.model_repository, settings.model_name, production_dir=production.path,
-                 data_version=examples.metadata.get("data_version", ""), force=force, run_id=run_id, record=record)
+                 data_version=examples.metadata.get("data_version", ""), force=force, run_id=run_id, record=record,
+                 anomalies_dir=anomalies.path)
     print(f"[push] {'pushed version ' + str(result.version) if result.pushed else 'not pushed'}: {result.reason}",
           flush=True)
     os.makedirs(pushed.path, exist_ok=True)

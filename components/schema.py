@@ -113,6 +113,8 @@ def schema_component(statistics: dsl.Input[dsl.Artifact], params: dict, schema: 
     from components.schema import run
     from flywheel import params as flywheel_params
 
-    curated = flywheel_params.build(flywheel_params.SchemaParams, params, "schema").curated
+    settings = flywheel_params.build(flywheel_params.SchemaParams, params, "schema")
+    curated = settings.curated
+    schema.metadata["params"] = flywheel_params.section_dict(settings)
     schema.metadata.update(run(statistics_dir=statistics.path, output_dir=schema.path,
                                label=statistics.metadata["label"], curated_schema=curated))

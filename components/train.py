@@ -230,8 +230,9 @@ def train_component(examples: dsl.Input[dsl.Dataset], schema: dsl.Input[dsl.Arti
     from flywheel import artifacts
     from flywheel import params as flywheel_params
 
+    settings = flywheel_params.build(flywheel_params.TrainParams, params, "train")
     result = run(examples.path, str(artifacts.schema_file(schema.path)), examples.metadata["label"], model.path,
-                 flywheel_params.build(flywheel_params.TrainParams, params, "train"),
-                 curves_path=curves.path, data_version=examples.metadata.get("data_version", ""))
+                 settings, curves_path=curves.path, data_version=examples.metadata.get("data_version", ""))
+    model.metadata["params"] = flywheel_params.section_dict(settings)
     model.metadata.update({"task": result.task, "strategy": result.strategy, "devices": result.devices,
                            "train_rows": result.train_rows, "seconds": round(result.seconds, 1)})

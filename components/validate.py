@@ -29,16 +29,16 @@ feature's drift and skew decision, also those that did not change, and TFDV's di
 They are written before the error is raised, so a person can read them.
 """
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 from kfp import dsl
 
-from components.artifact_io import atomic_dir
 from components import validation_report
+from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, bundle, column_checks, drift, names, schema_view, time_features, timeparts
+from flywheel import (artifacts, bundle, column_checks, data_card, drift, names, schema_view, time_features,
+                      timeparts)
 from flywheel.errors import DataError
 from flywheel.params import DriftParams, ValidateParams
 
@@ -200,14 +200,24 @@ def _compared_features(schema, label: str) -> set[str]:
     return inputs | ({label} if label else set())
 
 
+def write_data_card(directory: Path, ingest: dict, stats: dict, schema, label: str, statistics_dir,
+                    times: dict, report: list[dict]) -> None:
+    """data_card.md and data_card.html (flywheel/data_card.py) beside the report."""
+    profiles_file = artifacts.profiles_file(statistics_dir, names.TRAIN)
+    profiles = bundle.read_profiles(str(profiles_file)) if profiles_file.exists() else {}
+    card = data_card.build(ingest, stats, schema_view.by_name(schema, names.ENV_TRAINING), label, profiles, times,
+                           report, ingest.get("card_notes") or {})
+    (directory / names.DATA_CARD).write_text(data_card.markdown(card))
+    (directory / Path(names.DATA_CARD).with_suffix(".html")).write_text(data_card.html_page(card))
+
+
 def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | Path,
         baseline_stats: str | None = None, params: ValidateParams = ValidateParams(),
         source: str = "", examples_dir: str | Path | None = None, drift_params: DriftParams = DriftParams(),
-        label: str = "", html_path: str | Path | None = None) -> list[dict]:
+        label: str = "", ingest: dict | None = None) -> list[dict]:
     """Validate the splits; write the report; raise DataError if anything blocks. Drift is measured
     against `baseline_stats` (the production model's training statistics, or a previous file's),
-    when given; drift and skew need the raw splits (`examples_dir`). The HTML report goes into
-    `output_dir` and, when given, to `html_path` too (the KFP HTML artifact)."""
+    when given; drift and skew need the raw splits (`examples_dir`)."""
     import pandas as pd
     import tensorflow_data_validation as tfdv
 
@@ -250,8 +260,7 @@ def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | P
              "tfdv": tfdv_measurements(per_split[names.TRAIN])}, indent=2, default=_json) + "\n")
         validation_report.write(staging / names.REPORT_HTML, source, baseline_stats, report, decisions, compared,
                                 times, drift_params)
-        if html_path:
-            shutil.copyfile(staging / names.REPORT_HTML, html_path)
+        write_data_card(staging, ingest or {"source": source}, stats, schema, label, statistics_dir, times, report)
 
     blocking = [a for a in report if a["blocking"]]
     if blocking:
@@ -269,20 +278,33 @@ def _json(value):
 @flywheel_component
 def validate_component(statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[dsl.Artifact],
                        examples: dsl.Input[dsl.Dataset], production: dsl.Input[dsl.Artifact], params: dict,
-                       drift: dict, anomalies: dsl.Output[dsl.Artifact], report: dsl.Output[dsl.HTML]):
+                       drift: dict, anomalies: dsl.Output[dsl.Artifact], data_card: dsl.Output[dsl.Markdown],
+                       report: dsl.Output[dsl.HTML]):
     """Schema anomalies, drift against the production model's baseline, train/eval skew, with
-    params.yaml's `validate` and `drift` sections. Fails the task on blocking anomalies.
-    `report`: the self-contained HTML page of every feature's drift and skew (the KFP UI shows it)."""
+    params.yaml's `validate` and `drift` sections; the data card; `report`, the self-contained HTML
+    page of it all (the KFP UI shows it). Fails the task on blocking anomalies (the report and the
+    data card are written first)."""
+    import os
+    import shutil
+
     from components.validate import DRIFT, production_baseline, run
+    from flywheel import names
     from flywheel import params as flywheel_params
 
     version = production.metadata.get("version")
     anomalies.metadata["baseline"] = f"version {version}" if version is not None else "none (first run)"
-    found = run(statistics_dir=statistics.path, schema_path=schema.path, output_dir=anomalies.path,
-                 baseline_stats=production_baseline(production.path),
-                 params=flywheel_params.build(flywheel_params.ValidateParams, params, "validate"),
-                 source=statistics.metadata.get("source", ""), examples_dir=examples.path,
-                 drift_params=flywheel_params.build(flywheel_params.DriftParams, drift, "drift"),
-                 label=examples.metadata.get("label", ""), html_path=report.path)
+    settings = flywheel_params.build(flywheel_params.ValidateParams, params, "validate")
+    rule = flywheel_params.build(flywheel_params.DriftParams, drift, "drift")
+    anomalies.metadata["params"] = {"validate": flywheel_params.section_dict(settings),
+                                    "drift": flywheel_params.section_dict(rule)}
+    try:
+        found = run(statistics_dir=statistics.path, schema_path=schema.path, output_dir=anomalies.path,
+                    baseline_stats=production_baseline(production.path), params=settings,
+                    source=statistics.metadata.get("source", ""), examples_dir=examples.path, drift_params=rule,
+                    label=examples.metadata.get("label", ""), ingest=dict(examples.metadata))
+    finally:
+        for written, output in ((names.DATA_CARD, data_card), (names.REPORT_HTML, report)):
+            if os.path.exists(os.path.join(anomalies.path, written)):
+                shutil.copyfile(os.path.join(anomalies.path, written), output.path)
     anomalies.metadata.update({"anomalies": len(found), "blocking": 0,
                                "drifted": sorted({a["feature"] for a in found if a["kind"] == DRIFT})})

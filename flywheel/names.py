@@ -43,6 +43,7 @@ BASELINE_PROFILES = "baseline_profiles.json"     # drift reference profiles of t
 BASELINE_SCHEMA = "schema.pbtxt"             # schema with TRAINING and SERVING environments
 EVAL_PREDICTIONS = "eval_predictions.json"   # {"values": [...]} model scores on the test split
 MODEL_CARD = "model_card.md"
+DATA_CARD = "data_card.md"                   # also beside validate's report, with data_card.html
 MODEL_METADATA = "flywheel.json"             # {"label": ..., "task": ..., "features": {...}, "data_version": ..., "metrics": {...}}
 RUNS_DIR = "runs"                            # <repo>/<model>/runs/<run id>.json: one record per pipeline run
 RUN_RECORD = "run.json"                      # the run's record, also in the pushed version's assets.extra/

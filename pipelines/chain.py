@@ -78,7 +78,8 @@ def run(data_path: str, workdir: str | Path, params: Params, until: str = "push"
         baseline = baseline_stats if baseline_stats is not None else validate.production_baseline(chain.production)
         try:
             step("validate", validate.run, chain.statistics, chain.schema, chain.anomalies, baseline, params.validate,
-                 source=data_path, examples_dir=chain.examples, drift_params=params.drift, label=label)
+                 source=data_path, examples_dir=chain.examples, drift_params=params.drift, label=label,
+                 ingest=results["ingest"])
         except DataError as error:
             report = chain.anomalies / names.ANOMALY_REPORT
             if not record_block or not report.exists():
@@ -94,6 +95,7 @@ def run(data_path: str, workdir: str | Path, params: Params, until: str = "push"
     if "push" in steps:
         step("push", push.run, str(chain.model), str(chain.evaluation), str(chain.statistics), str(chain.schema),
              repository, model_name, production_dir=str(chain.production), data_version=data_version, force=force,
-             run_id=run_id)
+             run_id=run_id, anomalies_dir=str(chain.anomalies),
+             record={"ingest/examples": results["ingest"], "trigger": {"kind": "manual", "command": "in-process chain"}})
     return chain
 

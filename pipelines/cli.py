@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
 import glob
 import json
 import os
@@ -23,7 +24,7 @@ from pipelines.training_pipeline import arguments as pipeline_arguments
 LAST_RUN_FILE = os.path.join("runs", "last_run.json")
 METRICS_FILE = os.path.join("runs", "metrics.json")   # DVC metrics of the last run (dvc.yaml stage `pipeline`)
 PLOTS_DIR = os.path.join("runs", "plots")              # DVC plots: roc.csv, training.csv
-RUN_ARGUMENTS = ("data_rev", "force_push", "train_accelerator_type", "train_accelerator_limit",
+RUN_ARGUMENTS = ("data_rev", "force_push", "trigger", "train_accelerator_type", "train_accelerator_limit",
                  "train_node_selector", "train_tolerations")
 
 
@@ -46,9 +47,14 @@ def parse_sets(pairs: list[str] | None) -> dict:
     return parsed
 
 
-def settings_and_run_arguments(params: params_module.Params, sets: dict) -> tuple[params_module.Params, dict]:
+def settings_and_run_arguments(params: params_module.Params, sets: dict,
+                               trigger: str = "manual") -> tuple[params_module.Params, dict]:
+    """The settings with `section.key` overrides applied, and the run-level arguments (the
+    trigger recorded in the run's lineage defaults to this command and who ran it)."""
     dotted = {k: v for k, v in sets.items() if "." in k}
-    return params_module.override(params, dotted), {k: v for k, v in sets.items() if "." not in k}
+    run_arguments = {k: v for k, v in sets.items() if "." not in k}
+    run_arguments.setdefault("trigger", {"kind": trigger, "by": getpass.getuser(), "command": " ".join(sys.argv[1:3])})
+    return params_module.override(params, dotted), run_arguments
 
 
 def local_paths(params: params_module.Params) -> params_module.Params:
@@ -110,8 +116,8 @@ def cmd_main(args, params) -> int:
     summaries, log_file = [], runner.log_path("make-run")
     for i, path in enumerate(chosen, 1):
         print(f"== [{i}/{len(chosen)}] pipeline on {path} ==", flush=True)
-        arguments = pipeline_arguments(params, storage.absolute(path), **run_arguments,
-                                       **({"force_push": True} if args.force else {}))
+        arguments = pipeline_arguments(params, storage.absolute(path),
+                                       **{**run_arguments, **({"force_push": True} if args.force else {})})
         summaries.append(runner.run_local(arguments, args.pipeline_root, args.verbose, log_file))
         if not summaries[-1].succeeded:
             break
@@ -167,7 +173,11 @@ def cmd_compile(args, params) -> int:
 
 
 def _remote_arguments(args, params) -> dict:
-    params, run_arguments = settings_and_run_arguments(params, parse_sets(args.set))
+    params, run_arguments = settings_and_run_arguments(params, parse_sets(args.set),
+                                                       trigger="schedule" if args.command == "schedule" else "manual")
+    if args.command == "schedule":
+        run_arguments["trigger"]["cron"] = args.cron
+    run_arguments["trigger"]["submitted_to"] = args.host
     params = params_module.override(params, {"push.model_repository": args.model_repository})
     return pipeline_arguments(params, args.data, **run_arguments)
 

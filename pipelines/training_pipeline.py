@@ -27,7 +27,7 @@ DEFAULT_DATA = "data/spans/span-001.csv"
 
 def arguments(params: flywheel_params.Params, data_path: str = DEFAULT_DATA, **run_arguments) -> dict:
     """Pipeline arguments for a run with these settings: one dict per section, plus run-level
-    values (data_path, data_rev, force_push, accelerator settings)."""
+    values (data_path, data_rev, force_push, trigger: what started the run, accelerator settings)."""
     values = {section: flywheel_params.section_dict(getattr(params, section)) for section in SECTIONS}
     return {"data_path": data_path, **values, **run_arguments}
 
@@ -49,6 +49,7 @@ def training_pipeline(
     evaluate: dict = DEFAULTS["evaluate"],
     push: dict = DEFAULTS["push"],
     force_push: bool = False,
+    trigger: dict = {},
     train_accelerator_type: str = "",
     train_accelerator_limit: int = 0,
     train_node_selector: dict = {},
@@ -94,6 +95,6 @@ def training_pipeline(
         statistics=stats_task.outputs["statistics"], schema=schema_task.outputs["schema"],
         examples=ingest_task.outputs["examples"], anomalies=validate_task.outputs["anomalies"],
         production=resolve_task.outputs["production"], push=push, force=force_push,
-        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, trigger=trigger)
     push_task.set_caching_options(False)  # it changes the model repository
     push_task.set_display_name("push")

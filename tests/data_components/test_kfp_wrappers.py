@@ -34,12 +34,14 @@ def _chain(data, artifact, repository: str, prefix: str):
     schema_component.python_func(statistics=stats, params=section_dict(SETTINGS.schema), schema=schema)
     anomalies = artifact(dsl.Artifact, f"{prefix}anomalies")
     report = artifact(dsl.HTML, f"{prefix}report")
+    card = artifact(dsl.Markdown, f"{prefix}data_card")
     try:
         validate_component.python_func(statistics=stats, schema=schema, examples=examples, production=production,
                                        params=section_dict(SETTINGS.validate), drift=section_dict(SETTINGS.drift),
-                                       anomalies=anomalies, report=report)
+                                       anomalies=anomalies, data_card=card, report=report)
     finally:
         _self_contained_report(report.path)
+        assert open(card.path).read().startswith("# Data card")
     return examples, stats, html, schema, anomalies
 
 
@@ -85,7 +87,7 @@ def test_component_interfaces_the_pipeline_wires():
     assert set(statistics_component.component_spec.outputs) == {"statistics", "statistics_html", "facets_html"}
     assert inputs(schema_component) == {"statistics", "params"}
     assert inputs(validate_component) == {"statistics", "schema", "examples", "production", "params", "drift"}
-    assert set(validate_component.component_spec.outputs) == {"anomalies", "report"}
+    assert set(validate_component.component_spec.outputs) == {"anomalies", "data_card", "report"}
     assert inputs(statistics_component) == {"examples", "params", "drift"}
     assert inputs(resolve_component) == {"push"}
     for component in (ingest_component, resolve_component, statistics_component, schema_component, validate_component):

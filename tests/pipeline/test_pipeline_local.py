@@ -51,7 +51,7 @@ def test_blocking_anomalies_stop_the_run_before_training(spans, tmp_path):
     assert repo.versions(str(tmp_path / "models"), "taxi_tips") == []
 
 
-def test_a_users_csv_with_a_string_label_and_no_curated_schema(tmp_path):
+def test_a_users_csv_with_a_string_label_and_no_curated_schema(tmp_path, capsys):
     """`make run DATA=file.csv LABEL=col`: any CSV with a header; the schema is inferred."""
     import numpy as np
     import pandas as pd
@@ -74,6 +74,15 @@ def test_a_users_csv_with_a_string_label_and_no_curated_schema(tmp_path):
     assert metadata["signature_keys"]["sepal length"] == "sepal_length"  # the column's serving-signature key
     record = bundle.path(repo.version_dir(str(tmp_path / "models"), "flowers", 1), names.RUN_RECORD)
     assert summary.run_id and summary.run_id in open(record).read()
+
+    # Lineage: the served version back to its data, settings and what started the run.
+    from pipelines import lineage
+    assert lineage.main(["--model-repository", str(tmp_path / "models"), "--model-name", "flowers",
+                         "--picture", str(tmp_path / "lineage.png")]) == 0
+    shown = capsys.readouterr().out
+    assert f"v1 (served): pushed by run {summary.run_id}" in shown and str(data) in shown
+    assert '"label": "species"' in shown and summary.data_version in shown
+    assert (tmp_path / "lineage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_exits_non_zero_and_names_the_missing_file(tmp_path, capsys):
