@@ -61,7 +61,9 @@ def test_wrappers_chain_and_use_the_production_baseline(tmp_path, artifact):
     assert stats.metadata["source"] == str(data) and stats.metadata["data_version"] == examples.metadata["data_version"]
     assert artifacts.stats_file(stats.path, names.TRAIN).exists()
     assert schema.metadata["schema_source"].startswith("curated:")
-    assert anomalies.metadata == {"baseline": "none (first run)", "anomalies": 0, "blocking": 0, "drifted": []}
+    assert {k: v for k, v in anomalies.metadata.items() if k != "params"} == \
+        {"baseline": "none (first run)", "anomalies": 0, "blocking": 0, "drifted": []}
+    assert anomalies.metadata["params"]["drift"] == section_dict(SETTINGS.drift)
 
     # Span 1's train statistics as version 1's baseline; span 2 is then compared with it.
     bundle.add_files(str(repository / "taxi" / "1"),
