@@ -111,7 +111,7 @@ def make(metrics_url: str, repository: str, model: str, version: int | None, out
 def main(argv: list[str] | None = None) -> int:
     settings = params_mod.load()
     parser = argparse.ArgumentParser(prog="python -m pipelines.live_report",
-                                     description="Write the live drift report of a monitoring sidecar as one HTML page.")
+                                     description="Write a monitoring sidecar's live drift report as one HTML page.")
     parser.add_argument("--metrics", default="http://127.0.0.1:8080/metrics", help="the sidecar's /metrics URL")
     parser.add_argument("--model-repository", default=settings.push.model_repository)
     parser.add_argument("--model-name", default=settings.push.model_name)

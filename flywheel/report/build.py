@@ -7,9 +7,9 @@ import dataclasses
 import datetime as dt
 from typing import Any, Mapping
 
-from flywheel.drift import FeatureDrift, Profile
 import numpy as np
 
+from flywheel.drift import FeatureDrift, Profile
 from flywheel.drift.profiles import NumericProfile
 from flywheel.report import charts
 from flywheel.report.charts import number

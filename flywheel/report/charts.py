@@ -212,7 +212,8 @@ def chart(profile, summary=None) -> Chart:
     note = ""
     if summary is not None and summary.n == 0:
         summary, note = None, f"No current value to draw ({summary.missing} missing or not of the reference's type)."
-    drawn = numeric_chart(profile, summary) if isinstance(profile, NumericProfile) else categorical_chart(profile, summary)
+    numeric = isinstance(profile, NumericProfile)
+    drawn = numeric_chart(profile, summary) if numeric else categorical_chart(profile, summary)
     return dataclasses.replace(drawn, note=" ".join(filter(None, (drawn.note, note))))
 
 

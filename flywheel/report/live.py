@@ -15,8 +15,17 @@ from typing import Mapping
 from flywheel.drift import Profile
 from flywheel.report import build, charts
 from flywheel.report.charts import number
-from flywheel.report.model import (CHANGED, MEASURED, NOT_COMPARED, UNCHANGED, WATCH, Anomaly, Comparison, FeatureView,
-                                   Report)
+from flywheel.report.model import (
+    CHANGED,
+    MEASURED,
+    NOT_COMPARED,
+    UNCHANGED,
+    WATCH,
+    Anomaly,
+    Comparison,
+    FeatureView,
+    Report,
+)
 
 KEY = "live"
 DRIFTED = "drifted"         # a measure that is a decision (1: changed), when the sidecar exports one
@@ -32,7 +41,8 @@ def _decision(values: Mapping[str, float], materiality: float) -> str:
     return WATCH if materiality >= 1 else MEASURED
 
 
-def feature_view(feature: str, profile: Profile | None, values: Mapping[str, float], psi_threshold: float) -> FeatureView:
+def feature_view(feature: str, profile: Profile | None, values: Mapping[str, float],
+                 psi_threshold: float) -> FeatureView:
     chart = charts.chart(profile) if profile is not None else charts.Chart(
         charts.LEVELS, (), note="the served version's baseline has no profile of this feature")
     shown = tuple((name, number(value) if name != DRIFTED else ("yes" if value >= 1 else "no"))

@@ -16,8 +16,18 @@ import math
 from pathlib import Path
 
 from flywheel.report.charts import HISTOGRAM, LEVELS, Bar, Chart, number
-from flywheel.report.model import (BLOCKING, CHANGED, MEASURED, NOT_COMPARED, PROFILE, UNCHANGED, WATCH,
-                                   Comparison, FeatureView, Report)
+from flywheel.report.model import (
+    BLOCKING,
+    CHANGED,
+    MEASURED,
+    NOT_COMPARED,
+    PROFILE,
+    UNCHANGED,
+    WATCH,
+    Comparison,
+    FeatureView,
+    Report,
+)
 
 # Forbids every fetch: scripts and styles only inline, images only data: URLs.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
@@ -27,7 +37,8 @@ REFERENCE_FILL, CURRENT_FILL = "#aab2bd", "#1f63d1"
 
 CSS = """
 *{box-sizing:border-box}
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#1d2330;margin:0;background:#f5f6f8}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#1d2330;margin:0;
+background:#f5f6f8}
 main{max-width:1240px;margin:0 auto;padding:20px 24px 48px}
 h1{font-size:22px;margin:0 0 6px}h2{font-size:17px;margin:28px 0 8px}
 .facts{display:flex;flex-wrap:wrap;gap:4px 22px;margin:0;color:#4a5363}.facts div{white-space:nowrap}
@@ -38,7 +49,8 @@ th,td{padding:5px 8px;border-bottom:1px solid #e6e9ee;text-align:left;vertical-a
 th{background:#eef0f4;font-weight:600;white-space:nowrap}
 table.sortable th{cursor:pointer}table.sortable th:hover{background:#e2e6ec}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.badge{display:inline-block;padding:1px 7px;border-radius:10px;color:#fff;font-size:12px;font-weight:600;white-space:nowrap}
+.badge{display:inline-block;padding:1px 7px;border-radius:10px;color:#fff;font-size:12px;font-weight:600;
+white-space:nowrap}
 .note{color:#4a5363;margin:0 0 10px}
 .legend{display:flex;gap:16px;margin:0 0 10px;font-size:13px;color:#4a5363}
 .swatch{display:inline-block;width:12px;height:12px;border-radius:2px;vertical-align:-1px;margin-right:5px}
@@ -51,7 +63,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 svg.chart{display:block;width:100%;height:auto;overflow:visible}
 svg text{font:10px system-ui,-apple-system,"DejaVu Sans",sans-serif;fill:#4a5363}
 .empty{color:#757575;font-style:italic}
-a{color:#1f63d1;text-decoration:none}a:hover{text-decoration:underline}
+a{color:#174ea6;text-decoration:none}a:hover{text-decoration:underline}
 """
 
 SORT_SCRIPT = """
@@ -61,7 +73,8 @@ document.querySelectorAll('table.sortable').forEach(function(table){
       var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
       var down = th.dataset.dir !== 'desc'; th.dataset.dir = down ? 'desc' : 'asc';
       rows.sort(function(a, b){
-        var x = a.cells[col].dataset.sort || a.cells[col].textContent, y = b.cells[col].dataset.sort || b.cells[col].textContent;
+        var x = a.cells[col].dataset.sort || a.cells[col].textContent;
+        var y = b.cells[col].dataset.sort || b.cells[col].textContent;
         var nx = parseFloat(x), ny = parseFloat(y), r = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
         return down ? -r : r;
       });

@@ -14,25 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from components import statistics
 from flywheel import artifacts, names
 from flywheel.drift import profile_from_values
 from flywheel.report import build, charts, model, render
 from pipelines import validate_cli
+from tests.support.browser import assert_offline_and_drawn, assert_picture
 from tests.support.spans import LABEL, SETTINGS, span, write_span
 
-# Every chart: laid out with a size, one bar per bin and side in the DOM, each with a width, and
-# each side with at least one bar of non-zero height.
-CHARTS = """(() => Array.from(document.querySelectorAll('svg.chart')).map(svg => {
-  const box = svg.getBoundingClientRect(), series = svg.dataset.series.split(' ');
-  const bars = Array.from(svg.querySelectorAll('rect.bar'));
-  return {feature: svg.getAttribute('aria-label'), width: box.width, height: box.height,
-          expected: Number(svg.dataset.bars) * series.length, bars: bars.length,
-          sized: bars.filter(b => b.getBBox().width > 0 && b.getBBox().height >= 0).length,
-          tall: series.map(s => bars.filter(b => b.classList.contains(s) && b.getBBox().height > 0).length)};
-}))()"""
 CARDS = """Array.from(document.querySelectorAll('article.card')).map(c =>
   [c.id.split('-')[0], c.querySelector('h3').textContent, c.dataset.decision])"""
 SUMMARY = "Array.from(document.querySelectorAll('#summary ~ table tbody tr')).map(r => Number(r.cells[0].dataset.sort))"
@@ -52,28 +42,6 @@ def validate(tmp: Path, current, previous, name: str) -> tuple[int, str, Path]:
 def drifted(tmp_path_factory):
     """`make validate DATA=span-003.csv PREVIOUS=span-002.csv` on the default data."""
     return validate(tmp_path_factory.mktemp("drifted"), span(3, SETTINGS.data.shifts), span(2), "span-003")
-
-
-def assert_offline_and_drawn(page, report: Path) -> list[dict]:
-    assert page.requests == [report.resolve().as_uri()], "the page asked for something besides itself"
-    assert page.errors == []
-    drawn = page.evaluate(CHARTS)
-    assert drawn, "no chart on the page"
-    for chart in drawn:
-        assert chart["width"] > 100 and chart["height"] > 30, chart
-        assert chart["bars"] == chart["expected"] == chart["sized"] > 0, chart
-        assert all(n > 0 for n in chart["tall"]), chart
-    return drawn
-
-
-def assert_picture(png: Path) -> None:
-    """Not blank: many colours, among them the current side's bars and the reference's."""
-    image = Image.open(png).convert("RGB")
-    assert image.width >= 1000 and image.height >= 800
-    colours = {c for _, c in image.getcolors(1 << 20)}
-    assert len(colours) > 50
-    for fill in (render.CURRENT_FILL, render.REFERENCE_FILL):
-        assert tuple(int(fill[i:i + 2], 16) for i in (1, 3, 5)) in colours, fill
 
 
 def test_validation_report_of_the_drifted_span(drifted, browser, screenshots):
@@ -116,7 +84,8 @@ def test_blocked_validation_still_writes_its_report(tmp_path, browser, screensho
     page = browser.open(report)
     assert_offline_and_drawn(page, report)
     assert page.evaluate("document.querySelector('.verdict').textContent").startswith("Blocked: ")
-    first = page.evaluate("Array.from(document.querySelector('#anomalies + table tbody tr').cells).map(c => c.textContent)")
+    first = page.evaluate("Array.from(document.querySelector('#anomalies + table tbody tr').cells)"
+                          ".map(c => c.textContent)")
     assert first[0] == model.BLOCKING and first[1] == "fare" and first[2] == "schema"
     page.screenshot(screenshots / "validation-report-blocked.png")
     page.close()

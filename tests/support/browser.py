@@ -13,7 +13,8 @@ to another origin.
         page.evaluate("document.title")
         page.screenshot(Path("report.png"))
 
-Also a command, for documentation screenshots:
+`assert_offline_and_drawn(page, file)` and `assert_picture(png)` are what the report tests assert
+of every page. Also a command, for documentation screenshots:
     python -m tests.support.browser REPORT.html OUT.png [--width 1280] [--height 1600]
 """
 from __future__ import annotations
@@ -214,6 +215,46 @@ class Page:
 
     def close(self) -> None:
         self.browser.send("Target.closeTarget", {"targetId": self.target})
+
+
+
+# --- what the report tests assert of a page ---------------------------------------------------
+# Every chart: laid out with a size, one bar per bin and side in the DOM, each with a width, and
+# each side with at least one bar of non-zero height.
+CHARTS = """(() => Array.from(document.querySelectorAll('svg.chart')).map(svg => {
+  const box = svg.getBoundingClientRect(), series = svg.dataset.series.split(' ');
+  const bars = Array.from(svg.querySelectorAll('rect.bar'));
+  return {feature: svg.getAttribute('aria-label'), width: box.width, height: box.height,
+          expected: Number(svg.dataset.bars) * series.length, bars: bars.length,
+          sized: bars.filter(b => b.getBBox().width > 0 && b.getBBox().height >= 0).length,
+          tall: series.map(s => bars.filter(b => b.classList.contains(s) && b.getBBox().height > 0).length)};
+}))()"""
+
+
+def assert_offline_and_drawn(page, report: Path) -> list[dict]:
+    assert page.requests == [report.resolve().as_uri()], "the page asked for something besides itself"
+    assert page.errors == []
+    drawn = page.evaluate(CHARTS)
+    assert drawn, "no chart on the page"
+    for chart in drawn:
+        assert chart["width"] > 100 and chart["height"] > 30, chart
+        assert chart["bars"] == chart["expected"] == chart["sized"] > 0, chart
+        assert all(n > 0 for n in chart["tall"]), chart
+    return drawn
+
+
+def assert_picture(png: Path, current: bool = True) -> None:
+    """Not blank: many colours, among them the reference's bars and (unless the page has no current
+    side) the current side's, as the page fills them."""
+    from PIL import Image
+
+    from flywheel.report import render
+    image = Image.open(png).convert("RGB")
+    assert image.width >= 1000 and image.height >= 800
+    colours = {c for _, c in image.getcolors(1 << 20)}
+    assert len(colours) > 50
+    for fill in (render.REFERENCE_FILL,) + ((render.CURRENT_FILL,) if current else ()):
+        assert tuple(int(fill[i:i + 2], 16) for i in (1, 3, 5)) in colours, fill
 
 
 def main(argv: list[str] | None = None) -> int:
