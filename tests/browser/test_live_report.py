@@ -119,3 +119,9 @@ def test_live_report_says_why_when_there_is_nothing_to_report(served, tmp_path):
     assert f"no drift metrics for model 'other' (models found: {MODEL_NAME})" in lines[1]
     assert "no baseline" in lines[2]
     assert not list(tmp_path.glob("*.html"))
+
+
+def test_what_is_not_a_sidecars_metrics_is_refused():
+    for text in ("<html>login page</html>\n", 'flywheel_feature_drift{model="m",feature="a",measure="psi"} abc\n'):
+        with pytest.raises(live_report.ReportError, match="not Prometheus text exposition"):
+            live_report.read_metrics(text, "m")
