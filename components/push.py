@@ -189,4 +189,4 @@ def push_component(model: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifa
     with open(os.path.join(pushed.path, names.PUSH_RESULT_FILE), "w") as f:
         f.write(result.to_json())
     pushed.metadata.update({"pushed": result.pushed, "version": result.version, "reason": result.reason,
-                            "compared_with": result.compared_with})
+                            "compared_with": result.compared_with, "run_id": run_id})

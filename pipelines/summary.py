@@ -69,6 +69,7 @@ def summarize(outputs: StepOutputs, data_path: str, run_id: str, seconds: float)
         summary.blessed, summary.blessing_reason = evaluation.get("blessed"), evaluation.get("reason", "")
         summary.compared_with = evaluation.get("production_version")
     pushed = outputs.metadata(*PUSH)
+    summary.run_id = pushed.get("run_id") or run_id   # the pipeline job id the run's record is filed under
     if pushed:
         summary.pushed, summary.push_reason = pushed.get("pushed"), pushed.get("reason", "")
         summary.pushed_version = pushed.get("version") if pushed.get("pushed") else None
