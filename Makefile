@@ -38,7 +38,8 @@ lock: $(VENV)/.installed ## Regenerate requirements.lock from pyproject.toml wit
 	$(UV) pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 .PHONY: test
-test: setup tools browser-deps ## Run the whole test suite (sets itself up first).
+test: setup tools browser-deps ## Run the whole test suite (sets itself up first; the test control plane builds in the background meanwhile).
+	@$(PY) -m controlplane build --background
 	$(PY) -m pytest -q tests
 
 # --- browser for the report tests (tests/browser) -----------------------------------------
@@ -247,8 +248,9 @@ prometheusrule: $(VENV)/.installed ## Regenerate monitoring/rules/prometheusrule
 	$(PY) monitoring/rules/prometheusrule.py
 
 .PHONY: deploy
-deploy: $(VENV)/.installed ## Apply an overlay with kubectl to the current KUBECONFIG context (OVERLAY=dev|prod|gpu) and wait for rollout.
-	@$(PY) docker/pin_digests.py --check || { echo "refusing to deploy placeholder digests: run make pin-digests" >&2; exit 1; }
+deploy: $(VENV)/.installed ## Apply an overlay with kubectl to the current KUBECONFIG context (OVERLAY=dev|prod|gpu) and wait for rollout; ALLOW_PLACEHOLDER_DIGESTS=fake-nodes on a kwok-only test cluster.
+	@$(PY) docker/pin_digests.py --check || { [ "$(ALLOW_PLACEHOLDER_DIGESTS)" = fake-nodes ] && $(PY) -m controlplane fake-nodes-only; } \
+	  || { echo "refusing to deploy placeholder digests: run make pin-digests" >&2; exit 1; }
 	$(KUSTOMIZE_BUILD) manifests/overlays/$(OVERLAY) | kubectl apply --server-side -f -
 	kubectl -n $(OVERLAY_NAMESPACE) rollout status deployment/flywheel-serving --timeout=600s
 
@@ -265,3 +267,21 @@ dashboards-png: $(VENV)/.installed ## Render dashboards to build/dashboards/*.pn
 .PHONY: cluster-test
 cluster-test: $(VENV)/.installed tools ## Run all cluster checks (tests/cluster).
 	$(PY) -m pytest -q tests/cluster
+
+
+# --- test control plane: Kubernetes built from its Go modules, on loopback (controlplane/) -----
+.PHONY: controlplane-build
+controlplane-build: $(VENV)/.installed ## Build or reuse etcd, kube-apiserver, -controller-manager, -scheduler, kubectl, kwok, prometheus-adapter (cache: ~/.cache/flywheel/controlplane).
+	$(PY) -m controlplane build
+
+.PHONY: controlplane-up
+controlplane-up: $(VENV)/.installed ## Start the control plane on 127.0.0.1 (detached, kwok nodes, CRDs); prints the KUBECONFIG and PATH to use.
+	$(PY) -m controlplane up
+
+.PHONY: controlplane-down
+controlplane-down: $(VENV)/.installed ## Stop the processes controlplane-up started.
+	$(PY) -m controlplane down
+
+.PHONY: controlplane-test
+controlplane-test: $(VENV)/.installed ## Run only the tests against the control plane (tests/controlplane; builds it first when missing).
+	$(PY) -m pytest -q tests/controlplane

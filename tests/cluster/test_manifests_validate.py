@@ -1,26 +1,23 @@
 """Every overlay builds, and every rendered object is valid for the pinned Kubernetes version.
 
 Built-in kinds: kubernetes-validate in strict mode (unknown fields rejected). The Prometheus
-operator's CRDs (ServiceMonitor, PrometheusRule) are not in its schema set: they are checked
-against the strict JSON schemas in tests/cluster/schemas/, written for this project from the
-prometheus-operator CRD definitions (the subset of fields Flywheel may use).
+operator's kinds (ServiceMonitor, PrometheusRule) against the openAPIV3Schema of prometheus-operator's
+own CRDs, read from its Go module (controlplane/modules.py pins the release; nothing is copied into
+the repository), made strict the way the API server's strict field validation is: an unknown
+field is an error. tests/controlplane applies the same objects to a real API server.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import copy
 
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
+from controlplane import modules
 from tests.support.cluster import KUBERNETES_VERSION, OVERLAYS
 
-SCHEMAS = Path(__file__).resolve().parent / "schemas"
-CRD_SCHEMAS = {
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): SCHEMAS / "servicemonitor-monitoring-v1.json",
-    ("monitoring.coreos.com/v1", "PrometheusRule"): SCHEMAS / "prometheusrule-monitoring-v1.json",
-}
 EXPECTED_KINDS = {
     "Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Service",
     "PersistentVolumeClaim", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler",
@@ -34,16 +31,52 @@ def test_overlay_renders_the_expected_kinds(rendered, overlay):
     assert kinds == EXPECTED_KINDS, f"{overlay}: unexpected {kinds ^ EXPECTED_KINDS}"
 
 
+def _strict(node) -> None:
+    """Close every object schema that lists its properties, unless the CRD keeps unknown fields."""
+    if not isinstance(node, dict):
+        return
+    if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+        node.setdefault("additionalProperties", False)
+    for key in ("properties", "patternProperties"):
+        for child in node.get(key, {}).values():
+            _strict(child)
+    for key in ("items", "additionalProperties", "not"):
+        _strict(node.get(key))
+    for key in ("allOf", "anyOf", "oneOf"):
+        for child in node.get(key, []):
+            _strict(child)
+
+
+@pytest.fixture(scope="session")
+def crd_schemas() -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> strict JSON schema, from prometheus-operator's CRDs."""
+    schemas = {}
+    for path in modules.prometheus_operator_crds():
+        crd = yaml.safe_load(path.read_text())
+        for version in crd["spec"]["versions"]:
+            schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
+            _strict(schema)
+            schema["properties"]["metadata"] = {"type": "object"}  # the API server's part, not the CRD's
+            schemas[(f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])] = schema
+    return schemas
+
+
+def _crd_errors(schema: dict, obj: dict) -> list[str]:
+    # OpenAPI v3.0 schemas are JSON Schema draft 4 in their keywords.
+    return [f"{'.'.join(map(str, e.path))}: {e.message}" for e in jsonschema.Draft4Validator(schema).iter_errors(obj)]
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_object_is_valid_in_strict_mode(rendered, overlay):
+def test_every_object_is_valid_in_strict_mode(rendered, crd_schemas, overlay):
     errors = []
     for obj in rendered[overlay]:
         where = f"{overlay}: {obj['kind']}/{obj['metadata']['name']}"
         key = (obj["apiVersion"], obj["kind"])
-        if key in CRD_SCHEMAS:
-            schema = json.loads(CRD_SCHEMAS[key].read_text())
-            validator = jsonschema.Draft202012Validator(schema)
-            errors += [f"{where}: {'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(obj)]
+        if key[1] in ("ServiceMonitor", "PrometheusRule"):
+            if key not in crd_schemas:
+                errors.append(f"{where}: prometheus-operator serves no {key}")
+            else:
+                errors += [f"{where}: {e}" for e in _crd_errors(crd_schemas[key], obj)]
             continue
         try:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -54,18 +87,19 @@ def test_every_object_is_valid_in_strict_mode(rendered, overlay):
     assert not errors, "\n".join(errors)
 
 
-def test_crd_schemas_reject_what_the_operator_would_reject(rendered):
-    """The hand-written schemas are strict: a misspelt field or a bad duration fails."""
-    monitor = next(o for o in rendered["prod"] if o["kind"] == "ServiceMonitor")
-    schema = json.loads(CRD_SCHEMAS[("monitoring.coreos.com/v1", "ServiceMonitor")].read_text())
-    bad = json.loads(json.dumps(monitor))
-    bad["spec"]["endpoints"][0]["intervall"] = "15s"
-    assert list(jsonschema.Draft202012Validator(schema).iter_errors(bad))
-    rule = next(o for o in rendered["prod"] if o["kind"] == "PrometheusRule")
-    schema = json.loads(CRD_SCHEMAS[("monitoring.coreos.com/v1", "PrometheusRule")].read_text())
-    bad = json.loads(json.dumps(rule))
-    bad["spec"]["groups"][0]["rules"][0]["for"] = "15 minutes"
-    assert list(jsonschema.Draft202012Validator(schema).iter_errors(bad))
+@pytest.mark.parametrize("kind, breaks, path", [
+    ("ServiceMonitor", lambda s: s["endpoints"][0].update(intervall="15s"), "spec.endpoints.0"),
+    ("ServiceMonitor", lambda s: s["endpoints"][0].update(interval="15 seconds"), "spec.endpoints.0.interval"),
+    ("PrometheusRule", lambda s: s["groups"][0]["rules"][0].update({"for": "15 minutes"}), "spec.groups.0.rules.0.for"),
+    ("PrometheusRule", lambda s: s["groups"][0]["rules"][0].update(severity="page"), "spec.groups.0.rules.0"),
+])
+def test_crd_schemas_reject_what_the_operator_would_reject(rendered, crd_schemas, kind, breaks, path):
+    """Strict like the API server: a misspelt field or a malformed duration is an error."""
+    obj = copy.deepcopy(next(o for o in rendered["prod"] if o["kind"] == kind))
+    assert not _crd_errors(crd_schemas[(obj["apiVersion"], kind)], obj)
+    breaks(obj["spec"])
+    errors = _crd_errors(crd_schemas[(obj["apiVersion"], kind)], obj)
+    assert any(e.startswith(path + ":") for e in errors), errors
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

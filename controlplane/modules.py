@@ -1,0 +1,57 @@
+"""Files read from Go modules at run time: prometheus-operator's and Argo Workflows' CRDs, kwok's
+stages.
+
+Nothing of them is copied into the repository. `go mod download` fetches a module into the
+control plane's module cache (checked against the Go checksum database) and returns its
+directory; the kwok version is the one go.mod pins for the kwok binary.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from controlplane.build import MAIN_MODULE, cache_dir, go_binary, go_env
+
+# The CRDs kube-prometheus-stack installs (ServiceMonitor, PrometheusRule, ...).
+PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
+CRD_DIR = "example/prometheus-operator-crd"
+# Kubeflow Pipelines runs on Argo Workflows: the pipeline's Role grants rights on Argo's
+# WorkflowTaskResult, which `kubectl auth can-i` can only resolve once the CRD is installed.
+ARGO_WORKFLOWS = "github.com/argoproj/argo-workflows/v3@v3.6.10"
+ARGO_CRD = "manifests/base/crds/minimal/argoproj.io_workflowtaskresults.yaml"
+# The stages `kwokctl` gives a cluster by default: nodes become Ready at once and keep a lease,
+# pods start Running and Ready at once, deleted pods go away.
+KWOK_STAGES = ("kustomize/stage/node/fast/node-initialize.yaml",
+               "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+               "kustomize/stage/pod/fast/pod-ready.yaml", "kustomize/stage/pod/fast/pod-complete.yaml",
+               "kustomize/stage/pod/fast/pod-delete.yaml")
+
+
+def download(module: str, cwd: Path | None = None) -> Path:
+    """The directory of `module` (path@version, or a path whose version go.mod in `cwd` pins)."""
+    result = subprocess.run([go_binary(), "mod", "download", "-json", module], cwd=cwd or cache_dir(),
+                            env=go_env(cache_dir()), capture_output=True, text=True, timeout=600)
+    try:
+        info = json.loads(result.stdout)
+    except ValueError:
+        info = {"Error": result.stderr.strip() or "no output"}
+    if result.returncode != 0 or "Error" in info:
+        raise SystemExit(f"go mod download {module} failed: {info.get('Error')}")
+    return Path(info["Dir"])
+
+
+def prometheus_operator_crds(kinds: tuple[str, ...] = ("servicemonitors", "prometheusrules")) -> list[Path]:
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    root = download(PROMETHEUS_OPERATOR)
+    return [root / CRD_DIR / f"monitoring.coreos.com_{kind}.yaml" for kind in kinds]
+
+
+def argo_workflowtaskresult_crd() -> Path:
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    return download(ARGO_WORKFLOWS) / ARGO_CRD
+
+
+def kwok_stages() -> list[Path]:
+    root = download("sigs.k8s.io/kwok", cwd=MAIN_MODULE)
+    return [root / stage for stage in KWOK_STAGES]

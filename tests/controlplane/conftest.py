@@ -1,0 +1,86 @@
+"""One control plane for the tests in this folder (session-scoped), built from Go modules.
+
+The binaries come from the cache (`python -m controlplane build`); `make test` starts that build
+in the background before pytest, and these tests run last so the rest of the suite runs while it
+compiles. The cluster gets prometheus-operator's ServiceMonitor and PrometheusRule CRDs and Argo's
+WorkflowTaskResult CRD, read from their Go modules, as a kube-prometheus-stack + Kubeflow cluster
+has them. The terminal summary prints the build and per-stage times.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from controlplane import build
+from controlplane.cluster import ControlPlane
+from tests.support.cluster import MANIFESTS, OVERLAYS, kustomize_build
+
+HERE = Path(__file__).resolve().parent
+
+# The HPA controller's sync period: Kubernetes' default is 15 s; 5 s lets the HPA test watch
+# scale decisions follow the metric closely without changing what the decisions are.
+HPA_SYNC_PERIOD_S = 5
+BUILD_TIMEOUT_S = 3600
+TIMES: dict[str, float] = {}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run this folder's tests after everything else (they wait for the control-plane build)."""
+    mine = [i for i in items if HERE in Path(str(i.fspath)).parents]
+    if mine:
+        TIMES["collected"] = len(mine)
+        TIMES["suite_started"] = time.monotonic()
+        for item in mine:
+            item.add_marker(pytest.mark.slow)
+        items[:] = [i for i in items if i not in mine] + mine
+        # The first one waits for the build (a cold one: 8 min on 2 idle cores, 33 min on 2 busy
+        # ones), longer than the suite's per-test timeout.
+        mine[0].add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S))
+
+
+@pytest.fixture(scope="session")
+def plane(tmp_path_factory, pytestconfig):
+    started = TIMES["fixture_started"] = time.monotonic()
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+
+    def say(line: str) -> None:  # progress on the terminal, past pytest's output capture
+        reporter.ensure_newline()
+        reporter.write_line(line)
+    bin_dir = build.build(say=say)
+    TIMES["waited_for_build_s"] = time.monotonic() - started
+    TIMES["build"] = build.built() or {}
+    TIMES["tests_started"] = time.monotonic()
+    cluster = ControlPlane(tmp_path_factory.mktemp("controlplane"), bin_dir, hpa_sync_period_s=HPA_SYNC_PERIOD_S,
+                           say=say)
+    up = time.monotonic()
+    cluster.start()
+    try:
+        TIMES["up_s"] = time.monotonic() - up
+        yield cluster
+    finally:
+        cluster.stop()
+        TIMES["tests_s"] = time.monotonic() - TIMES["tests_started"]
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, list[dict]]:
+    """overlay name -> rendered objects (`kubectl kustomize`, as `make deploy` renders them)."""
+    return {name: kustomize_build(MANIFESTS / "overlays" / name) for name in OVERLAYS}
+
+
+def pytest_terminal_summary(terminalreporter):
+    if "tests_s" not in TIMES:
+        return
+    built = TIMES["build"]
+    ago = (time.time() - built["finished"]) / 60 if "finished" in built else float("nan")
+    rest = (TIMES["fixture_started"] - TIMES["suite_started"]) / 60 if "suite_started" in TIMES else float("nan")
+    terminalreporter.write_sep("-", "control plane")
+    terminalreporter.write_line(
+        f"Kubernetes {built.get('kubernetes', '?')} binaries: built {ago:.0f} min ago in "
+        f"{built.get('seconds', float('nan')) / 60:.1f} min ({built.get('download_seconds', float('nan')):.0f} s "
+        f"of it downloading modules; {built.get('cpu_seconds', float('nan')) / 60:.0f} CPU-min)")
+    terminalreporter.write_line(
+        f"stages: rest of the suite {rest:.1f} min | waited for the build {TIMES['waited_for_build_s'] / 60:.1f} min | "
+        f"cluster up {TIMES['up_s']:.0f} s | {TIMES['collected']} control-plane tests {TIMES['tests_s'] / 60:.1f} min")
