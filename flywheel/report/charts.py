@@ -216,11 +216,3 @@ def chart(profile, summary=None) -> Chart:
     drawn = numeric_chart(profile, summary) if numeric else categorical_chart(profile, summary)
     return dataclasses.replace(drawn, note=" ".join(filter(None, (drawn.note, note))))
 
-
-def exported_chart(labels: list[str], reference: list[float], current: list[float] | None,
-                   ordered: bool) -> Chart:
-    """A chart over bins someone else chose (e.g. the sidecar's exported bins): reference shares and
-    current counts as given."""
-    cur = None if current is None else _shares(np.asarray(current, float))
-    bars = tuple(_bar(label, r, None if cur is None else cur[k]) for k, (label, r) in enumerate(zip(labels, reference)))
-    return Chart(ORDERED if ordered else LEVELS, bars)
