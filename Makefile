@@ -38,9 +38,19 @@ lock: $(VENV)/.installed ## Regenerate requirements.lock from pyproject.toml wit
 	$(UV) pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 .PHONY: test
-test: setup tools ## Run the whole test suite (sets itself up first; the test control plane builds in the background meanwhile; installs and starts a Docker engine for the container tests).
+test: setup tools browser-deps ## Run the whole test suite (sets itself up first; the test control plane builds in the background meanwhile; installs and starts a Docker engine for the container tests).
 	@$(PY) -m controlplane build --background
 	docker/engine.sh $(PY) -m pytest -q tests
+
+# --- browser for the report tests (tests/browser) -----------------------------------------
+.PHONY: browser-deps
+browser-deps: ## Install Debian's chromium (headless, for the HTML report tests) if missing.
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq -o DPkg::Lock::Timeout=120 \
+	    --no-install-recommends chromium >/dev/null; }
+# --- end of browser for the report tests --------------------------------------------------
 
 .PHONY: test-fast
 test-fast: $(VENV)/.installed ## The tests without whole-pipeline runs (kfp.local), for quick iterations (about 6 min).
@@ -110,6 +120,10 @@ QUICK ?=
 bench-drift: $(VENV)/.installed ## Drift rule vs TFDV thresholds: detection, false alarms, false blocks, resolution (~2 min; QUICK=1 ~30 s).
 	$(PY) benchmarks/bench_drift.py $(if $(QUICK),--quick)
 
+.PHONY: bench-report
+bench-report: $(VENV)/.installed ## HTML report size and render time vs the drift rule's time at 10/100/1000 features (+ Chromium load time when installed; ~30 s).
+	$(PY) benchmarks/bench_report.py $(if $(shell command -v chromium),--browser)
+
 .PHONY: bench-pipeline
 bench-pipeline: $(VENV)/.installed ## Per-step wall time and orchestration overhead of the pipeline at 10k and 100k rows.
 	$(PY) benchmarks/bench_pipeline.py
@@ -123,7 +137,7 @@ data: $(VENV)/.installed ## Generate the default data spans with DVC (dvc repro 
 	$(VENV)/bin/dvc repro generate
 
 .PHONY: validate
-validate: $(VENV)/.installed ## Ingest+statistics+schema+validate a file, print the anomaly report: DATA=f.csv LABEL=col [PREVIOUS=old.csv] [SCHEMA=s.pbtxt]
+validate: $(VENV)/.installed ## Ingest+statistics+schema+validate a file, print the anomaly report and the HTML report's path: DATA=f.csv LABEL=col [PREVIOUS=old.csv] [SCHEMA=s.pbtxt]
 	@test -n "$(DATA)" -a -n "$(LABEL)" || { echo "usage: make validate DATA=path.csv LABEL=col [PREVIOUS=old.csv] [SCHEMA=schema.pbtxt]" >&2; exit 2; }
 	$(PY) -m pipelines.validate_cli "$(DATA)" --label "$(LABEL)" $(if $(PREVIOUS),--previous "$(PREVIOUS)") $(if $(SCHEMA),--schema "$(SCHEMA)")
 
@@ -161,6 +175,14 @@ serve: $(VENV)/.installed ## Serve the latest pushed model: dev model server (RE
 	$(PY) -m monitoring --port $(SIDECAR_PORT) --upstream http://127.0.0.1:$(REST_PORT) \
 	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) & \
 	wait
+
+METRICS_URL ?= http://127.0.0.1:$(SIDECAR_PORT)/metrics
+VERSION ?=
+
+.PHONY: live-report
+live-report: $(VENV)/.installed ## Drift report of the sidecar's live window as one HTML page (path printed): [METRICS_URL=http://127.0.0.1:8080/metrics] [VERSION=N] (SERVE_REPOSITORY SERVE_MODEL)
+	$(PY) -m pipelines.live_report --metrics "$(METRICS_URL)" --model-repository "$(SERVE_REPOSITORY)" \
+	  --model-name "$(SERVE_MODEL)" $(if $(VERSION),--version "$(VERSION)")
 
 .PHONY: bench-sidecar
 bench-sidecar: $(VENV)/.installed ## Open-loop benchmark: upstream stub direct vs through the sidecar at 100/500/1000 req/s, max rate per core.

@@ -70,7 +70,8 @@ def bench(rows: int, work: Path) -> list[tuple]:
         ("validate", lambda: (schema.run(out / "statistics", out / "schema", datagen.LABEL, CURATED),
                               validate.run(out / "statistics", out / "schema", out / "anomalies",
                                            baseline_stats=str(artifacts.stats_file(baseline, names.TRAIN)),
-                                           params=ValidateParams(1, 1, 1, 1)))),
+                                           params=ValidateParams(), examples_dir=out / "examples",
+                                           label=datagen.LABEL))),
     ]
     results = []
     for name, fn in steps:

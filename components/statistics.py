@@ -1,4 +1,5 @@
-"""Statistics: TFDV statistics per split, and a Facets HTML page comparing train with eval.
+"""Statistics: TFDV statistics per split, and HTML pages comparing eval with train: a self-contained
+one (flywheel/report: inline SVG, opens anywhere) and TFDV's Facets page (needs the internet).
 
 Output layout: flywheel/artifacts.py (`<output_dir>/<split>/stats.pb`, each a binary
 DatasetFeatureStatisticsList whose one dataset is named after the split). Statistics are computed
@@ -58,18 +59,37 @@ def time_columns(train, label: str, schema=None) -> dict[str, str]:
 
 
 def render_html(lhs, rhs, lhs_name: str = names.TRAIN, rhs_name: str = names.EVAL) -> str:
+    """TFDV's Facets page: it loads its scripts from the internet when opened (an extra for users
+    who have it; `page` is the self-contained default)."""
     from tensorflow_data_validation.utils.display_util import get_statistics_html
     return get_statistics_html(lhs_statistics=lhs, rhs_statistics=rhs, lhs_name=lhs_name, rhs_name=rhs_name)
 
 
+def page(train_profiles: dict, frames: dict, times: dict[str, str], source: str = "") -> str:
+    """The self-contained page (flywheel/report): every column of the eval split beside the train
+    split, in the train split's bins (time columns by their parts), without a decision."""
+    from flywheel.report import build, model, render
+    comparison = build.side_by_side(
+        names.EVAL, "Eval split beside train split", "train split", "eval split", train_profiles,
+        time_features.with_parts(frames[names.EVAL], times),
+        note="Distributions only: the validate step decides skew and drift (its report).")
+    facts = [("data", source)] if source else []
+    facts += [(f"{split} rows", f"{len(frame):,}") for split, frame in frames.items()]
+    facts += [("time columns", ", ".join(times) or "none")]
+    title = f"Statistics: {Path(source).name}" if source else "Statistics"
+    return render.render(model.Report(title, tuple(facts), (), (comparison,), build.now(), decides=False))
+
+
 def run(examples_dir: str | Path, output_dir: str | Path, html_path: str | Path | None = None,
-        schema_path: str | Path | None = None, label: str = "", quantiles: int = 100) -> dict:
-    """Statistics of every split under `examples_dir`; returns rows per split and the time columns."""
+        schema_path: str | Path | None = None, label: str = "", quantiles: int = 100,
+        facets_path: str | Path | None = None, source: str = "") -> dict:
+    """Statistics of every split under `examples_dir`; returns rows per split and the time columns.
+    `html_path`: the self-contained page of the splits; `facets_path`: TFDV's Facets page."""
     import pandas as pd
     schema = schema_view.load(schema_path) if schema_path else None
     frames = {split: pd.read_parquet(artifacts.split_file(examples_dir, split)) for split in names.SPLITS}
     times = time_columns(frames[names.TRAIN], label, schema)
-    computed, rows = {}, {}
+    computed, rows, profiled = {}, {}, {}
     with atomic_dir(output_dir) as staging:
         (staging / names.TIME_COLUMNS_FILE).write_text(json.dumps(times, indent=2) + "\n")
         for split, df in frames.items():
@@ -77,19 +97,26 @@ def run(examples_dir: str | Path, output_dir: str | Path, html_path: str | Path 
             rows[f"rows_{split}"] = int(len(df))
             os.makedirs(staging / split)
             artifacts.stats_file(staging, split).write_bytes(computed[split].SerializeToString())
-            bundle.write_profiles(str(artifacts.profiles_file(staging, split)), profiles(df, times, schema, quantiles))
+            profiled[split] = profiles(df, times, schema, quantiles)
+            bundle.write_profiles(str(artifacts.profiles_file(staging, split)), profiled[split])
     if html_path:
         with atomic_file(html_path) as tmp:
+            tmp.write_text(page(profiled[names.TRAIN], frames, times, source))
+    if facets_path:
+        with atomic_file(facets_path) as tmp:
             tmp.write_text(render_html(computed[names.TRAIN], computed[names.EVAL]))
     return {**rows, "time_columns": times}
 
 
 @flywheel_component
 def statistics_component(examples: dsl.Input[dsl.Dataset], params: dict, drift: dict,
-                         statistics: dsl.Output[dsl.Artifact], statistics_html: dsl.Output[dsl.HTML]):
-    """TFDV statistics per split; Facets HTML of train against eval. `params` is params.yaml's
-    `schema` section (its curated schema, when there is one, tells TFDV which integer features
-    are categorical and which are time), `drift` its `drift` section (the quantiles histogram)."""
+                         statistics: dsl.Output[dsl.Artifact], statistics_html: dsl.Output[dsl.HTML],
+                         facets_html: dsl.Output[dsl.HTML]):
+    """TFDV statistics per split; `statistics_html`: a self-contained page of the eval split beside
+    the train split; `facets_html`: TFDV's Facets page of the same (it loads scripts from the
+    internet when viewed). `params` is params.yaml's `schema` section (its curated schema, when
+    there is one, tells TFDV which integer features are categorical and which are time), `drift`
+    its `drift` section (the quantiles histogram)."""
     from components.statistics import run
     from flywheel import params as flywheel_params
     from flywheel import schema_view
@@ -98,7 +125,7 @@ def statistics_component(examples: dsl.Input[dsl.Dataset], params: dict, drift: 
     quantiles = flywheel_params.build(flywheel_params.DriftParams, drift, "drift").quantiles
     found = run(examples_dir=examples.path, output_dir=statistics.path, html_path=statistics_html.path,
                 schema_path=schema_view.resolve_curated(curated), label=examples.metadata.get("label", ""),
-                quantiles=quantiles)
+                quantiles=quantiles, facets_path=facets_html.path, source=examples.metadata.get("source", ""))
     # Carry the data's identity along, so validate can name the file in its errors.
     carried = {k: examples.metadata[k] for k in ("data_path", "source", "data_version", "label") if k in examples.metadata}
     statistics.metadata.update({**carried, **found})

@@ -23,9 +23,10 @@ that look wrong for what they hold (flywheel/column_checks.py).
 
 Outputs: `anomalies.pbtxt` (TFDV Anomalies of train), `anomalies_eval.pbtxt`, `anomalies_test.pbtxt`,
 `report.json` (the anomalies: split, feature, kind, anomaly, description, value, threshold,
-blocking, and for drift and skew the test, p-values, effect and n) and `measurements.json` (every
-feature's drift and skew decision, also those that did not change, and TFDV's distances). They are
-written before the error is raised, so a person can read them.
+blocking, and for drift and skew the test, p-values, effect and n), `measurements.json` (every
+feature's drift and skew decision, also those that did not change, and TFDV's distances) and
+`report.html` (components/validation_report.py: all of it as one self-contained page with charts).
+They are written before the error is raised, so a person can read them.
 """
 import json
 from pathlib import Path
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from kfp import dsl
 
+from components import validation_report
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
 from flywheel import (artifacts, bundle, column_checks, data_card, drift, names, schema_view, time_features,
@@ -41,8 +43,7 @@ from flywheel.errors import DataError
 from flywheel.params import DriftParams, ValidateParams
 
 SCHEMA = "schema"
-DRIFT = "drift"
-SKEW = "skew"
+DRIFT, SKEW = names.DRIFT, names.SKEW
 SUSPICIOUS = "suspicious"
 MEASURES = {"L_INFTY": "linf", "JENSEN_SHANNON_DIVERGENCE": "jsd"}
 WHAT_MOVED = {DRIFT: "the train split differs from the production model's training split",
@@ -234,15 +235,16 @@ def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | P
     report = [a for split in names.SPLITS for a in schema_anomalies(per_split[split], split)]
 
     decisions: dict[str, list[drift.FeatureDrift]] = {DRIFT: [], SKEW: []}
+    compared = {}   # kind -> (reference profiles, current frame), for the HTML report
     if examples_dir is not None:
         features = _compared_features(schema, label)
         train = pd.read_parquet(artifacts.split_file(examples_dir, names.TRAIN))
         evaluation = pd.read_parquet(artifacts.split_file(examples_dir, names.EVAL))
-        own = reference_profiles(str(artifacts.stats_file(statistics_dir, names.TRAIN)))
-        decisions[SKEW] = decide(SKEW, own, evaluation, features, times, drift_params)
+        compared[SKEW] = (reference_profiles(str(artifacts.stats_file(statistics_dir, names.TRAIN))), evaluation)
+        decisions[SKEW] = decide(SKEW, *compared[SKEW], features, times, drift_params)
         if baseline_stats:
-            decisions[DRIFT] = decide(DRIFT, reference_profiles(baseline_stats), train,
-                                      features, times, drift_params)
+            compared[DRIFT] = (reference_profiles(baseline_stats), train)
+            decisions[DRIFT] = decide(DRIFT, *compared[DRIFT], features, times, drift_params)
     report += rule_anomalies(SKEW, decisions[SKEW], blocking=True)
     report += rule_anomalies(DRIFT, decisions[DRIFT], blocking=params.block_on_drift)
     report += suspicious_anomalies(stats[names.TRAIN], frozenset({label, *times}))
@@ -256,6 +258,8 @@ def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | P
             {"baseline": baseline_stats or "", "time_columns": times,
              **{kind: [r.as_dict() for r in results] for kind, results in decisions.items()},
              "tfdv": tfdv_measurements(per_split[names.TRAIN])}, indent=2, default=_json) + "\n")
+        validation_report.write(staging / names.REPORT_HTML, source, baseline_stats, report, decisions, compared,
+                                times, drift_params)
         write_data_card(staging, ingest or {"source": source}, stats, schema, label, statistics_dir, times, report)
 
     blocking = [a for a in report if a["blocking"]]
@@ -274,10 +278,12 @@ def _json(value):
 @flywheel_component
 def validate_component(statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[dsl.Artifact],
                        examples: dsl.Input[dsl.Dataset], production: dsl.Input[dsl.Artifact], params: dict,
-                       drift: dict, anomalies: dsl.Output[dsl.Artifact], data_card: dsl.Output[dsl.Markdown]):
+                       drift: dict, anomalies: dsl.Output[dsl.Artifact], data_card: dsl.Output[dsl.Markdown],
+                       report: dsl.Output[dsl.HTML]):
     """Schema anomalies, drift against the production model's baseline, train/eval skew, with
-    params.yaml's `validate` and `drift` sections; the data card. Fails the task on blocking
-    anomalies (the report and the data card are written first)."""
+    params.yaml's `validate` and `drift` sections; the data card; `report`, the self-contained HTML
+    page of it all (the KFP UI shows it). Fails the task on blocking anomalies (the report and the
+    data card are written first)."""
     import os
     import shutil
 
@@ -292,13 +298,13 @@ def validate_component(statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[ds
     anomalies.metadata["params"] = {"validate": flywheel_params.section_dict(settings),
                                     "drift": flywheel_params.section_dict(rule)}
     try:
-        report = run(statistics_dir=statistics.path, schema_path=schema.path, output_dir=anomalies.path,
-                     baseline_stats=production_baseline(production.path), params=settings,
-                     source=statistics.metadata.get("source", ""), examples_dir=examples.path, drift_params=rule,
-                     label=examples.metadata.get("label", ""), ingest=dict(examples.metadata))
+        found = run(statistics_dir=statistics.path, schema_path=schema.path, output_dir=anomalies.path,
+                    baseline_stats=production_baseline(production.path), params=settings,
+                    source=statistics.metadata.get("source", ""), examples_dir=examples.path, drift_params=rule,
+                    label=examples.metadata.get("label", ""), ingest=dict(examples.metadata))
     finally:
-        card = os.path.join(anomalies.path, names.DATA_CARD)
-        if os.path.exists(card):
-            shutil.copyfile(card, data_card.path)
-    anomalies.metadata.update({"anomalies": len(report), "blocking": 0,
-                               "drifted": sorted({a["feature"] for a in report if a["kind"] == DRIFT})})
+        for written, output in ((names.DATA_CARD, data_card), (names.REPORT_HTML, report)):
+            if os.path.exists(os.path.join(anomalies.path, written)):
+                shutil.copyfile(os.path.join(anomalies.path, written), output.path)
+    anomalies.metadata.update({"anomalies": len(found), "blocking": 0,
+                               "drifted": sorted({a["feature"] for a in found if a["kind"] == DRIFT})})

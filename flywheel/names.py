@@ -15,7 +15,7 @@ SPLIT_FILE = "data.parquet"            # <examples>/<split>/data.parquet
 STATS_FILE = "stats.pb"                # <statistics>/<split>/stats.pb  (binary DatasetFeatureStatisticsList)
 PROFILES_FILE = "profiles.json"       # <statistics>/<split>/profiles.json: drift reference profiles (flywheel/drift)
 TIME_COLUMNS_FILE = "time_columns.json"  # <statistics>/time_columns.json: {column: time format} the step decided
-STATS_HTML = "statistics.html"         # Facets HTML; the KFP HTML artifact is this one file
+STATS_HTML = "statistics.html"         # the statistics page (self-contained); the KFP HTML artifact is this one file
 SCHEMA_FILE = "schema.pbtxt"           # <schema>/schema.pbtxt (text Schema proto)
 ANOMALIES_FILE = "anomalies.pbtxt"     # <anomalies>/anomalies.pbtxt (text Anomalies proto)
 ANOMALY_REPORT = "report.json"         # <anomalies>/report.json (blocking / non-blocking list)
@@ -23,7 +23,12 @@ BLESSING_FILE = "blessing.json"        # <evaluation>/blessing.json
 EVALUATION_FILE = "metrics.json"       # <evaluation>/metrics.json (everything evaluate measured)
 PRODUCTION_FILE = "production.json"    # <production>/production.json (which version resolve found)
 MEASUREMENTS_FILE = "measurements.json"  # <anomalies>/measurements.json (every drift and skew figure)
+REPORT_HTML = "report.html"            # <anomalies>/report.html: the self-contained drift and skew page
 PUSH_RESULT_FILE = "push.json"         # <pushed>/push.json
+
+# --- What validate compares (anomaly kinds in report.json, keys of measurements.json) -------
+DRIFT = "drift"                        # this run's train split against the production model's training split
+SKEW = "skew"                          # this run's eval split against its train split
 
 # --- TFDV schema environments -------------------------------------------------------------
 ENV_TRAINING = "TRAINING"

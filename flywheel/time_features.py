@@ -62,6 +62,13 @@ def all_parts(columns: Mapping[str, Any], formats: Mapping[str, str]) -> dict[st
     return found
 
 
+def with_parts(frame, formats: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """A DataFrame's columns as arrays, and the parts of its time columns beside them."""
+    columns = {c: frame[c].to_numpy() for c in frame.columns}
+    columns.update(all_parts(columns, formats))
+    return columns
+
+
 def compared_parts(formats: Mapping[str, str], trend_range: Mapping[str, tuple[float, float]]) -> list[str]:
     """The part columns drift compares: for each time column, the cyclical parts whose whole cycle
     the reference covers (`trend_range`: the reference's (min, max) trend in years per column)."""

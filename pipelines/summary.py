@@ -131,6 +131,9 @@ def describe(summaries: list[RunSummary], versions: list[int], repository: str, 
                  f"  served (latest): {served}")
     if summaries:
         last = summaries[-1]
+        validation = last.artifacts.get("/".join(VALIDATE))
+        if validation and os.path.isfile(os.path.join(validation, names.REPORT_HTML)):
+            lines.append(f"validation report: {os.path.join(validation, names.REPORT_HTML)}")
         card = last.artifacts.get("evaluate/evaluation")
         if card:
             lines.append(f"model card: {os.path.join(card, 'model_card.md')}")

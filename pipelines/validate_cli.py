@@ -6,7 +6,8 @@
 Without --schema the schema is inferred: from --previous when given (so a column whose type
 changed, or one added or removed since, is an anomaly), else from DATA itself. With --previous,
 drift is measured against the previous file's train split, as the pipeline measures it against
-the production model's. Thresholds and PII columns come from params.yaml. Exit status: 0 when
+the production model's. Besides the tables it prints the path of the HTML report (every
+feature's charts and decisions on one self-contained page). Thresholds and PII columns come from params.yaml. Exit status: 0 when
 nothing blocks, 1 on bad data or a blocking anomaly (the error paragraph goes to stderr).
 """
 import argparse
@@ -79,6 +80,8 @@ def _print_artifacts(out: Path) -> None:
         print(format_decisions(json.loads((anomalies / names.MEASUREMENTS_FILE).read_text())))
     if (anomalies / names.ANOMALY_REPORT).exists():
         print(format_report(json.loads((anomalies / names.ANOMALY_REPORT).read_text())))
+    if (anomalies / names.REPORT_HTML).exists():
+        print(f"\nreport (open in a browser, works offline): {anomalies / names.REPORT_HTML}")
 
 
 def main(argv: list[str] | None = None) -> int:

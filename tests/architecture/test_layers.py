@@ -1,5 +1,6 @@
 """The import graph shows the architecture: flywheel/ is the base every part builds on; components/
-(the steps) use only flywheel/; pipelines/ (the DAG and its runners) use components/ and flywheel/;
+(the steps) use only flywheel/; pipelines/ (the DAG and its runners) use components/ and flywheel/
+(and the live report the sidecar's metric names);
 serving/ and monitoring/ (what runs beside the model server) and devserver/ (the development
 model server) use only flywheel/. No module imports
 one that imports it back, also through imports inside functions."""
@@ -18,6 +19,10 @@ ALLOWED = {
     "serving": {"flywheel", "serving"},
     "monitoring": {"flywheel", "monitoring"},
     "devserver": {"flywheel", "devserver"},
+}
+# Single arrows across the layers, each with its reason.
+EXCEPTIONS = {
+    ("pipelines.live_report", "monitoring.metrics"),   # the live report reads the sidecar's metrics by their names
 }
 
 
@@ -56,7 +61,7 @@ def graph() -> dict[str, set[str]]:
 
 def test_no_arrow_against_the_layers():
     wrong = sorted(f"{a} -> {b}" for a, targets in graph().items() for b in targets
-                   if b.split(".")[0] not in ALLOWED[a.split(".")[0]])
+                   if b.split(".")[0] not in ALLOWED[a.split(".")[0]] and (a, b) not in EXCEPTIONS)
     assert not wrong, wrong
 
 

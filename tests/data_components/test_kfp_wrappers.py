@@ -24,16 +24,32 @@ def _chain(data, artifact, repository: str, prefix: str):
     resolve_component.python_func(push={"model_repository": repository, "model_name": "taxi"}, production=production)
     stats = artifact(dsl.Artifact, f"{prefix}statistics")
     html = artifact(dsl.HTML, f"{prefix}statistics_html")
+    facets = artifact(dsl.HTML, f"{prefix}facets_html")
     statistics_component.python_func(examples=examples, params=section_dict(SETTINGS.schema),
-                                     drift=section_dict(SETTINGS.drift), statistics=stats, statistics_html=html)
+                                     drift=section_dict(SETTINGS.drift), statistics=stats, statistics_html=html,
+                                     facets_html=facets)
+    _self_contained_report(html.path)
+    assert "facets-overview" in open(facets.path).read()      # TFDV's page, the extra
     schema = artifact(dsl.Artifact, f"{prefix}schema")
     schema_component.python_func(statistics=stats, params=section_dict(SETTINGS.schema), schema=schema)
     anomalies = artifact(dsl.Artifact, f"{prefix}anomalies")
+    report = artifact(dsl.HTML, f"{prefix}report")
     card = artifact(dsl.Markdown, f"{prefix}data_card")
-    validate_component.python_func(statistics=stats, schema=schema, examples=examples, production=production,
-                                   params=section_dict(SETTINGS.validate), drift=section_dict(SETTINGS.drift),
-                                   anomalies=anomalies, data_card=card)
+    try:
+        validate_component.python_func(statistics=stats, schema=schema, examples=examples, production=production,
+                                       params=section_dict(SETTINGS.validate), drift=section_dict(SETTINGS.drift),
+                                       anomalies=anomalies, data_card=card, report=report)
+    finally:
+        _self_contained_report(report.path)
+        assert open(card.path).read().startswith("# Data card")
     return examples, stats, html, schema, anomalies
+
+
+def _self_contained_report(path: str) -> None:
+    """An HTML artifact of ours exists (validate's also when it blocks) and fetches nothing."""
+    page = open(path).read()
+    assert page.startswith("<!DOCTYPE html>") and "Content-Security-Policy" in page
+    assert not any(f'{attr}="{scheme}' in page for attr in ("src", "href") for scheme in ("http", "//"))
 
 
 def test_wrappers_chain_and_use_the_production_baseline(tmp_path, artifact):
@@ -44,11 +60,10 @@ def test_wrappers_chain_and_use_the_production_baseline(tmp_path, artifact):
     assert examples.metadata["pii_removed"] == ["rider_email"]
     assert stats.metadata["source"] == str(data) and stats.metadata["data_version"] == examples.metadata["data_version"]
     assert artifacts.stats_file(stats.path, names.TRAIN).exists()
-    assert "facets-overview" in open(html.path).read()
     assert schema.metadata["schema_source"].startswith("curated:")
-    assert {k: v for k, v in anomalies.metadata.items() if k != "params"} == {
-        "baseline": "none (first run)", "anomalies": 0, "blocking": 0, "drifted": []}
-    assert anomalies.metadata["params"]["drift"]["quantiles"] == SETTINGS.drift.quantiles
+    assert {k: v for k, v in anomalies.metadata.items() if k != "params"} == \
+        {"baseline": "none (first run)", "anomalies": 0, "blocking": 0, "drifted": []}
+    assert anomalies.metadata["params"]["drift"] == section_dict(SETTINGS.drift)
 
     # Span 1's train statistics as version 1's baseline; span 2 is then compared with it.
     bundle.add_files(str(repository / "taxi" / "1"),
@@ -71,9 +86,10 @@ def test_component_interfaces_the_pipeline_wires():
     inputs = lambda c: set(c.component_spec.inputs)  # noqa: E731
     assert inputs(ingest_component) == {"data_path", "data_rev", "params", "dvc_repo"}
     assert set(ingest_component.component_spec.outputs) == {"examples"}
-    assert set(statistics_component.component_spec.outputs) == {"statistics", "statistics_html"}
+    assert set(statistics_component.component_spec.outputs) == {"statistics", "statistics_html", "facets_html"}
     assert inputs(schema_component) == {"statistics", "params"}
     assert inputs(validate_component) == {"statistics", "schema", "examples", "production", "params", "drift"}
+    assert set(validate_component.component_spec.outputs) == {"anomalies", "data_card", "report"}
     assert inputs(statistics_component) == {"examples", "params", "drift"}
     assert inputs(resolve_component) == {"push"}
     for component in (ingest_component, resolve_component, statistics_component, schema_component, validate_component):

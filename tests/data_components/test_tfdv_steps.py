@@ -19,7 +19,8 @@ def _feature(stats, name):
 def test_statistics_per_split_and_html(tmp_path, clean_spans):
     from components import ingest
     ingest.run(str(clean_spans[0]), tmp_path / "examples", IngestParams(label=LABEL))
-    rows = statistics.run(tmp_path / "examples", tmp_path / "stats", tmp_path / "stats.html", schema_path=CURATED)
+    rows = statistics.run(tmp_path / "examples", tmp_path / "stats", tmp_path / "stats.html", schema_path=CURATED,
+                          facets_path=tmp_path / "facets.html")
     for split in names.SPLITS:
         stats = bundle.read_stats(str(artifacts.stats_file(tmp_path / "stats", split)))
         assert stats.datasets[0].name == split and stats.datasets[0].num_examples == rows[f"rows_{split}"]
@@ -28,8 +29,12 @@ def test_statistics_per_split_and_html(tmp_path, clean_spans):
     # The curated schema makes integer categoricals carry top values (what L-infinity needs).
     assert _feature(train, "pickup_area").HasField("string_stats")
     assert _feature(train, "fare").HasField("num_stats")
-    html = (tmp_path / "stats.html").read_text()
-    assert "facets-overview" in html and len(html) > 10_000   # both splits embedded as base64 protos
+    # The page: every profiled column drawn, nothing fetched (tests/browser opens it in Chromium).
+    page = (tmp_path / "stats.html").read_text()
+    profiled = bundle.read_profiles(str(artifacts.profiles_file(tmp_path / "stats", names.TRAIN)))
+    assert page.count('<svg class="chart"') == len(profiled) and "Content-Security-Policy" in page
+    facets = (tmp_path / "facets.html").read_text()
+    assert "facets-overview" in facets and len(facets) > 10_000   # both splits embedded as base64 protos
 
 
 def test_inferred_schema_has_environments_and_time_domain(tmp_path, clean_stats):

@@ -7,6 +7,7 @@ from flywheel import bundle, datagen, names, params
 from flywheel import model_repository as repo
 from flywheel.params import DataParams, IngestParams, Shift
 from pipelines import runner
+from pipelines.summary import describe
 from pipelines.training_pipeline import arguments as pipeline_arguments
 
 ROWS = 2000
@@ -49,6 +50,10 @@ def test_blocking_anomalies_stop_the_run_before_training(spans, tmp_path):
     assert "DataError" in summary.error and "fare" in summary.error  # the cause, in the summary
     assert summary.anomalies_blocking >= 1 and "train/model" not in summary.artifacts
     assert repo.versions(str(tmp_path / "models"), "taxi_tips") == []
+    # The HTML report was written before validate failed, and the run's summary names it.
+    report = os.path.join(summary.artifacts["validate/anomalies"], names.REPORT_HTML)
+    assert "fare" in open(report).read()
+    assert f"validation report: {report}" in describe([summary], [], str(tmp_path / "models"), "taxi_tips")
 
 
 def test_a_users_csv_with_a_string_label_and_no_curated_schema(tmp_path, capsys):

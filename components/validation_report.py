@@ -1,0 +1,45 @@
+"""The validate step's HTML report (flywheel/report): anomalies, a summary sorted by severity, and
+for every compared feature the reference beside the current values, with the rule's decision.
+
+Drift draws this run's train split against the baseline (the production model's training split,
+or a previous file's under `make validate`); skew draws the eval split against the train split.
+The current values are counted into the reference profile's bins exactly as the rule counted them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flywheel import drift, names, time_features
+from flywheel.params import DriftParams
+from flywheel.report import build, model, render
+
+SIDES = {  # kind -> (title, reference side, current side)
+    names.DRIFT: ("Drift: this data's train split against the baseline", "baseline (training split of the reference)",
+                  "this data's train split"),
+    names.SKEW: ("Skew: eval split against train split", "train split", "eval split"),
+}
+
+
+def write(path: str | Path, source: str, baseline: str | None, anomalies: list[dict],
+          decisions: dict[str, list[drift.FeatureDrift]], compared: dict[str, tuple[dict, object]],
+          times: dict[str, str], params: DriftParams) -> Path:
+    """`compared`: kind -> (reference profiles, current DataFrame) for the kinds the rule ran."""
+    rules = []
+    for kind in (names.DRIFT, names.SKEW):
+        if kind not in compared:
+            continue
+        profiles, frame = compared[kind]
+        title, reference, current = SIDES[kind]
+        rules.append(build.RuleComparison(
+            kind, title, reference, current, decisions.get(kind, []), profiles, time_features.with_parts(frame, times),
+            params.alpha if kind == names.DRIFT else params.skew_alpha,
+            frozenset(a["feature"] for a in anomalies if a["kind"] == kind and a["blocking"]),
+            note=f"Alpha {params.alpha if kind == names.DRIFT else params.skew_alpha:g} (Holm-corrected); "
+                 f"material at W1 {params.wasserstein_sd:g} sd, a share moved by {params.linf:g}, or PSI "
+                 f"{params.psi:g}." + (" Time columns are compared by their parts." if times else "")))
+    facts = [("data", source), ("baseline", baseline or "none: no drift comparison (first run)")]
+    if names.SKEW not in compared:
+        facts.append(("skew", "not compared (no raw splits)"))
+    page = build.report(f"Validation report: {Path(source).name or source}", facts,
+                        model.anomalies_from_report(anomalies), rules)
+    return render.write(page, path)

@@ -1,0 +1,132 @@
+"""The live drift report: scrape the monitoring sidecar's /metrics, read the served version's
+baseline from the model repository, write the self-contained HTML page, print its path.
+
+    python -m pipelines.live_report [--metrics http://127.0.0.1:8080/metrics] [--model-repository DIR]
+        [--model-name NAME] [--version N] [--out FILE.html]
+    make live-report [METRICS_URL=...] [SERVE_REPOSITORY=...] [SERVE_MODEL=...] [VERSION=N]
+
+The version is the one the sidecar says it serves (`flywheel_model_version`) unless --version names
+one. A drift alert's runbook can run this against the pod the alert names (port-forward its 8080).
+Exit status 1 with a one-line reason when the sidecar does not answer, exports no drift for the
+model, or the version has no baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from flywheel import bundle, drift, model_repository, names, storage
+from flywheel import params as params_mod
+from flywheel.report import live, render
+from monitoring.metrics import DRIFT_WINDOW_ROWS, FEATURE_DRIFT, MODEL_VERSION, PREDICTION_DRIFT, SCHEMA_ANOMALIES
+
+MAX_BYTES = 64 * 1024 * 1024    # a scrape larger than this is not a sidecar's: refuse it, bounded memory
+TIMEOUT_S = 10.0
+
+
+class ReportError(Exception):
+    pass
+
+
+def scrape(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+            body = response.read(MAX_BYTES + 1)
+    except (urllib.error.URLError, OSError) as error:
+        raise ReportError(f"{url}: the sidecar did not answer ({getattr(error, 'reason', error)})") from error
+    if len(body) > MAX_BYTES:
+        raise ReportError(f"{url}: more than {MAX_BYTES} bytes of metrics; not a sidecar's /metrics")
+    return body.decode("utf-8", errors="replace")
+
+
+def read_metrics(text: str, model: str) -> dict:
+    """The sidecar's drift numbers for `model`: {"measures": {feature: {measure: value}},
+    "rows": window rows, "predictions": {measure: value}, "version": served version or None,
+    "anomalies": {(feature, kind): served values that broke the schema}}."""
+    from prometheus_client.parser import text_string_to_metric_families
+    found = {"measures": {}, "rows": 0.0, "predictions": {}, "version": None, "anomalies": {}, "models": set()}
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError as error:
+        raise ReportError(f"not Prometheus text exposition ({error})") from error
+    for family in families:
+        for sample in family.samples:
+            labels = sample.labels
+            if "model" in labels:
+                found["models"].add(labels["model"])
+            if labels.get("model") != model:
+                continue
+            if sample.name == FEATURE_DRIFT and "feature" in labels and "measure" in labels:
+                found["measures"].setdefault(labels["feature"], {})[labels["measure"]] = float(sample.value)
+            elif sample.name == DRIFT_WINDOW_ROWS:
+                found["rows"] = float(sample.value)
+            elif sample.name == PREDICTION_DRIFT and "measure" in labels:
+                found["predictions"][labels["measure"]] = float(sample.value)
+            elif sample.name == MODEL_VERSION and sample.value > 0:
+                found["version"] = int(sample.value)
+            elif sample.name == f"{SCHEMA_ANOMALIES}_total" and "feature" in labels and "kind" in labels:
+                found["anomalies"][(labels["feature"], labels["kind"])] = float(sample.value)
+    return found
+
+
+def baseline_profiles(repository: str, model: str, version: int, features: set[str]) -> dict[str, drift.Profile]:
+    """The served version's reference profiles of `features`: from baseline_profiles.json, and for
+    what it lacks (a version pushed before profiles existed; a time column, which the profiles hold
+    as its parts) read off its TFDV statistics, as the sidecar reads them."""
+    version_dir = model_repository.version_dir(repository, model, version)
+    profiles_file = bundle.path(version_dir, names.BASELINE_PROFILES)
+    try:
+        found = bundle.read_profiles(profiles_file) if storage.exists(profiles_file) else {}
+        missing = features - set(found)
+        if missing or not found:
+            stats = bundle.read_stats(bundle.path(version_dir, names.BASELINE_STATS))
+            found.update(drift.profiles_from_statistics(stats, missing))
+        return found
+    except FileNotFoundError as error:
+        raise ReportError(f"{version_dir}: no baseline in this version's bundle ({error})") from error
+    except ValueError as error:
+        raise ReportError(str(error)) from error
+
+
+def make(metrics_url: str, repository: str, model: str, version: int | None, out: Path | None) -> tuple[Path, dict]:
+    found = read_metrics(scrape(metrics_url), model)
+    if not found["measures"] and found["rows"] == 0:
+        models = ", ".join(sorted(found["models"])) or "none"
+        raise ReportError(f"{metrics_url}: no drift metrics for model '{model}' (models found: {models})")
+    version = version or found["version"]
+    if not version:
+        raise ReportError(f"{metrics_url}: the sidecar names no served version of '{model}'; pass --version")
+    profiles = baseline_profiles(repository, model, version, set(found["measures"]))
+    page = live.report(model, version, metrics_url, profiles, found["measures"], found["rows"], found["predictions"],
+                       params_mod.load().drift.psi, found["anomalies"])
+    out = out or Path("build") / "reports" / f"live-{model}-v{version}-{time.strftime('%Y%m%d-%H%M%S')}.html"
+    render.write(page, out)
+    return out, found
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = params_mod.load()
+    parser = argparse.ArgumentParser(prog="python -m pipelines.live_report",
+                                     description="Write a monitoring sidecar's live drift report as one HTML page.")
+    parser.add_argument("--metrics", default="http://127.0.0.1:8080/metrics", help="the sidecar's /metrics URL")
+    parser.add_argument("--model-repository", default=settings.push.model_repository)
+    parser.add_argument("--model-name", default=settings.push.model_name)
+    parser.add_argument("--version", type=int, default=None, help="default: the version the sidecar serves")
+    parser.add_argument("--out", type=Path, default=None, help="default build/reports/live-<model>-v<N>-<time>.html")
+    args = parser.parse_args(argv)
+    try:
+        out, found = make(args.metrics, args.model_repository, args.model_name, args.version, args.out)
+    except ReportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"live report ({len(found['measures'])} features, {found['rows']:.0f} rows in the window; "
+          f"open in a browser, works offline): {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
