@@ -10,7 +10,6 @@ to the run is printed at the end.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -20,23 +19,12 @@ from pathlib import Path
 import pytest
 
 from flywheel import names
-from tests.support.containers import docker_client_or_skip, remove_labelled
+from tests.support.containers import ROOT, docker_client_or_skip, remove_labelled
 
-ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 TIMEOUT_S = 2400  # covers a cold build: debootstrap, wheelhouse download, TensorFlow environment
 _spent = {"build": 0.0, "tests": 0.0}
 _build_output: list[str] = []  # docker/build.py's report (sizes), printed at the end of the run
-
-
-def load_build_module():
-    """docker/build.py as a module (the docker/ folder is not a package)."""
-    name = "flywheel_docker_build"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "docker" / "build.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
 
 
 def pytest_collection_modifyitems(items):

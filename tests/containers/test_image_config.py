@@ -14,7 +14,7 @@ import yaml
 from flywheel import names
 from tests.support.containers import exec_output, run_container
 
-from .conftest import ROOT, load_build_module
+from tests.support.containers import ROOT, load_build_module
 
 # Top-level entries of the installed project wheel: pyproject's packages (devserver/ and tests/ are
 # not among them), its metadata, and the `flywheel` console script (bin/, reached as ../../../bin).

@@ -19,12 +19,11 @@ import urllib.request
 import pytest
 
 from flywheel import names
-from tests.serving.conftest import exported_versions, train_frame  # noqa: F401 (fixtures)
 from tests.support.containers import exec_output, published_port, run_container, wait_http, world_readable
 from tests.support.servers import push_version
 from tests.support.taxi_rows import FEATURES, make_frame, rows_of
 
-from .conftest import ROOT
+from tests.support.containers import ROOT
 
 MODEL = names.DEFAULT_MODEL_NAME
 SIDECAR_PORT, REST_PORT = "8080/tcp", "8501/tcp"

@@ -1,36 +1,16 @@
-"""Shared fixtures for serving and monitoring tests: a model repository whose versions were made
-by the pipeline's own steps (tests/support/bundles.py: train, evaluate, push on generated taxi-like
-rows), so every bundle served here is exactly what the push step writes.
-
-Two versions are trained once per session (different data) and copied into a fresh repository
-per test, so tests can push version 2 while version 1 is served.
-"""
+"""Fixtures for the serving and monitoring tests: a fresh model repository per test with version 1
+of the session's trained versions (tests/conftest.py) pushed, a development model server, sidecars."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from tests.support.bundles import train_versions
 from tests.support.net import free_port
 from tests.support.servers import MODEL_NAME, SidecarThread, push_version, start_dev_server
-from tests.support.taxi_rows import LABEL, make_frame
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-@pytest.fixture(scope="session")
-def train_frame() -> pd.DataFrame:
-    return make_frame(3000, seed=1)
-
-
-@pytest.fixture(scope="session")
-def exported_versions(tmp_path_factory, train_frame) -> dict[int, Path]:
-    """Two versions trained and pushed by the pipeline's steps, once per session."""
-    return train_versions(tmp_path_factory.mktemp("exported"), [train_frame, make_frame(3000, seed=22)],
-                          MODEL_NAME, LABEL, **{"evaluate.slice_feature": "payment_type"})
 
 
 @pytest.fixture

@@ -3,8 +3,10 @@ tests/serving's real TF Serving when TF_SERVING_IMAGE names one). Every containe
 LABELS so a session can remove what it started; published ports bind 127.0.0.1 only."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,18 @@ import pytest
 from tests.support import servers
 
 LABELS = {"flywheel.test": "containers"}
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_build_module():
+    """docker/build.py as a module (the docker/ folder is not a package)."""
+    name = "flywheel_docker_build"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "docker" / "build.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
 
 
 def docker_client_or_skip():

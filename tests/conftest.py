@@ -1,0 +1,29 @@
+"""Fixtures every test folder may use (pytest finds this file; nothing imports it).
+
+Model versions made by the pipeline's own steps (tests/support/bundles.py: train, evaluate, push on
+generated taxi-like rows), so every bundle the serving, monitoring and container tests serve is
+exactly what the push step writes. Two versions are trained once per session (different data);
+tests copy them into repositories of their own.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.support.bundles import train_versions
+from tests.support.servers import MODEL_NAME
+from tests.support.taxi_rows import LABEL, make_frame
+
+
+@pytest.fixture(scope="session")
+def train_frame() -> pd.DataFrame:
+    return make_frame(3000, seed=1)
+
+
+@pytest.fixture(scope="session")
+def exported_versions(tmp_path_factory, train_frame) -> dict[int, Path]:
+    """Two versions trained and pushed by the pipeline's steps, once per session."""
+    return train_versions(tmp_path_factory.mktemp("exported"), [train_frame, make_frame(3000, seed=22)],
+                          MODEL_NAME, LABEL, **{"evaluate.slice_feature": "payment_type"})
