@@ -38,9 +38,13 @@ lock: $(VENV)/.installed ## Regenerate requirements.lock from pyproject.toml wit
 	$(UV) pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 .PHONY: test
-test: setup tools browser-deps ## Run the whole test suite (sets itself up first; the test control plane builds in the background meanwhile; installs and starts a Docker engine for the container tests).
-	@$(PY) -m controlplane build --background
-	docker/engine.sh $(PY) -m pytest -q tests
+test: ## Run the whole test suite (sets itself up first; the test control plane builds in the background meanwhile; installs and starts a Docker engine for the container tests). Prints each stage's time.
+	@t0=$$(date +%s); \
+	$(MAKE) --no-print-directory setup tools browser-deps || exit 1; \
+	echo "== set-up (virtual environments, Debian packages): $$(( $$(date +%s) - t0 )) s"; \
+	$(PY) -m controlplane build --background; \
+	docker/engine.sh $(PY) -m pytest -q tests; status=$$?; \
+	echo "== make test: $$(( $$(date +%s) - t0 )) s in all (the time per test folder is above)"; exit $$status
 
 # --- browser for the report tests (tests/browser) -----------------------------------------
 .PHONY: browser-deps
