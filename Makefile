@@ -93,15 +93,55 @@ ifeq ($(RUNNER),docker)
 endif
 	$(RUN_IN) $(PY) -m pipelines.cli $(if $(DATA),run --data "$(DATA)" --label "$(LABEL)" $(if $(MODEL),--model-name "$(MODEL)"),main) $(RUN_FLAGS) --runner $(RUNNER)
 
+SINCE ?=
+UNTIL ?=
+N ?=
+FILE ?=
+
+.PHONY: span
+span: $(VENV)/.installed ## Next span from the serving logs: predictions joined with feedback, PII redacted, `dvc add`ed under data/log_spans/; prints the counts [MODEL=name] [SINCE=YYYY-MM-DD] [UNTIL=YYYY-MM-DD]
+	$(PY) -m pipelines.span_from_logs $(if $(MODEL),--model-name "$(MODEL)") $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)")
+
+.PHONY: label-export
+label-export: $(VENV)/.installed ## Unlabeled logged predictions, least confident first, as Label Studio tasks and CSV in runs/labels/ [N=rows] [MODEL=name]
+	$(PY) -m pipelines.labels_io export $(if $(MODEL),--model-name "$(MODEL)") $(if $(N),--limit "$(N)")
+
+.PHONY: label-import
+label-import: $(VENV)/.installed ## Raters' labels into the feedback log: FILE=Label Studio JSON export or CSV (request_id,label[,row]) [MODEL=name]
+	@test -n "$(FILE)" || { echo "error: give the file: make label-import FILE=export.json|labels.csv" >&2; exit 2; }
+	$(PY) -m pipelines.labels_io import --file "$(FILE)" $(if $(MODEL),--model-name "$(MODEL)")
+
+TRIGGER_PORT ?= 9095
+DATA_SPANS ?= $(shell $(PY) -c "from flywheel import params; print(params.load().data.output_dir)" 2>/dev/null)
+
+.PHONY: trigger
+trigger: $(VENV)/.installed ## Run the retraining trigger on loopback: Alertmanager webhook at http://127.0.0.1:9095/api/v1/alerts (TRIGGER_PORT); runs here with kfp.local, or on KFP with SET="trigger.kfp_host=URL" [MODEL=name] [SET="k=v ..."]
+	$(PY) -m trigger --port $(TRIGGER_PORT) $(if $(MODEL),--model-name "$(MODEL)") $(foreach kv,$(SET),--set '$(kv)')
+
+.PHONY: loop
+loop: $(VENV)/.installed ## The whole flywheel on loopback (<= 6 min; `make run` first when nothing is pushed): serve the first pushed version (a copy), drifted traffic + feedback, Prometheus + Alertmanager fire, the trigger retrains on the logs' span; stage times and runs/loop/<time>/timeline.png [MODEL=name] [SET="loop.traffic_rows=3000 ..."]
+	@test -f $(DATA_SPANS)/span-003.csv || $(MAKE) --no-print-directory data
+	@ls -d $(SERVE_REPOSITORY)/$(SERVE_MODEL)/[0-9]* >/dev/null 2>&1 || $(MAKE) --no-print-directory run
+	$(PY) -m pipelines.loop $(if $(MODEL),--model-name "$(MODEL)") $(foreach kv,$(SET),--set '$(kv)')
+
 VERSION ?=
 
 .PHONY: lineage
-lineage: $(VENV)/.installed ## Where the served model (or VERSION=n) came from: data, code, settings, trigger, back through the versions it replaced; a picture in runs/lineage.png [MODEL=name]
-	$(PY) -m pipelines.lineage $(if $(MODEL),--model-name "$(MODEL)") $(if $(VERSION),--version "$(VERSION)")
+lineage: $(VENV)/.installed ## Where the served model (or VERSION=n) came from: data, code, settings, trigger, back through the versions it replaced; a picture in runs/lineage.png [MODEL=name] [REPOSITORY=path, e.g. the one `make loop` printed]
+	$(PY) -m pipelines.lineage $(if $(MODEL),--model-name "$(MODEL)") $(if $(VERSION),--version "$(VERSION)") $(if $(REPOSITORY),--model-repository "$(REPOSITORY)")
 
 .PHONY: compile
-compile: $(VENV)/.installed ## Compile pipelines/training_pipeline.yaml (IMAGE=name:tag sets the component image).
+compile: $(VENV)/.installed ## Compile pipelines/training_pipeline.yaml and pipelines/batch_pipeline.yaml (IMAGE=name:tag sets the component image; then under build/).
 	$(PY) -m pipelines.cli compile --image "$(IMAGE)" $(if $(filter ghcr.io/flywheel-mlops/flywheel-component:0.1.0,$(IMAGE)),,--output build/training_pipeline.yaml)
+	$(PY) -m pipelines.cli compile --pipeline batch --image "$(IMAGE)" $(if $(filter ghcr.io/flywheel-mlops/flywheel-component:0.1.0,$(IMAGE)),,--output build/batch_pipeline.yaml)
+
+BATCH_RUNNER ?= inprocess
+REV ?=
+
+.PHONY: batch
+batch: $(VENV)/.installed ## Offline predictions: score DATA (file, folder, glob, or DVC path with REV=) with the served version (or VERSION=n) of MODEL; report, predictions, lineage under <repository>/<model>/batch/ [BATCH_RUNNER=inprocess|subprocess|docker] [SET="batch.key_column=id ..."]
+	@test -n "$(DATA)" || { echo "usage: make batch DATA=path.csv [MODEL=name] [VERSION=n] [REV=git-rev] [SET=\"batch.key=value\"]" >&2; exit 2; }
+	$(PY) -m pipelines.batch_cli "$(DATA)" $(if $(MODEL),--model-name "$(MODEL)") $(if $(VERSION),--version "$(VERSION)") $(if $(REV),--data-rev "$(REV)") $(foreach kv,$(SET),--set '$(kv)') --runner $(BATCH_RUNNER) $(if $(VERBOSE),--verbose)
 
 .PHONY: submit
 submit: $(VENV)/.installed ## Submit one run to Kubeflow: KFP_HOST=url MODEL_REPOSITORY=gs://… [DATA=path as the cluster sees it] [PACKAGE=yaml] [SET="k=v …"] [WAIT=1: wait, print the summary]
@@ -114,7 +154,7 @@ schedule: $(VENV)/.installed ## Create a recurring run: KFP_HOST=url MODEL_REPOS
 	$(PY) -m pipelines.cli schedule --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" --cron "$(CRON)" $(if $(DATA),--data "$(DATA)") $(if $(PACKAGE),--package "$(PACKAGE)") $(foreach kv,$(SET),--set '$(kv)')
 
 .PHONY: rollback
-rollback: $(VENV)/.installed ## Serve an earlier model version again: TO=<version>
+rollback: $(VENV)/.installed ## Make an earlier version production again (moves the `production` label; nothing is copied): TO=<version>
 	@test -n "$(TO)" || { echo "error: give the version: make rollback TO=1" >&2; exit 2; }
 	$(PY) -m pipelines.cli rollback --to "$(TO)"
 
@@ -128,9 +168,25 @@ bench-drift: $(VENV)/.installed ## Drift rule vs TFDV thresholds: detection, fal
 bench-report: $(VENV)/.installed ## HTML report size and render time vs the drift rule's time at 10/100/1000 features (+ Chromium load time when installed; ~30 s).
 	$(PY) benchmarks/bench_report.py $(if $(shell command -v chromium),--browser)
 
+FAIRNESS_SIZES ?= 500,10000,100000,1000000
+
+.PHONY: bench-fairness
+bench-fairness: $(VENV)/.installed ## Fairness assessment (slices, bootstrap intervals) by test rows, capped vs uncapped bootstrap: [FAIRNESS_SIZES=500,10000] (~40 s).
+	$(PY) benchmarks/bench_fairness.py --sizes $(FAIRNESS_SIZES)
+
 .PHONY: bench-pipeline
 bench-pipeline: $(VENV)/.installed ## Per-step wall time and orchestration overhead of the pipeline at 10k and 100k rows.
 	$(PY) benchmarks/bench_pipeline.py
+
+.PHONY: bench-releases
+bench-releases: $(VENV)/.installed ## Infra validation time and p50/p99 at 50 and 200 req/s; CBPE estimated vs realised accuracy under no, covariate and concept shift (~2 min).
+	$(PY) benchmarks/bench_releases.py
+
+BATCH_SIZES ?= 100000,1000000
+
+.PHONY: bench-batch
+bench-batch: $(VENV)/.installed ## Batch scoring rows/s and peak RSS vs in-memory scoring, lookup vs online latency through the sidecar [BATCH_SIZES=100000,1000000] (~10 min).
+	$(PY) benchmarks/bench_batch.py --sizes $(BATCH_SIZES)
 
 PREVIOUS ?=
 SCHEMA ?=
@@ -160,6 +216,14 @@ test-data: $(VENV)/.installed ## Run only the data component tests (tests/data_c
 bench-data: $(VENV)/.installed ## Rows/s and peak memory of ingest, statistics, validate: [SIZES=10000,100000,1000000]
 	$(PY) benchmarks/bench_data.py --sizes $(SIZES)
 
+SCALE_SIZES ?= 1000000,10000000
+TRAIN_SIZES ?= 1000000,5000000
+PATHS ?= in_memory,streaming,beam
+
+.PHONY: bench-scale
+bench-scale: $(VENV)/.installed ## Data steps per path (in_memory, streaming, beam) and streamed training: rows/s, per worker, peak RSS, agreement: [SCALE_SIZES=1000000,10000000] [TRAIN_SIZES=1000000,5000000] [PATHS=...] (defaults: ~30 min, 4 GB of /tmp)
+	$(PY) benchmarks/bench_scale.py --sizes $(SCALE_SIZES) --train-sizes "$(TRAIN_SIZES)" --paths $(PATHS)
+
 # --- serving and monitoring sidecar -------------------------------------------------------
 SERVE_REPOSITORY ?= $(shell $(PY) -c "from flywheel import params; print(params.load().push.model_repository)" 2>/dev/null)
 SERVE_MODEL ?= $(shell $(PY) -c "from flywheel import params; print(params.load().push.model_name)" 2>/dev/null)
@@ -168,16 +232,18 @@ REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 
 .PHONY: serve
-serve: $(VENV)/.installed ## Serve the latest pushed model: dev model server (REST 8501, gRPC 8500) + sidecar on 8080 (vars REST_PORT GRPC_PORT SIDECAR_PORT SERVE_REPOSITORY SERVE_MODEL; default params.yaml push:).
+serve: $(VENV)/.installed ## Serve the labelled versions (production, canary, shadow; without labels the newest) on loopback: dev model server (REST 8501, gRPC 8500) + sidecar on 8080 (vars REST_PORT GRPC_PORT SIDECAR_PORT SERVE_REPOSITORY SERVE_MODEL; default params.yaml push:). Ctrl-C stops both cleanly.
 	@ls -d $(SERVE_REPOSITORY)/$(SERVE_MODEL)/[0-9]* >/dev/null 2>&1 || { \
 	  echo "No model pushed yet under $(SERVE_REPOSITORY)/$(SERVE_MODEL)/ (params.yaml push:). Run 'make run' first."; exit 1; }
 	@echo "model server: REST http://127.0.0.1:$(REST_PORT)  gRPC 127.0.0.1:$(GRPC_PORT)  (direct, unmonitored)"
 	@echo "sidecar:      http://127.0.0.1:$(SIDECAR_PORT)/v1/models/$(SERVE_MODEL):predict  /metrics  /healthz/ready  POST /v1/feedback"
-	@trap 'kill 0' INT TERM EXIT; \
-	$(PY) -m devserver --rest-port $(REST_PORT) --grpc-port $(GRPC_PORT) \
-	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) & \
+	@# Ctrl-C reaches both servers (one process group); each stops on its own signal handler. The
+	@# trap only waits for them, and answers a stray TERM by passing it on once.
+	@trap 'trap "" INT TERM; kill -TERM $$MS $$SC 2>/dev/null; wait' TERM; trap 'wait' INT; \
+	$(PY) -m devserver --host 127.0.0.1 --rest-port $(REST_PORT) --grpc-port $(GRPC_PORT) \
+	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) & MS=$$!; \
 	$(PY) -m monitoring --port $(SIDECAR_PORT) --upstream http://127.0.0.1:$(REST_PORT) \
-	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) & \
+	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) & SC=$$!; \
 	wait
 
 METRICS_URL ?= http://127.0.0.1:$(SIDECAR_PORT)/metrics
@@ -188,9 +254,11 @@ live-report: $(VENV)/.installed ## Drift report of the sidecar's live window as 
 	$(PY) -m pipelines.live_report --metrics "$(METRICS_URL)" --model-repository "$(SERVE_REPOSITORY)" \
 	  --model-name "$(SERVE_MODEL)" $(if $(VERSION),--version "$(VERSION)")
 
+BENCH_SECONDS ?= 10
+
 .PHONY: bench-sidecar
-bench-sidecar: $(VENV)/.installed ## Open-loop benchmark: upstream stub direct vs through the sidecar at 100/500/1000 req/s, max rate per core.
-	$(PY) benchmarks/bench_sidecar.py --rates 100 500 1000 --seconds 5 --repeats 3
+bench-sidecar: $(VENV)/.installed ## Sidecar vs direct with Poisson arrivals over 16 connections at 100/500/1000 req/s, CPU per request, capacity per core; a real version trained by the pipeline's steps (~4 min).
+	$(PY) benchmarks/bench_sidecar.py --rates 100 500 1000 --seconds $(BENCH_SECONDS) --repeats 3
 
 
 # --- images and container tests (docker/build.py, docker/engine.sh, tests/containers) -------
@@ -261,9 +329,9 @@ manifests-check: $(VENV)/.installed tools ## Build every overlay; kubernetes-val
 alerts-check: ## promtool check rules + promtool test rules on monitoring/rules/.
 	cd monitoring/rules && promtool check rules flywheel-alerts.rules.yml && promtool test rules flywheel-alerts.test.yml
 
-.PHONY: prometheusrule
-prometheusrule: $(VENV)/.installed ## Regenerate monitoring/rules/prometheusrule.yaml from flywheel-alerts.rules.yml.
-	$(PY) monitoring/rules/prometheusrule.py
+.PHONY: monitoring-config
+monitoring-config: $(VENV)/.installed ## Render alert/recording rules, the PrometheusRule and the Grafana dashboards from params.yaml (monitoring: and drift:).
+	$(PY) -m monitoring.rendering
 
 .PHONY: deploy
 deploy: $(VENV)/.installed ## Apply an overlay with kubectl to the current KUBECONFIG context (OVERLAY=dev|prod|gpu) and wait for rollout; ALLOW_PLACEHOLDER_DIGESTS=fake-nodes on a kwok-only test cluster.

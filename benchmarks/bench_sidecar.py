@@ -1,22 +1,33 @@
-"""Open-loop load test of the monitoring sidecar: the same upstream called directly and through
-the sidecar, at fixed request rates.
+"""The monitoring sidecar's cost: the same upstream called directly and through the sidecar.
 
-    make bench-sidecar            # or: .venv/bin/python benchmarks/bench_sidecar.py --rates 100 500 1000
+    make bench-sidecar            # or: .venv/bin/python benchmarks/bench_sidecar.py [--rates 100 500 1000]
 
-The upstream is a stub (a raw asyncio HTTP server answering a fixed TF Serving-shaped predict
-response in microseconds), so what is measured is the sidecar, not the model. The sidecar runs
-as its real entry point (`python -m monitoring`) with prediction logging, schema checks and drift
-on, against a real TFDV baseline, pinned to one core (CPU 0); the stub and the load generator share
-the other core. Latency is measured from each request's *scheduled* send time (open loop, so a
-stalled server is not hidden by coordinated omission). Results are noisy on a shared 2-core
-machine: take the numbers as an order of magnitude and re-run on a quiet one.
+Set-up: a model version made by the pipeline's own steps (pipelines/chain.py: ingest, statistics,
+schema, validate, train, evaluate, push) on a span of the default dataset, so the sidecar loads
+the bundle the push step writes. The upstream is a stub (raw asyncio, a fixed TF Serving-shaped
+answer in microseconds), so what is measured is the sidecar, not the model. The sidecar runs as
+its real entry point (`python -m monitoring`, default params: logging to segments, schema checks,
+drift on every row, feedback kept) pinned to CPU 0; the stub and the load generators share CPU 1.
+
+1. Latency: open loop, Poisson arrivals at each rate over a pool of 16 keep-alive connections (an
+   arrival that finds every connection busy waits for one, and its latency counts from its
+   scheduled time: no coordinated omission). Direct and through-sidecar runs alternate, each
+   figure is the median over the repeats; added = sidecar - direct, measured in the same run.
+2. CPU per request: the sidecar's user+system CPU (from /proc) over the requests it answered,
+   at each rate and saturated (wrk, Debian's package, 16 connections, when it is installed; else
+   this script's closed loop); capacity per core = 1 / (CPU per request at saturation).
+3. Records written and dropped by the prediction log over the run (the log keeps up, or says so).
+
+The figures are noisy on a shared 2-core machine; the machine's load average is printed with them.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,14 +39,31 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-MODEL = "taxi_tips"
-ROW = {"trip_start_timestamp": 1767800000, "trip_miles": 2.5, "trip_seconds": 700, "fare": 9.1,
-       "passenger_count": 1, "pickup_area": 8, "payment_type": "Cash", "company": "Company 3"}
-BODY = json.dumps({"instances": [ROW]}).encode()
-PATH = f"/v1/models/{MODEL}:predict"
+
+from flywheel import datagen, params  # noqa: E402
+
+CONNECTIONS = 16
+TARGET_CAPACITY = 8000        # requests/s per core, logging and drift on
+TARGET_ADDED_P99_MS = 1.0     # at 500 requests/s
 
 
-# --- upstream stub ---------------------------------------------------------------------------
+# --- the model version, made by the pipeline's steps ----------------------------------------
+def train_version(work: Path) -> tuple[Path, dict]:
+    """A span of the default dataset through pipelines.chain; returns (repository, one served row)."""
+    from pipelines import chain
+    span = datagen.generate_span(params.DataParams(rows_per_span=3000), 1)
+    data = work / "span-001.csv"
+    span.to_csv(data, index=False)
+    repository = work / "repository"
+    settings = params.override(params.load(), {"push.model_repository": str(repository), "train.epochs": 2})
+    result = chain.run(str(data), work / "run", settings, force=True, run_id="bench-sidecar").results["push"]
+    if not result.pushed:
+        raise SystemExit(f"the benchmark's version was not pushed: {result.reason}")
+    row = json.loads(span.drop(columns=[datagen.LABEL, datagen.PII_COLUMN]).head(1).to_json(orient="records"))[0]
+    return repository, row
+
+
+# --- upstream stub -------------------------------------------------------------------------
 class StubServer(asyncio.Protocol):
     PREDICT = b'{"predictions": [0.4213]}'
     STATUS = json.dumps({"model_version_status": [{"version": "1", "state": "AVAILABLE",
@@ -67,115 +95,122 @@ def run_stub(port: int) -> None:
     loop.run_forever()
 
 
-# --- open-loop client ------------------------------------------------------------------------
-class ClientConnection(asyncio.Protocol):
-    def __init__(self, pool):
-        self.pool, self.buffer, self.started, self.need = pool, b"", 0.0, None
+# --- open-loop Poisson client over a fixed pool of connections --------------------------------
+class Connection(asyncio.Protocol):
+    def __init__(self, client):
+        self.client, self.buffer, self.scheduled, self.need = client, b"", 0.0, None
 
     def connection_made(self, transport):
         self.transport = transport
 
-    def send(self, scheduled: float, request: bytes):
-        self.started, self.buffer, self.need = scheduled, b"", None
-        self.transport.write(request)
+    def send(self, scheduled: float):
+        self.scheduled, self.buffer, self.need = scheduled, b"", None
+        self.transport.write(self.client.request)
 
     def data_received(self, data):
         self.buffer += data
         if self.need is None and b"\r\n\r\n" in self.buffer:
             head, _ = self.buffer.split(b"\r\n\r\n", 1)
-            length = next((int(l[15:]) for l in head.split(b"\r\n") if l[:15].lower() == b"content-length:"), 0)
+            length = next((int(line[15:]) for line in head.split(b"\r\n") if line[:15].lower() == b"content-length:"), 0)
             self.status = int(head[9:12])
             self.need = len(head) + 4 + length
         if self.need is not None and len(self.buffer) >= self.need:
-            self.pool.done(self, time.perf_counter() - self.started, self.status)
-
-    def connection_lost(self, exc):
-        self.pool.lost(self)
+            self.client.done(self, time.perf_counter() - self.scheduled, self.status)
 
 
-class OpenLoop:
-    def __init__(self, port: int):
+class PoissonClient:
+    def __init__(self, port: int, path: str, body: bytes):
         self.port = port
         self.request = (b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: %d\r\n\r\n%s" % (PATH.encode(), len(BODY), BODY))
-        self.idle: list[ClientConnection] = []
-        self.latencies: list[float] = []
-        self.errors = 0
+                        b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
+        self.idle: list[Connection] = []
+        self.waiting: list[float] = []
 
-    def done(self, conn, latency, status):
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(CONNECTIONS):
+            _, conn = await loop.create_connection(lambda: Connection(self), "127.0.0.1", self.port)
+            self.idle.append(conn)
+
+    def done(self, conn: Connection, latency: float, status: int) -> None:
         self.latencies.append(latency)
         self.errors += status != 200
-        self.idle.append(conn)
+        if self.waiting:
+            conn.send(self.waiting.pop(0))
+        else:
+            self.idle.append(conn)
 
-    def lost(self, conn):
-        if conn in self.idle:
-            self.idle.remove(conn)
-
-    async def _connection(self) -> ClientConnection:
+    def _arrive(self, scheduled: float) -> None:
         if self.idle:
-            return self.idle.pop()
-        loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(lambda: ClientConnection(self), "127.0.0.1", self.port)
-        return conn
+            self.idle.pop().send(scheduled)
+        else:
+            self.waiting.append(scheduled)
 
-    async def run(self, rate: float, seconds: float) -> dict:
+    async def run(self, rate: float, seconds: float, seed: int) -> dict:
         self.latencies, self.errors = [], 0
-        total = int(rate * seconds)
-        start = time.perf_counter() + 0.05
+        gaps = np.random.default_rng(seed).exponential(1.0 / rate, int(rate * seconds))
+        start = time.perf_counter() + 0.02
+        schedule = start + np.cumsum(gaps)
         sent = 0
-        while sent < total:
+        while sent < len(schedule):
             now = time.perf_counter()
-            due = min(total, int((now - start) * rate) + 1)
-            while sent < due:
-                scheduled = start + sent / rate
-                conn = await self._connection()
-                conn.send(scheduled, self.request)
+            while sent < len(schedule) and schedule[sent] <= now:
+                self._arrive(float(schedule[sent]))
                 sent += 1
-            await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
-        deadline = time.perf_counter() + 5
-        while len(self.latencies) < total and time.perf_counter() < deadline:
-            await asyncio.sleep(0.01)
+            if sent < len(schedule):
+                await asyncio.sleep(max(0.0, float(schedule[sent]) - time.perf_counter()))
+        deadline = time.perf_counter() + 10
+        while len(self.latencies) < len(schedule) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.005)
         lat = np.array(self.latencies) * 1000
-        return {"rate": rate, "sent": total, "completed": len(lat), "errors": self.errors,
-                "achieved": len(lat) / (max(self.latencies or [0]) + seconds),
-                "p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
-                "p95_ms": float(np.percentile(lat, 95)) if lat.size else float("nan"),
-                "p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan")}
+        return {"sent": len(schedule), "completed": len(lat), "errors": self.errors,
+                "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))}
+
+    async def closed_loop(self, seconds: float) -> int:
+        """Every connection sends its next request as soon as it has its answer: the rate this
+        client can drive (used when wrk is not installed)."""
+        self.latencies, self.errors = [], 0
+        end = time.perf_counter() + seconds
+        for conn in list(self.idle):
+            self.idle.remove(conn)
+            conn.send(time.perf_counter())
+        while time.perf_counter() < end:
+            await asyncio.sleep(0.05)
+            while self.idle:
+                self.idle.pop().send(time.perf_counter())
+        count = len(self.latencies)
+        await asyncio.sleep(0.5)
+        return count
 
 
-def median_run(runs: list[dict]) -> dict:
-    keys = ("p50_ms", "p95_ms", "p99_ms")
-    merged = {k: float(np.median([r[k] for r in runs])) for k in keys}
-    merged.update(completed=sum(r["completed"] for r in runs), errors=sum(r["errors"] for r in runs))
-    return merged
+# --- measurements --------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-# --- set-up ----------------------------------------------------------------------------------
-def write_baseline(repository: Path) -> None:
-    """A real TFDV baseline for the sidecar (generated data shaped like the default dataset's train split)."""
-    import pandas as pd
-    import tensorflow_data_validation as tfdv
-    from google.protobuf import text_format
+def metric(port: int, sample: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
-    from flywheel import names
-    rng = np.random.default_rng(0)
-    n = 5000
-    frame = pd.DataFrame({
-        "trip_start_timestamp": rng.integers(1_767_600_000, 1_768_200_000, n), "trip_miles": rng.gamma(2, 2, n),
-        "trip_seconds": rng.integers(60, 3000, n), "fare": rng.gamma(3, 4, n), "passenger_count": rng.integers(1, 5, n),
-        "pickup_area": rng.integers(1, 20, n), "payment_type": rng.choice(["Credit Card", "Cash", "Mobile"], n),
-        "company": rng.choice([f"Company {i}" for i in range(10)], n), "big_tipper": rng.integers(0, 2, n)})
-    stats = tfdv.generate_statistics_from_dataframe(frame)
-    schema = tfdv.infer_schema(stats)
-    schema.default_environment.extend([names.ENV_TRAINING, names.ENV_SERVING])
-    tfdv.get_feature(schema, "big_tipper").not_in_environment.append(names.ENV_SERVING)
-    extra = repository / MODEL / "1" / names.EXTRA_DIR
-    extra.mkdir(parents=True)
-    (extra / names.BASELINE_STATS).write_bytes(stats.SerializeToString())
-    (extra / names.BASELINE_SCHEMA).write_text(text_format.MessageToString(schema))
-    (extra / names.EVAL_PREDICTIONS).write_text(json.dumps({"values": rng.random(1000).tolist()}))
-    (extra / names.MODEL_METADATA).write_text(json.dumps({"label": "big_tipper", "task": "binary", "features": {},
-                                                          "data_version": "bench", "pushed_at": time.time()}))
+
+def wrk(port: int, path: str, body: bytes, seconds: float, work: Path) -> int | None:
+    """Requests completed by wrk (closed loop, CONNECTIONS connections, pinned to CPU 1); None without wrk."""
+    if shutil.which("wrk") is None:
+        return None
+    script = work / "post.lua"
+    script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body.decode())}\n'
+                      'wrk.headers["Content-Type"] = "application/json"\n')
+    result = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "-s", str(script),
+                             f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
+                            preexec_fn=lambda: os.sched_setaffinity(0, {1 % os.cpu_count()}))
+    for line in result.stdout.splitlines():
+        if "requests in" in line:
+            return int(line.split()[0])
+    raise SystemExit(f"wrk failed: {result.stdout}{result.stderr}")
 
 
 def free_port() -> int:
@@ -185,89 +220,105 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", type=float, nargs="+", default=[100, 500, 1000])
-    parser.add_argument("--max-rates", type=float, nargs="+", default=[2000, 3000, 4000, 5000])
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=3, help="alternating direct/sidecar runs per rate (median)")
+    parser.add_argument("--saturate-seconds", type=float, default=10.0)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-sidecar-"))
-    write_baseline(work / "repo")
+    print(f"training a version with the pipeline's steps (logs in {work}) ...", flush=True)
+    started = time.time()
+    with open(work / "train.log", "w") as log:   # TensorFlow writes to the file descriptors themselves
+        sys.stdout.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            repository, row = train_version(work)
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+    print(f"version pushed in {time.time() - started:.0f} s")
+    model = params.load().push.model_name
+    path = f"/v1/models/{model}:predict"
+    body = json.dumps({"instances": [row]}).encode()
     stub_port, sidecar_port = free_port(), free_port()
-    import multiprocessing
     stub = multiprocessing.get_context("fork").Process(target=run_stub, args=(stub_port,), daemon=True)
     stub.start()
     sidecar = subprocess.Popen(
         [sys.executable, "-m", "monitoring", "--port", str(sidecar_port), "--upstream", f"http://127.0.0.1:{stub_port}",
-         "--model-repository", str(work / "repo"), "--model-name", MODEL, "--log-dir", str(work / "log")],
-        cwd=ROOT, preexec_fn=lambda: os.sched_setaffinity(0, {0}), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--model-repository", str(repository), "--model-name", model, "--log-dir", str(work / "log"),
+         "--log-destination", str(work / "logs")],
+        cwd=ROOT, preexec_fn=lambda: os.sched_setaffinity(0, {0}), stdout=(work / "sidecar.log").open("wb"),
+        stderr=subprocess.STDOUT)
     os.sched_setaffinity(0, {1 % os.cpu_count()})
     try:
-        for _ in range(100):
+        for _ in range(150):
             try:
                 if urllib.request.urlopen(f"http://127.0.0.1:{sidecar_port}/healthz/ready", timeout=1).status == 200:
                     break
             except OSError:
                 time.sleep(0.2)
         else:
-            raise SystemExit("sidecar never became ready")
-
-        async def bench():
-            direct, proxied = OpenLoop(stub_port), OpenLoop(sidecar_port)
-            await direct.run(200, 1), await proxied.run(200, 1)  # warm up connections and code paths
-            print(f"{'rate/s':>7} {'path':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'done':>6} {'err':>4}"
-                  f" {'sidecar CPU s per 1000 req':>28}")
-            rows = []
-            for rate in args.rates:
-                # Direct and proxied runs alternate `repeats` times; each figure is the median over
-                # the repeats, which damps other processes stealing the cores mid-run.
-                ds, ps, cpus = [], [], []
-                for _ in range(args.repeats):
-                    ds.append(await direct.run(rate, args.seconds))
-                    before = cpu_seconds(sidecar.pid)
-                    ps.append(await proxied.run(rate, args.seconds))
-                    cpus.append((cpu_seconds(sidecar.pid) - before) / max(ps[-1]["completed"], 1) * 1000)
-                d, p, cpu = median_run(ds), median_run(ps), float(np.median(cpus))
-                for name, r in (("direct", d), ("sidecar", p)):
-                    print(f"{rate:7.0f} {name:>8} {r['p50_ms']:8.3f} {r['p95_ms']:8.3f} {r['p99_ms']:8.3f}"
-                          f" {r['completed']:6d} {r['errors']:4d} {'' if name == 'direct' else f'{cpu:28.3f}'}")
-                rows.append((rate, d, p, cpu))
-            print("\nadded latency by the sidecar (sidecar - direct):")
-            for rate, d, p, cpu in rows:
-                print(f"  {rate:6.0f}/s  p50 +{p['p50_ms'] - d['p50_ms']:.3f} ms  p95 +{p['p95_ms'] - d['p95_ms']:.3f} ms"
-                      f"  p99 +{p['p99_ms'] - d['p99_ms']:.3f} ms  sidecar CPU {cpu * 1000:.0f} ms per 1000 requests"
-                      f" (= {cpu:.2f} core at 1000 req/s)")
-            held, capacity = 0.0, float("nan")
-            for rate in args.max_rates:
-                before, wall = cpu_seconds(sidecar.pid), time.perf_counter()
-                r = await proxied.run(rate, args.seconds)
-                busy = (cpu_seconds(sidecar.pid) - before) / (time.perf_counter() - wall)
-                ok = r["completed"] >= 0.99 * r["sent"] and r["errors"] == 0 and r["p99_ms"] < 50
-                print(f"  try {rate:6.0f}/s through sidecar: completed {r['completed']}/{r['sent']}, p99 "
-                      f"{r['p99_ms']:.2f} ms, sidecar core busy {busy:.0%} -> {'held' if ok else 'NOT held'}")
-                if not ok:
-                    break
-                held = rate
-                if ok:
-                    capacity = rate / busy if busy else float("nan")
-            print(f"\nhighest rate held on one core (logging + drift + schema checks on): {held:.0f} req/s"
-                  " (held = >=99% completed, no errors, p99 < 50 ms)")
-            if held:
-                print(f"sidecar CPU at {held:.0f} req/s: {1000 / capacity:.2f} core per 1000 req/s; the core would "
-                      f"saturate near {capacity:.0f} req/s (the generator and stub share the other core and run "
-                      "out first on a 2-core machine)")
-        asyncio.run(bench())
+            raise SystemExit("sidecar never became ready: " + (work / "sidecar.log").read_text()[-2000:])
+        asyncio.run(bench(args, stub_port, sidecar_port, sidecar.pid, path, body, work))
     finally:
         sidecar.terminate()
-        sidecar.wait(10)
+        sidecar.wait(30)
         stub.terminate()
     return 0
+
+
+async def bench(args, stub_port: int, sidecar_port: int, pid: int, path: str, body: bytes, work: Path) -> None:
+    direct, proxied = PoissonClient(stub_port, path, body), PoissonClient(sidecar_port, path, body)
+    await direct.connect()
+    await proxied.connect()
+    await direct.run(300, 1, 0)
+    await proxied.run(300, 1, 0)   # warm up connections and code paths
+    print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; Poisson arrivals over {CONNECTIONS} "
+          f"connections, {args.seconds:g} s per run, median of {args.repeats}")
+    print(f"{'rate/s':>7} | {'direct p50':>10} {'p99':>7} | {'sidecar p50':>11} {'p99':>7} | {'added p50':>9} "
+          f"{'added p99':>9} | {'sidecar CPU per request':>23}")
+    rows = []
+    for rate in args.rates:
+        ds, ps, cpus = [], [], []
+        for repeat in range(args.repeats):
+            ds.append(await direct.run(rate, args.seconds, seed=repeat))
+            before = cpu_seconds(pid)
+            ps.append(await proxied.run(rate, args.seconds, seed=repeat))
+            cpus.append((cpu_seconds(pid) - before) / max(ps[-1]["completed"], 1) * 1000)
+        d = {k: float(np.median([r[k] for r in ds])) for k in ("p50", "p99")}
+        p = {k: float(np.median([r[k] for r in ps])) for k in ("p50", "p99")}
+        errors = sum(r["errors"] + r["sent"] - r["completed"] for r in ds + ps)
+        cpu = float(np.median(cpus))
+        rows.append((rate, d, p, cpu))
+        print(f"{rate:7.0f} | {d['p50']:8.3f}ms {d['p99']:5.2f}ms | {p['p50']:9.3f}ms {p['p99']:5.2f}ms | "
+              f"{p['p50'] - d['p50']:+7.3f}ms {p['p99'] - d['p99']:+7.3f}ms | {cpu:19.3f} ms"
+              + (f"   ({errors} errors)" if errors else ""))
+
+    print(f"\nsaturated ({args.saturate_seconds:g} s closed loop, {CONNECTIONS} connections):")
+    tool = "wrk" if shutil.which("wrk") else "this script's closed loop (install Debian's wrk for a faster client)"
+    before_cpu, before_wall = cpu_seconds(pid), time.perf_counter()
+    completed = wrk(sidecar_port, path, body, args.saturate_seconds, work)
+    if completed is None:
+        completed = await proxied.closed_loop(args.saturate_seconds)
+    wall = time.perf_counter() - before_wall
+    used = cpu_seconds(pid) - before_cpu
+    saturated_cpu = used / completed * 1000
+    print(f"  {tool}: {completed / wall:,.0f} req/s through the sidecar, whose core was {used / wall:.0%} busy: "
+          f"{saturated_cpu:.3f} ms CPU per request -> capacity {1000 / saturated_cpu:,.0f} req/s per core "
+          f"(target >= {TARGET_CAPACITY:,})")
+    written = metric(sidecar_port, 'flywheel_prediction_log_records_total{outcome="written"}')
+    dropped = metric(sidecar_port, 'flywheel_prediction_log_records_total{outcome="dropped"}')
+    print(f"  prediction log over the whole run: {written:,.0f} records written, {dropped:,.0f} dropped")
+    at_500 = next((cpu for rate, _, _, cpu in rows if rate == 500), None)
+    if at_500 is not None:
+        added = next(p["p99"] - d["p99"] for rate, d, p, _ in rows if rate == 500)
+        print(f"\nat 500 req/s: added p99 {added:+.3f} ms (target <= {TARGET_ADDED_P99_MS} ms); CPU per request "
+              f"{at_500:.3f} ms = {at_500 / saturated_cpu:.1f}x the saturated {saturated_cpu:.3f} ms")
 
 
 if __name__ == "__main__":

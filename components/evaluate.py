@@ -1,5 +1,8 @@
 """Evaluate: metrics on the test split, per slice, against the production model; the blessing.
 
+The blessing also needs the fairness criteria over slices of the test rows to pass
+(flywheel/fairness.py): its reason then names the criterion and the slice that failed.
+
 Both models are scored through their `serving_default` signature, the same call TF Serving
 makes, so what is evaluated is what would be served. The production model is the one the
 resolve step found (components/resolve.py): the run records which version it compared with.
@@ -16,13 +19,11 @@ from kfp import dsl
 
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, bundle, labels, model_card, model_inputs, names
+from flywheel import artifacts, bundle, fairness, fairness_chart, labels, model_card, model_inputs, names
 from flywheel import evaluation_metrics as em
+from flywheel import performance_estimation as pe
 from flywheel.errors import DataError
 from flywheel.params import EvaluateParams
-
-MIN_SLICE_ROWS = 30      # slices smaller than this are reported but left out of the gap
-NUMERIC_SLICE_BINS = 4   # a numeric slice feature with many values is cut into quartiles
 
 
 @dataclasses.dataclass
@@ -30,35 +31,17 @@ class Evaluation:
     task: str
     primary_metric: str
     metrics: dict
-    slices: dict
-    slice_gap: float
+    fairness: dict           # fairness.FairnessReport.to_dict(): slices, intervals, gaps, failures
+    slice_gap: float         # the largest gap in the primary metric between slices of one feature
     blessed: bool
     reason: str
     production_version: int | None = None
     production_metrics: dict | None = None
     confusion_matrix: dict | None = None
     roc_curve: dict | None = None
+    performance_estimation: dict | None = None   # CBPE's calibration map and check (None: regression)
     test_rows: int = 0
     seconds: float = 0.0
-
-
-def slice_values(frame: pd.DataFrame, feature: str) -> pd.Series:
-    column = frame[feature]
-    if pd.api.types.is_numeric_dtype(column) and column.nunique() > 10:
-        return pd.qcut(column, NUMERIC_SLICE_BINS, duplicates="drop").astype(str)
-    return column.astype(str).fillna("<missing>")
-
-
-def sliced_metrics(task: str, labels_: np.ndarray, outputs: dict, slices: pd.Series, metric: str) -> tuple[dict, float]:
-    per_slice, scored = {}, []
-    for value in sorted(slices.unique(), key=str):
-        mask = (slices == value).to_numpy()
-        result = em.task_metrics(task, labels_[mask], {k: v[mask] for k, v in outputs.items()})
-        per_slice[str(value)] = result
-        if mask.sum() >= MIN_SLICE_ROWS and np.isfinite(result.get(metric, np.nan)):
-            scored.append(result[metric])
-    gap = float(max(scored) - min(scored)) if len(scored) > 1 else 0.0
-    return per_slice, gap
 
 
 def bless(task: str, metrics: dict, production: dict | None, params: EvaluateParams) -> tuple[bool, str]:
@@ -82,6 +65,52 @@ def bless(task: str, metrics: dict, production: dict | None, params: EvaluatePar
     return True, f"{metric} {value:.4f} vs production {baseline:.4f} (allowed regression {params.allowed_regression})"
 
 
+def with_fairness(blessed: bool, reason: str, report: fairness.FairnessReport) -> tuple[bool, str]:
+    """The blessing with the fairness criteria applied: refused when any failed, the reason naming it."""
+    if report.passed:
+        return blessed, reason
+    failed = report.failures[0].message + (f" (and {len(report.failures) - 1} more fairness failures)"
+                                           if len(report.failures) > 1 else "")
+    return False, (f"{reason}; " if not blessed else "") + f"fairness: {failed}"
+
+
+def scored_rows(examples_dir: str, split: str, metadata: dict) -> pd.DataFrame:
+    """The rows of a split evaluate scores, in its order: those with a label the model knows.
+    eval_predictions.json holds the candidate's scores of exactly these rows (infra validation
+    compares the served answers with them)."""
+    frame = model_inputs.read_split(examples_dir, split)
+    label = metadata["label"]
+    if label not in frame:
+        raise DataError(f"the {split} split in {examples_dir}", "the label column is missing", column=label)
+    frame = frame[frame[label].notna()]
+    if metadata.get("label_vocabulary"):
+        frame = frame[frame[label].isin(metadata["label_vocabulary"])]
+    if frame.empty:
+        raise DataError(f"the {split} split in {examples_dir}", "no row has a label value the model knows",
+                        column=label)
+    return frame
+
+
+def performance_estimation(examples_dir: str, model_dir: str, metadata: dict, encoded: np.ndarray, outputs: dict,
+                           params: EvaluateParams) -> dict | None:
+    """CBPE for classifiers: a calibration map fitted on the eval split, checked on the test split
+    (rows it never saw) against the realised accuracy; None for regression."""
+    task = metadata["task"]
+    if task == names.BINARY:
+        eval_rows = scored_rows(examples_dir, names.EVAL, metadata)
+        eval_labels = labels.encode(eval_rows[metadata["label"]], task, metadata.get("label_vocabulary", []))
+        eval_outputs, _ = model_inputs.predict(model_dir, eval_rows)
+        calibration = pe.fit_calibration(eval_outputs[names.OUTPUT_SCORE], eval_labels, params.calibration_bins)
+        check = pe.check_binary(calibration, outputs[names.OUTPUT_SCORE], encoded, params.calibration_bins,
+                                params.max_calibration_error, params.max_estimate_error)
+        return {"task": task, "calibration": calibration.to_dict(), "fitted_on": names.EVAL,
+                "fitted_rows": int(len(eval_rows)), "check": check.to_dict()}
+    if task == names.MULTICLASS:
+        check = pe.check_multiclass(outputs[names.OUTPUT_PROBABILITIES], encoded, params.max_estimate_error)
+        return {"task": task, "calibration": None, "check": check.to_dict()}
+    return None
+
+
 def _production(production_dir: str | None) -> tuple[int | None, str]:
     if not production_dir:
         return None, ""
@@ -93,28 +122,19 @@ def run(examples_dir: str, model_dir: str, output_dir: str, params: EvaluatePara
         production_dir: str | None = None, model_name: str = "", data_version: str = "") -> Evaluation:
     """Evaluate `model_dir` on <examples_dir>/test and the production model on the same rows.
 
-    Writes blessing.json, metrics.json, eval_predictions.json and model_card.md to output_dir."""
+    Writes blessing.json, metrics.json, eval_predictions.json, model_card.md, fairness.png and,
+    for a classifier, calibration.json to output_dir."""
     started = time.time()
-    test = model_inputs.read_split(examples_dir, names.TEST)
     metadata = bundle.read_metadata(model_dir)
     label, task = metadata["label"], metadata["task"]
-    if label not in test:
-        raise DataError(f"the test split in {examples_dir}", "the label column is missing", column=label)
-    test = test[test[label].notna()]
-    if metadata.get("label_vocabulary"):
-        test = test[test[label].isin(metadata["label_vocabulary"])]
-    if test.empty:
-        raise DataError(f"the test split in {examples_dir}", "no row has a label value the model knows", column=label)
+    test = scored_rows(examples_dir, names.TEST, metadata)
     encoded = labels.encode(test[label], task, metadata.get("label_vocabulary", []))
     outputs, _ = model_inputs.predict(model_dir, test)
     metrics = em.task_metrics(task, encoded, outputs)
     metric = em.primary_metric(task)
-    slices, gap = ({}, 0.0)
-    if params.slice_feature and params.slice_feature in test:
-        slices, gap = sliced_metrics(task, encoded, outputs, slice_values(test, params.slice_feature), metric)
 
     production_version, production_uri = _production(production_dir)
-    production_metrics = None
+    production_metrics, production_scored = None, None
     if production_version is not None:
         production_meta = bundle.read_metadata(str(production_dir))
         if (production_meta["label"], production_meta["task"]) != (label, task):
@@ -125,11 +145,17 @@ def run(examples_dir: str, model_dir: str, output_dir: str, params: EvaluatePara
         production_outputs, _ = model_inputs.predict(production_uri, test)
         production_labels = labels.encode(test[label], task, production_meta.get("label_vocabulary", []))
         production_metrics = em.task_metrics(task, production_labels, production_outputs)
+        production_scored = (production_labels, production_outputs)
     blessed, reason = bless(task, metrics, production_metrics, params)
+    fair = fairness.assess(test, task, encoded, outputs, params, production=production_scored)
+    blessed, reason = with_fairness(blessed, reason, fair)
+    estimation = performance_estimation(examples_dir, model_dir, metadata, encoded, outputs, params)
 
-    result = Evaluation(task=task, primary_metric=metric, metrics=metrics, slices=slices, slice_gap=gap,
+    result = Evaluation(task=task, primary_metric=metric, metrics=metrics, fairness=fair.to_dict(),
+                        slice_gap=max((g.largest for g in fair.gaps), default=0.0),
                         blessed=blessed, reason=reason, production_version=production_version,
-                        production_metrics=production_metrics, test_rows=int(len(test)))
+                        production_metrics=production_metrics, performance_estimation=estimation,
+                        test_rows=int(len(test)))
     vocabulary = metadata.get("label_vocabulary", [])
     if task == names.BINARY:
         result.roc_curve = em.roc_curve(encoded, outputs[names.OUTPUT_SCORE])
@@ -138,15 +164,19 @@ def run(examples_dir: str, model_dir: str, output_dir: str, params: EvaluatePara
         result.confusion_matrix = em.confusion(encoded, outputs[names.OUTPUT_PROBABILITIES].argmax(axis=1), vocabulary)
     result.seconds = time.time() - started
 
-    # All four files or none: push must never find a blessing without the files it copies.
+    # All five files or none: push must never find a blessing without the files it copies.
     with atomic_dir(output_dir) as staging:
         _write_json(os.path.join(staging, names.BLESSING_FILE),
                     {"blessed": blessed, "reason": reason, "metric": metric, "candidate": metrics[metric],
                      "production_version": production_version,
-                     "production": production_metrics[metric] if production_metrics else None})
+                     "production": production_metrics[metric] if production_metrics else None,
+                     "fairness": {"passed": fair.passed, "failures": [f.message for f in fair.failures]}})
         _write_json(os.path.join(staging, names.EVALUATION_FILE), dataclasses.asdict(result))
         _write_json(os.path.join(staging, names.EVAL_PREDICTIONS),
                     {"values": [float(v) for v in outputs[names.OUTPUT_SCORE]]})
+        fairness_chart.write_png(fair, os.path.join(staging, names.FAIRNESS_CHART))
+        if estimation is not None:
+            _write_json(os.path.join(staging, names.CALIBRATION), estimation)
         with open(os.path.join(staging, names.MODEL_CARD), "w") as f:
             f.write(model_card.render(model_name, metadata, result, data_version))
     return result
@@ -190,6 +220,7 @@ def evaluate_component(examples: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Mo
     evaluation.metadata["params"] = flywheel_params.section_dict(
         flywheel_params.build(flywheel_params.EvaluateParams, params, "evaluate"))
     evaluation.metadata.update({"blessed": result.blessed, "reason": result.reason,
+                                "fairness": result.fairness["summary"],
                                 "production_version": result.production_version,
                                 "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
                                 "production_metrics": {k: v for k, v in (result.production_metrics or {}).items()

@@ -1,16 +1,17 @@
 """Ingest: read a span, record its version, redact PII, split train/eval/test deterministically.
 
 `run()` takes plain values and paths and knows nothing of KFP; `ingest_component` is the thin
-KFP wrapper. Output layout: `<output_dir>/<split>/data.parquet` (names.SPLIT_FILE).
+KFP wrapper. Output layout: flywheel/artifacts.py (`<output_dir>/<split>/*.parquet`).
 
 Why these choices:
 - The data version is the md5 of the bytes read (flywheel/data_version.py): for a file, its DVC md5.
 - The split hashes each raw row (or the `split_key` column), never a random draw
   (flywheel/splits.py says why).
 - PII is removed in memory before anything is written, so no artifact ever holds it.
+- Small inputs are held whole in pandas (here); large ones stream in record batches
+  (components/streaming_ingest.py) or run on Apache Beam (components/beam_data.py), chosen by
+  params.yaml `scale` (flywheel/engines.py), with the same splits and artifacts.
 """
-import csv
-import hashlib
 import io
 import os
 from pathlib import Path
@@ -20,13 +21,12 @@ import pandas as pd
 from kfp import dsl
 
 from components.artifact_io import atomic_dir
+from components.ingest_checks import check_csv_head, check_pii_mode, pii_hash, too_few_rows
 from components.kfp_component import flywheel_component
-from flywheel import data_card, data_version, names, storage
+from flywheel import data_card, data_version, engines, names, storage, tables
 from flywheel.errors import DataError
-from flywheel.params import ROOT, IngestParams
+from flywheel.params import ROOT, IngestParams, ScaleParams
 from flywheel.splits import assign_splits
-
-PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -48,55 +48,9 @@ def read_bytes(data_path: str, data_rev: str = "", dvc_repo: str | Path = ROOT) 
     return storage.read_bytes(data_path)
 
 
-def _header_fields(data: bytes) -> list[str]:
-    first_line = data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
-    return next(csv.reader([first_line]), [])
-
-
-def _looks_like_a_value(name: str) -> bool:
-    try:
-        float(name)
-        return True
-    except ValueError:
-        return False
-
-
-def _undecodable(data: bytes, error: UnicodeDecodeError, source: str) -> DataError:
-    line_start = data.rfind(b"\n", 0, error.start) + 1
-    line = data.count(b"\n", 0, error.start) + 1
-    column_index = data[line_start:error.start].count(b",")
-    try:
-        header = next(csv.reader([data.split(b"\n", 1)[0].decode("utf-8", "replace")]))
-        column = header[column_index] if column_index < len(header) else f"#{column_index + 1}"
-    except StopIteration:
-        column = f"#{column_index + 1}"
-    return DataError(source, f"the file is not UTF-8 text: byte 0x{data[error.start]:02x} on line {line} cannot be "
-                     "decoded", column=column,
-                     hint="Re-encode the file as UTF-8 (for example `iconv -f latin1 -t utf-8`).")
-
-
 def parse_csv(data: bytes, source: str) -> pd.DataFrame:
     """A CSV with a header row, as pandas reads it, after checks that name what is wrong."""
-    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark, as spreadsheet exports write
-    if not data.strip():
-        raise DataError(source, "the file is empty" if not data else "the file holds only blank lines")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise _undecodable(data, error, source) from error
-    header = _header_fields(data)
-    if all(_looks_like_a_value(h) or not h.strip() for h in header):
-        raise DataError(source, f"the file has no header row: the first line ({', '.join(header[:5])}...) holds values, "
-                        "not column names", hint="Add a first line with the column names.")
-    for position, name in enumerate(header, start=1):
-        if not name.strip():
-            raise DataError(source, f"column {position} of the header has no name")
-        if _looks_like_a_value(name):
-            raise DataError(source, f"column {position} of the header is named '{name}', a value: is the "
-                            "header row missing or shifted?", column=name)
-    duplicates = sorted({h for h in header if header.count(h) > 1})
-    if duplicates:
-        raise DataError(source, f"the header names column(s) {duplicates} more than once", column=duplicates[0])
+    data = check_csv_head(data, source)
     try:
         df = pd.read_csv(io.BytesIO(data), encoding="utf-8", low_memory=False)
     except (pd.errors.ParserError, ValueError) as error:
@@ -122,7 +76,7 @@ def parse_parquet(data: bytes, source: str) -> pd.DataFrame:
 
 
 def parse(data: bytes, source: str) -> pd.DataFrame:
-    return parse_parquet(data, source) if source.lower().endswith(PARQUET_SUFFIXES) else parse_csv(data, source)
+    return parse_parquet(data, source) if tables.is_parquet(source) else parse_csv(data, source)
 
 
 # --- checks and transforms ------------------------------------------------------------------
@@ -143,22 +97,44 @@ def check_label(df: pd.DataFrame, label: str, source: str) -> pd.DataFrame:
 
 def redact_pii(df: pd.DataFrame, pii_columns: tuple[str, ...], mode: str = "drop") -> tuple[pd.DataFrame, list[str]]:
     """Drop the PII columns, or replace each value by a salted SHA-256 prefix (joinable, not readable)."""
-    if mode not in ("drop", "hash"):
-        raise ValueError(f"ingest.pii_mode must be 'drop' or 'hash', not '{mode}'")
+    check_pii_mode(mode)
     present = [c for c in pii_columns if c in df.columns]
     if mode == "drop":
         return df.drop(columns=present), present
     out = df.copy()
     for column in present:
-        out[column] = out[column].map(
-            lambda v: None if pd.isna(v) else hashlib.sha256(f"flywheel:{v}".encode()).hexdigest()[:16])
+        out[column] = out[column].map(pii_hash)
     return out, present
 
 
 # --- the step -------------------------------------------------------------------------------
+def input_size(data_path: str, data_rev: str = "") -> int:
+    """Bytes of the input (every file of a directory or pattern): what `scale.mode: auto` decides
+    on. A DVC path at a revision is taken as small (it is read whole)."""
+    if data_rev:
+        return 0
+    files = tables.input_files(data_path) if storage.exists(data_path) or tables.is_pattern(data_path) else []
+    return sum(tables.size(f) for f in files if storage.exists(f))
+
+
 def run(data_path: str, output_dir: str | Path, params: IngestParams = IngestParams(), data_rev: str = "",
-        dvc_repo: str | Path = ROOT) -> dict:
-    """Read, check, redact, split and write the span; return the metadata to record."""
+        dvc_repo: str | Path = ROOT, scale: ScaleParams = ScaleParams()) -> dict:
+    """Read, check, redact, split and write the span; return the metadata to record. The path
+    (`engine` in the metadata) is scale.mode, or by the input's size when it is auto."""
+    engine = engines.choose(scale, input_size(data_path, data_rev))
+    if engine == engines.STREAMING:
+        from components import streaming_ingest
+        return streaming_ingest.run(data_path, output_dir, params, scale, data_rev, dvc_repo)
+    if engine == engines.BEAM:
+        from components import beam_data
+        beam_data.check_input(data_path, data_rev)
+        return beam_data.ingest(data_path, output_dir, params, scale)
+    return {**run_in_memory(data_path, output_dir, params, data_rev, dvc_repo), "engine": engines.IN_MEMORY}
+
+
+def run_in_memory(data_path: str, output_dir: str | Path, params: IngestParams = IngestParams(), data_rev: str = "",
+                  dvc_repo: str | Path = ROOT) -> dict:
+    """The in-memory path: the whole span in one pandas DataFrame (small data)."""
     source = f"{data_path}@{data_rev}" if data_rev else str(data_path)
     data = read_bytes(data_path, data_rev, dvc_repo)
     df = parse(data, source)
@@ -176,8 +152,7 @@ def run(data_path: str, output_dir: str | Path, params: IngestParams = IngestPar
         for split in names.SPLITS:
             part = df[splits == split]
             if part.empty:
-                raise DataError(source, f"the file has too few rows ({len(df)}) to fill every split "
-                                f"{list(params.split_buckets)}: the {split} split is empty")
+                raise DataError(source, too_few_rows(len(df), params, split))
             os.makedirs(staging / split)
             part.to_parquet(staging / split / names.SPLIT_FILE, index=False)
             metadata[f"rows_{split}"] = int(len(part))
@@ -185,16 +160,20 @@ def run(data_path: str, output_dir: str | Path, params: IngestParams = IngestPar
 
 
 @flywheel_component
-def ingest_component(data_path: str, data_rev: str, params: dict, examples: dsl.Output[dsl.Dataset],
+def ingest_component(data_path: str, data_rev: str, params: dict, scale: dict, examples: dsl.Output[dsl.Dataset],
                      dvc_repo: str = ""):
     """Split a span into train/eval/test Parquet with PII removed; the data version goes in metadata.
-    `params` is params.yaml's `ingest` section. With `data_rev`, `data_path` is read through DVC at
-    that git revision of `dvc_repo` (a path or a git URL; "" = the project checkout, which a cluster
-    image does not have: pass the URL there)."""
+    `params` is params.yaml's `ingest` section, `scale` its `scale` section (in memory, streaming
+    or Beam; the choice goes in metadata `engine`). `data_path` is a file, a directory of shards or
+    a glob (local, gs://, s3://). With `data_rev`, `data_path` is read through DVC at that git
+    revision of `dvc_repo` (a path or a git URL; "" = the project checkout, which a cluster image
+    does not have: pass the URL there)."""
     from components.ingest import run
     from flywheel import params as flywheel_params
 
     settings = flywheel_params.build(flywheel_params.IngestParams, params, "ingest")
+    sizing = flywheel_params.build(flywheel_params.ScaleParams, scale, "scale")
     examples.metadata["params"] = flywheel_params.section_dict(settings)   # for the run's lineage record
+    examples.metadata["scale"] = flywheel_params.section_dict(sizing)
     examples.metadata.update(run(data_path=data_path, output_dir=examples.path, params=settings,
-                                 data_rev=data_rev, dvc_repo=dvc_repo or flywheel_params.ROOT))
+                                 data_rev=data_rev, dvc_repo=dvc_repo or flywheel_params.ROOT, scale=sizing))

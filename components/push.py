@@ -1,6 +1,8 @@
-"""Push: a blessed model becomes a new integer version in the model repository, atomically.
+"""Push: a blessed model becomes a new integer version in the model repository, atomically, and
+takes a version label: `canary` by default (production keeps serving until the sidecar promotes
+it), `production` when params say so or when it is the model's first version.
 
-Follows TFX's Pusher: check the blessing; refuse when production moved since the run resolved it
+Follows TFX's Pusher: check the blessing (evaluate's and infra validation's); refuse when production moved since the run resolved it
 (the comparison would be stale); skip when the same data already produced a version (unless
 forced); stage the whole version under a name TF Serving ignores (names.STAGING_PREFIX), then
 rename it to its integer version, the one step the server sees; always record pushed or not
@@ -28,6 +30,7 @@ class PushResult:
     version: int | None = None
     path: str = ""
     compared_with: int | None = None      # the production version the candidate was evaluated against
+    label: str = ""                       # the version label it was published under (production, canary)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -81,12 +84,18 @@ def version_trained_on(repository: str, model_name: str, data_version: str) -> i
 
 def run(model_dir: str, evaluation_dir: str, statistics_dir: str, schema_path: str, repository: str,
         model_name: str, production_dir: str | None = None, data_version: str = "", force: bool = False,
-        run_id: str = "", record: dict | None = None, anomalies_dir: str | None = None) -> PushResult:
-    """Decide, publish if blessed, and write the run's record (`record`: what the earlier steps
-    recorded, by "step/output") to the repository's runs/ and, when pushed, into the version. The
-    data card comes from validate's output (`anomalies_dir`)."""
+        run_id: str = "", record: dict | None = None, anomalies_dir: str | None = None,
+        infra_validation_dir: str | None = None, release_as: str = names.CANARY) -> PushResult:
+    """Decide, publish if blessed (by evaluate and, when given, by infra validation), label the
+    new version (`release_as`: canary or production; the first version is production), and write
+    the run's record (`record`: what the earlier steps recorded, by "step/output") to the
+    repository's runs/ and, when pushed, into the version. The data card comes from validate's
+    output (`anomalies_dir`)."""
+    if release_as not in (names.CANARY, names.PRODUCTION):
+        raise ValueError(f"push.release_as must be {names.CANARY!r} or {names.PRODUCTION!r}, not {release_as!r}")
     result = _decide_and_publish(model_dir, evaluation_dir, statistics_dir, schema_path, repository, model_name,
-                                 production_dir, data_version, force, run_id, record or {}, anomalies_dir)
+                                 production_dir, data_version, force, run_id, record or {}, anomalies_dir,
+                                 infra_validation_dir, release_as)
     if run_id:
         storage.write_text(repo.run_record_path(repository, model_name, run_id),
                            json.dumps(_complete(record or {}, run_id, result), indent=2, default=str))
@@ -103,12 +112,18 @@ def _complete(record: dict, run_id: str, result: PushResult) -> dict:
 
 def _decide_and_publish(model_dir: str, evaluation_dir: str, statistics_dir: str, schema_path: str, repository: str,
                         model_name: str, production_dir: str | None, data_version: str, force: bool, run_id: str,
-                        record: dict, anomalies_dir: str | None) -> PushResult:
+                        record: dict, anomalies_dir: str | None, infra_validation_dir: str | None,
+                        release_as: str) -> PushResult:
     with open(os.path.join(evaluation_dir, names.BLESSING_FILE)) as f:
         blessing = json.load(f)
     compared_with = artifacts.read_production(production_dir)["version"] if production_dir else None
     if not blessing["blessed"]:
         return PushResult(False, f"not blessed: {blessing['reason']}", compared_with=compared_with)
+    if infra_validation_dir:
+        with open(os.path.join(infra_validation_dir, names.INFRA_BLESSING_FILE)) as f:
+            infra = json.load(f)
+        if not infra["blessed"]:
+            return PushResult(False, f"not blessed by infra validation: {infra['reason']}", compared_with=compared_with)
     current = repo.production_version(repository, model_name)
     if production_dir and current != compared_with:
         was = f"v{compared_with}" if compared_with is not None else "none"
@@ -126,16 +141,27 @@ def _decide_and_publish(model_dir: str, evaluation_dir: str, statistics_dir: str
              names.BASELINE_SCHEMA: schema_path,
              names.EVAL_PREDICTIONS: os.path.join(evaluation_dir, names.EVAL_PREDICTIONS),
              names.MODEL_CARD: os.path.join(evaluation_dir, names.MODEL_CARD)}
+    chart = os.path.join(evaluation_dir, names.FAIRNESS_CHART)   # the model card shows it beside itself
+    if os.path.exists(chart):
+        files[names.FAIRNESS_CHART] = chart
+    if os.path.exists(os.path.join(evaluation_dir, names.CALIBRATION)):
+        files[names.CALIBRATION] = os.path.join(evaluation_dir, names.CALIBRATION)
+    if infra_validation_dir:  # its card is evaluate's with the infra validation section added
+        files[names.MODEL_CARD] = os.path.join(infra_validation_dir, names.MODEL_CARD)
+        files[names.INFRA_VALIDATION] = os.path.join(infra_validation_dir, names.INFRA_VALIDATION)
+    # The first version of a model has nothing to be a canary against: it is production.
+    label = release_as if current is not None else names.PRODUCTION
     card = os.path.join(anomalies_dir, names.DATA_CARD) if anomalies_dir else ""
     if card and os.path.exists(card):
         files[names.DATA_CARD] = card
     profiles = artifacts.profiles_file(statistics_dir, names.TRAIN)
     if profiles.exists():
         files[names.BASELINE_PROFILES] = str(profiles)
+    repo.adopt_labels(repository, model_name)
     with tempfile.TemporaryDirectory() as scratch:
         if run_id:  # the version carries the record of the run that made it
             expected = PushResult(True, blessing["reason"], (repo.latest_version(repository, model_name) or 0) + 1,
-                                  compared_with=compared_with)
+                                  compared_with=compared_with, label=label)
             files[names.RUN_RECORD] = os.path.join(scratch, names.RUN_RECORD)
             with open(files[names.RUN_RECORD], "w") as f:
                 json.dump(_complete(record, run_id, expected), f, indent=2, default=str)
@@ -143,28 +169,28 @@ def _decide_and_publish(model_dir: str, evaluation_dir: str, statistics_dir: str
                                 {"data_version": data_version, "metrics": evaluation["metrics"], "blessing": blessing,
                                  "compared_with": compared_with, "run_id": run_id,
                                  "schema_version": schema_changes.version(schema_view.load(schema_path))}, files)
-    return PushResult(True, blessing["reason"], version, path, compared_with)
+    repo.set_label(repository, model_name, label, version, reason=f"pushed by run {run_id or '-'}: {blessing['reason']}")
+    return PushResult(True, blessing["reason"], version, path, compared_with, label)
 
 
 def rollback(repository: str, model_name: str, to_version: int) -> PushResult:
-    """Make an earlier version the served one by publishing a copy of it as the newest version.
-
-    TF Serving's default `latest` policy and the sidecar both follow the highest version, and a
-    copy keeps history append-only: nothing the server has loaded is deleted under it."""
+    """Serve an earlier version again: the `production` label moves to it (nothing is copied or
+    deleted; TF Serving follows the label). A canary or shadow on that version is cleared."""
     available = repo.versions(repository, model_name)
     if to_version not in available:
         raise ValueError(f"model {model_name} has no version {to_version} in {repository} (versions: {available})")
-    source = repo.version_dir(repository, model_name, to_version)
-    version, path = publish(source, repository, model_name, {"rolled_back_from": to_version}, {})
-    return PushResult(True, f"rolled back: version {version} is a copy of version {to_version}", version, path)
+    was = repo.production_version(repository, model_name)
+    repo.set_label(repository, model_name, names.PRODUCTION, to_version, reason=f"rollback from v{was}")
+    return PushResult(True, f"rolled back: production is version {to_version} (was {was})", to_version,
+                      repo.version_dir(repository, model_name, to_version), label=names.PRODUCTION)
 
 
 @flywheel_component
 def push_component(model: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifact],
                    statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[dsl.Artifact],
                    examples: dsl.Input[dsl.Dataset], anomalies: dsl.Input[dsl.Artifact],
-                   production: dsl.Input[dsl.Artifact], push: dict, force: bool, run_id: str, trigger: dict,
-                   pushed: dsl.Output[dsl.Artifact]):
+                   production: dsl.Input[dsl.Artifact], infra_validation: dsl.Input[dsl.Artifact], push: dict,
+                   force: bool, run_id: str, trigger: dict, pushed: dsl.Output[dsl.Artifact]):
     """Publish the model as the next version of params.yaml's `push` model if blessed; record the
     run (what each step recorded, with the artifacts' URIs) in the model repository."""
     import os
@@ -176,17 +202,20 @@ def push_component(model: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifa
     settings = flywheel_params.build(flywheel_params.PushParams, push, "push")
     inputs = {"ingest/examples": examples, "statistics/statistics": statistics, "schema/schema": schema,
               "validate/anomalies": anomalies, "resolve/production": production, "train/model": model,
-              "evaluate/evaluation": evaluation}
+              "evaluate/evaluation": evaluation, "infra_validate/validation": infra_validation}
     record = {key: {**artifact.metadata, "uri": artifact.uri} for key, artifact in inputs.items()}
     record["trigger"] = trigger
     result = run(model.path, evaluation.path, statistics.path, str(artifacts.schema_file(schema.path)),
                  settings.model_repository, settings.model_name, production_dir=production.path,
                  data_version=examples.metadata.get("data_version", ""), force=force, run_id=run_id, record=record,
-                 anomalies_dir=anomalies.path)
-    print(f"[push] {'pushed version ' + str(result.version) if result.pushed else 'not pushed'}: {result.reason}",
+                 anomalies_dir=anomalies.path, infra_validation_dir=infra_validation.path,
+                 release_as=settings.release_as)
+    print(f"[push] {f'pushed version {result.version} as {result.label}' if result.pushed else 'not pushed'}: "
+          f"{result.reason}",
           flush=True)
     os.makedirs(pushed.path, exist_ok=True)
     with open(os.path.join(pushed.path, names.PUSH_RESULT_FILE), "w") as f:
         f.write(result.to_json())
     pushed.metadata.update({"pushed": result.pushed, "version": result.version, "reason": result.reason,
+                            "label": result.label,
                             "compared_with": result.compared_with, "run_id": run_id})

@@ -2,16 +2,18 @@
 one (flywheel/report: inline SVG, opens anywhere) and TFDV's Facets page (needs the internet).
 
 Output layout: flywheel/artifacts.py (`<output_dir>/<split>/stats.pb`, each a binary
-DatasetFeatureStatisticsList whose one dataset is named after the split). Statistics are computed
-in memory from the Parquet split (`generate_statistics_from_dataframe`), which avoids starting an
-Apache Beam pipeline for data that fits in memory; the result is the same proto the Beam path writes.
+DatasetFeatureStatisticsList whose one dataset is named after the split). The path is ingest's
+(`scale` params, flywheel/engines.py): in memory, `generate_statistics_from_dataframe` on the
+whole split, which avoids starting an Apache Beam pipeline for data that fits; streaming, TFDV's
+generators fed record batch by batch (components/streaming_statistics.py); Beam, TFDV's
+`GenerateStatistics` PTransform (components/beam_data.py). The protos are the same on every path.
 
 A schema, when there is one (the curated schema), is passed to TFDV so that integer features it
 marks categorical (`int_domain.is_categorical`, e.g. pickup_area and the label) get string
 statistics (top values, rank histogram), which the drift rule reads as categories.
 
 Each split also gets `profiles.json`: the drift rule's reference profiles (flywheel/drift), exact,
-from the split's raw values, with `quantiles` bins per numeric column (params.yaml
+from the split's raw values in memory (read off TFDV's sketches on the other paths), with `quantiles` bins per numeric column (params.yaml
 `drift.quantiles`) and the parts of the time columns (flywheel/time_features.py) in place of their
 values. Validate and the sidecar read them (a pushed version carries its training split's). Time
 columns are the schema's time features, or those detected in the train split when there is no
@@ -24,9 +26,15 @@ from pathlib import Path
 
 from kfp import dsl
 
+from components import streaming_statistics
 from components.artifact_io import atomic_dir, atomic_file
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, bundle, names, schema_view, time_features
+from flywheel import artifacts, bundle, engines, names, schema_view, time_features
+from flywheel.params import ScaleParams
+
+# Rows of the train split time columns are detected on when the split is not held in memory
+# (detection looks at a sample of 1,000 values: flywheel/timeparts.py).
+DETECTION_ROWS = 100_000
 
 
 def compute(df, name: str, schema=None, quantiles: int = 100):
@@ -65,16 +73,16 @@ def render_html(lhs, rhs, lhs_name: str = names.TRAIN, rhs_name: str = names.EVA
     return get_statistics_html(lhs_statistics=lhs, rhs_statistics=rhs, lhs_name=lhs_name, rhs_name=rhs_name)
 
 
-def page(train_profiles: dict, frames: dict, times: dict[str, str], source: str = "") -> str:
+def page(train_profiles: dict, eval_current: dict, rows: dict[str, int], times: dict[str, str], source: str = "") -> str:
     """The self-contained page (flywheel/report): every column of the eval split beside the train
-    split, in the train split's bins (time columns by their parts), without a decision."""
+    split, in the train split's bins (time columns by their parts), without a decision.
+    `eval_current`: the eval split's values (with parts), or their summaries in the train bins."""
     from flywheel.report import build, model, render
     comparison = build.side_by_side(
-        names.EVAL, "Eval split beside train split", "train split", "eval split", train_profiles,
-        time_features.with_parts(frames[names.EVAL], times),
+        names.EVAL, "Eval split beside train split", "train split", "eval split", train_profiles, eval_current,
         note="Distributions only: the validate step decides skew and drift (its report).")
     facts = [("data", source)] if source else []
-    facts += [(f"{split} rows", f"{len(frame):,}") for split, frame in frames.items()]
+    facts += [(f"{split} rows", f"{count:,}") for split, count in rows.items()]
     facts += [("time columns", ", ".join(times) or "none")]
     title = f"Statistics: {Path(source).name}" if source else "Statistics"
     return render.render(model.Report(title, tuple(facts), (), (comparison,), build.now(), decides=False))
@@ -82,41 +90,60 @@ def page(train_profiles: dict, frames: dict, times: dict[str, str], source: str 
 
 def run(examples_dir: str | Path, output_dir: str | Path, html_path: str | Path | None = None,
         schema_path: str | Path | None = None, label: str = "", quantiles: int = 100,
-        facets_path: str | Path | None = None, source: str = "") -> dict:
-    """Statistics of every split under `examples_dir`; returns rows per split and the time columns.
-    `html_path`: the self-contained page of the splits; `facets_path`: TFDV's Facets page."""
-    import pandas as pd
+        facets_path: str | Path | None = None, source: str = "", scale: ScaleParams = ScaleParams(),
+        engine: str | None = None) -> dict:
+    """Statistics of every split under `examples_dir`; returns rows per split, the time columns and
+    the path taken (`engine`: scale.mode, or what ingest chose when it is auto). `html_path`: the
+    self-contained page of the splits; `facets_path`: TFDV's Facets page."""
+    engine = engines.follow(scale, engine)
     schema = schema_view.load(schema_path) if schema_path else None
-    frames = {split: pd.read_parquet(artifacts.split_file(examples_dir, split)) for split in names.SPLITS}
-    times = time_columns(frames[names.TRAIN], label, schema)
-    computed, rows, profiled = {}, {}, {}
+    if engine == engines.IN_MEMORY:
+        frames = {split: artifacts.read_split(examples_dir, split) for split in names.SPLITS}
+        times = time_columns(frames[names.TRAIN], label, schema)
+        computed = {split: compute(df, split, schema, quantiles) for split, df in frames.items()}
+        profiled = {split: profiles(df, times, schema, quantiles) for split, df in frames.items()}
+        eval_current = lambda: time_features.with_parts(frames[names.EVAL], times)  # noqa: E731
+    else:
+        sample = streaming_statistics.first_rows(examples_dir, names.TRAIN, DETECTION_ROWS)
+        times = time_columns(sample, label, schema)
+        if engine == engines.BEAM:
+            from components import beam_data
+            found = beam_data.statistics(str(examples_dir), times, schema, quantiles, scale)
+        else:
+            found = {split: streaming_statistics.split_statistics(examples_dir, split, times, schema, quantiles,
+                                                                  scale.batch_rows, scale.workers)
+                     for split in names.SPLITS}
+        computed = {split: stats for split, (stats, _) in found.items()}
+        profiled = {split: profiles for split, (_, profiles) in found.items()}
+        eval_current = lambda: streaming_statistics.summarize_batches(  # noqa: E731
+            profiled[names.TRAIN], artifacts.split_batches(examples_dir, names.EVAL, scale.batch_rows), times)
+    rows = {split: int(stats.datasets[0].num_examples) for split, stats in computed.items()}
     with atomic_dir(output_dir) as staging:
         (staging / names.TIME_COLUMNS_FILE).write_text(json.dumps(times, indent=2) + "\n")
-        for split, df in frames.items():
-            computed[split] = compute(df, split, schema, quantiles)
-            rows[f"rows_{split}"] = int(len(df))
+        for split in names.SPLITS:
             os.makedirs(staging / split)
             artifacts.stats_file(staging, split).write_bytes(computed[split].SerializeToString())
-            profiled[split] = profiles(df, times, schema, quantiles)
             bundle.write_profiles(str(artifacts.profiles_file(staging, split)), profiled[split])
     if html_path:
         with atomic_file(html_path) as tmp:
-            tmp.write_text(page(profiled[names.TRAIN], frames, times, source))
+            tmp.write_text(page(profiled[names.TRAIN], eval_current(), rows, times, source))
     if facets_path:
         with atomic_file(facets_path) as tmp:
             tmp.write_text(render_html(computed[names.TRAIN], computed[names.EVAL]))
-    return {**rows, "time_columns": times}
+    return {**{f"rows_{split}": n for split, n in rows.items()}, "time_columns": times, "engine": engine,
+            "profiles": "exact" if engine == engines.IN_MEMORY else "tfdv_quantiles"}
 
 
 @flywheel_component
-def statistics_component(examples: dsl.Input[dsl.Dataset], params: dict, drift: dict,
+def statistics_component(examples: dsl.Input[dsl.Dataset], params: dict, drift: dict, scale: dict,
                          statistics: dsl.Output[dsl.Artifact], statistics_html: dsl.Output[dsl.HTML],
                          facets_html: dsl.Output[dsl.HTML]):
     """TFDV statistics per split; `statistics_html`: a self-contained page of the eval split beside
     the train split; `facets_html`: TFDV's Facets page of the same (it loads scripts from the
     internet when viewed). `params` is params.yaml's `schema` section (its curated schema, when
     there is one, tells TFDV which integer features are categorical and which are time), `drift`
-    its `drift` section (the quantiles histogram)."""
+    its `drift` section (the quantiles histogram), `scale` its `scale` section (in memory,
+    streaming or Beam; auto follows ingest's choice)."""
     from components.statistics import run
     from flywheel import params as flywheel_params
     from flywheel import schema_view
@@ -125,7 +152,9 @@ def statistics_component(examples: dsl.Input[dsl.Dataset], params: dict, drift: 
     quantiles = flywheel_params.build(flywheel_params.DriftParams, drift, "drift").quantiles
     found = run(examples_dir=examples.path, output_dir=statistics.path, html_path=statistics_html.path,
                 schema_path=schema_view.resolve_curated(curated), label=examples.metadata.get("label", ""),
-                quantiles=quantiles, facets_path=facets_html.path, source=examples.metadata.get("source", ""))
+                quantiles=quantiles, facets_path=facets_html.path, source=examples.metadata.get("source", ""),
+                scale=flywheel_params.build(flywheel_params.ScaleParams, scale, "scale"),
+                engine=examples.metadata.get("engine"))
     # Carry the data's identity along, so validate can name the file in its errors.
     carried = {k: examples.metadata[k] for k in ("data_path", "source", "data_version", "label") if k in examples.metadata}
     statistics.metadata.update({**carried, **found})

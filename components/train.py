@@ -15,7 +15,7 @@ from kfp import dsl
 
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import bundle, labels, model_inputs, names, schema_view
+from flywheel import artifacts, bundle, engines, labels, model_inputs, names, schema_view, training_data
 from flywheel.errors import DataError
 from flywheel.params import TrainParams
 from flywheel.schema_view import Feature
@@ -34,9 +34,12 @@ class TrainResult:
 
 
 def choose_strategy():
-    """TPU if one is reachable, several GPUs → MirroredStrategy, else the default strategy."""
+    """MultiWorkerMirroredStrategy when TF_CONFIG names several tasks (a TFJob's workers), a TPU
+    if one is reachable, several GPUs → MirroredStrategy, else the default strategy."""
     import tensorflow as tf
 
+    if training_data.cluster()[1] > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
         tf.config.experimental_connect_to_cluster(resolver)
@@ -128,8 +131,9 @@ class _EpochProgress:
 
 
 def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params: TrainParams = TrainParams(),
-        curves_path: str | None = None, data_version: str = "") -> TrainResult:
-    """Train on <examples_dir>/train, validate on eval, export a SavedModel to `model_dir`.
+        curves_path: str | None = None, data_version: str = "", engine: str | None = None) -> TrainResult:
+    """Train on <examples_dir>/train, validate on eval, export a SavedModel to `model_dir`. When
+    ingest streamed the data (`engine` streaming or beam), the splits stream through tf.data.
 
     The export is written to a temporary sibling directory and renamed into place at the end,
     so a failure leaves no partial model behind."""
@@ -141,8 +145,12 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params:
     specs = schema_view.features(schema, names.ENV_SERVING, exclude=label)
     if not specs:
         raise DataError(schema_path, f"the schema has no serving features besides the label '{label}'")
-    train_df = model_inputs.read_split(examples_dir, names.TRAIN)
-    eval_df = model_inputs.read_split(examples_dir, names.EVAL)
+    streaming = engine in (engines.STREAMING, engines.BEAM)
+    # Large data (ingest streamed it): the task, fills and preprocessing layers come from a uniform
+    # sample, and the splits reach the model through tf.data; small data is held whole.
+    read = (lambda split: training_data.sample(examples_dir, split, training_data.ADAPT_ROWS, params.seed)) \
+        if streaming else (lambda split: model_inputs.read_split(examples_dir, split))
+    train_df, eval_df = read(names.TRAIN), read(names.EVAL)
     for split, frame in ((names.TRAIN, train_df), (names.EVAL, eval_df)):
         if label not in frame:
             raise DataError(f"the {split} split in {examples_dir}",
@@ -158,15 +166,28 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params:
     keras.utils.set_random_seed(params.seed)
     strategy = choose_strategy()
     devices = [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "TPU")] or ["CPU"]
-    print(f"[train] task={task} features={len(specs)} rows={len(train_df)} strategy={type(strategy).__name__} "
-          f"devices={devices}", flush=True)
+    train_rows = artifacts.split_rows(examples_dir, names.TRAIN) if streaming else len(train_df)
+    print(f"[train] task={task} features={len(specs)} rows={train_rows} strategy={type(strategy).__name__} "
+          f"workers={training_data.cluster()[1]} "
+          f"devices={devices} data={'tf.data from Parquet shards' if streaming else 'in memory'}", flush=True)
     with strategy.scope():
         train_model, serving_model = build_models(specs, x_train, task, len(vocabulary), params)
         _compile(train_model, task, params.learning_rate)
-    history = train_model.fit(
-        x_train, y_train, validation_data=(x_eval, y_eval) if len(eval_df) else None,
-        epochs=params.epochs, batch_size=params.batch_size, verbose=0, callbacks=[_EpochProgress(params.epochs)])
+    if training_data.cluster()[1] > 1:
+        _build_before_multiworker_fit(train_model, strategy, x_train, y_train, params.batch_size)
+    if streaming:
+        inputs = _streamed_inputs(examples_dir, specs, fills, label, task, vocabulary, x_train, y_train, params)
+        history = train_model.fit(inputs["train"], validation_data=inputs["eval"], epochs=params.epochs,
+                                  steps_per_epoch=inputs["steps"], validation_steps=inputs["eval_steps"],
+                                  verbose=0, callbacks=[_EpochProgress(params.epochs)])
+    else:
+        history = train_model.fit(
+            x_train, y_train, validation_data=(x_eval, y_eval) if len(eval_df) else None,
+            epochs=params.epochs, batch_size=params.batch_size, verbose=0, callbacks=[_EpochProgress(params.epochs)])
     history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    if not _is_chief():   # every worker trains; the chief alone exports (TF_CONFIG's first task)
+        return TrainResult(model_dir, task, [_jsonable(v) for v in vocabulary], history, type(strategy).__name__,
+                           devices, train_rows, time.time() - started)
 
     with atomic_dir(model_dir) as staging:  # no partial model, ever
         serving_model.export(str(staging), verbose=False)
@@ -180,7 +201,80 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params:
     if curves_path:
         write_curves_html(history, task, curves_path)
     return TrainResult(model_dir, task, [_jsonable(v) for v in vocabulary], history, type(strategy).__name__,
-                       devices, len(train_df), time.time() - started)
+                       devices, train_rows, time.time() - started)
+
+
+def _build_before_multiworker_fit(model, strategy, x_sample: dict, y_sample: np.ndarray, batch_size: int) -> None:
+    """Two Keras 3.6 gaps under MultiWorkerMirroredStrategy. It builds a model's metrics on the first
+    distributed batch by averaging the batch across replicas, which fails on string inputs: build
+    them here from a local batch of the sample, and skip that step. It averages the logs (scalars)
+    along axis 0 across workers, which fails on scalars: average them whole."""
+    import tensorflow as tf
+    n = min(batch_size, len(y_sample))
+    batch = ({k: tf.constant(v[:n]) for k, v in x_sample.items()}, tf.constant(y_sample[:n]))
+    with strategy.scope():
+        model._symbolic_build(data_batch=batch)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    _scalar_logs_reduce_across_workers()
+
+
+def _scalar_logs_reduce_across_workers() -> None:
+    """Keras 3.6's train step reduces every log with reduction "mean" along axis 0, which a
+    scalar across workers does not have: scalars are averaged whole (axis None) instead."""
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "flywheel_scalars", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        import tensorflow as tf
+        from keras.src import tree
+
+        def one(v):
+            if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy) \
+                    and _is_scalar_per_replica(v):
+                return strategy.reduce("MEAN", v, axis=None)
+            return original(v, strategy, reduction)
+        return tree.map_structure(one, values) if not isinstance(values, tf.Tensor) else one(values)
+
+    reduce_per_replica.flywheel_scalars = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def _is_scalar_per_replica(v) -> bool:
+    import tensorflow as tf
+    if isinstance(v, tf.distribute.DistributedValues):
+        v = v.values[0]
+    return hasattr(v, "shape") and v.shape.rank == 0
+
+
+def _is_chief() -> bool:
+    return training_data.cluster()[0] == 0
+
+
+def _streamed_inputs(examples_dir: str, specs: list[Feature], fills: dict, label: str, task: str, vocabulary: list,
+                     x_sample: dict, y_sample: np.ndarray, params: TrainParams) -> dict:
+    """tf.data pipelines of the train and eval splits (flywheel/training_data.py), with as many steps
+    per epoch on every worker (each worker repeats its share, so none runs dry first)."""
+    import tensorflow as tf
+
+    def convert(frame):
+        frame = frame[frame[label].notna()]
+        if vocabulary:
+            frame = frame[frame[label].isin(vocabulary)]
+        return model_inputs.to_inputs(frame, specs, fills), labels.encode(frame[label], task, vocabulary)
+
+    signature = ({key: tf.TensorSpec((None,), tf.string if values.dtype == object else tf.as_dtype(values.dtype))
+                  for key, values in x_sample.items()}, tf.TensorSpec((None,), tf.as_dtype(y_sample.dtype)))
+    train_rows = artifacts.split_rows(examples_dir, names.TRAIN)
+    eval_rows = artifacts.split_rows(examples_dir, names.EVAL)
+    return {
+        "train": training_data.dataset(examples_dir, names.TRAIN, convert, signature, params.batch_size, shuffle=True,
+                                       seed=params.seed, repeat=True),
+        "eval": training_data.dataset(examples_dir, names.EVAL, convert, signature, params.batch_size, shuffle=False,
+                                      repeat=True),
+        "steps": max(1, train_rows // params.batch_size), "eval_steps": max(1, eval_rows // params.batch_size),
+    }
 
 
 def _jsonable(value):
@@ -232,7 +326,8 @@ def train_component(examples: dsl.Input[dsl.Dataset], schema: dsl.Input[dsl.Arti
 
     settings = flywheel_params.build(flywheel_params.TrainParams, params, "train")
     result = run(examples.path, str(artifacts.schema_file(schema.path)), examples.metadata["label"], model.path,
-                 settings, curves_path=curves.path, data_version=examples.metadata.get("data_version", ""))
+                 settings, curves_path=curves.path, data_version=examples.metadata.get("data_version", ""),
+                 engine=examples.metadata.get("engine"))
     model.metadata["params"] = flywheel_params.section_dict(settings)
     model.metadata.update({"task": result.task, "strategy": result.strategy, "devices": result.devices,
                            "train_rows": result.train_rows, "seconds": round(result.seconds, 1)})

@@ -30,17 +30,17 @@ They are written before the error is raised, so a person can read them.
 """
 import json
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from kfp import dsl
 
-from components import validation_report
+from components import streaming_statistics, validation_report
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import (artifacts, bundle, column_checks, data_card, drift, names, schema_view, time_features,
-                      timeparts)
+from flywheel import artifacts, bundle, column_checks, data_card, drift, names, schema_view, time_features
 from flywheel.errors import DataError
-from flywheel.params import DriftParams, ValidateParams
+from flywheel.params import DriftParams, ScaleParams, ValidateParams
 
 SCHEMA = "schema"
 DRIFT, SKEW = names.DRIFT, names.SKEW
@@ -107,33 +107,31 @@ def tfdv_measurements(anomalies) -> list[dict]:
 
 
 # --- the rule --------------------------------------------------------------------------------
-def compared_profiles(profiles: dict[str, drift.Profile], features: set[str], times: dict[str, str]) -> dict:
-    """The reference profiles drift and skew compare: the compared features, and for each time
-    column the cyclical parts whose whole cycle the reference covers."""
-    chosen = {k: v for k, v in profiles.items() if k in features}
-    trend = {}
-    for name in times:
-        profile = profiles.get(timeparts.part_column(name, timeparts.TREND))
-        if isinstance(profile, drift.NumericProfile) and profile.n:
-            trend[name] = (profile.minimum, profile.maximum)
-    chosen.update({c: profiles[c] for c in time_features.compared_parts(times, trend) if c in profiles})
-    return chosen
-
-
-def decide(kind: str, reference: dict[str, drift.Profile], frame, features: set[str], times: dict[str, str],
-           params: DriftParams) -> list[drift.FeatureDrift]:
-    """The rule for drift (alpha) or skew (skew_alpha): reference profiles against raw values."""
-    profiles = compared_profiles(reference, features, times)
-    columns = {c: frame[c].to_numpy() for c in frame.columns}
-    columns.update(time_features.all_parts(columns, times))
-    summaries = {name: profile.summarize(columns[name]) for name, profile in profiles.items() if name in columns}
+def decide(kind: str, reference: dict[str, drift.Profile], batches: Iterable, features: set[str], times: dict[str, str],
+           params: DriftParams) -> tuple[dict, dict, list[drift.FeatureDrift]]:
+    """The rule for drift (alpha) or skew (skew_alpha): reference profiles against the current
+    split's raw values, summarised batch by batch (summaries add up), so memory stays bounded
+    whatever the split's size. `batches` are pyarrow RecordBatches or pandas DataFrames.
+    Returns (the compared profiles, the current summaries, the decisions)."""
+    profiles = time_features.compared_profiles(reference, features, times)
+    summaries = streaming_statistics.summarize_batches(profiles, batches, times)
     alpha = params.alpha if kind == DRIFT else params.skew_alpha
-    return drift.compare(profiles, summaries, params, alpha=alpha)
+    return profiles, summaries, drift.compare(profiles, summaries, params, alpha=alpha)
 
 
-def rule_anomalies(kind: str, results: list[drift.FeatureDrift], blocking: bool) -> list[dict]:
-    return [{"split": names.TRAIN if kind == DRIFT else names.EVAL, "feature": r.feature, "kind": kind,
-             "anomaly": f"{kind}_{r.effect}", "description": f"{kind}: {WHAT_MOVED[kind]}: {r.reason}",
+def current_batches(examples_dir: str | Path, split: str, wanted: set[str], batch_rows: int) -> Iterable:
+    """The split's columns drift and skew look at, in record batches."""
+    present = [c for c in artifacts.split_columns(examples_dir, split) if c in wanted]
+    return artifacts.split_batches(examples_dir, split, batch_rows, columns=present)
+
+
+def rule_anomalies(kind: str, results: list[drift.FeatureDrift], blocking: bool, split: str = "",
+                   what_moved: str = "") -> list[dict]:
+    """The rule's changes as report entries; `split` and `what_moved` name what was compared when
+    it is not a training run's split (batch scoring)."""
+    split = split or (names.TRAIN if kind == DRIFT else names.EVAL)
+    return [{"split": split, "feature": r.feature, "kind": kind,
+             "anomaly": f"{kind}_{r.effect}", "description": f"{kind}: {what_moved or WHAT_MOVED[kind]}: {r.reason}",
              "value": round(r.effect_value, 6), "threshold": r.threshold, "blocking": blocking,
              "test": r.test, "p_value": r.p_value, "p_corrected": r.p_corrected, "effect": r.effect,
              "psi": r.psi, "n_ref": r.n_ref, "n_cur": r.n_cur}
@@ -214,11 +212,11 @@ def write_data_card(directory: Path, ingest: dict, stats: dict, schema, label: s
 def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | Path,
         baseline_stats: str | None = None, params: ValidateParams = ValidateParams(),
         source: str = "", examples_dir: str | Path | None = None, drift_params: DriftParams = DriftParams(),
-        label: str = "", ingest: dict | None = None) -> list[dict]:
+        label: str = "", ingest: dict | None = None, scale: ScaleParams = ScaleParams()) -> list[dict]:
     """Validate the splits; write the report; raise DataError if anything blocks. Drift is measured
     against `baseline_stats` (the production model's training statistics, or a previous file's),
-    when given; drift and skew need the raw splits (`examples_dir`)."""
-    import pandas as pd
+    when given; drift and skew need the raw splits (`examples_dir`), read in record batches of
+    `scale.batch_rows` rows whatever the engine (the statistics are small on every path)."""
     import tensorflow_data_validation as tfdv
 
     source = source or str(statistics_dir)
@@ -235,16 +233,19 @@ def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | P
     report = [a for split in names.SPLITS for a in schema_anomalies(per_split[split], split)]
 
     decisions: dict[str, list[drift.FeatureDrift]] = {DRIFT: [], SKEW: []}
-    compared = {}   # kind -> (reference profiles, current frame), for the HTML report
+    compared = {}   # kind -> (reference profiles, current summaries), for the HTML report
     if examples_dir is not None:
         features = _compared_features(schema, label)
-        train = pd.read_parquet(artifacts.split_file(examples_dir, names.TRAIN))
-        evaluation = pd.read_parquet(artifacts.split_file(examples_dir, names.EVAL))
-        compared[SKEW] = (reference_profiles(str(artifacts.stats_file(statistics_dir, names.TRAIN))), evaluation)
-        decisions[SKEW] = decide(SKEW, *compared[SKEW], features, times, drift_params)
+        wanted = features | set(times)
+        compared[SKEW] = decide(SKEW, reference_profiles(str(artifacts.stats_file(statistics_dir, names.TRAIN))),
+                                current_batches(examples_dir, names.EVAL, wanted, scale.batch_rows),
+                                features, times, drift_params)
         if baseline_stats:
-            compared[DRIFT] = (reference_profiles(baseline_stats), train)
-            decisions[DRIFT] = decide(DRIFT, *compared[DRIFT], features, times, drift_params)
+            compared[DRIFT] = decide(DRIFT, reference_profiles(baseline_stats),
+                                     current_batches(examples_dir, names.TRAIN, wanted, scale.batch_rows),
+                                     features, times, drift_params)
+        decisions.update({kind: results for kind, (_, _, results) in compared.items()})
+        compared = {kind: (profiles, summaries) for kind, (profiles, summaries, _) in compared.items()}
     report += rule_anomalies(SKEW, decisions[SKEW], blocking=True)
     report += rule_anomalies(DRIFT, decisions[DRIFT], blocking=params.block_on_drift)
     report += suspicious_anomalies(stats[names.TRAIN], frozenset({label, *times}))
@@ -278,12 +279,12 @@ def _json(value):
 @flywheel_component
 def validate_component(statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[dsl.Artifact],
                        examples: dsl.Input[dsl.Dataset], production: dsl.Input[dsl.Artifact], params: dict,
-                       drift: dict, anomalies: dsl.Output[dsl.Artifact], data_card: dsl.Output[dsl.Markdown],
-                       report: dsl.Output[dsl.HTML]):
+                       drift: dict, scale: dict, anomalies: dsl.Output[dsl.Artifact],
+                       data_card: dsl.Output[dsl.Markdown], report: dsl.Output[dsl.HTML]):
     """Schema anomalies, drift against the production model's baseline, train/eval skew, with
-    params.yaml's `validate` and `drift` sections; the data card; `report`, the self-contained HTML
-    page of it all (the KFP UI shows it). Fails the task on blocking anomalies (the report and the
-    data card are written first)."""
+    params.yaml's `validate`, `drift` and `scale` sections; the data card; `report`, the
+    self-contained HTML page of it all (the KFP UI shows it). Fails the task on blocking anomalies
+    (the report and the data card are written first)."""
     import os
     import shutil
 
@@ -301,7 +302,8 @@ def validate_component(statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[ds
         found = run(statistics_dir=statistics.path, schema_path=schema.path, output_dir=anomalies.path,
                     baseline_stats=production_baseline(production.path), params=settings,
                     source=statistics.metadata.get("source", ""), examples_dir=examples.path, drift_params=rule,
-                    label=examples.metadata.get("label", ""), ingest=dict(examples.metadata))
+                    label=examples.metadata.get("label", ""), ingest=dict(examples.metadata),
+                    scale=flywheel_params.build(flywheel_params.ScaleParams, scale, "scale"))
     finally:
         for written, output in ((names.DATA_CARD, data_card), (names.REPORT_HTML, report)):
             if os.path.exists(os.path.join(anomalies.path, written)):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flywheel import drift, names, time_features
+from flywheel import drift, names
 from flywheel.params import DriftParams
 from flywheel.report import build, model, render
 
@@ -22,24 +22,27 @@ SIDES = {  # kind -> (title, reference side, current side)
 
 def write(path: str | Path, source: str, baseline: str | None, anomalies: list[dict],
           decisions: dict[str, list[drift.FeatureDrift]], compared: dict[str, tuple[dict, object]],
-          times: dict[str, str], params: DriftParams) -> Path:
-    """`compared`: kind -> (reference profiles, current DataFrame) for the kinds the rule ran."""
+          times: dict[str, str], params: DriftParams, sides: dict | None = None, title: str = "Validation report",
+          facts: list[tuple[str, str]] = ()) -> Path:
+    """`compared`: kind -> (reference profiles, current summaries by feature, time parts included:
+    components/validate.py `decide`) for the kinds the rule ran; `sides` words them (default
+    SIDES), `facts` are added to the page's header."""
     rules = []
     for kind in (names.DRIFT, names.SKEW):
         if kind not in compared:
             continue
-        profiles, frame = compared[kind]
-        title, reference, current = SIDES[kind]
+        profiles, summaries = compared[kind]
+        title_of, reference, current = (sides or SIDES)[kind]
         rules.append(build.RuleComparison(
-            kind, title, reference, current, decisions.get(kind, []), profiles, time_features.with_parts(frame, times),
+            kind, title_of, reference, current, decisions.get(kind, []), profiles, summaries,
             params.alpha if kind == names.DRIFT else params.skew_alpha,
             frozenset(a["feature"] for a in anomalies if a["kind"] == kind and a["blocking"]),
             note=f"Alpha {params.alpha if kind == names.DRIFT else params.skew_alpha:g} (Holm-corrected); "
                  f"material at W1 {params.wasserstein_sd:g} sd, a share moved by {params.linf:g}, or PSI "
                  f"{params.psi:g}." + (" Time columns are compared by their parts." if times else "")))
-    facts = [("data", source), ("baseline", baseline or "none: no drift comparison (first run)")]
-    if names.SKEW not in compared:
-        facts.append(("skew", "not compared (no raw splits)"))
-    page = build.report(f"Validation report: {Path(source).name or source}", facts,
+    header = [("data", source), ("baseline", baseline or "none: no drift comparison (first run)")]
+    if names.SKEW not in compared and sides is None:
+        header.append(("skew", "not compared (no raw splits)"))
+    page = build.report(f"{title}: {Path(source).name or source}", header + list(facts),
                         model.anomalies_from_report(anomalies), rules)
     return render.write(page, path)

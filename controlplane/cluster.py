@@ -302,7 +302,16 @@ class ControlPlane:
         use, read from their Go modules."""
         crds = [*modules.prometheus_operator_crds(), modules.argo_workflowtaskresult_crd()]
         self.kubectl("apply", "--server-side", *[arg for crd in crds for arg in ("-f", str(crd))])
-        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", timeout=90)
+        # A CRD the API server has not given a status yet makes `kubectl wait` fail at once
+        # ("status.conditions accessor error") instead of waiting: ask again until it has one.
+        for attempt in range(20):
+            waited = self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s",
+                                  timeout=90, check=False)
+            if waited.returncode == 0:
+                return
+            if "accessor error" not in waited.stderr or attempt == 19:
+                raise RuntimeError(f"kubectl wait for the CRDs failed:\n{waited.stderr.strip()}")
+            time.sleep(0.5)
 
     def add_volumes(self, count: int) -> None:
         self.apply([{

@@ -41,7 +41,7 @@ def download(module: str, cwd: Path | None = None) -> Path:
     return Path(info["Dir"])
 
 
-def prometheus_operator_crds(kinds: tuple[str, ...] = ("servicemonitors", "prometheusrules")) -> list[Path]:
+def prometheus_operator_crds(kinds: tuple[str, ...] = ("servicemonitors", "prometheusrules", "alertmanagerconfigs")) -> list[Path]:
     cache_dir().mkdir(parents=True, exist_ok=True)
     root = download(PROMETHEUS_OPERATOR)
     return [root / CRD_DIR / f"monitoring.coreos.com_{kind}.yaml" for kind in kinds]

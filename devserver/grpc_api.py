@@ -14,7 +14,9 @@ _CODES = {"INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT, "NOT_FOUND": grp
           "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE}
 
 
-def _version(model_spec) -> int | None:
+def _version(manager: ServableManager, model_spec) -> int | None:
+    if model_spec.HasField("version_label"):
+        return manager.labelled(model_spec.name, model_spec.version_label)
     return model_spec.version.value if model_spec.HasField("version") else None
 
 
@@ -25,7 +27,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(self, request, context):
         import tensorflow as tf
         try:
-            servable = self.manager.get(request.model_spec.name, _version(request.model_spec))
+            servable = self.manager.get(request.model_spec.name, _version(self.manager, request.model_spec))
             signature = request.model_spec.signature_name or names.SIGNATURE
             if signature != names.SIGNATURE:
                 raise ServingError(f'Serving signature name: "{signature}" not found in signature def')
@@ -50,7 +52,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     def GetModelStatus(self, request, context):
         try:
-            rows = self.manager.status(request.model_spec.name, _version(request.model_spec))
+            rows = self.manager.status(request.model_spec.name, _version(self.manager, request.model_spec))
         except ServingError as err:
             context.abort(_CODES.get(err.code, grpc.StatusCode.UNKNOWN), err.message)
         response = get_model_status_pb2.GetModelStatusResponse()

@@ -1,6 +1,6 @@
 """TF Serving's REST API for the development model server (aiohttp app built by `make_rest_app`).
 
-GET  /v1/models/NAME[/versions/N]            model status
+GET  /v1/models/NAME[/versions/N]            model status (also /labels/LABEL wherever /versions/N is)
 GET  /v1/models/NAME[/versions/N]/metadata   signature metadata
 POST /v1/models/NAME[/versions/N]:predict    {"instances": [...]} (row) or {"inputs": {...}} (columnar)
 
@@ -22,7 +22,7 @@ from aiohttp import web
 from devserver.servables import InvalidArgument, ServableManager, ServingError
 from flywheel import names
 
-ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>-?\d+))?"
+ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
                    r"(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$")
 
 
@@ -67,7 +67,7 @@ def parse_predict_body(body: bytes, inputs: dict) -> tuple[dict[str, np.ndarray]
     """-> (typed columns, row_format)."""
     try:
         request = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:   # RecursionError: nested too deep
         raise InvalidArgument(f"JSON Parse error: {err}") from None
     if not isinstance(request, dict):
         raise InvalidArgument("JSON Parse error: request body must be a JSON object")
@@ -158,6 +158,8 @@ def make_rest_app(manager: ServableManager, executor: ThreadPoolExecutor | None 
         name, verb = match["name"], match["verb"]
         version = int(match["version"]) if match["version"] else None
         try:
+            if match["label"]:
+                version = manager.labelled(name, match["label"])
             if request.method == "GET" and not verb:
                 if match["metadata"]:
                     servable = manager.get(name, version)

@@ -1,7 +1,8 @@
 """Loaded model versions for the development model server, and the version-swap policy.
 
 A `Servable` is one SavedModel version's `serving_default` signature. `ServableManager` polls the
-model repository and applies TF Serving's "latest N" version policy with its
+model repository and applies TF Serving's "latest N" version policy (or, when the repository
+records version labels, serves exactly the labelled versions under their labels) with its
 availability-preserving order: a new version is loaded and becomes servable *before* the old one
 is released, and requests already running keep a reference to the version they started on, so a
 push never fails a request. Inputs are validated here so that the REST and gRPC front ends return
@@ -110,11 +111,32 @@ class ServableManager:
     loader: Callable[[str, str, int], Servable] = load_servable
     _serving: dict[int, Servable] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)   # label -> version, as last read
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wanted(self) -> list[int]:
+        """The versions to serve: the labelled ones (production, canary, shadow) when the
+        repository records labels, as TF Serving's `specific` policy with version_labels; else the
+        newest `num_versions` (TF Serving's `latest`)."""
+        if storage.exists(repo.labels_path(self.repository, self.model_name)):
+            found = repo.labels(self.repository, self.model_name)
+            self.labels = found
+            present = set(repo.versions(self.repository, self.model_name))
+            return sorted(v for v in set(found.values()) if v in present)
+        self.labels = {}
+        return repo.versions(self.repository, self.model_name)[-self.num_versions:]
+
+    def labelled(self, model_name: str, label: str) -> int:
+        """The version a label names (TF Serving's /labels/LABEL); NotFound when none does or it is not loaded."""
+        version = self.labels.get(label) if model_name == self.model_name else None
+        if version is None or version not in self._serving:
+            raise NotFound(f"Servable not found for request: Label({model_name}, {label})"
+                           if version is None else f"Servable not found for request: Specific({model_name}, {version})")
+        return version
 
     def poll(self) -> None:
         """Load wanted versions not yet loaded, then release the ones the policy no longer wants."""
-        wanted = repo.versions(self.repository, self.model_name)[-self.num_versions:]
+        wanted = self.wanted()
         for version in wanted:
             if version in self._serving or version in self.failed:
                 continue
@@ -147,7 +169,7 @@ class ServableManager:
         if model_name != self.model_name or not serving:
             request = f"Latest({model_name})" if version is None else f"Specific({model_name}, {version})"
             raise NotFound(f"Servable not found for request: {request}")
-        if version is None:
+        if version is None:  # as TF Serving: the highest loaded version, labels or not (clients name a label)
             return serving[max(serving)]
         if version not in serving:
             raise NotFound(f"Servable not found for request: Specific({model_name}, {version})")

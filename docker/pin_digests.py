@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-KUSTOMIZATIONS = ("manifests/base/kustomization.yaml", "manifests/overlays/gpu/kustomization.yaml")
+KUSTOMIZATIONS = ("manifests/base/kustomization.yaml", "manifests/overlays/gpu/kustomization.yaml",
+                  "manifests/training/kustomization.yaml")
 DOCKERFILES = ("docker/Dockerfile",)
 PLACEHOLDER = "sha256:" + "0" * 64
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")

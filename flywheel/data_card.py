@@ -104,7 +104,7 @@ def build(ingest: dict, stats_by_split: dict, schema_features: dict, label: str,
         "source": ingest.get("source") or ingest.get("data_path", ""), "data_version": ingest.get("data_version", ""),
         "git_rev": ingest.get("git_rev", ""), "dvc": ingest.get("dvc_tracked", ""),
         "rows": {split: int(stats.datasets[0].num_examples) for split, stats in stats_by_split.items()},
-        "rows_read": ingest.get("rows_read"), "rows_without_label": ingest.get("rows_without_label", 0),
+        "rows_read": ingest.get("rows_read"), "rows_without_label": ingest.get("rows_without_label") or 0,
         "label": label, "label_distribution": label_distribution, "time_range": time_range,
         "pii": {"columns": ingest.get("pii_removed", []), "mode": ingest.get("pii_mode", "")},
         "features": _feature_rows(train, schema_features, label),
@@ -133,7 +133,9 @@ def markdown(card: dict) -> str:
     for name, (start, end) in card["time_range"].items():
         lines.append(f"- time range ({name}): {start} to {end}")
     rows = ", ".join(f"{split} {n}" for split, n in card["rows"].items())
-    lines += [f"- rows: {card['rows_read']} read, {card['rows_without_label']} without a label dropped; {rows}", ""]
+    # A span validated without its ingest record (statistics given directly) knows only its split counts.
+    read = card["rows_read"] if card["rows_read"] is not None else sum(card["rows"].values())
+    lines += [f"- rows: {int(read)} read, {int(card['rows_without_label'])} without a label dropped; {rows}", ""]
     lines += ["## Label", f"`{card['label']}`: {_label_text(card['label_distribution'])}", ""]
     lines += ["## Features", "| feature | type | role | missing | distribution |", "|---|---|---|---|---|"]
     lines += [f"| {f['feature']} | {f['type']} | {f['role']} | {f['missing']:.1%} | {f['summary']} |" for f in card["features"]]

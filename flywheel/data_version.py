@@ -48,7 +48,12 @@ def dvc_tracking(data_path: str, md5: str) -> str:
 
 def describe(data_path: str, data: bytes, data_rev: str, dvc_repo: str | Path) -> dict:
     """data_version (md5 of the bytes), data_rev, git_rev and dvc_tracked of what was read."""
-    md5 = hashlib.md5(data).hexdigest()
+    return describe_md5(data_path, hashlib.md5(data).hexdigest(), data_rev, dvc_repo)
+
+
+def describe_md5(data_path: str, md5: str, data_rev: str, dvc_repo: str | Path, several: bool = False) -> dict:
+    """The same from an md5 computed while streaming; `several` files (a directory or a pattern)
+    have no single DVC md5 to compare with."""
     local = not storage.is_remote(data_path)
     where = str(dvc_repo) if data_rev else (os.path.dirname(os.path.abspath(data_path)) if local else "")
     git_rev = git(["rev-parse", data_rev or "HEAD"], where) if where else ""
@@ -56,5 +61,6 @@ def describe(data_path: str, data: bytes, data_rev: str, dvc_repo: str | Path) -
         "data_version": f"md5:{md5}",
         "data_rev": data_rev,
         "git_rev": git_rev,
-        "dvc_tracked": dvc_tracking(data_path, md5) if local and not data_rev else (f"dvc.api at {data_rev}" if data_rev else ""),
+        "dvc_tracked": (dvc_tracking(data_path, md5) if local and not data_rev and not several
+                        else (f"dvc.api at {data_rev}" if data_rev else "")),
     }

@@ -1,6 +1,8 @@
 """The Markdown model card written by evaluate and pushed with every version."""
 from __future__ import annotations
 
+from flywheel import names
+
 
 def render(model_name: str, metadata: dict, result, data_version: str) -> str:
     """Purpose, data, features, metrics, slices and the blessing decision. `result` is
@@ -22,10 +24,67 @@ def render(model_name: str, metadata: dict, result, data_version: str) -> str:
     if result.production_metrics:
         lines += ["", f"Production (v{result.production_version}) on the same rows:", "| metric | value |", "|---|---|"]
         lines += [row(k, v) for k, v in result.production_metrics.items()]
-    if result.slices:
-        lines += ["", f"## Slices (largest gap in {result.primary_metric}: {result.slice_gap:.4f})",
-                  f"| slice | rows | {result.primary_metric} |", "|---|---|---|"]
-        lines += [f"| {k} | {v['rows']} | {v.get(result.primary_metric, float('nan')):.4f} |"
-                  for k, v in result.slices.items()]
+    lines += fairness_section(result.fairness, result.primary_metric)
+    estimation = getattr(result, "performance_estimation", None)
+    if estimation:
+        check = estimation["check"]
+        lines += ["", "## Performance estimation without labels (CBPE)",
+                  f"{'Trusted' if check['trustworthy'] else 'Not trusted'}: {check['reason']}."]
     lines += ["", "## Blessing", f"**{'BLESSED' if result.blessed else 'NOT BLESSED'}**: {result.reason}", ""]
     return "\n".join(lines)
+
+
+def _interval(value, low, high) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if low is not None else f"{value:.3f}"
+
+
+def fairness_section(report: dict, metric: str) -> list[str]:
+    """The fairness table (every slice: rows, candidate and production with intervals, status) and
+    the picture evaluate draws beside the card; `report` is fairness.FairnessReport.to_dict()."""
+    if not report or not report.get("slices"):
+        return ["", "## Fairness", report.get("summary", "no slices") if report else "no slices"]
+    level = f"{report['confidence']:.0%}"
+    lines = ["", "## Fairness",
+             f"**{report['summary']}**", "",
+             f"Each slice's {metric} on the test rows with its {level} bootstrap interval, production's on the "
+             "same rows beside it. A gap between slices counts only where their intervals do not overlap; "
+             "slices too small to judge are listed, not judged.", "",
+             f"![{metric} per slice with intervals]({names.FAIRNESS_CHART})"]
+    if report["failures"]:
+        lines.append("")
+    for failure in report["failures"]:
+        lines.append(f"- **{failure['criterion']}** failed on `{failure['grouping']}` = `{failure['slice']}`: "
+                     f"{failure['message']}")
+    gaps = {g["grouping"]: g for g in report["gaps"]}
+    lines += ["",
+              f"| feature | slice | rows | {metric} | production | status |", "|---|---|---|---|---|---|"]
+    failed = {(f["grouping"], f["slice"]) for f in report["failures"]}
+    for s in report["slices"]:
+        status = "FAILED" if (s["grouping"], s["slice"]) in failed else s["status"]
+        lines.append(f"| {s['grouping']} | {s['slice']} | {s['rows']} | {_interval(s['value'], s['low'], s['high'])} | "
+                     f"{_interval(s['production'], s['production_low'], s['production_high'])} | {status} |")
+    lines += ["", f"| feature | largest gap | largest gap with intervals apart |", "|---|---|---|"]
+    lines += [f"| {g} | {v['largest']:.3f} | {v['apart']:.3f}"
+              + (f" ({v['between'][0]} vs {v['between'][1]})" if v.get("between") else "") + " |"
+              for g, v in gaps.items()]
+    if report.get("absent"):
+        lines.append(f"\nNot in the data, not sliced: {', '.join(report['absent'])}")
+    return lines
+
+
+def infra_validation_section(validation: dict) -> str:
+    """The card's section on infra validation (components/infra_validate.py), appended by that step."""
+    latency = validation.get("latency") or {}
+    lines = ["## Infra validation",
+             f"**{'PASSED' if validation['passed'] else 'FAILED'}**: {validation['reason']}", "",
+             "| measure | value |", "|---|---|",
+             f"| model server | {validation.get('server', '-')} |",
+             f"| load time | {validation.get('load_seconds', float('nan')):.2f} s |",
+             f"| rows compared | {validation.get('rows_compared', 0)} |",
+             f"| largest score difference | {validation.get('max_abs_difference', float('nan')):.2e} |"]
+    if latency:
+        lines += [f"| latency p50 / p99 | {latency['p50_ms']:.2f} / {latency['p99_ms']:.2f} ms "
+                  f"({latency['requests']} one-row requests at {latency['rate_rps']:.0f}/s) |"]
+    return "\n".join(lines) + "\n"

@@ -5,19 +5,18 @@ handling; serving agrees because the preprocessing lives in the exported model i
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pandas as pd
 
-from flywheel import bundle, names
+from flywheel import artifacts, bundle, names
 from flywheel.schema_view import FLOAT, INT, STRING, Feature
 
 SCORING_BATCH = 2048
 
 
 def read_split(examples_dir: str, split: str) -> pd.DataFrame:
-    return pd.read_parquet(os.path.join(examples_dir, split, names.SPLIT_FILE))
+    return artifacts.read_split(examples_dir, split)
 
 
 def fill_values(frame: pd.DataFrame, features: list[Feature]) -> dict[str, object]:
@@ -60,17 +59,31 @@ def model_features(metadata: dict) -> list[Feature]:
             for name, kind in metadata["features"].items()]
 
 
-def predict(model_dir: str, frame: pd.DataFrame) -> tuple[dict, dict]:
-    """(outputs as numpy arrays, the model's metadata): the rows scored through `serving_default`,
-    the call TF Serving makes, with features prepared as the model was trained."""
-    import tensorflow as tf
+class Scorer:
+    """A SavedModel's `serving_default` loaded once, scoring frames in chunks of SCORING_BATCH rows
+    (the call TF Serving makes), with features prepared as the model was trained."""
 
-    metadata = bundle.read_metadata(model_dir)
-    inputs = to_inputs(frame, model_features(metadata), metadata.get("fill_values", {}))
-    serve = tf.saved_model.load(model_dir).signatures[names.SIGNATURE]
-    chunks: dict[str, list] = {}
-    for start in range(0, len(frame), SCORING_BATCH):
-        batch = {k: tf.constant(v[start:start + SCORING_BATCH]) for k, v in inputs.items()}
-        for key, value in serve(**batch).items():
-            chunks.setdefault(key, []).append(value.numpy())
-    return {k: np.concatenate(v) for k, v in chunks.items()}, metadata
+    def __init__(self, model_dir: str):
+        import tensorflow as tf
+
+        self.metadata = bundle.read_metadata(model_dir)
+        self.features = model_features(self.metadata)
+        self.fills = self.metadata.get("fill_values", {})
+        self._serve = tf.saved_model.load(model_dir).signatures[names.SIGNATURE]
+
+    def __call__(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        inputs = to_inputs(frame, self.features, self.fills)
+        chunks: dict[str, list] = {}
+        for start in range(0, len(frame), SCORING_BATCH):
+            batch = {k: tf.constant(v[start:start + SCORING_BATCH]) for k, v in inputs.items()}
+            for key, value in self._serve(**batch).items():
+                chunks.setdefault(key, []).append(value.numpy())
+        return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+def predict(model_dir: str, frame: pd.DataFrame) -> tuple[dict, dict]:
+    """(outputs as numpy arrays, the model's metadata): the rows scored through `serving_default`."""
+    scorer = Scorer(model_dir)
+    return scorer(frame), scorer.metadata

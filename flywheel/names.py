@@ -11,7 +11,8 @@ TEST = "test"
 SPLITS = (TRAIN, EVAL, TEST)
 
 # --- Files inside artifacts ---------------------------------------------------------------
-SPLIT_FILE = "data.parquet"            # <examples>/<split>/data.parquet
+SPLIT_FILE = "data.parquet"            # <examples>/<split>/data.parquet (in-memory ingest: one file)
+SPLIT_SHARD = "data-{index:05d}-of-{count:05d}.parquet"  # <examples>/<split>/ shards (streaming, Beam)
 STATS_FILE = "stats.pb"                # <statistics>/<split>/stats.pb  (binary DatasetFeatureStatisticsList)
 PROFILES_FILE = "profiles.json"       # <statistics>/<split>/profiles.json: drift reference profiles (flywheel/drift)
 TIME_COLUMNS_FILE = "time_columns.json"  # <statistics>/time_columns.json: {column: time format} the step decided
@@ -25,6 +26,7 @@ PRODUCTION_FILE = "production.json"    # <production>/production.json (which ver
 MEASUREMENTS_FILE = "measurements.json"  # <anomalies>/measurements.json (every drift and skew figure)
 REPORT_HTML = "report.html"            # <anomalies>/report.html: the self-contained drift and skew page
 PUSH_RESULT_FILE = "push.json"         # <pushed>/push.json
+INFRA_BLESSING_FILE = "infra_blessing.json"  # <infra_validation>/infra_blessing.json
 
 # --- What validate compares (anomaly kinds in report.json, keys of measurements.json) -------
 DRIFT = "drift"                        # this run's train split against the production model's training split
@@ -43,11 +45,33 @@ BASELINE_PROFILES = "baseline_profiles.json"     # drift reference profiles of t
 BASELINE_SCHEMA = "schema.pbtxt"             # schema with TRAINING and SERVING environments
 EVAL_PREDICTIONS = "eval_predictions.json"   # {"values": [...]} model scores on the test split
 MODEL_CARD = "model_card.md"
+FAIRNESS_CHART = "fairness.png"              # per-slice metric with intervals, shown in the model card
+CALIBRATION = "calibration.json"             # CBPE's calibration map and its check (flywheel/performance_estimation.py)
+INFRA_VALIDATION = "infra_validation.json"   # what infra validation measured (components/infra_validate.py)
+LABELS_FILE = "labels.json"                  # <repo>/<model>/labels.json: version labels and their history
+TF_SERVING_CONFIG = "models.config"          # <repo>/<model>/models.config: TF Serving's config for those labels
 DATA_CARD = "data_card.md"                   # also beside validate's report, with data_card.html
 MODEL_METADATA = "flywheel.json"             # {"label": ..., "task": ..., "features": {...}, "data_version": ..., "metrics": {...}}
 RUNS_DIR = "runs"                            # <repo>/<model>/runs/<run id>.json: one record per pipeline run
 RUN_RECORD = "run.json"                      # the run's record, also in the pushed version's assets.extra/
 STAGING_PREFIX = ".tmp-"                     # push writes <repo>/<model>/.tmp-<version>-<uuid>/ then renames
+
+# --- Version labels (TF Serving's version_labels) ------------------------------------------
+PRODUCTION = "production"
+CANARY = "canary"
+SHADOW = "shadow"
+VERSION_LABELS = (PRODUCTION, CANARY, SHADOW)
+TF_SERVING_MOUNT = "/models"                 # where a TF Serving container sees the model repository
+
+# --- Offline predictions (make batch): <repo>/<model>/batch/<run>/, TF Serving ignores the directory
+BATCH_DIR = "batch"                          # <repo>/<model>/batch/: one directory per batch run
+BATCH_LATEST = "LATEST.json"                 # <repo>/<model>/batch/LATEST.json: the run the lookup serves, written last
+PREDICTIONS_DIR = "predictions"              # <run>/predictions/data-NNNNN-of-MMMMM.parquet: key, row, model, version, outputs
+BAD_ROWS_FILE = "bad_rows.parquet"           # <run>/bad_rows.parquet: row, key, column, value, reason
+BATCH_SUMMARY = "summary.json"               # <run>/summary.json: counts, timing, drifted features, output
+LOOKUP_INDEX = "lookup.sqlite"               # <run>/lookup.sqlite: key -> the row's answer (with a key column)
+ROW_COLUMN, KEY_COLUMN = "row", "key"        # columns of every predictions shard beside the outputs
+MODEL_COLUMN, VERSION_COLUMN = "model", "version"
 
 # --- Serving signature --------------------------------------------------------------------
 SIGNATURE = "serving_default"

@@ -99,6 +99,30 @@ class DriftParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class ScaleParams:
+    """How the data steps (ingest, statistics, validate) hold a span: all in memory (the fastest
+    for small data), streamed in record batches with bounded memory on one machine, or as an
+    Apache Beam pipeline on a runner (Dataflow, Flink, Spark, a portable runner). The three paths
+    write the same artifacts (flywheel/artifacts.py); measured with `make bench-scale`."""
+    # auto | in_memory | streaming | beam. auto decides once, at ingest, by the input's size: in
+    # memory up to `in_memory_max_bytes`, above that beam when `beam_runner` is not the local
+    # DirectRunner, else streaming. Later steps follow what ingest chose (its metadata `engine`).
+    mode: str = "auto"
+    # The in-memory path peaks at about 14x the CSV's bytes (1M rows: 81 MB CSV, 1.16 GiB RSS), so
+    # 128 MiB keeps a task under 2 GiB; below it the in-memory path is also the faster one.
+    in_memory_max_bytes: int = 128 * 1024 * 1024
+    batch_rows: int = 200_000     # rows per record batch (streaming and Beam); memory grows with it
+    shard_rows: int = 2_000_000   # rows per Parquet shard ingest writes (streaming)
+    beam_runner: str = "DirectRunner"   # DataflowRunner | FlinkRunner | SparkRunner | PortableRunner | DirectRunner
+    # Passed through to the runner as command-line pipeline options, e.g. ["--project=p",
+    # "--region=europe-west1", "--temp_location=gs://bucket/tmp"] for Dataflow.
+    beam_options: tuple[str, ...] = ()
+    # Processes a step uses on one machine: the streaming statistics' workers (from 1M rows a
+    # split), the DirectRunner's workers (multi_processing mode).
+    workers: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainParams:
     epochs: int = 8
     batch_size: int = 256
@@ -110,11 +134,55 @@ class TrainParams:
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateParams:
-    slice_feature: str = "payment_type"
     min_auc: float = 0.6                  # absolute floor, binary classification
     min_accuracy: float = 0.0             # absolute floor, multiclass classification
     max_rmse: float = 0.0                 # absolute ceiling for regression; 0 = none
     allowed_regression: float = 0.01      # how much worse than production a candidate may be, in units of the primary metric
+    # --- fairness: slices of the test rows (flywheel/fairness.py) ----------------------------------
+    # Features sliced on one at a time; a name the data lacks is reported and skipped.
+    slice_features: tuple[str, ...] = ("payment_type", "company", "trip_miles")
+    slice_crosses: tuple[str, ...] = ("payment_type:trip_miles",)   # crossed pairs, "a:b"
+    slice_bins: int = 4                   # quantile bins of a numeric feature with more distinct values
+    max_slices: int = 20                  # slices per feature or pair; the rarest are pooled as "(other)"
+    min_slice_rows: int = 30              # smaller slices are reported as too small, never judged
+    confidence: float = 0.95              # of the per-slice bootstrap intervals
+    bootstrap_resamples: int = 200        # per slice: the cost is resamples x rows...
+    bootstrap_max_rows: int = 10000       # ...with rows capped here (a subsample, the interval rescaled)
+    bootstrap_seed: int = 7
+    # --- fairness: criteria, each in units of the primary metric, judged only beyond noise -------
+    # Largest gap between two slices of a feature whose intervals do not overlap. The default
+    # data's models show gaps up to about 0.1 AUC between payment types with overlapping
+    # intervals; a model that knows nothing about one group shows 0.3.
+    max_slice_gap: float = 0.15
+    min_slice_auc: float = 0.55           # floor per slice: refused when a slice's interval lies wholly below
+    min_slice_accuracy: float = 0.0       # the same for multiclass accuracy; 0 = none
+    max_slice_rmse: float = 0.0           # ceiling per slice for regression (interval wholly above); 0 = none
+    # How much worse than production a candidate may be on any slice (the paired interval of the
+    # difference wholly on the worse side).
+    slice_allowed_regression: float = 0.05
+    # Confidence-based performance estimation (flywheel/performance_estimation.py): a calibration
+    # map is fitted on the eval split and checked on the test split; the estimate is trusted when
+    # the calibrated expected calibration error stays within its bound and the estimated accuracy
+    # is within max_estimate_error (plus the test split's own 95% sampling band) of the realised. The error bound is loose on purpose: on a test split of
+    # ~500 rows, sampling noise alone puts a 10-bin calibration error near 0.05; the accuracy gap
+    # is the figure the estimate is used for.
+    calibration_bins: int = 10
+    max_calibration_error: float = 0.1
+    max_estimate_error: float = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class InfraValidateParams:
+    """Infra validation before push (components/infra_validate.py), after TFX's InfraValidator: the
+    candidate is loaded in a model server of its own, answers the test split, and is timed."""
+    # Path of TF Serving's `tensorflow_model_server`; "" runs the development model server (devserver/).
+    server_binary: str = ""
+    load_timeout_s: float = 180.0         # process start and model load, at most
+    batch_rows: int = 256                 # test rows per predict request of the equality check
+    tolerance: float = 1e-5               # |served score - evaluate's score|, at most, on every row
+    latency_requests: int = 300           # one-row requests of the latency check...
+    rate_rps: float = 50.0                # ...sent at this rate, open loop (fixed intervals)
+    max_p99_ms: float = 100.0             # the latency objective: p99 of those requests
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,25 +191,143 @@ class PushParams:
     # runs make it absolute before starting (pipelines/cli.py).
     model_repository: str = "model_repository"
     model_name: str = names.DEFAULT_MODEL_NAME
+    # The label a new blessed version gets: "canary" (production keeps its version until the
+    # sidecar promotes the canary) or "production" (straight to production). The first version of
+    # a model always becomes production: there is nothing to compare a canary with.
+    release_as: str = "canary"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleaseParams:
+    """Canary and shadow releases in the sidecar (monitoring/routing.py), after KServe's canary
+    and Seldon's shadow: who gets which version, and when a canary is promoted or rolled back."""
+    canary_percent: float = 10.0          # share of predictions answered by the canary version
+    shadow: bool = True                   # mirror every prediction to the shadow version (answers discarded)
+    min_requests: int = 200               # the canary decides after this many answered requests...
+    min_seconds: float = 600.0            # ...and this much time since it started taking traffic
+    max_error_ratio_increase: float = 0.01  # canary's 5xx share may exceed production's by this much
+    max_latency_ratio: float = 1.5        # canary's p99 may be this many times production's
+    max_accuracy_drop: float = 0.02       # canary's live (else estimated) accuracy may be this much lower
+    min_labelled_rows: int = 100          # live accuracy is compared from this many labelled rows; else the estimate
+    decide_every_s: float = 5.0           # how often the sidecar looks at the canary
+    labels_poll_s: float = 5.0            # how often the sidecar reads the version labels
 
 
 @dataclasses.dataclass(frozen=True)
 class MonitoringParams:
-    window_rows: int = 2000
-    # Online drift as dashboards and alerts show it: TFDV's L-infinity (categorical) and approximate
-    # Jensen-Shannon (numeric) over the served window, above these.
-    drift_linf: float = 0.1
-    drift_jsd: float = 0.15
-    log_dir: str = "runs/prediction_log"
-    log_max_bytes: int = 64 * 1024 * 1024
-    log_backups: int = 5
-    queue_size: int = 10000
-    max_body_bytes: int = 4 * 1024 * 1024
-    upstream_timeout_s: float = 5.0
+    """The monitoring sidecar (`python -m monitoring`) and the alert and dashboard thresholds
+    rendered from these values (`python -m monitoring.rendering`). Every bound is per pod."""
+    # --- drift --------------------------------------------------------------------------------
+    window_rows: int = 2000               # rows in each pod's sliding drift window
+    window_rows_per_request: int = 100    # rows one request adds to the window at most (a random sample)
+    min_drift_rows: int = 200             # alerts and dashboards ignore drift measured on fewer rows
+    fleet_interval_s: float = 10.0        # how often a pod publishes its window and recomputes the fleet's drift
+    fleet_stale_s: float = 60.0           # a pod's published window older than this is left out of the fleet's
+    export_levels: int = 20               # categorical levels per feature exported as Prometheus series; the rest pooled
+    rules_window: str = "30m"             # window of the fleet's recorded distances and feedback accuracy in Prometheus
+    # --- prediction log -------------------------------------------------------------------------
+    log_dir: str = "runs/prediction_log"  # local segments before they are shipped (an emptyDir in a pod)
+    log_destination: str = ""             # where segments and feedback go; "" = <model_repository>/<model>/logs
+    segment_max_bytes: int = 16 * 1024 * 1024   # a local segment is closed and shipped at this size...
+    segment_max_age_s: float = 300.0      # ...or at this age, whichever comes first
+    local_log_max_bytes: int = 256 * 1024 * 1024  # unshipped segments kept locally; beyond, the oldest are deleted (counted)
+    ship_retry_s: float = 10.0            # wait before shipping a segment again after a failure
+    queue_size: int = 10000               # records waiting for the observer; beyond, new ones are dropped (counted)
+    queue_bytes: int = 64 * 1024 * 1024   # request and response bytes waiting for the observer, at most
+    linger_s: float = 0.05                # the observer works on everything queued this often: one wake-up per batch, not per request
+    drain_timeout_s: float = 10.0         # on SIGTERM: time to finish queued records, then to ship what is closed
+    # --- proxy ------------------------------------------------------------------------------------
+    max_body_bytes: int = 4 * 1024 * 1024  # request body, after Content-Encoding is undone
+    max_in_flight: int = 256              # concurrent requests; beyond, 503 with Retry-After
+    max_in_flight_bytes: int = 64 * 1024 * 1024  # request bodies held at once; beyond, 503
+    connect_timeout_s: float = 1.0        # to TF Serving on loopback
+    upstream_timeout_s: float = 5.0       # TF Serving's whole answer
+    header_timeout_s: float = 10.0        # a client's request line and headers
+    body_timeout_s: float = 30.0          # a client's request body
+    idle_timeout_s: float = 75.0          # an idle keep-alive connection
+    ready_after_failures: int = 3         # readiness drops after this many consecutive failed upstream calls
     version_poll_s: float = 5.0           # how often the sidecar asks TF Serving which version it serves
-    pii_fields: tuple[str, ...] = ()      # redacted in the prediction log; () = ingest.pii_columns
-    feedback_window: int = 1000           # live accuracy over the last N labelled rows
-    feedback_remember: int = 100_000      # request ids kept for joining feedback
+    # --- privacy ----------------------------------------------------------------------------------
+    pii_fields: tuple[str, ...] = ()      # keys redacted at any depth, any case; () = ingest.pii_columns
+    pii_patterns: tuple[str, ...] = (     # string values matching any of these are redacted (e-mail, phone)
+        r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+        r"(?:\+\d{1,3}[ .-]?)?\(?\b\d{3}\)?[ .-]\d{3}[ .-]\d{4}\b",
+    )
+    # --- feedback ---------------------------------------------------------------------------------
+    feedback_window: int = 1000           # live accuracy over the last N labelled rows (per pod)
+    feedback_remember: int = 100_000      # predictions kept for joining feedback (per pod)...
+    feedback_memory_bytes: int = 32 * 1024 * 1024  # ...and the bytes they may take
+    feedback_poll_s: float = 1.0          # how often a pod reads the fleet's feedback log for its predictions
+    feedback_pending_s: float = 60.0      # feedback read before its prediction was processed waits this long
+    token_file: str = ""                  # file holding the bearer token feedback must present; "" or absent = open
+    # --- alert thresholds -------------------------------------------------------------------------
+    min_live_accuracy: float = 0.7        # fleet accuracy on feedback below this alerts...
+    min_feedback_rows: int = 50           # ...when at least this many labelled rows arrived in rules_window
+    latency_slo_s: float = 0.5            # p99 seen by clients
+    max_error_ratio: float = 0.05         # share of 5xx answers
+    max_anomaly_rate: float = 0.1         # schema anomalies per second, of one feature and kind
+    model_max_age_days: float = 8.0       # spans arrive weekly (data.span_days): a week and a day
+    ship_stall_s: float = 900.0           # oldest unshipped log segment older than this alerts
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchParams:
+    """Offline predictions: `make batch` scores a table with a pushed version in record batches
+    (components/batch_score.py), and the sidecar answers predict requests by key from the latest
+    batch (monitoring/lookup.py), falling back to the online model."""
+    # Column whose value names a row (e.g. a trip id); "" keys rows by their number in the input.
+    # The sidecar's lookup needs a key column: requests carry it in every row.
+    key_column: str = ""
+    batch_rows: int = 50_000              # rows read, checked and scored at a time; memory grows with it
+    shard_rows: int = 1_000_000           # rows per predictions Parquet shard
+    # Rows that cannot be scored as the model was trained (text in a numeric feature, a number outside
+    # its domain, a required feature or the key missing) are listed and left out; above this share
+    # of the input the run fails and writes nothing.
+    max_bad_share: float = 0.01
+    max_listed_bad_rows: int = 10_000     # bad rows written to bad_rows.parquet (all are counted)
+    block_on_drift: bool = False          # drift against the version's baseline is reported; true: it fails the run
+    output_root: str = ""                 # where runs are written; "" = <model repository>/<model>/batch
+    # --- the sidecar's lookup -----------------------------------------------------------------------
+    max_age_s: float = 2 * 86400.0        # an answer scored longer ago than this goes to the online model
+    require_served_version: bool = True   # answers of another version than the served one go online too
+    reload_s: float = 30.0                # how often the sidecar looks for a newer batch
+    local_dir: str = "runs/lookup"        # where the sidecar keeps a local copy of a remote batch's index
+    # Alert when more than this share of keyed requests fall back to the online model (rules_window).
+    max_fallback_share: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerParams:
+    """The retraining trigger (`python -m trigger`): Alertmanager's webhook in, a training run on
+    a span built from the serving logs out (pipelines/span_from_logs.py)."""
+    # Alerts that start a run; any other alert in a notification is recorded and ignored.
+    alerts: tuple[str, ...] = ("FlywheelFeatureDriftSustained", "FlywheelPredictionDrift", "FlywheelLiveAccuracyDrop")
+    cooldown_s: float = 3600.0            # no new run within this long after the last one started
+    min_labeled_rows: int = 500           # fewer labeled rows in the logs: no run, the trigger says so and waits
+    lookback_days: int = 7                # the span joins the logs of this many days back to today (UTC)
+    span_dir: str = "data/log_spans"      # spans from the logs (`dvc add`ed; data/spans is the generate stage's)
+    kfp_host: str = ""                    # "" = run here with kfp.local; else the KFP API endpoint to submit to
+    max_body_bytes: int = 1024 * 1024     # a webhook body larger than this is refused (413)
+    run_timeout_s: float = 6 * 3600.0     # a run not finished by then is counted failed and no longer blocks
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopParams:
+    """`make loop`: the whole flywheel on loopback with short windows. Only the copies of the
+    alert rules the loop's Prometheus loads are shortened; monitoring/rules stays as rendered."""
+    alert_for: str = "10s"                # every alert rule's `for:` in the loop
+    rules_window: str = "2m"              # every range window ([30m], [5m], ...) in the loop's rules
+    scrape_s: float = 1.0                 # Prometheus' scrape and rule evaluation interval
+    group_wait_s: float = 1.0             # Alertmanager: wait before the first notification of a group
+    repeat_interval: str = "1m"           # Alertmanager: resend a still-firing group this often (the trigger dedups)
+    traffic_rows: int = 2400              # rows of the shifted span replayed as traffic
+    request_rows: int = 20                # rows per predict request
+    feedback_delay_s: float = 1.0         # ground truth is posted this long after its prediction
+    fleet_interval_s: float = 1.0         # the sidecar's drift recomputation in the loop
+    segment_max_age_s: float = 3.0        # the sidecar ships a segment at this age in the loop
+    epochs: int = 4                       # training epochs of the loop's runs
+    min_labeled_rows: int = 1000          # the trigger's threshold in the loop
+    timeout_s: float = 300.0              # the loop gives up waiting for the next stage after this long
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,10 +337,16 @@ class Params:
     schema: SchemaParams = SchemaParams()
     validate: ValidateParams = ValidateParams()
     drift: DriftParams = DriftParams()
+    scale: ScaleParams = ScaleParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    infra_validate: InfraValidateParams = InfraValidateParams()
     push: PushParams = PushParams()
+    release: ReleaseParams = ReleaseParams()
     monitoring: MonitoringParams = MonitoringParams()
+    batch: BatchParams = BatchParams()
+    trigger: TriggerParams = TriggerParams()
+    loop: LoopParams = LoopParams()
 
 
 def build(cls: type, values: dict[str, Any] | None, where: str | None = None):

@@ -48,9 +48,21 @@ def parts(name: str, values: Any, fmt: str) -> dict[str, np.ndarray]:
     for part, array in timeparts.parts(seconds, has_time_of_day(fmt)).items():
         column = timeparts.part_column(name, part)
         if timeparts.PART_KINDS.get(part) == timeparts.CATEGORICAL_PART:
-            out[column] = np.array([None if np.isnan(v) else str(int(v)) for v in array], dtype=object)
+            out[column] = _decimal_strings(array)
         else:
             out[column] = array
+    return out
+
+
+def _decimal_strings(array: np.ndarray) -> np.ndarray:
+    """Small non-negative integers (NaN for missing) as decimal strings (None), by table lookup:
+    a part of a 10M-row column costs no Python call per value."""
+    out = np.full(array.size, None, dtype=object)
+    present = ~np.isnan(array)
+    if present.any():
+        values = array[present].astype(np.int64)
+        table = np.array([str(v) for v in range(int(values.max()) + 1)], dtype=object)
+        out[present] = table[values]
     return out
 
 
@@ -79,4 +91,20 @@ def compared_parts(formats: Mapping[str, str], trend_range: Mapping[str, tuple[f
             continue
         seconds = np.array([low, high]) * 365.2425 * timeparts.DAY   # trend is in years
         chosen += [timeparts.part_column(name, p) for p in timeparts.drift_parts(seconds, has_time_of_day(fmt))]
+    return chosen
+
+
+def compared_profiles(profiles: Mapping[str, Any], features: set[str], times: Mapping[str, str]) -> dict:
+    """The reference profiles drift and skew compare (the pipeline's validate step and the monitoring
+    sidecar): the compared features, and for each time column the cyclical parts whose whole cycle
+    the reference covers (read off its trend profile)."""
+    from flywheel import drift
+
+    chosen = {k: v for k, v in profiles.items() if k in features}
+    trend = {}
+    for name in times:
+        profile = profiles.get(timeparts.part_column(name, timeparts.TREND))
+        if isinstance(profile, drift.NumericProfile) and profile.n:
+            trend[name] = (profile.minimum, profile.maximum)
+    chosen.update({c: profiles[c] for c in compared_parts(times, trend) if c in profiles})
     return chosen

@@ -1,34 +1,50 @@
 """python -m monitoring --port 8080 --upstream http://127.0.0.1:8501 --model-repository DIR \
-    --model-name NAME --log-dir DIR   (every flag defaults from params.yaml)"""
+    --model-name NAME --log-dir DIR   (every flag defaults from params.yaml `monitoring:`)"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
-from aiohttp import web
-
-from monitoring.app import make_app
+from flywheel import params as flywheel_params
+from flywheel.params import MonitoringParams
 from monitoring.config import SidecarConfig
+from monitoring.server import run
+
+# Settings worth a flag; every other MonitoringParams field is set in params.yaml.
+FLAGS = ("log_dir", "log_destination", "window_rows", "window_rows_per_request", "queue_size", "queue_bytes",
+         "max_body_bytes", "max_in_flight", "upstream_timeout_s", "connect_timeout_s", "version_poll_s",
+         "segment_max_age_s", "fleet_interval_s", "feedback_poll_s", "linger_s", "drain_timeout_s", "token_file")
 
 
 def parse_args(argv: list[str] | None = None) -> SidecarConfig:
-    defaults = SidecarConfig.from_params()
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--params", default=str(flywheel_params.PARAMS_FILE))
+    known, argv = first.parse_known_args(argv)
+    params = flywheel_params.load(known.params)
+    defaults = SidecarConfig.from_params(params)
     parser = argparse.ArgumentParser(prog="python -m monitoring", description="Flywheel monitoring sidecar: "
                                      "proxy for TF Serving REST with prediction logging, drift and metrics.")
-    parser.add_argument("--host", default=defaults.host)
-    parser.add_argument("--port", type=int, default=defaults.port)
+    parser.add_argument("--params", default=known.params, help="params.yaml to read (monitoring:, drift:, batch:)")
+    parser.add_argument("--host", default=defaults.host, help="address to listen on (default loopback)")
+    parser.add_argument("--port", type=int, default=defaults.port, help="predictions (and, by default, the rest)")
+    parser.add_argument("--feedback-port", type=int, default=0, help="POST /v1/feedback on its own port (0: --port)")
+    parser.add_argument("--metrics-port", type=int, default=0, help="/metrics on its own port (0: --port)")
     parser.add_argument("--upstream", default=defaults.upstream, help="TF Serving REST base URL")
     parser.add_argument("--model-repository", default=defaults.model_repository, help="local path, gs:// or s3://")
     parser.add_argument("--model-name", default=defaults.model_name)
-    parser.add_argument("--log-dir", default=defaults.log_dir)
-    parser.add_argument("--window-rows", type=int, default=defaults.window_rows)
-    parser.add_argument("--queue-size", type=int, default=defaults.queue_size)
-    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
-    parser.add_argument("--upstream-timeout-s", type=float, default=defaults.upstream_timeout_s)
-    parser.add_argument("--version-poll-s", type=float, default=defaults.version_poll_s)
-    args = parser.parse_args(argv)
-    return SidecarConfig.from_params(**{k: v for k, v in vars(args).items()})
+    parser.add_argument("--pod", default="", help="this replica's name in log file names (default $POD_NAME, "
+                        "$HOSTNAME, the host name)")
+    fields = {f.name: f for f in dataclasses.fields(MonitoringParams)}
+    for name in FLAGS:
+        default = getattr(defaults.monitoring, name)
+        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=None,
+                            help=f"params.yaml monitoring.{name} (default {default!r})")
+    assert set(FLAGS) <= set(fields)
+    args = vars(parser.parse_args(argv))
+    args.pop("params")
+    return SidecarConfig.from_params(params, **args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,13 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     # 5 ms switch interval a request arriving while the observer works waits up to 5 ms for the
     # GIL; 0.5 ms keeps that wait below the sidecar's latency budget for a small cost in switches.
     sys.setswitchinterval(0.0005)
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:  # uvloop is optional: plain asyncio works, a little slower
-        pass
-    web.run_app(make_app(config), host=config.host, port=config.port, access_log=None, print=None)
-    return 0
+    return run(config)
 
 
 if __name__ == "__main__":

@@ -1,191 +1,384 @@
 """The monitoring sidecar as an aiohttp application: `make_app(config, registry=...)`.
 
-Routes (one port, 8080 by default):
-- `/healthz/live`  200 while the process serves.
-- `/healthz/ready` 200 only when TF Serving reports the model AVAILABLE and that version's
-  baseline is loaded; else 503 with the reason.
+Routes (all on `port` unless `feedback_port` / `metrics_port` give them their own, so a
+NetworkPolicy can admit each kind of client to its own port):
+- `/healthz/live`  200 while the process serves (every port).
+- `/healthz/ready` 200 only when TF Serving reports the model AVAILABLE, the last
+  `ready_after_failures` upstream calls did not all fail, and that version's baseline is loaded;
+  else 503 with the reason (every port).
 - `/metrics`       Prometheus text format (monitoring/metrics.py).
-- `POST /v1/feedback` {"request_id": ..., "label": x} or {"request_id": ..., "labels": [...]}
-  (one per row of the request) joins ground truth to the logged prediction.
-- anything else is proxied to TF Serving's REST API: body, status code and content type come back
-  untouched; the sidecar adds an `X-Request-Id` header (the client's own, or a new one) that
-  feedback refers to. `:predict` calls are handed to the Observer after the response is built.
+- `POST /v1/feedback` labels for a logged prediction (monitoring/feedback.py): 200 when joined
+  here, 202 when recorded for the replica that served it, 4xx with a JSON reason otherwise.
+  With a token configured it needs `Authorization: Bearer <token>`.
+- anything else is proxied to TF Serving's REST API: body, status code and content type come
+  back untouched; the sidecar adds `X-Request-Id` (the client's own when it is a plain token of
+  at most 256 characters, else a new one) that feedback refers to. A `:predict` without a
+  version is sent to the version the sidecar knows TF Serving serves (`/versions/N:predict`), so
+  the version logged is the version that answered; if that version has just been unloaded, the
+  sidecar asks TF Serving again and retries once. Requests may name features by the training
+  file's column names: they are renamed to the model's signature keys before TF Serving sees them.
 
-The sidecar's own errors are TF Serving-shaped JSON: 413 (body over max_body_bytes), 502
-(upstream down), 504 (upstream timeout). Every outcome is counted by `kind`.
+The sidecar's own errors are TF Serving-shaped JSON ({"error": ...}): 401, 408 (body too slow),
+413 (body over max_body_bytes, after Content-Encoding is undone), 415 (an encoding other than
+gzip/deflate), 502 (upstream down), 503 (over the concurrency or in-flight byte cap, with
+Retry-After), 504 (upstream timeout). Every outcome is counted by `kind`.
 """
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
+import itertools
 import re
+import secrets
 import time
-import uuid
 from typing import Callable
 
-import aiohttp
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from flywheel import serving_logs
 from monitoring import baseline as baseline_io
-from monitoring.config import SidecarConfig
-from monitoring.feedback import FeedbackStore, UnknownRequest
-from monitoring.metrics import SidecarMetrics
+from monitoring import metrics as m
+from monitoring import routing
+from monitoring.baseline import Baseline
+from monitoring.config import SidecarConfig, read_token
+from monitoring.feedback import FeedbackError, FeedbackLog, FeedbackState, GroupCommit, parse_body
+from monitoring.fleet import FleetDrift, FleetView
+from monitoring.lookup import ANSWERED_BY, Lookup
 from monitoring.observer import Observer, Record
-from monitoring.prediction_log import LogWriter
+from monitoring.redaction import Redactor
+from monitoring.segments import REPEAT_LOG_S, SegmentWriter, Shipper
 from monitoring.upstream import UpstreamError, UpstreamPool
-from monitoring.window import DriftWindow
+from monitoring.window import DriftWindow, decide
 
 log = logging.getLogger(__name__)
-PREDICT = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?:predict$")
+PREDICT = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+                     r":predict$")
 HOP_BY_HOP = frozenset(h.lower() for h in ("Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
                                            "TE", "Trailers", "Transfer-Encoding", "Upgrade", "Host",
                                            "Content-Length"))
 REQUEST_ID = "X-Request-Id"
-NOT_FORWARDED = HOP_BY_HOP | {REQUEST_ID.lower()}  # the sidecar sets the request id itself
+# The sidecar sets the request id itself; the body it forwards is decoded (Content-Encoding
+# undone) and TF Serving's answer is read by the sidecar, so it must come back unencoded; a
+# client's token is for the sidecar.
+NOT_FORWARDED = HOP_BY_HOP | {REQUEST_ID.lower(), "content-encoding", "accept-encoding", "authorization"}
+ENCODINGS = frozenset(("", "identity", "gzip", "x-gzip", "deflate"))
+CLIENT_REQUEST_ID = re.compile(r"[!-~]{1,256}")
+FEEDBACK = "/v1/feedback"
+HEALTH = ("/healthz/live", "/healthz/ready")
 
 
-def json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def json_error(status: int, message: str, headers: dict | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 class Sidecar:
-    """State shared by the handlers: served version, its drift window, metrics, observer."""
+    """State shared by the handlers: served version and its baseline and window, metrics, the
+    observer, the logs and the fleet's view."""
 
-    def __init__(self, config: SidecarConfig, registry: CollectorRegistry, writer: LogWriter | None = None,
+    def __init__(self, config: SidecarConfig, registry: CollectorRegistry,
                  clock: Callable[[], float] = time.perf_counter, wall_clock: Callable[[], float] = time.time,
                  load_baseline: Callable = baseline_io.load):
         self.config = config
+        mon = config.monitoring
         self.clock = clock
         self.wall_clock = wall_clock
         self.load_baseline = load_baseline
-        self.metrics = SidecarMetrics(config.model_name, registry)
-        self.feedback = FeedbackStore(config.feedback_remember, config.feedback_window)
+        self.metrics = m.SidecarMetrics(config.model_name, registry)
+        self.instance = config.instance
+        self.destination = config.log_destination
+        self.feedback = FeedbackState(mon.feedback_remember, mon.feedback_memory_bytes, mon.feedback_window,
+                                      mon.feedback_pending_s)
+        self.feedback_log = FeedbackLog(self.destination, self.instance, wall_clock)
+        self.commit = GroupCommit(self.feedback_log)
+        self.writer = SegmentWriter(mon.log_dir, self.instance, mon.segment_max_bytes, mon.segment_max_age_s,
+                                    wall_clock)
+        self.shipper = Shipper(self.writer, self.destination, mon.local_log_max_bytes, mon.ship_retry_s, wall_clock)
+        self.fleet = FleetDrift(self.destination, self.instance, mon.fleet_stale_s, wall_clock)
+        self.fleet_view: FleetView | None = None
         self.served_version: int | None = None
+        self.baseline: Baseline | None = None
         self.window: DriftWindow | None = None
         self.upstream_available = False
-        self.observer = Observer(config.model_name, self.metrics,
-                                 writer or LogWriter(config.log_dir, config.log_max_bytes, config.log_backups),
-                                 self.feedback, lambda: (self.served_version, self.window), config.queue_size,
-                                 frozenset(config.pii_fields))
-        self.metrics.watch_drift(lambda: self.window)
+        self.failures = 0                       # consecutive failed upstream calls
+        self.in_flight = 0
+        self.in_flight_bytes = 0
+        self._loading = False
+        self._id_prefix = secrets.token_hex(8)
+        self._ids = itertools.count(1)
+        self._failed_version: int | None = None
+        self._rename_needles: list[bytes] = []
+        self._decisions: tuple = (None, [], [])  # (window generation, features, predictions)
+        self.observer = Observer(config.model_name, self.instance, self.metrics, self.writer, self.feedback,
+                                 lambda: (self.baseline, self.window), Redactor(mon.pii_fields, mon.pii_patterns),
+                                 mon.queue_size, mon.queue_bytes, mon.linger_s, mon.window_rows_per_request)
+        self.metrics.watch(self.state_metrics)
+        self.lookup = Lookup(config.model_repository, config.model_name, config.batch, self.metrics, wall_clock)
         self.metrics.baseline_loaded.set(0)
         self.metrics.upstream_up.set(0)
-        self.session: aiohttp.ClientSession | None = None   # status polls
+        self.metrics.ready.set_function(lambda: float(self.ready()[0]))
+        self.metrics.in_flight.set_function(lambda: self.in_flight)
+        self.metrics.in_flight_bytes.set_function(lambda: self.in_flight_bytes)
         self.upstream = config.upstream.rstrip("/")
-        self.upstream_pool = UpstreamPool(self.upstream, config.upstream_timeout_s)  # the proxy path
+        self.upstream_pool = UpstreamPool(self.upstream, mon.upstream_timeout_s, mon.connect_timeout_s)
+        self.split_ports = bool(config.feedback_port or config.metrics_port)
+        self.token = config.token
+        self.read_token()
+        self.routing = routing.Router(config.release, config.model_repository, config.model_name, registry)
 
     # --- upstream version and baseline -------------------------------------------------------
-    async def poll_upstream(self) -> None:
-        """Ask TF Serving which version it serves; load that version's baseline when it changes."""
-        url = f"{self.upstream}/v1/models/{self.config.model_name}"
+    def _upstream_ok(self) -> None:
+        self.failures = 0
+        self.metrics.upstream_up.set(1)
+
+    def _upstream_failed(self) -> None:
+        self.failures += 1
+        self.metrics.upstream_up.set(0)
+
+    async def refresh_versions(self) -> int | None:
+        """Ask TF Serving which versions are AVAILABLE; route to the newest from now on."""
+        path = f"/v1/models/{self.config.model_name}"
         try:
-            async with self.session.get(url) as resp:
-                status = await resp.json(content_type=None) if resp.status == 200 else {}
-            self.metrics.upstream_up.set(1)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
-            self.metrics.upstream_up.set(0)
+            status, _, payload = await self.upstream_pool.request("GET", path, b"", [])
+            document = json.loads(payload) if status == 200 else {}
+        except (UpstreamError, asyncio.TimeoutError, ValueError, RecursionError):
+            self._upstream_failed()
             self.upstream_available = False
-            return
-        available = [int(v["version"]) for v in status.get("model_version_status", [])
-                     if v.get("state") == "AVAILABLE"]
+            return None
+        self._upstream_ok()
+        versions = document.get("model_version_status", []) if isinstance(document, dict) else []
+        available = [int(v["version"]) for v in versions if isinstance(v, dict) and v.get("state") == "AVAILABLE"
+                     and str(v.get("version", "")).isdigit()]
         self.upstream_available = bool(available)
-        # A baseline that failed to load is retried on every poll (a push may still be copying it).
-        if available and (max(available) != self.served_version or self.window is None):
-            await self.switch_version(max(available))
+        if available:
+            self.served_version = self.routing.production(available)   # the production label, else the newest
+            self.metrics.model_version.set(self.served_version)
+        return self.served_version if available else None
+
+    async def poll_upstream(self) -> None:
+        """Refresh the served version; load its baseline when it changed (one load at a time; a
+        baseline that failed to load is tried again on every poll: a push may still be copying it)."""
+        version = await self.refresh_versions()
+        if version is None or (self.baseline is not None and self.baseline.version == version):
+            return
+        if self._loading:
+            return
+        self._loading = True
+        try:
+            await self.switch_version(version)
+        finally:
+            self._loading = False
+        self._id_prefix = secrets.token_hex(8)
+        self._ids = itertools.count(1)
 
     async def switch_version(self, version: int) -> None:
+        mon = self.config.monitoring
         try:
             baseline = await asyncio.get_running_loop().run_in_executor(
-                None, self.load_baseline, self.config.model_repository, self.config.model_name, version)
+                None, self.load_baseline, self.config.model_repository, self.config.model_name, version,
+                self.config.drift.quantiles, mon.export_levels)
         except (OSError, ValueError) as err:
-            if version != self.served_version:  # log once per version, not once per poll
+            if version != self._failed_version:  # log once per version, not once per poll
                 log.error("version %d is served but its baseline cannot be loaded: %s", version, err)
-            self.served_version, self.window = version, None
+                self._failed_version = version
+            self.baseline, self.window = None, None
             self.metrics.baseline_loaded.set(0)
-            self.metrics.model_version.set(version)
             return
-        self.window = DriftWindow(baseline, self.config.window_rows)  # a new model starts a new window
-        self.served_version = version
-        self.metrics.model_version.set(version)
+        # A new model, a new window; drift counts only rows that this version answered.
+        self.baseline, self.window = baseline, DriftWindow(baseline, mon.window_rows)
+        self._rename_needles = [json.dumps(c, ensure_ascii=a).encode() for c in baseline.column_to_key
+                                for a in (True, False)]
+        self.fleet_view = None
         self.metrics.model_pushed.set(baseline.pushed_at)
+        self.metrics.schema_version.set(int(baseline.metadata.get("schema_version") or 0))
         self.metrics.baseline_loaded.set(1)
-        log.info("serving %s version %d; baseline loaded (%d features)", self.config.model_name, version,
-                 len(baseline.features))
-
-    async def poll_forever(self) -> None:
-        while True:
-            try:
-                await self.poll_upstream()
-            except Exception:  # keep polling whatever happens
-                log.exception("upstream poll failed")
-            await asyncio.sleep(self.config.version_poll_s)
+        log.info("serving %s version %d; baseline loaded (%d drift inputs)", self.config.model_name, version,
+                 len(baseline.inputs))
 
     def ready(self) -> tuple[bool, str]:
+        if self.failures >= self.config.monitoring.ready_after_failures:
+            return False, f"the last {self.failures} calls to TF Serving at {self.upstream} failed"
         if not self.upstream_available:
             return False, f"model {self.config.model_name} not AVAILABLE at {self.upstream}"
-        if self.window is None:
+        if self.window is None or self.baseline.version != self.served_version:
             return False, f"baseline of version {self.served_version} not loaded"
         return True, f"serving version {self.served_version}"
 
-    # --- handlers ----------------------------------------------------------------------------
+    # --- the proxy ---------------------------------------------------------------------------
+    def _request_id(self, request: web.Request) -> str:
+        given = request.headers.get(REQUEST_ID, "")
+        # A new id: this process's random prefix and a counter (no system call per request);
+        # 32 hex digits like a UUID's, unique across the fleet by the 64 random bits.
+        return given if CLIENT_REQUEST_ID.fullmatch(given) else f"{self._id_prefix}{next(self._ids):016x}"
+
+    async def _read_body(self, request: web.Request) -> bytes | web.Response:
+        mon = self.config.monitoring
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in ENCODINGS:
+            self.metrics.errors["unsupported_encoding"].inc()
+            return json_error(415, f"Content-Encoding {encoding!r} is not supported (gzip, deflate or none)")
+        try:
+            if request.content.is_eof():         # the whole body came with the head: no timer needed
+                return await request.read()
+            async with asyncio.timeout(mon.body_timeout_s):
+                return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            self.metrics.errors["too_large"].inc()
+            return json_error(413, f"request body larger than {mon.max_body_bytes} bytes")
+        except asyncio.TimeoutError:
+            self.metrics.errors["body_timeout"].inc()
+            return json_error(408, f"request body not received within {mon.body_timeout_s}s")
+        except (RequestPayloadError, ValueError, OSError, RuntimeError) as err:   # e.g. not the encoding it says
+            self.metrics.errors["bad_request"].inc()
+            return json_error(400, f"request body could not be read: {err}")
+
+    def _renamed(self, body: bytes) -> bytes:
+        """Rows that name features by their column names, renamed to the signature keys."""
+        baseline = self.baseline
+        if baseline is None or not baseline.column_to_key or not any(n in body for n in self._rename_needles):
+            return body
+        renames = baseline.column_to_key
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return body   # TF Serving will say what is wrong with it
+        if not isinstance(document, dict):
+            return body
+        if isinstance(document.get("instances"), list):
+            document["instances"] = [{renames.get(k, k): v for k, v in row.items()} if isinstance(row, dict) else row
+                                     for row in document["instances"]]
+        if isinstance(document.get("inputs"), dict):
+            document["inputs"] = {renames.get(k, k): v for k, v in document["inputs"].items()}
+        return json.dumps(document).encode()
+
+    async def admitted(self, request: web.Request, handle: Callable) -> web.Response:
+        """Run `handle(request)` within the caps on requests and body bytes in flight (proxied
+        predictions and feedback alike); over a cap: 413 or 503 at once, before reading the body."""
+        mon = self.config.monitoring
+        declared = request.content_length or 0
+        if declared > mon.max_body_bytes:
+            self.metrics.errors["too_large"].inc()
+            return json_error(413, f"request body larger than {mon.max_body_bytes} bytes")
+        reserve = declared or min(mon.max_body_bytes, 65536)
+        if self.in_flight >= mon.max_in_flight or self.in_flight_bytes + reserve > mon.max_in_flight_bytes:
+            self.metrics.errors["overloaded"].inc()
+            return json_error(503, f"sidecar busy: {self.in_flight} requests in flight (limit {mon.max_in_flight}, "
+                                   f"{mon.max_in_flight_bytes} bytes)", {"Retry-After": "1"})
+        self.in_flight += 1
+        self.in_flight_bytes += reserve
+        try:
+            return await handle(request)
+        finally:
+            self.in_flight -= 1
+            self.in_flight_bytes -= reserve
+
     async def proxy(self, request: web.Request) -> web.Response:
         start = self.clock()
+        return self._finish(await self.admitted(request, lambda r: self._proxy(r, start)), start)
+
+    async def _proxy(self, request: web.Request, start: float) -> web.Response:
         metrics = self.metrics
-        request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            metrics.errors["too_large"].inc()
-            return self._finish(json_error(413, f"request body larger than {self.config.max_body_bytes} bytes"), start)
+        request_id = self._request_id(request)
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED]
         headers.append((REQUEST_ID, request_id))
-        upstream_start = self.clock()
-        try:
-            status, content_type, payload = await self.upstream_pool.request(request.method, request.path_qs, body,
-                                                                             headers)
-        except asyncio.TimeoutError:
+        match = PREDICT.match(request.path) if request.method == "POST" else None
+        ours = match is not None and match["name"] == self.config.model_name
+        path, version = request.path_qs, None
+        sent = body
+        if ours:
+            found = None if match["version"] or match["label"] else self.lookup.outcome(body, self.served_version)
+            if found is not None and found.answer is not None:   # precomputed: answered here, logged as any
+                self.observer.submit(Record(self.wall_clock(), request_id, found.version, found.body, 200,
+                                            found.answer, self.clock() - start))
+                return web.Response(body=found.answer, content_type="application/json",
+                                    headers={REQUEST_ID: request_id, ANSWERED_BY: "batch"})
+            body = found.body if found is not None else body   # the rows without their key, online
+            sent = self._renamed(body)
+            if match["version"]:
+                version = int(match["version"])
+            elif not match["label"] and self.served_version is not None:
+                version = self.routing.choose(self.served_version)   # production, or the canary for its share
+                path = f"/v1/models/{match['name']}/versions/{version}:predict"
+        for attempt in (0, 1):
+            upstream_start = self.clock()
+            try:
+                status, content_type, payload = await self.upstream_pool.request(request.method, path, sent, headers)
+            except asyncio.TimeoutError:
+                metrics.upstream_duration.observe(self.clock() - upstream_start)
+                metrics.errors["upstream_timeout"].inc()
+                self._upstream_failed()
+                return json_error(504, f"upstream {self.upstream} did not answer within "
+                                       f"{self.config.monitoring.upstream_timeout_s}s")
+            except UpstreamError as err:
+                metrics.errors["upstream_down"].inc()
+                self._upstream_failed()
+                return json_error(502, f"upstream {self.upstream} unreachable: {err}")
             metrics.upstream_duration.observe(self.clock() - upstream_start)
-            metrics.errors["upstream_timeout"].inc()
-            return self._finish(json_error(504, f"upstream {self.upstream} did not answer within "
-                                                f"{self.config.upstream_timeout_s}s"), start)
-        except UpstreamError as err:
-            metrics.errors["upstream_down"].inc()
-            return self._finish(json_error(502, f"upstream {self.upstream} unreachable: {err}"), start)
-        metrics.upstream_duration.observe(self.clock() - upstream_start)
+            self._upstream_ok()
+            chose = ours and not match["version"] and not match["label"] and version is not None
+            if status == 404 and chose and attempt == 0:
+                # The version we chose was unloaded after our last poll: ask again, retry once.
+                await self.refresh_versions()
+                if self.served_version is not None and self.served_version != version:
+                    version = self.served_version
+                    path = f"/v1/models/{match['name']}/versions/{version}:predict"
+                    continue
+            break
         response = web.Response(body=payload, status=status, headers={"Content-Type": content_type,
                                                                       REQUEST_ID: request_id})
         if status >= 400:
-            self._count_error(status, body)
-        match = PREDICT.match(request.path) if request.method == "POST" else None
-        if match and match["name"] == self.config.model_name:
-            self.observer.submit(Record(self.wall_clock(), request_id,
-                                        int(match["version"]) if match["version"] else None,
-                                        body, status, payload, self.clock() - start))
-        return self._finish(response, start)
+            self._count_error(status, payload)
+        if ours:
+            answered = version if status < 500 and status != 404 else None
+            self.observer.submit(Record(self.wall_clock(), request_id, answered, body, status, payload,
+                                        self.clock() - start))
+            self.routing.observed(answered, status, self.clock() - upstream_start, payload)
+            self.routing.mirror(lambda v, b: self._predict_version(v, b, headers), answered, sent, payload, status)
+        return response
+
+    async def _predict_version(self, version: int, body: bytes, headers: list) -> tuple[int, bytes]:
+        status, _, payload = await self.upstream_pool.request(
+            "POST", f"/v1/models/{self.config.model_name}/versions/{version}:predict", body, headers)
+        return status, payload
 
     def _finish(self, response: web.Response, start: float) -> web.Response:
         self.metrics.request(response.status).inc()
         self.metrics.request_duration.observe(self.clock() - start)
         return response
 
-    def _count_error(self, status: int, body: bytes) -> None:
+    def _count_error(self, status: int, payload: bytes) -> None:
         errors = self.metrics.errors
         if status == 404:
             errors["unknown_model"].inc()
         elif status == 413:
             errors["too_large"].inc()
         elif 400 <= status < 500:
-            try:  # error path only: the body is parsed to tell bad JSON from other bad requests
-                json.loads(body)
-                errors["bad_request"].inc()
-            except (ValueError, UnicodeDecodeError):
-                errors["bad_json"].inc()
+            # TF Serving words a body that is not JSON this way; anything else is a bad request.
+            errors["bad_json" if b"JSON Parse error" in payload or b"JSON parse error" in payload
+                   else "bad_request"].inc()
         else:
             errors["upstream_error"].inc()
 
+    async def expect(self, request: web.Request) -> web.Response | None:
+        """`Expect: 100-continue` is honoured; any other expectation is a JSON 417 (aiohttp's own
+        answer would be text/plain)."""
+        expect = request.headers.get("Expect", "")
+        if expect.strip().lower() == "100-continue":
+            if request.version == (1, 1):
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                request.writer.output_size = 0
+            return None
+        self.metrics.errors["bad_request"].inc()
+        return self._finish(json_error(417, f"Expect {expect!r} is not supported (only 100-continue)"), self.clock())
+
+    # --- health and metrics ------------------------------------------------------------------
     async def live(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "live"})
 
@@ -198,60 +391,265 @@ class Sidecar:
         payload = await asyncio.get_running_loop().run_in_executor(None, generate_latest, self.metrics.registry)
         return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def feedback_handler(self, request: web.Request) -> web.Response:
-        try:
-            payload = json.loads(await request.read())
-        except web.HTTPRequestEntityTooLarge:
-            return json_error(413, "feedback body too large")
-        except (ValueError, UnicodeDecodeError) as err:
-            return json_error(400, f"feedback: JSON Parse error: {err}")
-        if not isinstance(payload, dict) or not isinstance(payload.get("request_id"), str):
-            return json_error(400, 'feedback: expected {"request_id": str, "label": x} or {"request_id": str, "labels": [...]}')
-        labels = payload.get("labels", [payload["label"]] if "label" in payload else None)
-        if not isinstance(labels, list) or not labels:
-            return json_error(400, "feedback: 'label' or a non-empty 'labels' list is required")
-        try:
-            joined, accuracy = self.feedback.join(payload["request_id"], labels)
-        except UnknownRequest:
-            return json_error(404, f"feedback: unknown request_id {payload['request_id']!r} "
-                                   "(not logged yet, or older than feedback_remember requests)")
-        except ValueError as err:
-            return json_error(400, f"feedback: {err}")
-        self.metrics.feedback.inc(joined)
+    def state_metrics(self) -> dict:
+        """Samples of monitoring.metrics.STATE_METRICS, read at scrape time."""
+        model = self.config.model_name
+        out: dict[str, list] = {name: [] for name in m.STATE_METRICS}
+        window, baseline = self.window, self.baseline
+        if window is not None:
+            generation, rows, summaries = window.summaries()
+            if self._decisions[0] != generation:
+                self._decisions = (generation, *decide(baseline, summaries, self.config.drift))
+            _, features, predictions = self._decisions
+            out[m.DRIFT_WINDOW_ROWS].append(([model], rows))
+            self._decision_samples(out[m.FEATURE_DRIFT], out[m.PREDICTION_DRIFT], features, predictions)
+            version = str(baseline.version)
+            _, exported, missing = window.exported_counts()
+            for name, item in window.items.items():
+                if item.bins is None:
+                    continue
+                for label, count, share in zip(item.bins.labels, exported[name], item.bins.reference_share):
+                    out[m.DRIFT_VALUES].append(([model, version, name, label], float(count)))
+                    out[m.DRIFT_REFERENCE_SHARE].append(([model, version, name, label], float(share)))
+                out[m.DRIFT_MISSING].append(([model, version, name], float(missing[name])))
+        else:
+            out[m.DRIFT_WINDOW_ROWS].append(([model], 0.0))
+        view = self.fleet_view
+        if view is not None:
+            self._decision_samples(out[m.FLEET_FEATURE_DRIFT], out[m.FLEET_PREDICTION_DRIFT], view.features,
+                                   view.predictions)
+            out[m.FLEET_DRIFT_ROWS].append(([model], float(view.rows)))
+            out[m.FLEET_DRIFT_INSTANCES].append(([model], float(view.instances)))
+            out[m.FLEET_DRIFT_AGE].append(([model], max(0.0, self.wall_clock() - view.computed_at)))
+        counts = self.feedback.counts
+        out[m.FEEDBACK_JOINED_ROWS].append(([model], float(counts["joined_rows"])))
+        out[m.FEEDBACK_SCORED_ROWS].append(([model], float(counts["scored_rows"])))
+        out[m.FEEDBACK_CORRECT_ROWS].append(([model], float(counts["correct_rows"])))
+        out[m.FEEDBACK_DUPLICATES].append(([model], float(counts["duplicates"])))
+        entries, size = self.feedback.memory()
+        out[m.FEEDBACK_MEMORY_ENTRIES].append(([model], float(entries)))
+        out[m.FEEDBACK_MEMORY_BYTES].append(([model], float(size)))
+        stats = self.shipper.stats
+        for outcome in m.SEGMENT_OUTCOMES:
+            out[m.LOG_SEGMENTS].append(([outcome], float(stats[outcome])))
+        out[m.LOG_SHIPPED_BYTES].append(([], float(stats["bytes"])))
+        out[m.LOG_UNSHIPPED_SEGMENTS].append(([], float(self.shipper.unshipped()[0])))
+        out[m.LOG_OLDEST_UNSHIPPED].append(([], self.shipper.oldest_unshipped_age()))
+        accuracy = self.feedback.accuracy()
         if accuracy is not None:
             self.metrics.live_accuracy.set(accuracy)
-        return web.json_response({"joined": joined, "live_accuracy": accuracy})
+        return out
+
+    def _decision_samples(self, feature_samples: list, prediction_samples: list, features: list,
+                          predictions: list) -> None:
+        model = self.config.model_name
+        for result in features:
+            for measure, value in m.decision_measures(result).items():
+                feature_samples.append(([model, result.feature, measure], value))
+        for result in predictions:
+            for measure, value in m.decision_measures(result).items():
+                prediction_samples.append(([model, measure], value))
+
+    # --- feedback ----------------------------------------------------------------------------
+    def read_token(self) -> None:
+        """The token from monitoring.token_file, read again so that a rotated Secret applies."""
+        if self.config.monitoring.token_file:
+            self.token = read_token(self.config.monitoring.token_file)
+
+    def _authorized(self, request: web.Request) -> bool:
+        token = self.token
+        if not token:
+            return True
+        given = request.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+    async def feedback_handler(self, request: web.Request) -> web.Response:
+        return await self.admitted(request, self._feedback)
+
+    async def _feedback(self, request: web.Request) -> web.Response:
+        outcome = self.metrics.feedback
+        if not self._authorized(request):
+            outcome["unauthorized"].inc()
+            return json_error(401, "feedback needs 'Authorization: Bearer <token>'",
+                              {"WWW-Authenticate": 'Bearer realm="flywheel-feedback"'})
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            outcome["rejected"].inc()
+            return body
+        baseline = self.baseline
+        if baseline is None:
+            outcome["unavailable"].inc()
+            return json_error(503, "feedback: the served model's metadata is not loaded yet (its label domain)",
+                              {"Retry-After": "5"})
+        try:
+            request_id, labels, indices = parse_body(serving_logs.loads_strict(body), baseline.domain)
+            rows = self.feedback.rows_of(request_id)
+            if rows is not None and rows != len(labels):
+                raise FeedbackError(f"request {request_id} had {rows} row(s); got {len(labels)} label(s)")
+        except FeedbackError as err:
+            outcome["rejected"].inc()
+            return json_error(400, f"feedback: {err}")
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:
+            outcome["rejected"].inc()
+            return json_error(400, f"feedback: JSON Parse error: {str(err)[:200]}")
+        if not self.feedback.claim(request_id):
+            outcome["duplicate"].inc()
+            return json_error(409, f"feedback: request {request_id} already has feedback (the first answer stands)")
+        record = {"format": serving_logs.FORMAT, "kind": serving_logs.FEEDBACK, "time": self.wall_clock(),
+                  "request_id": request_id, "model": self.config.model_name, "pod": self.instance,
+                  "feedback_id": self.feedback_log.new_id(), "labels": labels}
+        try:
+            await self.commit.write(record)
+        except OSError as err:
+            self.feedback.unclaim(request_id)
+            outcome["unavailable"].inc()
+            log.error("feedback log write failed: %s", err)
+            return json_error(503, f"feedback: not recorded, the feedback log cannot be written ({err}); retry",
+                              {"Retry-After": "5"})
+        outcome["accepted"].inc()
+        joined = self.feedback.join(request_id, indices)
+        if joined:
+            return web.json_response({"request_id": request_id, "rows": len(labels), "joined": True,
+                                      "live_accuracy": self.feedback.accuracy()})
+        return web.json_response({"request_id": request_id, "rows": len(labels), "joined": False,
+                                  "status": "recorded; the replica that served the request joins it"}, status=202)
+
+    # --- background jobs ---------------------------------------------------------------------
+    def read_fleet_feedback(self) -> None:
+        baseline = self.baseline
+        if baseline is None:
+            return
+        for record in self.feedback_log.read_new():
+            self.feedback.from_fleet(record, baseline.domain)
+
+    def update_fleet(self) -> None:
+        baseline, window = self.baseline, self.window
+        if baseline is None or window is None:
+            return
+        _, rows, summaries = window.summaries()
+        self.fleet.publish(baseline.version, rows, summaries)
+        view = self.fleet.collect(baseline)
+        if baseline is not self.baseline:
+            return   # the served version changed meanwhile
+        view.features, view.predictions = decide(baseline, view.summaries, self.config.drift)
+        self.fleet_view = view
+
+    def ship(self) -> None:
+        self.shipper.ship()
+
+    async def every(self, interval_s: float, job: Callable[[], object], what: str) -> None:
+        """Run `job` every interval_s in a worker thread, whatever happens; a failure is logged in
+        full the first time, then once every REPEAT_LOG_S with how often it failed meanwhile."""
+        loop = asyncio.get_running_loop()
+        failed, logged = 0, -REPEAT_LOG_S
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await loop.run_in_executor(None, job)
+                failed = 0
+            except Exception as error:  # the next round retries
+                failed += 1
+                now = time.monotonic()
+                if failed == 1 and now - logged > REPEAT_LOG_S:
+                    log.exception("%s failed", what)
+                    logged = now
+                elif now - logged > REPEAT_LOG_S:
+                    log.warning("%s still failing (%d times in a row): %s", what, failed, error)
+                    logged = now
+
+    async def poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.monitoring.version_poll_s)
+            try:
+                await self.poll_upstream()
+            except Exception:  # keep polling whatever happens
+                log.exception("upstream poll failed")
+
+    async def shutdown(self) -> None:
+        """Drain, close and ship: what could not be done in time is counted and logged."""
+        mon = self.config.monitoring
+        loop = asyncio.get_running_loop()
+        left = await loop.run_in_executor(None, self.observer.stop, mon.drain_timeout_s)
+        self.writer.close()
+        deadline = time.monotonic() + mon.drain_timeout_s
+        await loop.run_in_executor(None, lambda: self.shipper.ship(force=True, deadline=deadline))
+        segments, records = self.shipper.unshipped()
+        self.upstream_pool.close()
+        try:
+            self.fleet.withdraw()
+        except OSError:
+            pass
+        stats = self.shipper.stats
+        self.stop_summary = {"written": self.observer.written, "dropped": self.observer.dropped, "left": left,
+                             "shipped": stats["shipped"], "shipped_bytes": stats["bytes"],
+                             "unshipped_segments": segments, "unshipped_records": records, "lost": stats["lost"]}
+        log.info("stopped: %d records written, %d dropped (%d still queued at the end); %d segments shipped "
+                 "(%d bytes), %d not shipped (%d records), %d lost", self.observer.written, self.observer.dropped,
+                 left, stats["shipped"], stats["bytes"], segments, records, stats["lost"])
 
 
 SIDECAR = web.AppKey("sidecar", Sidecar)
+TOKEN_REREAD_S = 30.0   # kubelet refreshes a mounted Secret within about a minute
+TASKS = web.AppKey("tasks", list)
 
 
-def make_app(config: SidecarConfig, registry: CollectorRegistry = REGISTRY, writer: LogWriter | None = None,
+def _port_of(request: web.Request) -> int | None:
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+
+
+def make_app(config: SidecarConfig, registry: CollectorRegistry = REGISTRY,
              clock: Callable[[], float] = time.perf_counter, wall_clock: Callable[[], float] = time.time,
              load_baseline: Callable = baseline_io.load) -> web.Application:
-    sidecar = Sidecar(config, registry, writer, clock, wall_clock, load_baseline)
-    app = web.Application(client_max_size=config.max_body_bytes)
+    sidecar = Sidecar(config, registry, clock, wall_clock, load_baseline)
+    mon = config.monitoring
+    middlewares = []
+    if sidecar.split_ports:
+        feedback_port, metrics_port = config.feedback_port or config.port, config.metrics_port or config.port
+
+        @web.middleware
+        async def by_port(request: web.Request, handler):
+            """Each kind of client on its own port: a path is served only on its port."""
+            port, path = _port_of(request), request.path
+            if path in HEALTH:
+                return await handler(request)
+            wanted = feedback_port if path == FEEDBACK else metrics_port if path == "/metrics" else config.port
+            if port != wanted:
+                return json_error(404, f"{path} is not served on port {port}")
+            return await handler(request)
+        middlewares.append(by_port)
+
+    # The body is read by the handlers, with the limit and the timeout they enforce.
+    app = web.Application(client_max_size=mon.max_body_bytes, middlewares=middlewares)
     app[SIDECAR] = sidecar
-    app.router.add_get("/healthz/live", sidecar.live)
-    app.router.add_get("/healthz/ready", sidecar.ready_handler)
-    app.router.add_get("/metrics", sidecar.metrics_handler)
-    app.router.add_post("/v1/feedback", sidecar.feedback_handler)
-    app.router.add_route("*", "/{tail:.*}", sidecar.proxy)
+    routes = [("GET", "/healthz/live", sidecar.live), ("GET", "/healthz/ready", sidecar.ready_handler),
+              ("GET", "/metrics", sidecar.metrics_handler), ("POST", FEEDBACK, sidecar.feedback_handler),
+              ("*", "/{tail:.*}", sidecar.proxy)]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler, expect_handler=sidecar.expect)
 
     async def start(app: web.Application) -> None:
-        sidecar.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-            timeout=aiohttp.ClientTimeout(total=config.upstream_timeout_s),
-            auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",))
         sidecar.observer.start()
+        await asyncio.get_running_loop().run_in_executor(None, sidecar.routing.refresh_labels)
         await sidecar.poll_upstream()  # know the served version before the first request if we can
-        app["poller"] = asyncio.create_task(sidecar.poll_forever())
+        app[TASKS] = [asyncio.create_task(sidecar.poll_forever()),
+                      asyncio.create_task(sidecar.every(1.0, sidecar.ship, "shipping the prediction log")),
+                      asyncio.create_task(sidecar.every(mon.feedback_poll_s, sidecar.read_fleet_feedback,
+                                                        "reading the fleet's feedback")),
+                      asyncio.create_task(sidecar.every(mon.fleet_interval_s, sidecar.update_fleet,
+                                                        "the fleet's drift")),
+                      asyncio.create_task(sidecar.every(TOKEN_REREAD_S, sidecar.read_token, "reading the token")),
+                      asyncio.create_task(sidecar.routing.run_forever())]
+        if sidecar.lookup.enabled:
+            await asyncio.get_running_loop().run_in_executor(None, sidecar.lookup.try_reload)
+            app[TASKS].append(asyncio.create_task(sidecar.every(config.batch.reload_s, sidecar.lookup.reload,
+                                                                "loading the latest batch for the lookup")))
 
     async def stop(app: web.Application) -> None:
-        app["poller"].cancel()
-        await sidecar.session.close()
-        sidecar.upstream_pool.close()
-        await asyncio.get_running_loop().run_in_executor(None, sidecar.observer.stop)
+        for task in app.get(TASKS, []):
+            task.cancel()
+        await sidecar.shutdown()
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)

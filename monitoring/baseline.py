@@ -1,76 +1,148 @@
 """What the sidecar compares served traffic with: the bundle pushed beside one model version.
 
 Read through flywheel/bundle.py from <repository>/<model>/<version>/assets.extra/ (local path or
-gs://, s3://): the training statistics, the schema's SERVING environment, the evaluation scores
-and the metadata. Only protobuf and numpy are needed: the sidecar never imports TensorFlow.
+gs://, s3://): the schema's SERVING environment, the model metadata (label vocabulary, signature
+keys, task), and the drift references the pipeline compares with:
+- the training split's profiles pushed with the version (baseline_profiles.json; a version pushed
+  before those existed: profiles read off its TFDV statistics);
+- the ones validate compares (`flywheel.time_features.compared_profiles`): the features, and a
+  time feature's cyclical parts (`<column>:<part>`) whose cycle the reference covers, never its
+  distinct values; served values go through the same `time_features.parts`;
+- the predictions' profile from the evaluation scores (`flywheel.drift.numeric_profile`).
+For Prometheus each profile's bins are also grouped into a few exported bins (`ExportBins`):
+a numeric feature's reference deciles (the groups PSI is computed over), a categorical
+feature's commonest `export_levels - 1` levels and one pool for the rest, so the number of
+series stays bounded whatever the data. Only protobuf and numpy: no TensorFlow in the sidecar.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
-from flywheel import bundle, names, schema_view
+from flywheel import bundle, drift, names, schema_view, storage, time_features
 from flywheel import model_repository as repo
 from flywheel.schema_view import Feature
-from monitoring.drift import Histogram, equi_width_histogram
+from monitoring.feedback import LabelDomain
 
-PREDICTION_BUCKETS = 10
+PREDICTIONS = "__predictions__"   # the name of the predictions' drift input
+OTHER = "__other__"               # exported bin pooling the levels not exported on their own
 
 
-@dataclass
+@dataclasses.dataclass(frozen=True)
+class ExportBins:
+    index: np.ndarray            # profile bin -> exported bin
+    labels: tuple[str, ...]      # exported bin -> its `bin` label
+    reference_share: np.ndarray  # exported bin -> the reference's share
+
+    def pool(self, counts: np.ndarray) -> np.ndarray:
+        return np.bincount(self.index, weights=counts, minlength=len(self.labels))
+
+
+def export_bins(profile: drift.Profile, levels: int) -> ExportBins | None:
+    if profile.n <= 0:
+        return None
+    if profile.kind == drift.NUMERIC:
+        groups = drift.decile_groups(profile)
+        used = np.unique(groups)
+        index = np.searchsorted(used, groups)
+        labels = tuple(f"d{g + 1}" for g in used)
+    else:
+        keep = np.argsort(-profile.counts[:-1], kind="stable")[:max(levels - 1, 0)]
+        index = np.full(profile.n_bins, len(keep))
+        index[keep] = np.arange(len(keep))
+        labels = tuple(profile.levels[i] for i in keep) + (OTHER,)
+    share = np.bincount(index, weights=profile.counts, minlength=len(labels)) / profile.n
+    return ExportBins(index.astype(np.int64), labels, share)
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftInput:
+    """One compared quantity: a feature, a part of a time feature, or the predictions."""
+    name: str                    # profile name: the column, `<column>:<part>`, or PREDICTIONS
+    column: str                  # the column its values come from
+    time_format: str             # the column's time format when `name` is one of its parts, else ""
+    profile: drift.Profile
+    bins: ExportBins | None
+
+    def summarize(self, values: list, parts: dict | None = None) -> drift.Summary:
+        """Raw served values (None where absent or unusable) in the profile's bins. `parts` keeps a
+        time column's parts between the inputs that read the same column."""
+        if self.time_format:
+            parts = {} if parts is None else parts
+            if self.column not in parts:
+                raw = (_floats(values) if self.time_format == schema_view.UNIX_SECONDS   # numbers, as a table holds
+                       else np.asarray(values, dtype=object))
+                parts[self.column] = time_features.parts(self.column, raw, self.time_format)
+            return self.profile.summarize(parts[self.column][self.name])
+        if self.profile.kind == drift.NUMERIC:
+            return self.profile.summarize(_floats(values))
+        return self.profile.summarize(np.asarray(values, dtype=object))
+
+
+def _floats(values: list) -> np.ndarray:
+    return np.fromiter((math.nan if v is None or isinstance(v, str) else v for v in values), float, len(values))
+
+
+@dataclasses.dataclass
 class Baseline:
     model_name: str
     version: int
-    features: dict[str, Feature]                       # SERVING environment, from the schema
-    categorical: dict[str, dict[str, float]] = field(default_factory=dict)   # value -> count
-    numeric: dict[str, Histogram] = field(default_factory=dict)
-    predictions: Histogram | None = None
+    features: dict[str, Feature]                 # SERVING environment, by column name
+    metadata: dict
+    inputs: list[DriftInput]
+    predictions: DriftInput | None
+    domain: LabelDomain
+    key_to_column: dict[str, str]                # signature keys that differ from their column name
+    column_to_key: dict[str, str]
     task: str = names.BINARY
-    pushed_at: float = float("nan")
-    all_schema_features: frozenset[str] = frozenset()
+    pushed_at: float = math.nan
 
 
-def categorical_counts(stats: statistics_pb2.FeatureNameStatistics) -> dict[str, float]:
-    """value -> count as TFDV's GetStringValuesWithCounts reads it: the rank histogram, else top values."""
-    string_stats = stats.string_stats
-    if string_stats.rank_histogram.buckets:
-        return {b.label: b.sample_count for b in string_stats.rank_histogram.buckets}
-    return {v.value: v.frequency for v in string_stats.top_values}
+def _inputs(features: dict[str, Feature], profiles: dict[str, drift.Profile], levels: int) -> list[DriftInput]:
+    times = {name: f.time_format for name, f in features.items() if f.time}
+    parts_of = {part: column for column in times for part in profiles if part.startswith(column + ":")}
+    out = []
+    for name, profile in time_features.compared_profiles(profiles, set(features), times).items():
+        column = parts_of.get(name, name)
+        out.append(DriftInput(name, column, times.get(column, "") if name != column else "", profile,
+                              export_bins(profile, levels)))
+    return out
 
 
-def standard_histogram(stats: statistics_pb2.FeatureNameStatistics) -> Histogram | None:
-    for hist in stats.num_stats.histograms:
-        if hist.type == statistics_pb2.Histogram.STANDARD:
-            return Histogram.from_proto(hist)
-    return None
+def reference_profiles(found: bundle.Bundle) -> dict[str, drift.Profile]:
+    """The profiles pushed with the version; one pushed before profiles existed: its statistics'."""
+    pushed = bundle.path(found.version_dir, names.BASELINE_PROFILES)
+    if storage.exists(pushed):
+        return bundle.read_profiles(pushed)
+    return drift.profiles_from_statistics(found.stats)
 
 
-def from_protos(model_name: str, version: int, stats: statistics_pb2.DatasetFeatureStatisticsList,
-                schema: schema_pb2.Schema, eval_predictions: list[float], metadata: dict) -> Baseline:
-    features = schema_view.by_name(schema, names.ENV_SERVING)
-    baseline = Baseline(model_name, version, features, task=metadata.get("task", names.BINARY),
-                        pushed_at=float(metadata.get("pushed_at", math.nan)),
-                        all_schema_features=frozenset(f.name for f in schema.feature))
-    if stats.datasets:
-        for feature in stats.datasets[0].features:
-            name = feature.path.step[0] if feature.path.step else feature.name
-            if name not in features:
-                continue
-            if feature.HasField("string_stats"):
-                baseline.categorical[name] = categorical_counts(feature)
-            elif feature.HasField("num_stats"):
-                hist = standard_histogram(feature)
-                if hist is not None and hist.buckets:
-                    baseline.numeric[name] = hist
-    if eval_predictions:
-        baseline.predictions = equi_width_histogram(np.asarray(eval_predictions, float), PREDICTION_BUCKETS)
-    return baseline
+def from_bundle(model_name: str, version: int, found: bundle.Bundle, quantiles: int, export_levels: int) -> Baseline:
+    features = schema_view.by_name(found.schema, names.ENV_SERVING)
+    metadata = found.metadata
+    keys = metadata.get("signature_keys") or {f.name: f.signature_key for f in features.values()}
+    differing = {column: key for column, key in keys.items() if key != column}
+    predictions = None
+    if found.eval_predictions:
+        profile = drift.numeric_profile(np.asarray(found.eval_predictions, float), quantiles)
+        predictions = DriftInput(PREDICTIONS, PREDICTIONS, "", profile, export_bins(profile, export_levels))
+    return Baseline(model_name, version, features, metadata,
+                    _inputs(features, reference_profiles(found), export_levels), predictions,
+                    LabelDomain.from_metadata(metadata), {k: c for c, k in differing.items()}, differing,
+                    metadata.get("task", names.BINARY), float(metadata.get("pushed_at", math.nan)))
 
 
-def load(repository: str, model_name: str, version: int) -> Baseline:
+def load(repository: str, model_name: str, version: int, quantiles: int, export_levels: int) -> Baseline:
     """A version's baseline; raises FileNotFoundError / ValueError naming the file."""
     found = bundle.load(repo.version_dir(repository, model_name, version))
-    return from_protos(model_name, version, found.stats, found.schema, found.eval_predictions, found.metadata)
+    return from_bundle(model_name, version, found, quantiles, export_levels)
+
+
+def rows_as_columns(rows: list[dict], key_to_column: dict[str, str]) -> list[dict[str, Any]]:
+    """Rows keyed by signature keys or column names -> keyed by column names."""
+    if not key_to_column:
+        return rows
+    return [{key_to_column.get(k, k): v for k, v in row.items()} for row in rows]

@@ -1,17 +1,21 @@
-"""Every Prometheus metric the sidecar exports (the alert rules and dashboards use these names and
-label sets).
+"""Every Prometheus metric the sidecar exports, and its label set: the contract the alert rules,
+the recording rules and the dashboards are written against (monitoring/rendering.py).
 
-Names and label lists are module constants; `SidecarMetrics(registry)` creates them on a registry
-passed in (tests use a fresh CollectorRegistry). Drift values are computed at scrape time by
-`DriftCollector.collect()`, not per request. The `model` label is always the configured model
-name and `feature` comes from the schema, so label cardinality is bounded whatever clients send.
+Names and label lists are module constants; `SidecarMetrics(model, registry)` creates them on a
+registry passed in (tests use a fresh CollectorRegistry). Counters and gauges the request path
+touches are prometheus_client objects with cached children; everything computed from state (drift
+decisions, feedback counts, shipping) is read at scrape time by `StateCollector.collect()`. Label
+values are bounded whatever clients send: `model` is the configured name, `feature` and `bin`
+come from the served version's schema and statistics (categorical levels capped by
+`export_levels`), `kind`/`outcome`/`measure` from the lists below.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 # prometheus_client appends _total to counter names.
@@ -19,60 +23,136 @@ REQUESTS = "flywheel_requests"                                  # {model, code}
 REQUEST_DURATION = "flywheel_request_duration_seconds"          # {model}
 UPSTREAM_DURATION = "flywheel_upstream_duration_seconds"        # {model}
 ERRORS = "flywheel_errors"                                      # {model, kind}
-FEATURE_DRIFT = "flywheel_feature_drift"                        # {model, feature, measure}
-PREDICTION_DRIFT = "flywheel_prediction_drift"                  # {model, measure}
-DRIFT_WINDOW_ROWS = "flywheel_drift_window_rows"                # {model}
+IN_FLIGHT = "flywheel_in_flight_requests"                       # {model}
+IN_FLIGHT_BYTES = "flywheel_in_flight_bytes"                    # {model}
 SCHEMA_ANOMALIES = "flywheel_schema_anomalies"                  # {model, feature, kind}
-FEEDBACK = "flywheel_feedback"                                  # {model}
-LIVE_ACCURACY = "flywheel_live_accuracy"                        # {model}
-LOG_QUEUE_DEPTH = "flywheel_prediction_log_queue_depth"
-LOG_RECORDS = "flywheel_prediction_log_records"                 # {outcome}
 MODEL_VERSION = "flywheel_model_version"                        # {model}
 MODEL_PUSHED = "flywheel_model_pushed_timestamp_seconds"        # {model}
 BASELINE_LOADED = "flywheel_baseline_loaded"                    # {model}
+SCHEMA_VERSION = "flywheel_schema_version"                      # {model}: the curated schema version it was trained on
 UPSTREAM_UP = "flywheel_upstream_up"                            # {model}
+READY = "flywheel_ready"                                        # {model}
+# Drift: the rule's numbers on this pod's window and on the fleet's (monitoring/fleet.py).
+FEATURE_DRIFT = "flywheel_feature_drift"                        # {model, feature, measure}
+PREDICTION_DRIFT = "flywheel_prediction_drift"                  # {model, measure}
+DRIFT_WINDOW_ROWS = "flywheel_drift_window_rows"                # {model}
+FLEET_FEATURE_DRIFT = "flywheel_fleet_feature_drift"            # {model, feature, measure}
+FLEET_PREDICTION_DRIFT = "flywheel_fleet_prediction_drift"      # {model, measure}
+FLEET_DRIFT_ROWS = "flywheel_fleet_drift_rows"                  # {model}
+FLEET_DRIFT_INSTANCES = "flywheel_fleet_drift_instances"        # {model}
+FLEET_DRIFT_AGE = "flywheel_fleet_drift_age_seconds"            # {model}
+# Drift: what Prometheus sums across pods (recording rules turn them into fleet distances).
+DRIFT_VALUES = "flywheel_drift_values"                          # {model, version, feature, bin}
+DRIFT_MISSING = "flywheel_drift_missing_values"                 # {model, version, feature}
+DRIFT_REFERENCE_SHARE = "flywheel_drift_reference_share"        # {model, version, feature, bin}
+# Feedback.
+FEEDBACK_REQUESTS = "flywheel_feedback_requests"                # {model, outcome}
+FEEDBACK_JOINED_ROWS = "flywheel_feedback_joined_rows"          # {model}
+FEEDBACK_SCORED_ROWS = "flywheel_feedback_scored_rows"          # {model}
+FEEDBACK_CORRECT_ROWS = "flywheel_feedback_correct_rows"        # {model}
+FEEDBACK_DUPLICATES = "flywheel_feedback_duplicates"            # {model}
+LIVE_ACCURACY = "flywheel_live_accuracy"                        # {model}
+FEEDBACK_MEMORY_ENTRIES = "flywheel_feedback_memory_entries"    # {model}
+FEEDBACK_MEMORY_BYTES = "flywheel_feedback_memory_bytes"        # {model}
+# Releases: canary and shadow (monitoring/routing.py).
+RELEASE_REQUESTS = "flywheel_release_requests"                  # {model, label, version, outcome}
+RELEASE_LATENCY = "flywheel_release_latency_seconds"            # {model, label}
+ESTIMATED_ACCURACY = "flywheel_estimated_accuracy"              # {model, label, version, bound}
+ESTIMATED_ROC_AUC = "flywheel_estimated_roc_auc"                # {model, label, version}
+SHADOW_SCORE_DIFFERENCE = "flywheel_shadow_score_difference"    # {model}
+SHADOW_ROWS = "flywheel_shadow_rows"                            # {model, agreed}
+RELEASE_DECISIONS = "flywheel_release_decisions"                # {model, decision}
+LABEL_VERSION = "flywheel_label_version"                        # {model, label}
+# Prediction log.
+LOG_RECORDS = "flywheel_prediction_log_records"                 # {outcome}
+LOG_QUEUE_DEPTH = "flywheel_prediction_log_queue_depth"
+LOG_QUEUE_BYTES = "flywheel_prediction_log_queue_bytes"
+OBSERVER_ERRORS = "flywheel_observer_errors"
+LOG_SEGMENTS = "flywheel_log_segments"                          # {outcome}
+LOG_SHIPPED_BYTES = "flywheel_log_shipped_bytes"
+LOG_UNSHIPPED_SEGMENTS = "flywheel_log_unshipped_segments"
+LOG_OLDEST_UNSHIPPED = "flywheel_log_oldest_unshipped_age_seconds"
+# Precomputed answers served by key (monitoring/lookup.py).
+LOOKUP_ROWS = "flywheel_lookup_rows"                            # {model, outcome}
+LOOKUP_REQUESTS = "flywheel_lookup_requests"                    # {model, outcome}
+LOOKUP_LOADS = "flywheel_lookup_loads"                          # {model, outcome}
+LOOKUP_BATCH_AGE = "flywheel_lookup_batch_age_seconds"          # {model}
+LOOKUP_KEYS = "flywheel_lookup_keys"                            # {model}
+LOOKUP_VERSION = "flywheel_lookup_version"                      # {model}
 
 ERROR_KINDS = ("bad_json", "bad_request", "unknown_model", "too_large", "upstream_down", "upstream_timeout",
-               "upstream_error")
+               "upstream_error", "overloaded", "body_timeout", "unsupported_encoding", "internal")
 ANOMALY_KINDS = ("missing", "unknown", "wrong_type", "out_of_domain", "nan")
-DRIFT_MEASURES = ("linf", "jsd", "psi")
-PREDICTION_MEASURES = ("jsd", "psi")
+# The drift rule's numbers per feature (flywheel.drift.FeatureDrift): drifted is 1 when the change
+# is real and material; materiality is the larger effect size over its threshold (>= 1: material).
+DRIFT_MEASURES = ("drifted", "p_value", "p_corrected", "wasserstein_sd", "linf", "psi", "materiality", "rows")
+FEEDBACK_OUTCOMES = ("accepted", "duplicate", "rejected", "unauthorized", "unavailable")
 LOG_OUTCOMES = ("written", "dropped")
+# Keyed rows: found and fresh, not found, found in a batch older than batch.max_age_s, scored by
+# another version than the served one; keyed requests: answered from the batch or sent online.
+LOOKUP_ROW_OUTCOMES = ("hit", "miss", "stale", "other_version")
+LOOKUP_REQUEST_OUTCOMES = ("answered", "fallback")
+LOOKUP_LOAD_OUTCOMES = ("loaded", "failed")
+SEGMENT_OUTCOMES = ("shipped", "failed", "lost")
 # The sidecar adds well under a millisecond; TF Serving answers in milliseconds to seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class DriftCollector(Collector):
-    """Feature and prediction drift and window size, computed from the current window at scrape time."""
+def decision_measures(result) -> dict[str, float]:
+    """A FeatureDrift as the exported measures (NaN ones left out)."""
+    ratios = [result.effect_value / result.threshold if result.threshold else math.nan,
+              result.psi / result.psi_threshold if result.psi_threshold else math.nan]
+    values = {"drifted": float(result.drifted), "p_value": result.p_value, "p_corrected": result.p_corrected,
+              "wasserstein_sd": result.wasserstein_sd, "linf": result.linf, "psi": result.psi,
+              "materiality": max((r for r in ratios if math.isfinite(r)), default=math.nan),
+              "rows": float(result.n_cur)}
+    return {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
 
-    def __init__(self, model: str, current_window: Callable[[], object]):
-        self.model = model
-        self.current_window = current_window
 
-    def describe(self):
-        return [GaugeMetricFamily(FEATURE_DRIFT, "", labels=["model", "feature", "measure"]),
-                GaugeMetricFamily(PREDICTION_DRIFT, "", labels=["model", "measure"]),
-                GaugeMetricFamily(DRIFT_WINDOW_ROWS, "", labels=["model"])]
+# Metrics read from state at scrape time: name -> (type, help, labels).
+STATE_METRICS = {
+    FEATURE_DRIFT: ("gauge", "The drift rule on this pod's window, per feature (see DRIFT_MEASURES)",
+                    ("model", "feature", "measure")),
+    PREDICTION_DRIFT: ("gauge", "The drift rule on this pod's served scores against the evaluation scores",
+                       ("model", "measure")),
+    DRIFT_WINDOW_ROWS: ("gauge", "Rows in this pod's sliding drift window", ("model",)),
+    FLEET_FEATURE_DRIFT: ("gauge", "The drift rule on the sum of every pod's window, per feature",
+                          ("model", "feature", "measure")),
+    FLEET_PREDICTION_DRIFT: ("gauge", "The drift rule on every pod's served scores", ("model", "measure")),
+    FLEET_DRIFT_ROWS: ("gauge", "Rows in the fleet's drift windows", ("model",)),
+    FLEET_DRIFT_INSTANCES: ("gauge", "Pods whose windows the fleet's drift includes", ("model",)),
+    FLEET_DRIFT_AGE: ("gauge", "Seconds since the fleet's drift was computed", ("model",)),
+    DRIFT_VALUES: ("counter", "Served values counted into the reference's exported bins (sum across pods)",
+                   ("model", "version", "feature", "bin")),
+    DRIFT_MISSING: ("counter", "Served values absent or unusable, per feature", ("model", "version", "feature")),
+    DRIFT_REFERENCE_SHARE: ("gauge", "The reference's share of each exported bin",
+                            ("model", "version", "feature", "bin")),
+    FEEDBACK_JOINED_ROWS: ("counter", "Labelled rows joined to predictions this pod served", ("model",)),
+    FEEDBACK_SCORED_ROWS: ("counter", "Joined rows judged right or wrong (classification)", ("model",)),
+    FEEDBACK_CORRECT_ROWS: ("counter", "Joined rows whose prediction was right", ("model",)),
+    FEEDBACK_DUPLICATES: ("counter", "Feedback for a request id already answered", ("model",)),
+    FEEDBACK_MEMORY_ENTRIES: ("gauge", "Predictions kept for joining feedback", ("model",)),
+    FEEDBACK_MEMORY_BYTES: ("gauge", "Bytes the kept predictions take", ("model",)),
+    LOG_SEGMENTS: ("counter", "Closed prediction-log segments by outcome (lost: deleted unshipped)", ("outcome",)),
+    LOG_SHIPPED_BYTES: ("counter", "Compressed bytes of shipped segments", ()),
+    LOG_UNSHIPPED_SEGMENTS: ("gauge", "Segments not shipped yet (the open one included)", ()),
+    LOG_OLDEST_UNSHIPPED: ("gauge", "Age of the oldest unshipped segment (0 when none)", ()),
+}
+
+
+class StateCollector(Collector):
+    """The STATE_METRICS families, their samples from `read()`: {name: [(label values, value)]}."""
+
+    def __init__(self, read: Callable[[], dict]):
+        self.read = read
 
     def collect(self):
-        features = GaugeMetricFamily(FEATURE_DRIFT, "Drift of served feature values from the served version's "
-                                     "training baseline (linf: categorical, jsd: approximate Jensen-Shannon, psi)",
-                                     labels=["model", "feature", "measure"])
-        predictions = GaugeMetricFamily(PREDICTION_DRIFT, "Drift of served scores from the evaluation predictions",
-                                        labels=["model", "measure"])
-        rows = GaugeMetricFamily(DRIFT_WINDOW_ROWS, "Rows in the sliding drift window", labels=["model"])
-        window = self.current_window()
-        if window is not None:
-            for feature, measure, value in window.feature_drift():
-                features.add_metric([self.model, feature, measure], value)
-            for measure, value in window.prediction_drift():
-                predictions.add_metric([self.model, measure], value)
-            rows.add_metric([self.model], window.rows)
-        else:
-            rows.add_metric([self.model], 0)
-        yield features
-        yield predictions
-        yield rows
+        samples = self.read()
+        for name, (kind, text, labels) in STATE_METRICS.items():
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, text, labels=labels)
+            for values, value in samples.get(name, ()):
+                family.add_metric(values, value)
+            yield family
 
 
 class SidecarMetrics:
@@ -87,25 +167,50 @@ class SidecarMetrics:
                                            buckets=LATENCY_BUCKETS, registry=registry).labels(model)
         errors = Counter(ERRORS, "Failed requests by cause", ["model", "kind"], registry=registry)
         self.errors = {kind: errors.labels(model, kind) for kind in ERROR_KINDS}
+        self.in_flight = Gauge(IN_FLIGHT, "Requests being handled now", ["model"], registry=registry).labels(model)
+        self.in_flight_bytes = Gauge(IN_FLIGHT_BYTES, "Request body bytes held by requests being handled",
+                                     ["model"], registry=registry).labels(model)
         self.schema_anomalies = Counter(SCHEMA_ANOMALIES, "Served values that break the SERVING schema",
                                         ["model", "feature", "kind"], registry=registry)
-        self.feedback = Counter(FEEDBACK, "Ground-truth labels joined to logged predictions", ["model"],
-                                registry=registry).labels(model)
-        self.live_accuracy = Gauge(LIVE_ACCURACY, "Accuracy over the last feedback rows", ["model"],
+        feedback = Counter(FEEDBACK_REQUESTS, "Feedback requests by outcome (accepted: durable in the feedback log)",
+                           ["model", "outcome"], registry=registry)
+        self.feedback = {outcome: feedback.labels(model, outcome) for outcome in FEEDBACK_OUTCOMES}
+        self.live_accuracy = Gauge(LIVE_ACCURACY, "Accuracy over this pod's last feedback rows", ["model"],
                                    registry=registry).labels(model)
-        self.log_queue_depth = Gauge(LOG_QUEUE_DEPTH, "Records waiting for the prediction log writer",
-                                     registry=registry)
         records = Counter(LOG_RECORDS, "Prediction log records by outcome", ["outcome"], registry=registry)
         self.log_records = {outcome: records.labels(outcome) for outcome in LOG_OUTCOMES}
+        self.log_queue_depth = Gauge(LOG_QUEUE_DEPTH, "Records waiting for the observer", registry=registry)
+        self.log_queue_bytes = Gauge(LOG_QUEUE_BYTES, "Request and response bytes waiting for the observer",
+                                     registry=registry)
+        self.observer_errors = Counter(OBSERVER_ERRORS, "Records the observer could not process (logged in short "
+                                       "form, kept out of drift)", registry=registry)
         self.model_version = Gauge(MODEL_VERSION, "Model version served (newest AVAILABLE upstream)", ["model"],
                                    registry=registry).labels(model)
         self.model_pushed = Gauge(MODEL_PUSHED, "pushed_at of the served version (unix seconds)", ["model"],
                                   registry=registry).labels(model)
+        self.schema_version = Gauge(SCHEMA_VERSION, "Curated schema version the served version was trained with "
+                                    "(0: a version pushed without one)", ["model"], registry=registry).labels(model)
         self.baseline_loaded = Gauge(BASELINE_LOADED, "1 when the served version's baseline is loaded", ["model"],
                                      registry=registry).labels(model)
-        self.upstream_up = Gauge(UPSTREAM_UP, "1 when TF Serving answered the last model status poll", ["model"],
+        self.upstream_up = Gauge(UPSTREAM_UP, "1 when TF Serving answered the last call", ["model"],
                                  registry=registry).labels(model)
+        self.ready = Gauge(READY, "1 when /healthz/ready answers 200", ["model"], registry=registry).labels(model)
+        lookup_rows = Counter(LOOKUP_ROWS, "Keyed rows by lookup outcome (hit, miss, stale, other_version)",
+                              ["model", "outcome"], registry=registry)
+        self.lookup_rows = {o: lookup_rows.labels(model, o) for o in LOOKUP_ROW_OUTCOMES}
+        lookup_requests = Counter(LOOKUP_REQUESTS, "Keyed requests answered from the batch or sent to the online "
+                                  "model (fallback)", ["model", "outcome"], registry=registry)
+        self.lookup_requests = {o: lookup_requests.labels(model, o) for o in LOOKUP_REQUEST_OUTCOMES}
+        lookup_loads = Counter(LOOKUP_LOADS, "Batch runs the lookup opened, or failed to", ["model", "outcome"],
+                               registry=registry)
+        self.lookup_loads = {o: lookup_loads.labels(model, o) for o in LOOKUP_LOAD_OUTCOMES}
+        self.lookup_age = Gauge(LOOKUP_BATCH_AGE, "Seconds since the loaded batch was scored (NaN: none loaded)",
+                                ["model"], registry=registry).labels(model)
+        self.lookup_keys = Gauge(LOOKUP_KEYS, "Keys in the loaded batch", ["model"], registry=registry).labels(model)
+        self.lookup_version = Gauge(LOOKUP_VERSION, "Model version that scored the loaded batch (NaN: none)",
+                                    ["model"], registry=registry).labels(model)
         self._by_code: dict[int, object] = {}
+        self._anomaly: dict[tuple[str, str], object] = {}
 
     def request(self, code: int):
         """Counter child for a status code (children cached: the request path avoids labels())."""
@@ -114,5 +219,11 @@ class SidecarMetrics:
             child = self._by_code[code] = self.requests.labels(self.model, str(code))
         return child
 
-    def watch_drift(self, current_window: Callable[[], object]) -> None:
-        self.registry.register(DriftCollector(self.model, current_window))
+    def schema_anomaly(self, feature: str, kind: str):
+        child = self._anomaly.get((feature, kind))
+        if child is None:
+            child = self._anomaly[(feature, kind)] = self.schema_anomalies.labels(self.model, feature, kind)
+        return child
+
+    def watch(self, read: Callable[[], dict]) -> None:
+        self.registry.register(StateCollector(read))

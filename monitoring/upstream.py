@@ -3,7 +3,7 @@
 Why not aiohttp's ClientSession: on the proxy path its per-request machinery (timers, tracing,
 cookie and header handling) cost about as much CPU as everything else the sidecar does; this
 client does only what proxying TF Serving needs: a pool of persistent connections, Content-Length,
-chunked and read-to-close bodies, a timeout, and one retry on a fresh connection when a reused
+chunked and read-to-close bodies, a connect timeout and a response timeout, and one retry on a fresh connection when a reused
 keep-alive connection turns out to have been closed by the server before it answered (nothing was
 received, so the request was never processed).
 """
@@ -54,13 +54,23 @@ class _Connection(asyncio.Protocol):
                 self.waiter.set_exception(UpstreamError("upstream closed the connection"
                                                         + (" mid-response" if self.received_any else "")))
 
-    def request(self, data: bytes, head_only: bool = False) -> asyncio.Future:
+    def request(self, data: bytes, timeout_s: float, head_only: bool = False) -> asyncio.Future:
+        """Send a request; the future is its answer, or asyncio.TimeoutError after timeout_s (a
+        timer on the loop, not a task per request)."""
         self.head_only = head_only
         self.buffer = bytearray()
         self.received_any = False
-        self.waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self.waiter = loop.create_future()
+        timer = loop.call_later(timeout_s, _expire, waiter)
+        waiter.add_done_callback(lambda _: timer.cancel())
         self.transport.write(data)
-        return self.waiter
+        return waiter
+
+
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(asyncio.TimeoutError())
 
 
 def _parse(buffer: bytearray, eof: bool, head_only: bool = False):
@@ -108,7 +118,7 @@ def _parse(buffer: bytearray, eof: bool, head_only: bool = False):
 
 
 class UpstreamPool:
-    def __init__(self, base_url: str, timeout_s: float, max_idle: int = 256):
+    def __init__(self, base_url: str, timeout_s: float, connect_timeout_s: float = 1.0, max_idle: int = 256):
         parts = urlsplit(base_url)
         if parts.scheme != "http":
             raise ValueError(f"upstream {base_url!r}: only http:// is supported (TF Serving REST in the same pod)")
@@ -116,13 +126,18 @@ class UpstreamPool:
         self.port = parts.port or 80
         self.host_header = f"{self.host}:{self.port}".encode()
         self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
         self.max_idle = max_idle
         self.idle: list[_Connection] = []
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(_Connection, self.host, self.port)
+            # A full accept backlog leaves a connect hanging for minutes: give up well before.
+            _, conn = await asyncio.wait_for(loop.create_connection(_Connection, self.host, self.port),
+                                             self.connect_timeout_s)
+        except asyncio.TimeoutError:
+            raise UpstreamError(f"cannot connect within {self.connect_timeout_s}s") from None
         except OSError as err:
             raise UpstreamError(f"cannot connect: {err.strerror or err}") from None
         return conn
@@ -142,8 +157,8 @@ class UpstreamPool:
             if conn is None:
                 conn = await self._connect()
             try:
-                pending = conn.request(data, head_only=method == "HEAD")
-                status, content_type, payload, keep_alive = await asyncio.wait_for(pending, self.timeout_s)
+                status, content_type, payload, keep_alive = await conn.request(data, self.timeout_s,
+                                                                               head_only=method == "HEAD")
             except UpstreamError:
                 if reused and attempt == 0 and not conn.received_any:
                     continue  # stale keep-alive connection: the server never saw this request

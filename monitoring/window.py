@@ -1,112 +1,116 @@
-"""Sliding windows of served rows and scores, and the drift of each against a Baseline.
+"""Served values of one model version, summarised in its baseline's bins (flywheel.drift).
 
-Appends happen on the observer thread in batches; `drift()` runs at Prometheus scrape time
-(metrics.DriftCollector), so the request path never does drift maths. Each feature keeps its own
-ring of the last `size` values it was present in (missing values are not values, as in TFDV).
+Two views, both fed a batch at a time by the observer (never on the request path):
+- the sliding window of the last `size` rows, as summaries, which the drift rule compares with
+  the reference (per pod here, fleet-wide after summing pods' windows: monitoring/fleet.py);
+- cumulative counts per exported bin since the process started, which Prometheus can sum
+  across pods and difference over any window (`flywheel_drift_values_total`).
+
+A batch is one chunk of the window; when the window holds more than `size` rows the oldest
+chunks leave it, so it holds between `size` minus one chunk and `size` rows.
 """
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import deque
 
 import numpy as np
 
-from monitoring import drift
-from monitoring.baseline import Baseline
+from flywheel import drift
+from monitoring.baseline import Baseline, DriftInput
+
+RECOMPUTE_EVERY = 1000   # evictions between exact re-sums of the window (float sums drift slowly)
 
 
-class NumericRing:
-    def __init__(self, size: int):
-        self.values = np.empty(size, float)
-        self.count = 0
-        self.next = 0
-
-    def extend(self, values: list[float]) -> None:
-        for value in values[-len(self.values):]:
-            self.values[self.next] = value
-            self.next = (self.next + 1) % len(self.values)
-        self.count = min(self.count + len(values), len(self.values))
-
-    def snapshot(self) -> np.ndarray:
-        return self.values[:self.count].copy()
+def _empty(item: DriftInput) -> drift.Summary:
+    return item.profile.empty()
 
 
-class CategoricalRing:
-    """Ring of values plus running counts, so a scrape reads the counts without a pass over the ring."""
-
-    def __init__(self, size: int):
-        self.ring: list[str | None] = [None] * size
-        self.next = 0
-        self.counts: Counter[str] = Counter()
-
-    def extend(self, values: list[str]) -> None:
-        for value in values[-len(self.ring):]:
-            old = self.ring[self.next]
-            if old is not None:
-                self.counts[old] -= 1
-                if not self.counts[old]:
-                    del self.counts[old]
-            self.ring[self.next] = value
-            self.counts[value] += 1
-            self.next = (self.next + 1) % len(self.ring)
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts.values())
+def _minus(a: drift.Summary, b: drift.Summary) -> drift.Summary:
+    if a.kind == drift.NUMERIC:
+        return drift.NumericSummary(a.counts - b.counts, a.missing - b.missing, max(0.0, a.below - b.below),
+                                    max(0.0, a.above - b.above))
+    return drift.CategoricalSummary(a.counts - b.counts, a.missing - b.missing)
 
 
 class DriftWindow:
     def __init__(self, baseline: Baseline, size: int):
         self.baseline = baseline
         self.size = size
+        self.items = {i.name: i for i in baseline.inputs}
+        if baseline.predictions is not None:
+            self.items[baseline.predictions.name] = baseline.predictions
         self._lock = threading.Lock()
-        self.numeric = {n: NumericRing(size) for n in baseline.numeric}
-        self.categorical = {n: CategoricalRing(size) for n in baseline.categorical}
-        self.scores = NumericRing(size)
-        self.rows = 0
+        self._chunks: deque[tuple[int, dict[str, drift.Summary]]] = deque()
+        self._totals = {name: _empty(item) for name, item in self.items.items()}
+        self.rows = 0                 # rows in the window
+        self.generation = 0           # changes whenever the window does
+        self._evictions = 0
+        # Cumulative, for Prometheus: values per exported bin, missing values, rows.
+        self.exported = {name: np.zeros(len(item.bins.labels), np.int64)
+                         for name, item in self.items.items() if item.bins is not None}
+        self.missing_total = {name: 0 for name in self.items}
+        self.rows_total = 0
 
-    def add(self, rows: list[dict], scores: list[float]) -> None:
-        """Rows already schema-checked: values of the wrong type were left out by the caller."""
-        numeric: dict[str, list[float]] = {n: [] for n in self.numeric}
-        categorical: dict[str, list[str]] = {n: [] for n in self.categorical}
-        for row in rows:
-            for name, bucket in numeric.items():
-                value = row.get(name)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    bucket.append(float(value))
-            for name, bucket in categorical.items():
-                value = row.get(name)
-                if value is not None and not isinstance(value, (dict, list, bool, float)):
-                    bucket.append(str(value))
+    def add(self, rows: int, columns: dict[str, list]) -> None:
+        """One batch: `rows` rows, and per column (and PREDICTIONS) its values, None where absent."""
+        if rows <= 0:
+            return
+        if rows > self.size:   # only the newest `size` rows can stay in the window
+            columns = {k: v[-self.size:] if len(v) == rows else v for k, v in columns.items()}
+            rows = self.size
+        chunk = {}
+        parts: dict = {}
+        for name, item in self.items.items():
+            values = columns.get(item.column)
+            if values:
+                chunk[name] = item.summarize(values, parts)
         with self._lock:
-            for name, values in numeric.items():
-                self.numeric[name].extend(values)
-            for name, values in categorical.items():
-                self.categorical[name].extend(values)
-            self.scores.extend(scores)
-            self.rows = min(self.rows + len(rows), self.size)
+            for name, summary in chunk.items():
+                self._totals[name] = self._totals[name] + summary
+                if name in self.exported:
+                    self.exported[name] += item_pool(self.items[name], summary)
+                self.missing_total[name] += summary.missing
+            self._chunks.append((rows, chunk))
+            self.rows += rows
+            self.rows_total += rows
+            while self.rows > self.size and len(self._chunks) > 1:
+                old_rows, old = self._chunks.popleft()
+                self.rows -= old_rows
+                for name, summary in old.items():
+                    self._totals[name] = _minus(self._totals[name], summary)
+                self._evictions += 1
+            if self._evictions >= RECOMPUTE_EVERY:
+                self._recompute_locked()
+            self.generation += 1
 
-    def feature_drift(self) -> list[tuple[str, str, float]]:
-        """[(feature, measure, value)] for every feature with served values in the window."""
-        with self._lock:
-            numeric = {n: r.snapshot() for n, r in self.numeric.items() if r.count}
-            categorical = {n: dict(r.counts) for n, r in self.categorical.items() if r.counts}
-        out = []
-        for name, counts in categorical.items():
-            base = self.baseline.categorical[name]
-            out += [(name, "linf", drift.linf(base, counts)), (name, "jsd", drift.categorical_jsd(base, counts)),
-                    (name, "psi", drift.categorical_psi(base, counts))]
-        for name, values in numeric.items():
-            base = self.baseline.numeric[name]
-            served = drift.histogram_on_edges(values, base)
-            out += [(name, "jsd", drift.histogram_jsd(base, served)), (name, "psi", drift.histogram_psi(base, served))]
-        return out
+    def _recompute_locked(self) -> None:
+        totals = {name: _empty(item) for name, item in self.items.items()}
+        for _, chunk in self._chunks:
+            for name, summary in chunk.items():
+                totals[name] = totals[name] + summary
+        self._totals, self._evictions = totals, 0
 
-    def prediction_drift(self) -> list[tuple[str, float]]:
+    def summaries(self) -> tuple[int, int, dict[str, drift.Summary]]:
+        """(generation, rows, summary per input) of the window now."""
         with self._lock:
-            scores = self.scores.snapshot()
-        if not scores.size or self.baseline.predictions is None:
-            return []
-        served = drift.histogram_on_edges(scores, self.baseline.predictions)
-        return [("jsd", drift.histogram_jsd(self.baseline.predictions, served)),
-                ("psi", drift.histogram_psi(self.baseline.predictions, served))]
+            return self.generation, self.rows, dict(self._totals)
+
+    def exported_counts(self) -> tuple[int, dict[str, np.ndarray], dict[str, int]]:
+        with self._lock:
+            return self.rows_total, {k: v.copy() for k, v in self.exported.items()}, dict(self.missing_total)
+
+
+def item_pool(item: DriftInput, summary: drift.Summary) -> np.ndarray:
+    return item.bins.pool(summary.counts).astype(np.int64)
+
+
+def decide(baseline: Baseline, summaries: dict[str, drift.Summary], params) -> tuple[list, list]:
+    """The drift rule on a window: (per feature input, for the predictions) FeatureDrift lists."""
+    profiles = {i.name: i.profile for i in baseline.inputs}
+    features = drift.compare(profiles, {k: v for k, v in summaries.items() if k in profiles}, params)
+    predictions = []
+    if baseline.predictions is not None and baseline.predictions.name in summaries:
+        item = baseline.predictions
+        predictions = drift.compare({item.name: item.profile}, {item.name: summaries[item.name]}, params)
+    return features, predictions

@@ -64,7 +64,8 @@ def local_paths(params: params_module.Params) -> params_module.Params:
 
 def print_summary(summaries: list[summary.RunSummary], params: params_module.Params) -> None:
     repository, model_name = params.push.model_repository, params.push.model_name
-    print(summary.describe(summaries, repo.versions(repository, model_name), repository, model_name))
+    print(summary.describe(summaries, repo.versions(repository, model_name), repository, model_name,
+                           repo.labels(repository, model_name)))
 
 
 def _write_last_run(summaries: list[summary.RunSummary]) -> None:
@@ -144,7 +145,7 @@ def cmd_run(args, params) -> int:
     drift against its baseline, evaluated against it."""
     sets = parse_sets(args.set)
     assignments = {"ingest.label": args.label, "ingest.pii_columns": args.pii or [],
-                   "evaluate.slice_feature": args.slice or "",
+                   "evaluate.slice_features": args.slice or [], "evaluate.slice_crosses": [],
                    "push.model_name": args.model_name or model_name_for(args.data)}
     if args.model_repository:
         assignments["push.model_repository"] = args.model_repository
@@ -168,7 +169,12 @@ def cmd_run(args, params) -> int:
 def cmd_compile(args, params) -> int:
     from pipelines import remote
 
-    path = remote.compile_pipeline(args.output, args.image)
+    if args.pipeline == "batch":
+        from pipelines.batch_pipeline import batch_pipeline
+        output = args.output or remote.BATCH_YAML
+        path = remote.compile_pipeline(output, args.image, batch_pipeline)
+    else:
+        path = remote.compile_pipeline(args.output or remote.PIPELINE_YAML, args.image)
     print(f"compiled {path} (image {args.image})")
     return 0
 
@@ -192,8 +198,9 @@ def cmd_submit(args, params) -> int:
     if not args.wait:
         return 0
     result = remote.wait_and_summarize(args.host, run_id, arguments)
-    print(summary.describe([result], repo.versions(args.model_repository, arguments["push"]["model_name"]),
-                           args.model_repository, arguments["push"]["model_name"]))
+    model_name = arguments["push"]["model_name"]
+    print(summary.describe([result], repo.versions(args.model_repository, model_name), args.model_repository,
+                           model_name, repo.labels(args.model_repository, model_name)))
     return 0 if result.succeeded else 1
 
 
@@ -244,11 +251,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--model-repository", default="", help="default: push.model_repository in params.yaml")
     r.add_argument("--curated-schema", default="", help="schema.pbtxt to import (default: the model's, else inferred)")
     r.add_argument("--pii", nargs="*", help="columns to drop before anything is written")
-    r.add_argument("--slice", default="", help="feature to slice evaluation metrics by")
+    r.add_argument("--slice", action="append", help="feature to slice evaluation metrics and fairness by (repeatable)")
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("compile", help="compile the pipeline to KFP YAML")
-    c.add_argument("--output", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "training_pipeline.yaml"))
+    c.add_argument("--output", default="", help="default: pipelines/<pipeline>_pipeline.yaml")
+    c.add_argument("--pipeline", choices=("training", "batch"), default="training")
     c.add_argument("--image", default=names.COMPONENT_IMAGE, help="component image (name:tag or @digest)")
     c.set_defaults(func=cmd_compile)
 
@@ -267,7 +275,7 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--wait", action="store_true", help="wait for the run and print its summary")
         s.set_defaults(func=func)
 
-    b = sub.add_parser("rollback", help="make an earlier version the served one")
+    b = sub.add_parser("rollback", help="make an earlier version production again (moves the production label)")
     b.add_argument("--to", type=int, required=True, help="version to serve again")
     b.add_argument("--model-repository", default="")
     b.add_argument("--model-name", default="")

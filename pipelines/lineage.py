@@ -77,8 +77,8 @@ def describe(version: int, metadata: dict, record: dict, served: int | None) -> 
             lines.append(f"  {label}: {steps[key]['uri']}")
     settings = {k: v for step in ("ingest/examples", "train/model", "evaluate/evaluation")
                 for k, v in [(step.split("/")[0], steps.get(step, {}).get("params"))] if v}
-    if settings:
-        lines.append("  settings: " + json.dumps(settings, sort_keys=True)[:400])
+    for step, values in settings.items():   # one line a step, so a long section cannot hide the others
+        lines.append(f"  settings {step}: " + json.dumps(values, sort_keys=True)[:400])
     return lines
 
 

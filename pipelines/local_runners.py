@@ -56,11 +56,15 @@ def container_view(arguments: dict) -> tuple[dict, dict]:
         arguments["data_path"] = data_path
         mounts[os.path.dirname(data_path)] = {"bind": os.path.dirname(data_path), "mode": "ro"}
     push = dict(arguments.get("push") or {})
-    repository = push.get("model_repository", "")
+    # The training pipeline names the repository in its push section, the batch pipeline on its own.
+    repository = push.get("model_repository", "") or arguments.get("model_repository", "")
     if repository and not storage.is_remote(repository):
         repository = storage.absolute(repository)
         os.makedirs(repository, exist_ok=True)  # created by the caller, so it owns it
-        arguments["push"] = {**push, "model_repository": repository}
+        if "push" in arguments:
+            arguments["push"] = {**push, "model_repository": repository}
+        else:
+            arguments["model_repository"] = repository
         mounts[repository] = {"bind": repository, "mode": "rw"}
     curated = (arguments.get("schema") or {}).get("curated", "")
     if curated and os.path.isabs(curated) and not any(curated.startswith(m + os.sep) for m in mounts):

@@ -16,15 +16,18 @@ from flywheel import model_repository, names, storage
 from pipelines.summary import RunSummary, summarize
 
 PIPELINE_YAML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "training_pipeline.yaml")
+BATCH_YAML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "batch_pipeline.yaml")
 
 
-def compile_pipeline(output: str = PIPELINE_YAML, image: str = names.COMPONENT_IMAGE) -> str:
-    """Compile to KFP IR YAML; `image` replaces the default component image in every executor."""
+def compile_pipeline(output: str = PIPELINE_YAML, image: str = names.COMPONENT_IMAGE, pipeline=None) -> str:
+    """Compile a pipeline (default: the training pipeline) to KFP IR YAML; `image` replaces the
+    default component image in every executor."""
     from kfp import compiler
 
-    from pipelines.training_pipeline import training_pipeline
+    if pipeline is None:
+        from pipelines.training_pipeline import training_pipeline as pipeline
 
-    compiler.Compiler().compile(training_pipeline, output)
+    compiler.Compiler().compile(pipeline, output)
     if image != names.COMPONENT_IMAGE:
         with open(output) as f:
             documents = list(yaml.safe_load_all(f))

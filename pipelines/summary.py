@@ -20,7 +20,8 @@ from flywheel import names
 INGEST, VALIDATE, EVALUATE, PUSH = ("ingest", "examples"), ("validate", "anomalies"), \
     ("evaluate", "evaluation"), ("push", "pushed")
 BLOCKING_COUNT = re.compile(r"(\d+) blocking anomal")  # components.validate.blocking_message
-STEPS = ("ingest", "resolve", "statistics", "schema", "validate", "train", "evaluate", "push")
+INFRA = ("infra-validate", "validation")   # kfp.local names the task after the component function
+STEPS = ("ingest", "resolve", "statistics", "schema", "validate", "train", "evaluate", "infra-validate", "push")
 
 
 class StepOutputs(Protocol):
@@ -48,10 +49,13 @@ class RunSummary:
     metrics: dict = dataclasses.field(default_factory=dict)
     blessed: bool | None = None
     blessing_reason: str = ""
+    fairness: str = ""        # one line: slices judged, the largest gap, or the criterion that failed
     compared_with: int | None = None
     pushed: bool | None = None
     pushed_version: int | None = None
+    pushed_label: str = ""                # the version label it was published under (canary, production)
     push_reason: str = ""
+    infra: dict = dataclasses.field(default_factory=dict)   # infra validation: blessed, reason, p50_ms, p99_ms, ...
     seconds: float = 0.0
     step_seconds: dict = dataclasses.field(default_factory=dict)
     log_file: str = ""
@@ -67,13 +71,16 @@ def summarize(outputs: StepOutputs, data_path: str, run_id: str, seconds: float)
     if evaluation:
         summary.metrics = evaluation.get("metrics", {})
         summary.blessed, summary.blessing_reason = evaluation.get("blessed"), evaluation.get("reason", "")
+        summary.fairness = evaluation.get("fairness", "")
         summary.compared_with = evaluation.get("production_version")
+    summary.infra = outputs.metadata(*INFRA)
     pushed = outputs.metadata(*PUSH)
     summary.run_id = pushed.get("run_id") or run_id   # the pipeline job id the run's record is filed under
     if pushed:
         summary.pushed, summary.push_reason = pushed.get("pushed"), pushed.get("reason", "")
         summary.pushed_version = pushed.get("version") if pushed.get("pushed") else None
-    for step, output in (INGEST, VALIDATE, EVALUATE, PUSH, ("train", "model"), ("statistics", "statistics")):
+        summary.pushed_label = pushed.get("label", "") if pushed.get("pushed") else ""
+    for step, output in (INGEST, VALIDATE, EVALUATE, INFRA, PUSH, ("train", "model"), ("statistics", "statistics")):
         where = outputs.path(step, output)
         if where:
             summary.artifacts[f"{step}/{output}"] = where
@@ -102,16 +109,25 @@ def _metrics_text(metrics: dict) -> str:
     return " ".join(f"{k}={metrics[k]:.3f}" for k in keys) or "-"
 
 
+def _infra_text(infra: dict) -> str:
+    if not infra:
+        return "-"
+    figure = f"{infra['p99_ms']:.1f} ms" if isinstance(infra.get("p99_ms"), (int, float)) else ""
+    return f"{figure} {'ok' if infra.get('blessed') else 'FAILED'}".strip()
+
+
 def table(summaries: list[RunSummary]) -> str:
-    header = ["data", "data version", "anomalies", "metrics (test)", "compared with", "blessed", "pushed", "time"]
+    header = ["data", "data version", "anomalies", "metrics (test)", "compared with", "blessed", "infra p99",
+              "pushed", "time"]
     rows = []
     for s in summaries:
         rows.append([
             os.path.basename(s.data_path), (s.data_version or "-")[:16],
             f"{s.anomalies_blocking} blocking, {s.anomalies_other} other",
             _metrics_text(s.metrics), f"v{s.compared_with}" if s.compared_with is not None else "-",
-            "-" if s.blessed is None else ("yes" if s.blessed else "no"),
-            f"v{s.pushed_version}" if s.pushed else ("no" if s.pushed is not None else "-"),
+            "-" if s.blessed is None else ("yes" if s.blessed else "no"), _infra_text(s.infra),
+            (f"v{s.pushed_version}" + (f" as {s.pushed_label}" if s.pushed_label else "")) if s.pushed
+            else ("no" if s.pushed is not None else "-"),
             f"{s.seconds:.0f}s"])
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
 
@@ -120,23 +136,36 @@ def table(summaries: list[RunSummary]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def describe(summaries: list[RunSummary], versions: list[int], repository: str, model_name: str) -> str:
-    """The end-of-run text: the table, one line of outcome per run, where things are."""
+def describe(summaries: list[RunSummary], versions: list[int], repository: str, model_name: str,
+             labels: dict[str, int] | None = None) -> str:
+    """The end-of-run text: the table, one line of outcome per run, where things are, and which
+    version each label names (`labels`; without them the highest version is production)."""
     lines = ["", "== Flywheel run summary ==", table(summaries)]
     for s in summaries:
         outcome = "ok" if s.succeeded else f"FAILED at {s.failed_step or 'start'}"
         lines.append(f"- {os.path.basename(s.data_path)}: {outcome}: {s.error or s.push_reason or s.blessing_reason}")
-    served = f"v{versions[-1]}" if versions else "none"
+        if s.fairness:
+            lines.append(f"  fairness: {s.fairness}")
+        if s.pushed and s.pushed_label:
+            lines.append(f"  published v{s.pushed_version} as {s.pushed_label}"
+                         + (": the sidecar sends it a share of traffic and promotes or rolls it back"
+                            if s.pushed_label == names.CANARY else ""))
+        if s.infra:
+            lines.append(f"  infra validation: {s.infra.get('reason', '')} (load {s.infra.get('load_seconds', 0):.1f} s)")
+    if labels is None:
+        labels = {names.PRODUCTION: versions[-1]} if versions else {}
+    named = "  ".join(f"{label}: v{labels[label]}" for label in names.VERSION_LABELS if label in labels)
     lines.append(f"model repository: {os.path.join(repository, model_name)}  versions: {versions or 'none'}"
-                 f"  served (latest): {served}")
+                 f"  {named or 'production: none'}")
     if summaries:
         last = summaries[-1]
         validation = last.artifacts.get("/".join(VALIDATE))
         if validation and os.path.isfile(os.path.join(validation, names.REPORT_HTML)):
             lines.append(f"validation report: {os.path.join(validation, names.REPORT_HTML)}")
-        card = last.artifacts.get("evaluate/evaluation")
+        # Infra validation's card is evaluate's with its own section added.
+        card = last.artifacts.get("/".join(INFRA)) or last.artifacts.get("evaluate/evaluation")
         if card:
-            lines.append(f"model card: {os.path.join(card, 'model_card.md')}")
+            lines.append(f"model card: {os.path.join(card, names.MODEL_CARD)}")
         if last.log_file:
             lines.append(f"full log: {last.log_file}")
     return "\n".join(lines)

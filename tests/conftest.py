@@ -26,7 +26,7 @@ def train_frame() -> pd.DataFrame:
 def exported_versions(tmp_path_factory, train_frame) -> dict[int, Path]:
     """Two versions trained and pushed by the pipeline's steps, once per session."""
     return train_versions(tmp_path_factory.mktemp("exported"), [train_frame, make_frame(3000, seed=22)],
-                          MODEL_NAME, LABEL, **{"evaluate.slice_feature": "payment_type"})
+                          MODEL_NAME, LABEL, **{"evaluate.slice_features": ["payment_type"]})
 
 
 # --- time per test folder, printed at the end of every run ---------------------------------------

@@ -11,7 +11,8 @@ The pipeline (validate) and the monitoring sidecar use the same code, so their n
   p-values, effect size, threshold, sample sizes, the decision and a one-line reason.
 """
 from flywheel.drift.compare import (CHI2, KS, KS_CHI2, LINF, NONE, WASSERSTEIN_SD, FeatureDrift, chi2_two_sample,
-                                    compare, format_table, pool_levels, psi, wasserstein)
+                                    compare, decile_groups, format_table, pool_levels, psi,
+                                    wasserstein)
 from flywheel.drift.profiles import (CATEGORICAL, NUMERIC, CategoricalProfile, CategoricalSummary, NumericProfile,
                                      NumericSummary, Profile, Summary, categorical_profile,
                                      categorical_profile_from_counts, category_counts, numeric_profile,
@@ -24,7 +25,7 @@ __all__ = [
     "CATEGORICAL", "CHI2", "KS", "KS_CHI2", "LINF", "NONE", "NUMERIC", "WASSERSTEIN_SD",
     "CategoricalProfile", "CategoricalSummary", "FeatureDrift", "NumericProfile", "NumericSummary", "Profile",
     "Summary", "categorical_profile", "categorical_profile_from_counts", "category_counts", "chi2_sf",
-    "chi2_two_sample", "compare", "format_table", "gamma_q", "holm", "kolmogorov_sf", "ks_pvalue",
+    "chi2_two_sample", "compare", "decile_groups", "format_table", "gamma_q", "holm", "kolmogorov_sf", "ks_pvalue",
     "numeric_profile", "numeric_profile_from_histogram", "pool_levels", "profile_from_dict", "profile_from_feature_stats",
     "profile_from_values", "profiles_from_statistics", "profiles_from_values", "psi", "summarize",
     "wasserstein",

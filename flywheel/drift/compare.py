@@ -174,9 +174,16 @@ def wasserstein(profile: NumericProfile, summary: NumericSummary) -> tuple[float
     return w1, shift
 
 
-def _decile_psi(profile: NumericProfile, summary: NumericSummary) -> float:
+def decile_groups(profile: NumericProfile) -> np.ndarray:
+    """The reference decile (0-9) each bin of the profile belongs to, by where the bin starts in
+    the reference's CDF: PSI is computed over these groups (the monitoring sidecar exports its
+    counts grouped the same way, so Prometheus computes the same PSI)."""
     start = np.concatenate([[0.0], np.cumsum(profile.counts)[:-1] / profile.n])
-    group = np.minimum(PSI_BINS - 1, np.floor(start * PSI_BINS + 1e-9).astype(int))
+    return np.minimum(PSI_BINS - 1, np.floor(start * PSI_BINS + 1e-9).astype(int))
+
+
+def _decile_psi(profile: NumericProfile, summary: NumericSummary) -> float:
+    group = decile_groups(profile)
     return psi(np.bincount(group, profile.counts, PSI_BINS), np.bincount(group, summary.counts, PSI_BINS))
 
 

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from flywheel.drift import FeatureDrift, Profile
-from flywheel.drift.profiles import NumericProfile
+from flywheel.drift.profiles import CategoricalSummary, NumericProfile, NumericSummary
 from flywheel.report import charts
 from flywheel.report.charts import number
 from flywheel.report.model import PROFILE, Anomaly, Comparison, FeatureView, Report, view
@@ -38,9 +38,15 @@ def comparison(rule: RuleComparison) -> Comparison:
         if profile is None:
             continue
         values = rule.current.get(result.feature)
-        summary = profile.summarize(values) if values is not None else None
+        summary = _summary(profile, values) if values is not None else None
         features.append(view(result, charts.chart(profile, summary), rule.alpha, result.feature in rule.blocking))
     return Comparison(rule.key, rule.title, rule.reference_name, rule.current_name, tuple(features), rule.note)
+
+
+def _summary(profile: Profile, values):
+    """Current values counted in the profile's bins; a summary made batch by batch (data too large
+    to hold: flywheel/drift summaries add up) is taken as it is."""
+    return values if isinstance(values, (NumericSummary, CategoricalSummary)) else profile.summarize(values)
 
 
 def now() -> str:
@@ -69,7 +75,7 @@ def side_by_side(key: str, title: str, reference_name: str, current_name: str, p
     features = []
     for name, profile in profiles.items():
         values = current.get(name)
-        summary = profile.summarize(values if values is not None else np.array([], dtype=object))
+        summary = _summary(profile, values if values is not None else np.array([], dtype=object))
         features.append(FeatureView(name, charts.chart(profile, summary), PROFILE,
                                     f"n and missing: {reference_name} / {current_name}",
                                     _described(profile, summary)))

@@ -50,30 +50,57 @@ def test_every_alert_has_severity_summary_and_runbook():
         assert alert.get("for"), f"{alert['alert']}: no `for`, it would fire on one bad evaluation"
 
 
-def test_every_documented_alert_is_there():
+def _records() -> list[dict]:
+    return [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "record" in r]
+
+
+def test_the_expected_alerts_are_all_there():
     assert {a["alert"] for a in _alerts()} >= {
         "FlywheelFeatureDriftSustained", "FlywheelPredictionDrift", "FlywheelSchemaAnomalies",
         "FlywheelLiveAccuracyDrop", "FlywheelHighErrorRate", "FlywheelLatencySLO", "FlywheelPredictionLogDrops",
-        "FlywheelSidecarDown", "FlywheelUpstreamDown", "FlywheelModelStale"}
+        "FlywheelSidecarDown", "FlywheelUpstreamDown", "FlywheelModelStale", "FlywheelLogShippingStalled",
+        "FlywheelLogSegmentsLost", "FlywheelFeedbackNotRecorded", "FlywheelFleetDriftStale"}
 
 
-def test_rules_read_only_metrics_the_sidecar_exports():
+def test_rules_read_only_metrics_the_sidecar_exports_or_rules_record():
     exported = sidecar_metric_names()
-    assert "flywheel_requests_total" in exported and "flywheel_feature_drift" in exported
-    for alert in _alerts():
-        unknown = metric_names_in(alert["expr"]) - exported - {"up"}
-        assert not unknown, f"{alert['alert']} reads metrics the sidecar does not export: {unknown}"
+    recorded = {r["record"] for r in _records()}
+    assert "flywheel_requests_total" in exported and "flywheel_drift_values_total" in exported
+    for rule in _records() + _alerts():
+        unknown = metric_names_in(rule["expr"]) - exported - recorded - {"up"}
+        assert not unknown, f"{rule.get('alert') or rule['record']} reads metrics nobody exports: {unknown}"
 
 
-def test_prometheusrule_manifest_is_up_to_date():
-    result = subprocess.run([sys.executable, str(RULES_DIR / "prometheusrule.py"), "--check"],
+def test_committed_rules_prometheusrule_and_dashboards_are_their_rendering():
+    result = subprocess.run([sys.executable, "-m", "monitoring.rendering", "--check"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
 
-def test_drift_alerts_use_the_pipelines_thresholds():
+def test_thresholds_are_rendered_from_params():
+    """Change a threshold in params and the rules and dashboards follow; nothing is hard-coded."""
     from flywheel import params
-    settings = params.load().monitoring
+    from monitoring import rendering
+    base = params.load()
+    changed = params.override(base, {"monitoring.min_live_accuracy": 0.83, "monitoring.min_drift_rows": 321,
+                                     "monitoring.latency_slo_s": 0.25, "drift.psi": 0.31, "drift.alpha": 0.02,
+                                     "monitoring.rules_window": "17m"})
+    before = rendering.render(base)
+    after = rendering.render(changed)
+    rules = after[rendering.RULES_FILE]
+    assert "flywheel:live_accuracy:fleet < 0.83" in rules and ">= 321" in rules and "> 0.25" in rules
+    assert "p <= 0.02" in rules and "PSI 0.31" in rules and "[17m]" in rules and "[30m]" not in rules
+    drift_dashboard = after[rendering.DASHBOARD_DIR / "flywheel-drift.json"]
+    assert '"value": 0.31' in drift_dashboard and '"value": 0.02' in drift_dashboard
+    assert '"value": 0.83' in drift_dashboard and '"value": 321' in drift_dashboard
+    assert before[rendering.PROMETHEUS_RULE_FILE] != after[rendering.PROMETHEUS_RULE_FILE]
+
+
+def test_drift_alert_reads_the_fleets_decision_with_the_pipelines_rule():
+    from flywheel import params
+    settings = params.load()
     (alert,) = [a for a in _alerts() if a["alert"] == "FlywheelFeatureDriftSustained"]
-    assert f'{{measure="linf"}} > {settings.drift_linf:g}' in alert["expr"]
-    assert f'{{measure="jsd"}} > {settings.drift_jsd:g}' in alert["expr"]
+    assert 'flywheel_fleet_feature_drift{measure="drifted"}) == 1' in alert["expr"]
+    assert f">= {settings.monitoring.min_drift_rows}" in alert["expr"]
+    summary = alert["annotations"]["summary"]
+    assert f"p <= {settings.drift.alpha:g}" in summary and f"W1 {settings.drift.wasserstein_sd:g} sd" in summary

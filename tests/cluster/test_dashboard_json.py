@@ -30,7 +30,10 @@ def test_dashboard_is_importable(path):
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_panels_read_only_metrics_the_sidecar_exports(path):
-    exported = sidecar_metric_names() | {"up"}
+    import yaml
+    rules = yaml.safe_load((ROOT / "monitoring/rules/flywheel-alerts.rules.yml").read_text())
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    exported = sidecar_metric_names() | {"up"} | recorded
     for panel in json.loads(path.read_text())["panels"]:
         for target in panel["targets"]:
             assert metric_names_in(target["expr"]) <= exported, f"{panel['title']}: {target['expr']}"
@@ -41,21 +44,24 @@ def _drift_panels() -> dict[str, dict]:
     return {p["title"]: p for p in d["panels"]}
 
 
-def test_drift_dashboard_has_its_panels():
+def test_drift_dashboard_shows_the_rule_fleet_wide_and_per_pod():
     titles = " | ".join(_drift_panels())
-    for needed in ("Feature drift over time", "drifting now", "Prediction drift", "Schema anomalies",
-                   "Live accuracy", "model version"):
+    for needed in ("drifting now (fleet)", "Effect size / threshold (fleet)", "Holm-corrected p-value",
+                   "per pod", "L-infinity (fleet", "Jensen-Shannon divergence (fleet", "PSI (fleet)",
+                   "Prediction drift", "Schema anomalies", "Live accuracy (fleet)", "model version"):
         assert needed in titles, needed
 
 
 def test_drift_thresholds_are_the_pipelines():
-    """A number on the dashboard means what it means in the pipeline's anomaly report."""
-    settings = params.load().monitoring
+    """A number on the dashboard means what it means in the pipeline's drift report."""
+    settings = params.load()
     panels = _drift_panels()
-    steps = {title: [s["value"] for s in p["fieldConfig"]["defaults"]["thresholds"]["steps"]]
-             for title, p in panels.items() if title.startswith("Feature drift over time")}
-    assert steps == {"Feature drift over time: numeric features (JSD)": [None, settings.drift_jsd],
-                     "Feature drift over time: categorical features (L-infinity)": [None, settings.drift_linf]}
-    (now,) = [p for t, p in panels.items() if "drifting now" in t]
-    expr = now["targets"][0]["expr"]
-    assert f"/ {settings.drift_linf:g} " in expr and f"/ {settings.drift_jsd:g})" in expr
+
+    def steps(title: str) -> list:
+        return [s["value"] for s in panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+    assert steps("Evidence (fleet): Holm-corrected p-value") == [None, settings.drift.alpha]
+    assert steps("PSI (fleet)") == [None, settings.drift.psi]
+    assert steps("L-infinity (fleet, TFDV's measure)") == [None, settings.drift.linf]
+    assert steps("Live accuracy (fleet)") == [None, settings.monitoring.min_live_accuracy]
+    description = panels["Effect size / threshold (fleet)"]["description"]
+    assert f"W1 / {settings.drift.wasserstein_sd:g} sd" in description and f"PSI / {settings.drift.psi:g}" in description

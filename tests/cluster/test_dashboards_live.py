@@ -2,11 +2,11 @@
 
 A real sidecar (`python -m monitoring`, subprocess) in front of a small TF Serving-compatible
 upstream, a real Prometheus (Debian package) scraping it every second on loopback with the
-alert rules loaded, traffic drawn from the training distribution and then, part-way, with
-`trip_miles` tripled (and nothing else changed). Checks: every panel query of both dashboards
-returns data; the drift panel rises above the threshold for trip_miles and stays below it for
-every other feature; the feature-drift alert goes pending for trip_miles only; the drift
-panels render to a PNG.
+alert and recording rules loaded, traffic drawn from the training distribution and then,
+part-way, with `trip_miles` tripled (and nothing else changed). Checks: every panel query of both
+dashboards returns data; the fleet's decision marks trip_miles drifted at the end and no other
+feature, and its effect size crosses its threshold only after the shift; the feature-drift alert
+goes pending for trip_miles only; the dashboards render to a PNG.
 
 The upstream is small on purpose (a few lines of aiohttp answering TF Serving's model-status
 and :predict REST calls): a real SavedModel would add a TensorFlow import and an export to the
@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -30,19 +29,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.support.cluster import ROOT, require_tool
-from flywheel import names, params
-from tests.support.app_thread import AppThread
-from tests.support.bundles import train_versions
+from tests.support.cluster import ROOT
+from flywheel import names
+from tests.support.upstreams import SmallUpstream
+from tests.support.net import free_port, wait_until
+from tests.support.prometheus import Prometheus
+from tests.support.bundles import write_model_repository
 from tests.support.taxi_rows import LABEL, make_frame, rows_of
 
 MODEL = names.DEFAULT_MODEL_NAME
 SHIFTED = "trip_miles"
-# params.yaml monitoring.drift_jsd / drift_linf, the thresholds on the dashboard and in the alert
-JSD_THRESHOLD = params.load().monitoring.drift_jsd
-LINF_THRESHOLD = params.load().monitoring.drift_linf
 DASHBOARDS = ROOT / "monitoring/dashboards"
 SCRAPE_S = 1
+POD = "flywheel-serving-test"
 WINDOW_ROWS = 400
 ROWS_PER_REQUEST = 20
 
@@ -58,32 +57,6 @@ def _render_module():
 render_png = _render_module()
 
 
-def score(row: dict) -> float:
-    """The small upstream's model: a fixed logistic function of two features."""
-    z = 1.2 * (row.get("payment_type") == "Credit Card") - 0.8 + 0.02 * float(row.get("fare") or 0.0)
-    return 1.0 / (1.0 + math.exp(-z))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as err:  # not up yet
-            last = err
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last})")
-
-
 def http_json(url: str, payload=None, raw: bytes | None = None) -> tuple[int, dict, dict]:
     data = raw if raw is not None else (json.dumps(payload).encode() if payload is not None else None)
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
@@ -94,67 +67,15 @@ def http_json(url: str, payload=None, raw: bytes | None = None) -> tuple[int, di
         return err.code, dict(err.headers), json.loads(err.read() or b"{}")
 
 
-# --- the model repository: a version the pipeline's own steps trained and pushed ------------
-def write_model_repository(root: Path) -> Path:
-    versions = train_versions(root, [make_frame(3000, seed=1)], MODEL, LABEL)
-    return versions[1].parent.parent
-
-
-class SmallUpstream:
-    """TF Serving's REST model-status and :predict calls for one model, version 1, on loopback."""
-
-    def __init__(self):
-        from aiohttp import web
-
-        async def status(request):
-            return web.json_response({"model_version_status": [
-                {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
-
-        async def predict(request):
-            try:
-                body = json.loads(await request.read())
-            except ValueError as err:  # as TF Serving answers a body that is not JSON
-                return web.json_response({"error": f"JSON Parse error: {err}"}, status=400)
-            return web.json_response({"predictions": [score(r) for r in body["instances"]]})
-
-        async def metrics(request):  # TF Serving's own Prometheus endpoint, minimal
-            return web.Response(text=":tensorflow:serving:request_count{model_name=\"%s\"} 1\n" % MODEL)
-
-        self.port = free_port()
-        app = web.Application()
-        app.router.add_get(f"/v1/models/{MODEL}", status)
-        app.router.add_post(f"/v1/models/{MODEL}:predict", predict)
-        app.router.add_get("/monitoring/prometheus/metrics", metrics)
-        self.server = AppThread(app, self.port, timeout=20, what="small upstream")
-
-    def stop(self):
-        self.server.stop(20)
-
-
-def prometheus_config(sidecar_port: int, upstream_port: int) -> str:
-    """Scrape labels as the ServiceMonitor gives them (job = metrics Service, endpoint = port name)."""
-    rules = ROOT / "monitoring/rules/flywheel-alerts.rules.yml"
-    target = {"namespace": "flywheel", "pod": "flywheel-serving-test", "service": "flywheel-serving-metrics"}
-    return json.dumps({
-        "global": {"scrape_interval": f"{SCRAPE_S}s", "evaluation_interval": f"{SCRAPE_S}s"},
-        "rule_files": [str(rules)],
-        "scrape_configs": [
-            {"job_name": "flywheel-serving-metrics", "metrics_path": "/metrics",
-             "static_configs": [{"targets": [f"127.0.0.1:{sidecar_port}"], "labels": {**target, "endpoint": "http"}}]},
-            {"job_name": "flywheel-serving-metrics-tfs", "metrics_path": "/monitoring/prometheus/metrics",
-             "static_configs": [{"targets": [f"127.0.0.1:{upstream_port}"], "labels": {**target, "endpoint": "tfs-rest"}}]},
-        ]})
-
-
 class Stack:
     def __init__(self, tmp: Path):
         self.procs: list[subprocess.Popen] = []
         self.upstream = None
+        self.server: Prometheus | None = None
         self.tmp = tmp
 
     def start(self) -> None:
         """Upstream, sidecar, Prometheus; the caller stops whatever started, also on failure."""
-        require_tool("prometheus", "run `make system-deps` (Debian package prometheus)")
         tmp = self.tmp
         repository = write_model_repository(tmp / "model_repository")
         self.upstream = SmallUpstream()
@@ -163,28 +84,27 @@ class Stack:
         self._start([sys.executable, "-m", "monitoring", "--host", "127.0.0.1", "--port", str(self.sidecar_port),
                      "--upstream", f"http://127.0.0.1:{self.upstream.port}", "--model-repository", str(repository),
                      "--model-name", MODEL, "--log-dir", str(tmp / "prediction_log"),
-                     "--window-rows", str(WINDOW_ROWS), "--version-poll-s", "0.5"], tmp / "sidecar.log", cwd=ROOT)
+                     "--window-rows", str(WINDOW_ROWS), "--version-poll-s", "0.5", "--fleet-interval-s", "0.5",
+                     "--feedback-poll-s", "0.5", "--log-destination", str(tmp / "logs"), "--pod", POD],
+                    tmp / "sidecar.log", cwd=ROOT)
         try:
             wait_until(lambda: http_json(f"{self.sidecar}/healthz/ready")[0] == 200, 60, "sidecar ready")
         except AssertionError:
             raise AssertionError("sidecar not ready:\n" + (tmp / "sidecar.log").read_text()[-3000:]) from None
-        prom_port = free_port()
-        self.prometheus = f"http://127.0.0.1:{prom_port}"
-        config = tmp / "prometheus.yml"
-        config.write_text(prometheus_config(self.sidecar_port, self.upstream.port))
-        self._start(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-                     f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"], tmp / "prometheus.log", cwd=tmp)
-        wait_until(lambda: all(t["health"] == "up" for t in self.targets()) and len(self.targets()) == 2,
-                   60, "Prometheus scraping both targets")
+        # Scrape labels as the ServiceMonitor gives them (job = metrics Service, endpoint = port name).
+        tfs = {"job_name": "flywheel-serving-metrics-tfs", "metrics_path": "/monitoring/prometheus/metrics",
+               "static_configs": [{"targets": [f"127.0.0.1:{self.upstream.port}"],
+                                   "labels": {"namespace": "flywheel", "pod": POD, "service": "flywheel-serving-metrics",
+                                              "endpoint": "tfs-rest"}}]}
+        self.server = Prometheus(tmp, {POD: f"127.0.0.1:{self.sidecar_port}"}, SCRAPE_S, extra_jobs=[tfs])
+        self.prometheus = self.server.url
 
     def _start(self, args: list[str], log: Path, cwd: Path):
         self.procs.append(subprocess.Popen(args, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT))
 
-    def targets(self) -> list[dict]:
-        with urllib.request.urlopen(f"{self.prometheus}/api/v1/targets", timeout=5) as resp:
-            return json.load(resp)["data"]["activeTargets"]
-
     def stop(self):
+        if self.server is not None:
+            self.server.stop()
         for proc in reversed(self.procs):
             proc.terminate()
         for proc in self.procs:
@@ -256,9 +176,22 @@ def stack(tmp_path_factory):
         stack.stop()
 
 
+def _instant_raw(prometheus: str, expr: str, at: float) -> list[dict]:
+    """An instant query's series as Prometheus returns them, NaN samples included."""
+    url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "time": at})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)["data"]["result"]
+
+
 def _variables() -> dict[str, str]:
     return {"namespace": "flywheel", "model": MODEL, "datasource": "prometheus",
             "__rate_interval": f"{4 * SCRAPE_S + 1}s"}
+
+
+# Gauges that are NaN by design while their feature has nothing loaded: the stack serves no batch
+# (batch.key_column is unset), so "seconds since the loaded batch" has no value to draw. The test
+# still requires the series to exist, i.e. the sidecar exports it.
+NAN_WHILE_OFF = ("flywheel_lookup_batch_age_seconds",)
 
 
 @pytest.mark.parametrize("dashboard", ["flywheel-drift.json", "flywheel-serving.json"])
@@ -267,6 +200,10 @@ def test_every_panel_query_returns_data(stack, dashboard):
     assert len(queries) >= 8
     empty = []
     for q in queries:
+        if any(metric in q.expr for metric in NAN_WHILE_OFF):
+            raw = _instant_raw(stack.prometheus, q.expr, stack.end_time)
+            assert raw and all(math.isnan(float(s["value"][1])) for s in raw), (q.panel, raw)
+            continue
         if q.instant:
             result = render_png.query_instant(stack.prometheus, q.expr, stack.end_time)
         else:
@@ -277,35 +214,39 @@ def test_every_panel_query_returns_data(stack, dashboard):
     assert not empty, "panels without data:\n" + "\n".join(empty)
 
 
-def _panel_series(stack: Stack, title_start: str) -> dict[str, list[tuple[float, float]]]:
+def _panel(title_start: str):
     dashboard = render_png.load_dashboard(DASHBOARDS / "flywheel-drift.json")
     (query,) = [q for q in render_png.panel_queries(dashboard, _variables()) if q.panel.startswith(title_start)]
-    series = render_png.query_range(stack.prometheus, query.expr, stack.start_time, stack.end_time, SCRAPE_S)
+    return query
+
+
+def _series(stack: Stack, title_start: str) -> dict[str, list[tuple[float, float]]]:
+    series = render_png.query_range(stack.prometheus, _panel(title_start).expr, stack.start_time, stack.end_time,
+                                    SCRAPE_S)
     return {s["metric"]["feature"]: s["values"] for s in series}
 
 
-def _final(values: list[tuple[float, float]], stack: Stack) -> list[float]:
-    return [v for t, v in values if t > stack.end_time - 2 * SCRAPE_S]
+def _at(stack: Stack, title_start: str, when: float) -> dict[str, float]:
+    return {s["metric"]["feature"]: s["value"]
+            for s in render_png.query_instant(stack.prometheus, _panel(title_start).expr, when)}
 
 
-def test_drift_panel_rises_for_the_shifted_feature_only(stack):
-    numeric = _panel_series(stack, "Feature drift over time: numeric")
-    categorical = _panel_series(stack, "Feature drift over time: categorical")
-    assert set(numeric) == {"trip_start_timestamp", "trip_miles", "trip_seconds", "fare", "passenger_count",
-                            "pickup_area"}, sorted(numeric)
-    assert set(categorical) == {"payment_type", "company"}, sorted(categorical)
-    before = [v for t, v in numeric[SHIFTED] if t < stack.shift_time]
-    assert before and max(before) < JSD_THRESHOLD, before
-    assert _final(numeric[SHIFTED], stack) and min(_final(numeric[SHIFTED], stack)) > JSD_THRESHOLD
-    print("drift panels at the end: " + ", ".join(f"{f}={v[-1][1]:.3f}" for f, v in sorted({**numeric, **categorical}.items())))
-    for panel, threshold in ((numeric, JSD_THRESHOLD), (categorical, LINF_THRESHOLD)):
-        for feature, values in panel.items():
-            if feature != SHIFTED:
-                final = _final(values, stack)
-                assert final and max(final) < threshold, f"{feature} drifted without a shift: {final}"
-    # "which features drift now": only the shifted one at or above its threshold
-    now = _panel_series(stack, "Features drifting now")
-    assert {f for f, values in now.items() if max(_final(values, stack)) >= 1} == {SHIFTED}
+def test_the_fleets_decision_marks_the_shifted_feature_only(stack):
+    before = _at(stack, "Features drifting now", stack.shift_time)
+    after = _at(stack, "Features drifting now", stack.end_time)
+    # trip_start_timestamp holds time: compared on the cyclical parts its week of data covers, not per value
+    features = {"trip_miles", "trip_seconds", "fare", "passenger_count", "pickup_area", "payment_type", "company",
+                "trip_start_timestamp:weekday", "trip_start_timestamp:hour"}
+    assert set(before) == set(after) == features, sorted(after)
+    assert not any(before.values()), before
+    assert {f for f, drifted in after.items() if drifted} == {SHIFTED}, after
+    effect = _series(stack, "Effect size / threshold (fleet)")
+    print("effect size / threshold at the end: " + ", ".join(f"{f}={v[-1][1]:.2f}" for f, v in sorted(effect.items())))
+    # Before the shift the effect of a window of clean rows is sampling noise (up to about 2 here,
+    # where the test disagrees: not drifted); after it, far above its threshold and the noise.
+    before_shift = max(v for t, v in effect[SHIFTED] if t <= stack.shift_time)
+    final = min(v for t, v in effect[SHIFTED] if t > stack.end_time - 2 * SCRAPE_S)
+    assert final > 1 and final > 5 * before_shift, (before_shift, final)
 
 
 def test_feature_drift_alert_goes_pending_for_the_shifted_feature_only(stack):

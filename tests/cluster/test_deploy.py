@@ -26,7 +26,9 @@ def test_make_deploy_dev_becomes_ready():
 
 
 def _copy_pinned_files(root):
-    for rel in ("manifests/base/kustomization.yaml", "manifests/overlays/gpu/kustomization.yaml", "docker/Dockerfile"):
+    sys.path.insert(0, str(PIN.parent))
+    import pin_digests
+    for rel in pin_digests.KUSTOMIZATIONS + pin_digests.DOCKERFILES:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, root / rel)
 

@@ -1,7 +1,7 @@
 """Every overlay builds, and every rendered object is valid for the pinned Kubernetes version.
 
 Built-in kinds: kubernetes-validate in strict mode (unknown fields rejected). The Prometheus
-operator's kinds (ServiceMonitor, PrometheusRule) against the openAPIV3Schema of prometheus-operator's
+operator's kinds (ServiceMonitor, PrometheusRule, AlertmanagerConfig) against the openAPIV3Schema of prometheus-operator's
 own CRDs, read from its Go module (controlplane/modules.py pins the release; nothing is copied into
 the repository), made strict the way the API server's strict field validation is: an unknown
 field is an error. tests/controlplane applies the same objects to a real API server.
@@ -21,7 +21,7 @@ from tests.support.cluster import KUBERNETES_VERSION, OVERLAYS
 EXPECTED_KINDS = {
     "Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Service",
     "PersistentVolumeClaim", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler",
-    "NetworkPolicy", "ServiceMonitor", "PrometheusRule",
+    "NetworkPolicy", "ServiceMonitor", "PrometheusRule", "Secret", "AlertmanagerConfig",
 }
 
 
@@ -47,12 +47,20 @@ def _strict(node) -> None:
             _strict(child)
 
 
+class _CRDLoader(yaml.SafeLoader):
+    """YAML 1.2 as the API server reads it: a bare `=` (the AlertmanagerConfig matchType enum) is
+    the string "=", not YAML 1.1's value tag."""
+
+
+_CRDLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+
+
 @pytest.fixture(scope="session")
 def crd_schemas() -> dict[tuple[str, str], dict]:
     """(apiVersion, kind) -> strict JSON schema, from prometheus-operator's CRDs."""
     schemas = {}
     for path in modules.prometheus_operator_crds():
-        crd = yaml.safe_load(path.read_text())
+        crd = yaml.load(path.read_text(), Loader=_CRDLoader)
         for version in crd["spec"]["versions"]:
             schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
             _strict(schema)
@@ -72,7 +80,7 @@ def test_every_object_is_valid_in_strict_mode(rendered, crd_schemas, overlay):
     for obj in rendered[overlay]:
         where = f"{overlay}: {obj['kind']}/{obj['metadata']['name']}"
         key = (obj["apiVersion"], obj["kind"])
-        if key[1] in ("ServiceMonitor", "PrometheusRule"):
+        if key[1] in ("ServiceMonitor", "PrometheusRule", "AlertmanagerConfig"):
             if key not in crd_schemas:
                 errors.append(f"{where}: prometheus-operator serves no {key}")
             else:

@@ -13,10 +13,12 @@ import pytest
 import yaml
 
 from tests.support.cluster import MANIFESTS, OVERLAYS, ROOT, containers, find
-from flywheel import names
+from flywheel import names, serving_logs
 from serving import tf_serving
 
 SIDECAR_PORT = 8080
+FEEDBACK_PORT = 8081
+METRICS_PORT = 9090
 
 
 def _quantity_bytes(q: str) -> float:
@@ -46,7 +48,7 @@ def objects(request, rendered):
 
 def test_hpa_scales_the_serving_deployment(objects):
     hpa = find(objects, "HorizontalPodAutoscaler")
-    deployment = find(objects, "Deployment")
+    deployment = find(objects, "Deployment", "flywheel-serving")
     ref = hpa["spec"]["scaleTargetRef"]
     assert (ref["apiVersion"], ref["kind"], ref["name"]) == ("apps/v1", "Deployment", deployment["metadata"]["name"])
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
@@ -62,7 +64,7 @@ def test_resource_metric_has_requests_to_divide_by(objects):
     """HPA CPU utilisation is relative to requests: every container needs a CPU request."""
     hpa = find(objects, "HorizontalPodAutoscaler")
     if any(m["type"] == "Resource" for m in hpa["spec"]["metrics"]):
-        for c in containers(find(objects, "Deployment")).values():
+        for c in containers(find(objects, "Deployment", "flywheel-serving")).values():
             assert "cpu" in c["resources"]["requests"], c["name"]
 
 
@@ -78,21 +80,23 @@ def test_prometheus_adapter_rule_yields_the_hpa_metric():
 
 
 def test_pdb_service_and_networkpolicy_select_the_serving_pods(objects):
-    labels = find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    labels = find(objects, "Deployment", "flywheel-serving")["spec"]["template"]["metadata"]["labels"]
     assert _matches(find(objects, "PodDisruptionBudget")["spec"]["selector"], labels)
-    assert _matches(find(objects, "NetworkPolicy")["spec"]["podSelector"], labels)
-    for service in (o for o in objects if o["kind"] == "Service"):
+    assert _matches(find(objects, "NetworkPolicy", "flywheel-serving")["spec"]["podSelector"], labels)
+    for service in (o for o in objects if o["kind"] == "Service"
+                    and o["metadata"]["name"].startswith("flywheel-serving")):
         assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items()), service["metadata"]["name"]
 
 
 def test_client_service_reaches_only_the_sidecar(objects):
+    """Predictions and feedback, both through the sidecar; nothing reaches TF Serving directly."""
     service = find(objects, "Service", "flywheel-serving")
-    sidecar = containers(find(objects, "Deployment"))["sidecar"]
-    assert [_port_number(sidecar, p["targetPort"]) for p in service["spec"]["ports"]] == [SIDECAR_PORT]
+    sidecar = containers(find(objects, "Deployment", "flywheel-serving"))["sidecar"]
+    assert [_port_number(sidecar, p["targetPort"]) for p in service["spec"]["ports"]] == [SIDECAR_PORT, FEEDBACK_PORT]
 
 
 def test_probes_hit_the_health_endpoints(objects):
-    pod = containers(find(objects, "Deployment"))
+    pod = containers(find(objects, "Deployment", "flywheel-serving"))
     sidecar, tfs = pod["sidecar"], pod["tf-serving"]
     ready = sidecar["readinessProbe"]["httpGet"]
     assert ready["path"] == "/healthz/ready" and _port_number(sidecar, ready["port"]) == SIDECAR_PORT
@@ -113,11 +117,14 @@ def _flags(args: list[str]) -> dict[str, str]:
 
 
 def test_sidecar_and_tf_serving_agree_on_ports_and_model(objects):
-    pod = containers(find(objects, "Deployment"))
+    pod = containers(find(objects, "Deployment", "flywheel-serving"))
     sidecar, tfs = pod["sidecar"], pod["tf-serving"]
     assert sidecar["command"] == ["python3", "-m", "monitoring"]
     flags = _flags(sidecar["args"])
+    assert flags["host"] == "0.0.0.0"   # the sidecar binds loopback unless told otherwise
     assert int(flags["port"]) == SIDECAR_PORT == _port_number(sidecar, "http")
+    assert int(flags["feedback-port"]) == FEEDBACK_PORT == _port_number(sidecar, "feedback")
+    assert int(flags["metrics-port"]) == METRICS_PORT == _port_number(sidecar, "metrics")
     assert flags["upstream"] == f"http://127.0.0.1:{tf_serving.REST_PORT}"
     assert flags["model-name"] == names.DEFAULT_MODEL_NAME
     assert flags["model-repository"] == tf_serving.MOUNTED_MODEL_REPOSITORY
@@ -125,22 +132,38 @@ def test_sidecar_and_tf_serving_agree_on_ports_and_model(objects):
     assert tfs["args"] == tf_serving.command_line()
     assert _port_number(tfs, "tfs-rest") == tf_serving.REST_PORT
     assert _port_number(tfs, "tfs-grpc") == tf_serving.GRPC_PORT
-    # Both containers see the model repository at the same path, read-only.
+    # Both containers see the model repository at the same path, read-only...
     for c in (sidecar, tfs):
         mount = next(m for m in c["volumeMounts"] if m["name"] == "model-repository")
         assert mount["mountPath"] == tf_serving.MOUNTED_MODEL_REPOSITORY and mount["readOnly"] is True
+    # ...except the sidecar's log destination: <repository>/<model>/logs, read-write.
+    (logs,) = [m for m in sidecar["volumeMounts"] if m["name"] == "model-repository" and not m.get("readOnly")]
+    assert logs["mountPath"] == flags["log-destination"]
+    assert logs["subPath"] == f"{names.DEFAULT_MODEL_NAME}/{serving_logs.LOGS_DIR}"
+    assert not any(m["name"] == "model-repository" and not m.get("readOnly") for m in tfs["volumeMounts"])
+    # The feedback token: a file from the (optional) Secret, never an environment variable.
+    secret_volume = next(v for v in find(objects, "Deployment", "flywheel-serving")["spec"]["template"]["spec"]["volumes"]
+                         if v["name"] == "sidecar-token")
+    assert secret_volume["secret"]["secretName"] == find(objects, "Secret", "flywheel-sidecar-token")["metadata"]["name"]
+    assert secret_volume["secret"]["optional"] is True
+    token_mount = next(m for m in sidecar["volumeMounts"] if m["name"] == "sidecar-token")
+    assert flags["token-file"].startswith(token_mount["mountPath"] + "/") and token_mount["readOnly"] is True
+    assert not find(objects, "Secret", "flywheel-sidecar-token").get("data") and not find(objects, "Secret", "flywheel-sidecar-token").get("stringData")
 
 
 def test_tf_serving_config_map_holds_serving_config_files(objects):
-    deployment = find(objects, "Deployment")
+    deployment = find(objects, "Deployment", "flywheel-serving")
     volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "tfserving-config")
     config_map = find(objects, "ConfigMap", volume["configMap"]["name"])
     assert config_map["data"] == {f.name: f.read_text() for f in tf_serving.CONFIG_FILES}
     mount = next(m for m in containers(deployment)["tf-serving"]["volumeMounts"] if m["name"] == "tfserving-config")
     assert mount["mountPath"] == tf_serving.MOUNTED_CONFIG_DIR
-    models_config = config_map["data"][tf_serving.MODELS_CONFIG.name]
-    assert f'name: "{names.DEFAULT_MODEL_NAME}"' in models_config
-    assert f'base_path: "{tf_serving.MOUNTED_MODEL_REPOSITORY}/{names.DEFAULT_MODEL_NAME}"' in models_config
+    # The model config is the repository's (rewritten at every label change), on the volume
+    # TF Serving mounts the repository from.
+    repository_mount = next(m for m in containers(deployment)["tf-serving"]["volumeMounts"]
+                            if m["name"] == "model-repository")
+    assert repository_mount["mountPath"] == tf_serving.MOUNTED_MODEL_REPOSITORY
+    assert f"--model_config_file={tf_serving.models_config()}" in containers(deployment)["tf-serving"]["args"]
     assert tf_serving.METRICS_PATH in config_map["data"][tf_serving.MONITORING_CONFIG.name]
 
 
@@ -149,28 +172,32 @@ def test_service_monitor_scrapes_sidecar_and_tf_serving(objects):
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     service = next(s for s in objects if s["kind"] == "Service"
                    and _matches(monitor["spec"]["selector"], s["metadata"].get("labels", {})))
-    pod = containers(find(objects, "Deployment"))
+    pod = containers(find(objects, "Deployment", "flywheel-serving"))
     port_targets = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
     paths = {}
     for endpoint in monitor["spec"]["endpoints"]:
         target = port_targets[endpoint["port"]]
         owner = next(c for c in pod.values() if target in {p["name"] for p in c.get("ports", [])})
         paths[(owner["name"], _port_number(owner, target))] = endpoint["path"]
-    assert paths == {("sidecar", SIDECAR_PORT): "/metrics",
+    assert paths == {("sidecar", METRICS_PORT): "/metrics",
                      ("tf-serving", tf_serving.REST_PORT): tf_serving.METRICS_PATH}
 
 
-def test_network_policy_opens_client_and_scrape_ports_only(objects):
-    policy = find(objects, "NetworkPolicy")
+def test_network_policy_admits_each_client_to_its_own_port_only(objects):
+    policy = find(objects, "NetworkPolicy", "flywheel-serving")
     assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
-    opened = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
-    assert sorted(opened) == ["http", "tfs-rest"]
-    scrape_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "tfs-rest")
-    assert scrape_rule["from"], "TF Serving's port must not be open to every pod"
+    by_port = {p["port"]: rule.get("from") for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert sorted(by_port) == ["feedback", "http", "metrics", "tfs-rest"]
+    assert by_port["http"] is None                                     # the model's clients, wherever they are
+    assert by_port["feedback"] == [{"namespaceSelector": {},
+                                    "podSelector": {"matchLabels": {"flywheel.io/feedback-client": "true"}}}]
+    monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    assert by_port["metrics"] == by_port["tfs-rest"] == monitoring
 
 
-def test_pod_security_restricted_and_no_token(objects):
-    spec = find(objects, "Deployment")["spec"]["template"]["spec"]
+@pytest.mark.parametrize("deployment", ["flywheel-serving", "flywheel-trigger"])
+def test_pod_security_restricted_and_no_token(objects, deployment):
+    spec = find(objects, "Deployment", deployment)["spec"]["template"]["spec"]
     assert spec["automountServiceAccountToken"] is False
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
@@ -184,6 +211,8 @@ def test_pod_security_restricted_and_no_token(objects):
         # A read-only root filesystem needs a writable /tmp.
         assert any(m["mountPath"] == "/tmp" and m["name"] in writable for m in c["volumeMounts"]), c["name"]
         assert "@sha256:" in c["image"], f"{c['name']} image not pinned by digest: {c['image']}"
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(c["resources"][kind]), f"{c['name']} {kind}"
     serving_sa = find(objects, "ServiceAccount", spec["serviceAccountName"])
     assert serving_sa["automountServiceAccountToken"] is False
     namespace = find(objects, "Namespace")
@@ -191,7 +220,7 @@ def test_pod_security_restricted_and_no_token(objects):
 
 
 def test_every_container_has_requests_and_limits_and_room_for_two_versions(objects):
-    pod = containers(find(objects, "Deployment"))
+    pod = containers(find(objects, "Deployment", "flywheel-serving"))
     for c in pod.values():
         for kind in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(c["resources"][kind]), f"{c['name']} {kind}"
@@ -213,14 +242,14 @@ def test_pipeline_service_account_is_bound_to_its_role(objects):
 
 
 def test_gpu_overlay_requests_a_gpu_on_gpu_nodes(rendered):
-    spec = find(rendered["gpu"], "Deployment")["spec"]["template"]["spec"]
-    tfs = containers(find(rendered["gpu"], "Deployment"))["tf-serving"]
+    spec = find(rendered["gpu"], "Deployment", "flywheel-serving")["spec"]["template"]["spec"]
+    tfs = containers(find(rendered["gpu"], "Deployment", "flywheel-serving"))["tf-serving"]
     assert tfs["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert tfs["image"].startswith("tensorflow/serving:2.16.1-gpu@sha256:")
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
     for overlay in ("dev", "prod"):
-        for c in containers(find(rendered[overlay], "Deployment")).values():
+        for c in containers(find(rendered[overlay], "Deployment", "flywheel-serving")).values():
             assert "nvidia.com/gpu" not in c["resources"]["limits"], f"{overlay} must not ask for GPUs"
 
 

@@ -8,12 +8,11 @@ import json
 import os
 import subprocess
 
-import pandas as pd
 import pytest
 import yaml
 from kfp import dsl
 
-from flywheel import datagen, names
+from flywheel import artifacts, datagen, names
 from flywheel.params import DataParams
 from pipelines.remote import PIPELINE_YAML
 from tests.support.containers import run_container
@@ -72,8 +71,10 @@ def test_ingest_runs_in_the_image_with_the_compiled_command_line(docker_client, 
     out = tmp_path / "out"
     out.mkdir()
     os.chown(out, 10001, 10001) if os.geteuid() == 0 else out.chmod(0o777)
-    # what the pipeline passes the step: the data path, no DVC revision, its `ingest` section as compiled
-    given = {"data_path": "/data/span-001.csv", "data_rev": "", "params": pipeline_parameters["ingest"]["defaultValue"]}
+    # what the pipeline passes the step: the data path, no DVC revision, its `ingest` and `scale`
+    # sections as compiled
+    given = {"data_path": "/data/span-001.csv", "data_rev": "", "params": pipeline_parameters["ingest"]["defaultValue"],
+             "scale": pipeline_parameters["scale"]["defaultValue"]}
     filled = json.dumps(executor_input(inputs, given, "examples", "/out"))
     assert container_spec["args"].count("{{$}}") == 1
     args = [filled if arg == "{{$}}" else arg for arg in container_spec["args"]]
@@ -90,7 +91,7 @@ def test_ingest_runs_in_the_image_with_the_compiled_command_line(docker_client, 
     result = json.loads((out / "executor_output.json").read_text())
     metadata = result["artifacts"]["examples"]["artifacts"][0]["metadata"]
     assert metadata["data_version"] == "md5:" + hashlib.md5(open(span, "rb").read()).hexdigest()
-    splits = {split: pd.read_parquet(out / "examples" / split / names.SPLIT_FILE) for split in names.SPLITS}
+    splits = {split: artifacts.read_split(out / "examples", split) for split in names.SPLITS}
     assert sum(len(frame) for frame in splits.values()) == metadata["rows_read"] - metadata["rows_without_label"]
     assert all("rider_email" not in frame.columns for frame in splits.values())
     # written by the image's user, as on a cluster
@@ -110,7 +111,7 @@ def test_docker_runner_mounts_data_and_repository_and_writes_as_the_caller(docke
     before = {c.id for c in docker_client.containers.list(all=True)}
     try:
         task = ingest_component(data_path=arguments["data_path"], data_rev="",
-                                params={"label": "big_tipper", "pii_columns": ["rider_email"]})
+                                params={"label": "big_tipper", "pii_columns": ["rider_email"]}, scale={})
     finally:
         local.init(runner=local.SubprocessRunner(use_venv=False))  # leave no docker runner behind
     examples = task.outputs["examples"]

@@ -18,7 +18,7 @@ from tests.support.containers import ROOT, load_build_module
 
 # Top-level entries of the installed project wheel: pyproject's packages (devserver/ and tests/ are
 # not among them), its metadata, and the `flywheel` console script (bin/, reached as ../../../bin).
-PROJECT_PACKAGES = {"..", "components", "flywheel", "flywheel-0.1.0.dist-info", "monitoring", "pipelines", "serving"}
+PROJECT_PACKAGES = {"..", "components", "flywheel", "flywheel-0.1.0.dist-info", "monitoring", "pipelines", "serving", "trigger"}
 
 
 def inspect(docker_client, image: str) -> dict:
@@ -58,7 +58,8 @@ def test_sidecar_image_config_matches_the_serving_pod(docker_client, images):
     sidecar = next(c for c in pod["containers"] if c["name"] == "sidecar")
     assert sidecar["image"] == names.SIDECAR_IMAGE == images["sidecar"]
     assert sidecar["command"] == config["Entrypoint"]
-    assert [p["containerPort"] for p in sidecar["ports"]] == [8080]
+    # The image serves everything on 8080; the pod gives feedback and metrics ports of their own.
+    assert {p["name"]: p["containerPort"] for p in sidecar["ports"]}["http"] == 8080
     assert sidecar["securityContext"]["runAsUser"] == pod["securityContext"]["runAsUser"] == 10001
     assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
 
@@ -125,7 +126,7 @@ def test_build_context_is_what_the_dockerfile_installs(docker_client, images, tm
         docker_client.images.remove(probe, force=True)
     top = {path.split("/")[1] for path in listing if path.count("/") >= 1}
     assert top == {"requirements.lock", "pyproject.toml", "docker", "flywheel", "components", "pipelines", "serving",
-                   "monitoring"}, top
+                   "monitoring", "trigger"}, top
     docker_files = {path for path in listing if path.startswith("./docker/") and path.count("/") == 2}
     assert docker_files == {"./docker/requirements-build.lock", "./docker/requirements-gpu.lock",
                             "./docker/requirements-sidecar.lock", "./docker/install-wheels", "./docker/wheelhouse"}

@@ -161,7 +161,8 @@ def hpa_events(plane) -> list[dict]:
 @pytest.fixture(scope="module")
 def scaling_run(plane, rendered, tmp_path_factory):
     # The dashboard test's model (trained by the pipeline's own steps) and small upstream.
-    from tests.cluster.test_dashboards_live import SmallUpstream, write_model_repository
+    from tests.support.bundles import write_model_repository
+    from tests.support.upstreams import SmallUpstream
 
     from tests.support.taxi_rows import make_frame, rows_of
 

@@ -19,15 +19,15 @@ from tests.support.spans import SETTINGS, span, write_span
 def _chain(data, artifact, repository: str, prefix: str):
     examples = artifact(dsl.Dataset, f"{prefix}examples")
     ingest_component.python_func(data_path=str(data), data_rev="", params=section_dict(SETTINGS.ingest),
-                                 examples=examples)
+                                 scale=section_dict(SETTINGS.scale), examples=examples)
     production = artifact(dsl.Artifact, f"{prefix}production")
     resolve_component.python_func(push={"model_repository": repository, "model_name": "taxi"}, production=production)
     stats = artifact(dsl.Artifact, f"{prefix}statistics")
     html = artifact(dsl.HTML, f"{prefix}statistics_html")
     facets = artifact(dsl.HTML, f"{prefix}facets_html")
     statistics_component.python_func(examples=examples, params=section_dict(SETTINGS.schema),
-                                     drift=section_dict(SETTINGS.drift), statistics=stats, statistics_html=html,
-                                     facets_html=facets)
+                                     drift=section_dict(SETTINGS.drift), scale=section_dict(SETTINGS.scale),
+                                     statistics=stats, statistics_html=html, facets_html=facets)
     _self_contained_report(html.path)
     assert "facets-overview" in open(facets.path).read()      # TFDV's page, the extra
     schema = artifact(dsl.Artifact, f"{prefix}schema")
@@ -38,7 +38,8 @@ def _chain(data, artifact, repository: str, prefix: str):
     try:
         validate_component.python_func(statistics=stats, schema=schema, examples=examples, production=production,
                                        params=section_dict(SETTINGS.validate), drift=section_dict(SETTINGS.drift),
-                                       anomalies=anomalies, data_card=card, report=report)
+                                       scale=section_dict(SETTINGS.scale), anomalies=anomalies, data_card=card,
+                                       report=report)
     finally:
         _self_contained_report(report.path)
         assert open(card.path).read().startswith("# Data card")
@@ -64,6 +65,7 @@ def test_wrappers_chain_and_use_the_production_baseline(tmp_path, artifact):
     assert {k: v for k, v in anomalies.metadata.items() if k != "params"} == \
         {"baseline": "none (first run)", "anomalies": 0, "blocking": 0, "drifted": []}
     assert anomalies.metadata["params"]["drift"] == section_dict(SETTINGS.drift)
+    assert examples.metadata["engine"] == "in_memory" and stats.metadata["engine"] == "in_memory"
 
     # Span 1's train statistics as version 1's baseline; span 2 is then compared with it.
     bundle.add_files(str(repository / "taxi" / "1"),
@@ -84,13 +86,13 @@ def test_validate_wrapper_fails_the_task_on_blocking_anomalies(tmp_path, artifac
 
 def test_component_interfaces_the_pipeline_wires():
     inputs = lambda c: set(c.component_spec.inputs)  # noqa: E731
-    assert inputs(ingest_component) == {"data_path", "data_rev", "params", "dvc_repo"}
+    assert inputs(ingest_component) == {"data_path", "data_rev", "params", "scale", "dvc_repo"}
     assert set(ingest_component.component_spec.outputs) == {"examples"}
     assert set(statistics_component.component_spec.outputs) == {"statistics", "statistics_html", "facets_html"}
     assert inputs(schema_component) == {"statistics", "params"}
-    assert inputs(validate_component) == {"statistics", "schema", "examples", "production", "params", "drift"}
+    assert inputs(validate_component) == {"statistics", "schema", "examples", "production", "params", "drift", "scale"}
     assert set(validate_component.component_spec.outputs) == {"anomalies", "data_card", "report"}
-    assert inputs(statistics_component) == {"examples", "params", "drift"}
+    assert inputs(statistics_component) == {"examples", "params", "drift", "scale"}
     assert inputs(resolve_component) == {"push"}
     for component in (ingest_component, resolve_component, statistics_component, schema_component, validate_component):
         container = component.component_spec.implementation.container

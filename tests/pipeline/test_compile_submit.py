@@ -26,11 +26,14 @@ def test_dag_wires_the_steps_in_order():
         spec = next(yaml.safe_load_all(f))
     tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) == {f"{s}-component" for s in
-                          ("ingest", "resolve", "statistics", "schema", "validate", "train", "evaluate", "push")}
+                          ("ingest", "resolve", "statistics", "schema", "validate", "train", "evaluate",
+                           "infra-validate", "push")}
     assert "validate-component" in tasks["train-component"]["dependentTasks"]
     for consumer in ("validate-component", "evaluate-component", "push-component"):   # production is an input
         assert "resolve-component" in tasks[consumer]["dependentTasks"]
-    assert set(tasks["push-component"]["dependentTasks"]) >= {"train-component", "evaluate-component"}
+    assert set(tasks["push-component"]["dependentTasks"]) >= {"train-component", "evaluate-component",
+                                                               "infra-validate-component"}
+    assert set(tasks["infra-validate-component"]["dependentTasks"]) >= {"train-component", "evaluate-component"}
     for executor in _executors(remote.PIPELINE_YAML).values():
         assert executor["container"]["image"] == names.COMPONENT_IMAGE
     # Parameters carry literal defaults, nothing read from the compiling machine's environment.

@@ -43,7 +43,7 @@ def good_model(binary_workspace):
     return model_dir
 
 
-def _evaluate_and_push(ws, model_dir, out, repository, data_version, force=False, config=EvaluateParams(slice_feature="payment"),
+def _evaluate_and_push(ws, model_dir, out, repository, data_version, force=False, config=EvaluateParams(slice_features=("payment",), slice_crosses=()),
                        run_id=""):
     """resolve -> evaluate -> push, as the DAG wires them."""
     production = f"{out}-production"
@@ -58,7 +58,7 @@ def _evaluate_and_push(ws, model_dir, out, repository, data_version, force=False
 def test_first_push_writes_tf_serving_layout_with_baseline(binary_workspace, good_model, tmp_path):
     result, pushed = _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "eval"), str(tmp_path / "repo"), "good")
     assert result.blessed and result.production_version is None and result.metrics["auc"] > 0.7
-    assert set(result.slices) == {"card", "cash", "mobile"} and result.slice_gap >= 0
+    assert {s["slice"] for s in result.fairness["slices"]} == {"card", "cash", "mobile"} and result.slice_gap >= 0
     assert pushed.pushed and pushed.version == 1
     version_dir = tmp_path / "repo" / "m" / "1"
     assert (version_dir / "saved_model.pb").exists() and (version_dir / "variables").is_dir()
@@ -79,7 +79,7 @@ def test_shuffled_label_model_is_not_blessed_against_a_good_one(binary_workspace
     bad_model = str(tmp_path / "bad-model")
     train.run(shuffled, binary_workspace["schema"], "label", bad_model, FAST, data_version="shuffled")
     # Floor off, so only the comparison with production can refuse it.
-    config = EvaluateParams(min_auc=0.0, slice_feature="payment")
+    config = EvaluateParams(min_auc=0.0, slice_features=("payment",), slice_crosses=())
     result, pushed = _evaluate_and_push(binary_workspace, bad_model, str(tmp_path / "eval2"), repository, "shuffled",
                                         config=config)
     assert result.production_version == 1 and not result.blessed
@@ -112,7 +112,8 @@ def test_interrupted_push_leaves_the_repository_as_it_was(binary_workspace, good
     monkeypatch.setattr(storage, "copy_file", dying_copy)
     with pytest.raises(KeyboardInterrupt):
         _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e2"), repository, "new-data")
-    assert sorted(os.listdir(os.path.join(repository, "m"))) == before == ["1"]
+    assert sorted(os.listdir(os.path.join(repository, "m"))) == before == ["1", names.LABELS_FILE, names.TF_SERVING_CONFIG]
+    assert repo.labels(repository, "m") == {names.PRODUCTION: 1}
 
 
 def test_stale_staging_is_ignored_by_readers_and_removed_by_the_next_push(binary_workspace, good_model, tmp_path):
@@ -121,7 +122,8 @@ def test_stale_staging_is_ignored_by_readers_and_removed_by_the_next_push(binary
     stale.mkdir(parents=True)
     assert repo.versions(repository, "m") == []
     _, pushed = _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e"), repository, "good")
-    assert pushed.version == 1 and os.listdir(os.path.join(repository, "m")) == ["1"]
+    assert pushed.version == 1
+    assert sorted(os.listdir(os.path.join(repository, "m"))) == ["1", names.LABELS_FILE, names.TF_SERVING_CONFIG]
 
 
 def test_not_blessed_changes_nothing(binary_workspace, good_model, tmp_path):
@@ -132,16 +134,54 @@ def test_not_blessed_changes_nothing(binary_workspace, good_model, tmp_path):
     assert not os.path.exists(os.path.join(repository, "m"))
 
 
-def test_rollback_serves_an_earlier_version_again(binary_workspace, good_model, tmp_path):
+def test_push_publishes_a_canary_and_rollback_moves_the_production_label(binary_workspace, good_model, tmp_path):
     repository = str(tmp_path / "repo")
-    _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e1"), repository, "a")
-    _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e2"), repository, "b")
+    _, first = _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e1"), repository, "a")
+    assert first.label == names.PRODUCTION                  # nothing to be a canary against
+    _, second = _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e2"), repository, "b")
+    assert second.version == 2 and second.label == names.CANARY
+    assert repo.labels(repository, "m") == {names.PRODUCTION: 1, names.CANARY: 2}
+    assert repo.production_version(repository, "m") == 1     # not the highest version: the label
+    config = open(os.path.join(repository, "m", names.TF_SERVING_CONFIG)).read()
+    assert "versions: 1\n        versions: 2" in config and 'key: "canary"\n      value: 2' in config
+    repo.set_label(repository, "m", names.PRODUCTION, 2, "promoted")   # the canary becomes production
+    assert repo.labels(repository, "m") == {names.PRODUCTION: 2}
     result = push.rollback(repository, "m", 1)
-    assert result.version == 3 and repo.latest_version(repository, "m") == 3
-    metadata = json.loads(open(repo.extra_path(repository, "m", 3, names.MODEL_METADATA)).read())
-    assert metadata["rolled_back_from"] == 1 and metadata["data_version"] == "a"
+    assert result.version == 1 and repo.versions(repository, "m") == [1, 2]   # nothing copied
+    assert repo.production_version(repository, "m") == 1
+    history = repo.label_history(repository, "m")
+    assert [(h["label"], h["version"], h["was"]) for h in history] == [
+        (names.PRODUCTION, 1, None), (names.CANARY, 2, None), (names.PRODUCTION, 2, 1), (names.PRODUCTION, 1, 2)]
+    assert history[-1]["reason"] == "rollback from v2"
     with pytest.raises(ValueError, match="no version 7"):
         push.rollback(repository, "m", 7)
+
+
+def test_a_repository_without_labels_keeps_its_meaning(binary_workspace, good_model, tmp_path):
+    """Versions pushed before labels existed: the highest is production until a label is written,
+    and the next push adopts that before it adds a canary."""
+    repository = str(tmp_path / "repo")
+    _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e1"), repository, "a")
+    _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e2"), repository, "b",
+                       config=EvaluateParams(slice_features=("payment",), slice_crosses=()))
+    os.remove(repo.labels_path(repository, "m"))              # as a repository written before labels
+    assert repo.labels(repository, "m") == {names.PRODUCTION: 2} and repo.production_version(repository, "m") == 2
+    _, third = _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e3"), repository, "c")
+    assert third.label == names.CANARY and repo.labels(repository, "m") == {names.PRODUCTION: 2, names.CANARY: 3}
+    with pytest.raises(ValueError, match="is production"):
+        repo.set_label(repository, "m", names.SHADOW, 2, "a production version cannot be a shadow")
+
+
+def test_release_as_production_skips_the_canary(binary_workspace, good_model, tmp_path):
+    repository = str(tmp_path / "repo")
+    _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e1"), repository, "a")
+    production = str(tmp_path / "production")
+    resolve.run(repository, "m", production)
+    evaluate.run(binary_workspace["examples"], good_model, str(tmp_path / "e2"), EvaluateParams(slice_features=("payment",), slice_crosses=()),
+                 production_dir=production, model_name="m")
+    result = push.run(good_model, str(tmp_path / "e2"), binary_workspace["statistics"], binary_workspace["schema"],
+                      repository, "m", production_dir=production, data_version="b", release_as=names.PRODUCTION)
+    assert result.label == names.PRODUCTION and repo.labels(repository, "m") == {names.PRODUCTION: 2}
 
 
 @pytest.mark.parametrize("task,metric", [(names.MULTICLASS, "accuracy"), (names.REGRESSION, "rmse")])
@@ -150,9 +190,9 @@ def test_multiclass_and_regression_are_evaluated_with_their_own_metric(tmp_path,
     examples = ws["examples"]
     train.run(examples, ws["schema"], "label", str(tmp_path / "model"), TrainParams(epochs=3))
     result = evaluate.run(examples, str(tmp_path / "model"), str(tmp_path / "eval"),
-                          EvaluateParams(slice_feature="payment", min_accuracy=0.4, max_rmse=5.0))
+                          EvaluateParams(slice_features=("payment",), slice_crosses=(), min_accuracy=0.4, max_rmse=5.0))
     assert result.task == task and result.primary_metric == metric
-    assert set(result.slices) == {"card", "cash", "mobile"}
+    assert {s["slice"] for s in result.fairness["slices"]} == {"card", "cash", "mobile"}
     if task == names.MULTICLASS:
         assert result.metrics["accuracy"] > 0.4 and result.confusion_matrix["categories"] == ["high", "low", "mid"]
         assert sum(map(sum, result.confusion_matrix["matrix"])) == result.test_rows
@@ -163,13 +203,16 @@ def test_multiclass_and_regression_are_evaluated_with_their_own_metric(tmp_path,
 
 
 def test_push_refuses_when_production_moved_since_resolve(binary_workspace, good_model, tmp_path):
-    """Evaluated against v1, but v2 appeared meanwhile: the comparison is stale, nothing is pushed."""
+    """Evaluated against v1, but v2 was pushed and promoted meanwhile: the comparison is stale,
+    nothing is pushed."""
     repository = str(tmp_path / "repo")
     _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e1"), repository, "a")
     resolve.run(repository, "m", tmp_path / "production")
-    evaluate.run(binary_workspace["examples"], good_model, str(tmp_path / "e2"), EvaluateParams(slice_feature="payment"),
+    evaluate.run(binary_workspace["examples"], good_model, str(tmp_path / "e2"), EvaluateParams(slice_features=("payment",), slice_crosses=()),
                  production_dir=str(tmp_path / "production"), model_name="m", data_version="b")
-    _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e3"), repository, "c")   # v2 lands meanwhile
+    _evaluate_and_push(binary_workspace, good_model, str(tmp_path / "e3"), repository, "c")   # v2 lands meanwhile...
+    assert repo.production_version(repository, "m") == 1                                       # ...as a canary...
+    repo.set_label(repository, "m", names.PRODUCTION, 2, "promoted")                            # ...and is promoted
     pushed = push.run(good_model, str(tmp_path / "e2"), binary_workspace["statistics"], binary_workspace["schema"],
                       repository, "m", production_dir=str(tmp_path / "production"), data_version="b")
     assert not pushed.pushed and "production moved from v1 to v2" in pushed.reason

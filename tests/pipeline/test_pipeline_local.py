@@ -71,7 +71,7 @@ def test_a_users_csv_with_a_string_label_and_no_curated_schema(tmp_path, capsys)
     frame.to_csv(data, index=False)
     settings = params.override(params.load(), {
         "train.epochs": 4, "ingest.label": "species", "push.model_name": "flowers", "schema.curated": "",
-        "ingest.pii_columns": [], "evaluate.slice_feature": "colour", "push.model_repository": str(tmp_path / "models")})
+        "ingest.pii_columns": [], "evaluate.slice_features": ["colour"], "evaluate.slice_crosses": [], "push.model_repository": str(tmp_path / "models")})
     summary = runner.run_local(pipeline_arguments(settings, str(data)), str(tmp_path / "root"))
     assert summary.succeeded, summary.error
     assert summary.pushed_version == 1 and summary.metrics["auc"] > 0.8

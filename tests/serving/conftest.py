@@ -33,15 +33,19 @@ def dev_server(tmp_path_factory, exported_versions):
 
 @pytest.fixture
 def sidecar_factory(tmp_path):
-    """start(upstream_url, repository, **config overrides) -> SidecarThread; all stopped at teardown."""
+    """start(upstream_url, repository, **settings) -> SidecarThread; all stopped at teardown.
+    Settings name SidecarConfig fields or params.yaml `monitoring:` keys; each sidecar gets its
+    own pod name, log directory and log destination unless told otherwise."""
     from monitoring.config import SidecarConfig
     started = []
 
-    def start(upstream: str, repository: Path, writer=None, **overrides) -> SidecarThread:
-        config = SidecarConfig(upstream=upstream, model_repository=str(repository), model_name=MODEL_NAME,
-                               port=free_port(), log_dir=str(tmp_path / f"log{len(started)}"),
-                               version_poll_s=0.2, **overrides)
-        sidecar = SidecarThread(config, writer=writer)
+    def start(upstream: str, repository: Path, **settings) -> SidecarThread:
+        n = len(started)
+        values = {"upstream": upstream, "model_repository": str(repository), "model_name": MODEL_NAME,
+                  "port": free_port(), "pod": f"pod{n}", "log_dir": str(tmp_path / f"log{n}"),
+                  "log_destination": str(tmp_path / "logs"), "version_poll_s": 0.2, "linger_s": 0.01,
+                  "feedback_poll_s": 0.2, "fleet_interval_s": 0.5, **settings}
+        sidecar = SidecarThread(SidecarConfig.from_params(**values))
         started.append(sidecar)
         return sidecar
 

@@ -18,6 +18,7 @@ import urllib.request
 import grpc
 import pytest
 
+from flywheel import model_repository, names
 from serving import tf_serving as tf_serving_flags
 from serving.grpc_client import GrpcClient
 from serving.rest_client import RestClient, ServingError
@@ -43,6 +44,7 @@ def tf_serving(tmp_path_factory, exported_versions) -> tuple[str, str, str]:
     image = ensure_image(client, image)
     repository = tmp_path_factory.mktemp("tf_serving") / "model_repository"
     push_version(exported_versions, repository, 1)
+    model_repository.set_label(str(repository), MODEL_NAME, names.PRODUCTION, 1, "test")  # writes models.config
     world_readable(repository)
     container = run_container(
         client, image, entrypoint=["/usr/bin/tensorflow_model_server"], command=tf_serving_flags.command_line(),

@@ -13,6 +13,7 @@ from monitoring.upstream import UpstreamError, UpstreamPool
 
 from tests.support.net import free_port
 from tests.support.servers import MODEL_NAME
+from tests.support.upstreams import Upstream, never
 
 
 class Scripted(asyncio.Protocol):
@@ -84,25 +85,9 @@ def test_refused_and_timeout():
 
 
 def test_sidecar_answers_504_when_upstream_is_slow(sidecar_factory, model_repository):
-    status_reply = json.dumps({"model_version_status": [{"version": "1", "state": "AVAILABLE"}]}).encode()
-
-    class SlowUpstream(asyncio.Protocol):
-        def connection_made(self, transport):
-            self.transport = transport
-
-        def data_received(self, data):
-            if data.startswith(b"GET"):
-                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(status_reply), status_reply))
-            # predict requests are never answered
-
-    import threading
-    loop = asyncio.new_event_loop()
-    port = free_port()
-    loop.run_until_complete(loop.create_server(SlowUpstream, "127.0.0.1", port))
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
+    upstream = Upstream(never)   # answers status calls, never a prediction
     try:
-        sidecar = sidecar_factory(f"http://127.0.0.1:{port}", model_repository, upstream_timeout_s=0.3)
+        sidecar = sidecar_factory(upstream.url, model_repository, upstream_timeout_s=0.3)
         req = urllib.request.Request(f"{sidecar.url}/v1/models/{MODEL_NAME}:predict", data=b'{"instances": []}')
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(req, timeout=10)
@@ -110,8 +95,7 @@ def test_sidecar_answers_504_when_upstream_is_slow(sidecar_factory, model_reposi
         assert sidecar.metric("flywheel_errors_total", {"model": MODEL_NAME, "kind": "upstream_timeout"}) == 1
         assert sidecar.metric("flywheel_requests_total", {"model": MODEL_NAME, "code": "504"}) == 1
     finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+        upstream.stop()
 
 
 def test_head_response_has_no_body():
@@ -119,3 +103,33 @@ def test_head_response_has_no_body():
         return await pool.request("HEAD", "/", b"", [])
     reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 42\r\n\r\n"
     assert asyncio.run(_with_server([reply], body)) == (200, "application/json", b"")
+
+
+def test_connect_gives_up_on_a_full_accept_backlog():
+    """An upstream whose accept queue is full drops SYNs: connect() would hang for minutes."""
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(8):  # never accepted: the backlog fills, later SYNs are dropped
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fillers.append(s)
+        time.sleep(0.2)
+
+        async def connect():
+            started = time.monotonic()
+            with pytest.raises(UpstreamError, match="within 0.3s"):
+                await UpstreamPool(f"http://127.0.0.1:{port}", 5.0, connect_timeout_s=0.3).request("GET", "/", b"", [])
+            return time.monotonic() - started
+        assert asyncio.run(connect()) < 2.0
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from flywheel import model_repository, params
+from flywheel import model_repository, names, params
 from pipelines import chain
 
 
@@ -18,7 +18,10 @@ def settings(repository: Path, model_name: str, label: str, **overrides) -> para
     """params.yaml's settings for a user's table: inferred schema, no PII, a quick training."""
     values = {"push.model_repository": str(repository), "push.model_name": model_name, "ingest.label": label,
               "ingest.pii_columns": [], "schema.curated": "", "train.epochs": 4,
-              "evaluate.allowed_regression": 1.0, **overrides}
+              # Versions the serving tests serve, not candidates under test: the blessing's gates
+              # (production, fairness) have their own tests, so none refuses them here.
+              "evaluate.allowed_regression": 1.0, "evaluate.max_slice_gap": 1.0, "evaluate.min_slice_auc": 0.0,
+              "evaluate.slice_allowed_regression": 1.0, **overrides}
     return params.override(params.load(), values)
 
 
@@ -30,8 +33,18 @@ def train_versions(root: Path, frames: list[pd.DataFrame], model_name: str, labe
     for i, frame in enumerate(frames, start=1):
         data = root / f"span-{i}.csv"
         frame.to_csv(data, index=False)
+        # Infra validation (tests/pipeline/test_infra_validate.py) would start a model server per
+        # version here (~25 s each); these versions are served by the tests themselves.
         result = chain.run(str(data), root / f"run-{i}", settings(repository, model_name, label, **overrides),
-                           force=True, run_id=f"fixture-{i}").results["push"]
+                           force=True, run_id=f"fixture-{i}", skip=("infra_validate",)).results["push"]
         assert result.pushed, result.reason
     return {v: Path(model_repository.version_dir(str(repository), model_name, v))
             for v in model_repository.versions(str(repository), model_name)}
+
+
+def write_model_repository(root: Path) -> Path:
+    """A repository holding one version of the default model, trained by the pipeline's steps on
+    3,000 rows of taxi-like data; returns the repository path."""
+    from tests.support.taxi_rows import LABEL, make_frame
+    versions = train_versions(root, [make_frame(3000, seed=1)], names.DEFAULT_MODEL_NAME, LABEL)
+    return versions[1].parent.parent

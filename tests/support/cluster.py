@@ -42,19 +42,25 @@ def containers(deployment: dict) -> dict[str, dict]:
 
 
 def sidecar_metric_names() -> set[str]:
-    """Metric names the sidecar exports, read from monitoring/metrics.py on a fresh registry
-    (counters as `<name>_total`; histograms by their base name)."""
+    """Metric names the sidecar exports, read from monitoring/metrics.py and the release router
+    (monitoring/routing.py) on a fresh registry (counters as `<name>_total`; histograms by their
+    base name)."""
     from prometheus_client import CollectorRegistry
 
+    from flywheel.params import ReleaseParams
     from monitoring.metrics import SidecarMetrics
+    from monitoring.routing import Router
 
     registry = CollectorRegistry()
-    SidecarMetrics("contract", registry).watch_drift(lambda: None)
+    SidecarMetrics("contract", registry).watch(lambda: {})
+    Router(ReleaseParams(), "", "contract", registry)
     return {m.name + ("_total" if m.type == "counter" else "") for m in registry.collect()}
 
 
 def metric_names_in(expr: str) -> set[str]:
-    """Metric names a PromQL expression reads (flywheel_* and up), histogram suffixes stripped."""
+    """Metric names a PromQL expression reads (flywheel_*, recorded flywheel:* and up), histogram
+    suffixes stripped."""
     import re
-    used = set(re.findall(r"\b(flywheel_[a-z_]+|up)\b(?=\s*[\{\[)])", expr))
+    used = set(re.findall(r"(?<![\w:])(flywheel:[a-z_:]+|flywheel_[a-z_]+|up)\b(?=\s*[\{\[)<>=!*/+-]|\s*$|\s*\n)",
+                          expr))
     return {re.sub(r"_(bucket|sum|count)$", "", m) for m in used}

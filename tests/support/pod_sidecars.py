@@ -122,7 +122,7 @@ class PodSidecars:
         """Atomically, as Prometheus reads the file whenever it changes."""
         groups = [{"targets": [f"127.0.0.1:{s.port}"],
                    "labels": {"namespace": self.namespace, "pod": s.pod, "container": "sidecar", "node": s.node,
-                              "service": METRICS_SERVICE, "endpoint": "http", "job": METRICS_SERVICE}}
+                              "service": METRICS_SERVICE, "endpoint": "metrics", "job": METRICS_SERVICE}}
                   for s in self.sidecars.values() if s.ready]
         tmp = self.targets_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(groups))

@@ -11,7 +11,6 @@ import urllib.request
 from pathlib import Path
 
 from flywheel import names
-from tests.support.app_thread import AppThread
 from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,14 +60,16 @@ class ServerProcess:
             self.proc.wait()
 
 
-def start_dev_server(repository: Path, log_dir: Path, poll_seconds: float = 0.5) -> ServerProcess:
-    """The development model server on free ports, serving `repository`."""
+def start_dev_server(repository: Path, log_dir: Path, poll_seconds: float = 0.5,
+                     model_name: str = MODEL_NAME) -> ServerProcess:
+    """The development model server on free loopback ports, serving `repository`."""
     rest, grpc_port = free_port(), free_port()
-    server = ServerProcess(["-m", "devserver", "--rest-port", str(rest), "--grpc-port", str(grpc_port),
-                            "--model-repository", str(repository), "--model-name", MODEL_NAME,
-                            "--poll-seconds", str(poll_seconds)], log_dir / f"model_server_{rest}.log")
+    server = ServerProcess(["-m", "devserver", "--host", "127.0.0.1", "--rest-port", str(rest),
+                            "--grpc-port", str(grpc_port), "--model-repository", str(repository),
+                            "--model-name", model_name, "--poll-seconds", str(poll_seconds)],
+                           log_dir / f"model_server_{rest}.log")
     try:
-        wait_http(f"http://127.0.0.1:{rest}/v1/models/{MODEL_NAME}", timeout_s=120)
+        wait_http(f"http://127.0.0.1:{rest}/v1/models/{model_name}", timeout_s=120)
     except TimeoutError:
         server.stop()
         raise AssertionError("model server did not start:\n" + server.log.read_text()[-3000:])
@@ -79,17 +80,41 @@ def start_dev_server(repository: Path, log_dir: Path, poll_seconds: float = 0.5)
 
 
 class SidecarThread:
-    """The sidecar app (monitoring.app.make_app) on its own event loop in a thread, on a free port."""
+    """The sidecar (monitoring.app.make_app served by monitoring.server.start, as `python -m
+    monitoring` serves it) on its own event loop in a thread, on free ports."""
 
     def __init__(self, config, **make_app_kwargs):
+        import asyncio
+        import threading
+
         from prometheus_client import CollectorRegistry
 
+        from monitoring import server
         from monitoring.app import SIDECAR, make_app
         self.registry = make_app_kwargs.pop("registry", None) or CollectorRegistry()
+        self.config = config
         self.app = make_app(config, registry=self.registry, **make_app_kwargs)
         self.state = self.app[SIDECAR]
         self.url = f"http://127.0.0.1:{config.port}"
-        self.server = AppThread(self.app, config.port, timeout=30, what="sidecar")
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+        failed: list[BaseException] = []
+
+        def serve():
+            asyncio.set_event_loop(self.loop)
+            try:
+                self.runner = self.loop.run_until_complete(server.start(self.app, config))
+            except BaseException as error:  # reported to the test below
+                failed.append(error)
+                return
+            finally:
+                started.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        if not started.wait(30) or failed:
+            raise RuntimeError(f"sidecar did not start on port {config.port}: {failed}")
 
     def metric(self, name: str, labels: dict | None = None) -> float:
         value = self.registry.get_sample_value(name, labels or {})
@@ -99,4 +124,8 @@ class SidecarThread:
         assert self.state.observer.drain(20), "observer did not drain"
 
     def stop(self) -> None:
-        self.server.stop()
+        import asyncio
+        if self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(60)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)

@@ -1,0 +1,117 @@
+"""Infra validation: the candidate loaded by the development model server (a real process on a
+loopback port), its answers compared with evaluate's, its latency measured; push refuses what
+fails. Cost: one small model trained (~15 s) and five model server starts (~8 s each)."""
+import json
+import shutil
+
+import pytest
+
+from components import evaluate, infra_validate, push, resolve, train
+from flywheel import model_repository as repo
+from flywheel import names
+from flywheel.params import EvaluateParams, InfraValidateParams, TrainParams
+
+FAST = TrainParams(epochs=3, batch_size=128)
+QUICK = InfraValidateParams(latency_requests=100, rate_rps=50.0, max_p99_ms=1000.0)
+
+
+@pytest.fixture(scope="module")
+def candidate(binary_workspace, tmp_path_factory):
+    """A trained model and its evaluation (no production to compare with)."""
+    root = tmp_path_factory.mktemp("infra")
+    model_dir, evaluation_dir = str(root / "model"), str(root / "evaluation")
+    train.run(binary_workspace["examples"], binary_workspace["schema"], "label", model_dir, FAST, data_version="infra")
+    evaluate.run(binary_workspace["examples"], model_dir, evaluation_dir, EvaluateParams(slice_features=("payment",), slice_crosses=()),
+                 model_name="m")
+    return {"model": model_dir, "evaluation": evaluation_dir, "root": root}
+
+
+def _push(ws, candidate, infra_dir, repository):
+    production = str(candidate["root"] / "production")
+    resolve.run(repository, "m", production)
+    return push.run(candidate["model"], candidate["evaluation"], ws["statistics"], ws["schema"], repository, "m",
+                    production_dir=production, data_version="infra", infra_validation_dir=infra_dir)
+
+
+def test_a_sound_model_passes_with_its_figures_in_the_card_and_is_pushed(binary_workspace, candidate, tmp_path):
+    out = tmp_path / "infra"
+    figures = infra_validate.run(binary_workspace["examples"], candidate["model"], candidate["evaluation"], str(out),
+                                 QUICK, "m")
+    assert figures["passed"], figures["reason"]
+    evaluated = json.load(open(f"{candidate['evaluation']}/{names.EVAL_PREDICTIONS}"))["values"]
+    assert figures["rows_compared"] == len(evaluated) > 100
+    assert figures["max_abs_difference"] <= 1e-5
+    latency = figures["latency"]
+    assert latency["requests"] == 100 and latency["errors"] == 0 and 0 < latency["p50_ms"] <= latency["p99_ms"]
+    card = (out / names.MODEL_CARD).read_text()
+    assert "## Infra validation" in card and "PASSED" in card and "## Blessing" in card   # evaluate's card, extended
+    assert json.loads((out / names.INFRA_BLESSING_FILE).read_text())["blessed"] is True
+    repository = str(tmp_path / "repo")
+    pushed = _push(binary_workspace, candidate, str(out), repository)
+    assert pushed.pushed and pushed.version == 1 and pushed.label == names.PRODUCTION
+    extra = tmp_path / "repo" / "m" / "1" / names.EXTRA_DIR
+    assert "## Infra validation" in (extra / names.MODEL_CARD).read_text()
+    assert json.loads((extra / names.INFRA_VALIDATION).read_text())["latency"]["p99_ms"] == latency["p99_ms"]
+
+
+def _broken_signature(model_dir: str, out: str) -> str:
+    """The same model re-exported with one input dropped from serving_default (a constant stands
+    in for it): the graph loads and runs, but clients' requests no longer fit its signature."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.loaded = tf.saved_model.load(model_dir)   # keeps the variables the signature reads alive
+    serve = module.loaded.signatures[names.SIGNATURE]
+    _, inputs = serve.structured_input_signature
+    dropped = "payment"
+    kept = sorted(k for k in inputs if k != dropped)
+
+    @tf.function(input_signature=[tf.TensorSpec(inputs[k].shape, inputs[k].dtype, name=k) for k in kept])
+    def broken(*columns):
+        feed = dict(zip(kept, columns))
+        feed[dropped] = tf.fill(tf.shape(columns[0]), "card")
+        return serve(**feed)
+
+    tf.saved_model.save(module, out, signatures={names.SIGNATURE: broken})
+    shutil.copytree(f"{model_dir}/{names.EXTRA_DIR}", f"{out}/{names.EXTRA_DIR}", dirs_exist_ok=True)
+    return out
+
+
+def test_a_model_whose_signature_is_broken_is_never_pushed(binary_workspace, candidate, tmp_path):
+    broken = _broken_signature(candidate["model"], str(tmp_path / "broken"))
+    out = tmp_path / "infra"
+    figures = infra_validate.run(binary_workspace["examples"], broken, candidate["evaluation"], str(out), QUICK, "m")
+    assert not figures["passed"]
+    assert "failed to answer the test split" in figures["reason"] and "payment" in figures["reason"]
+    repository = str(tmp_path / "repo")
+    result = push.run(broken, candidate["evaluation"], binary_workspace["statistics"], binary_workspace["schema"],
+                      repository, "m", data_version="broken", infra_validation_dir=str(out))
+    assert not result.pushed and result.reason.startswith("not blessed by infra validation")
+    assert repo.versions(repository, "m") == []
+
+
+def test_a_model_the_server_cannot_load_fails(binary_workspace, candidate, tmp_path):
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(candidate["model"], corrupt)
+    (corrupt / "saved_model.pb").write_bytes(b"not a SavedModel")
+    figures = infra_validate.run(binary_workspace["examples"], str(corrupt), candidate["evaluation"],
+                                 str(tmp_path / "infra"), QUICK, "m")
+    assert not figures["passed"] and "could not load" in figures["reason"]
+
+
+def test_answers_that_differ_from_the_evaluation_fail(binary_workspace, candidate, tmp_path):
+    evaluation = tmp_path / "evaluation"
+    shutil.copytree(candidate["evaluation"], evaluation)
+    scores = json.loads((evaluation / names.EVAL_PREDICTIONS).read_text())
+    scores["values"][7] += 1e-3   # one row, slightly off: more than the 1e-5 allowed
+    (evaluation / names.EVAL_PREDICTIONS).write_text(json.dumps(scores))
+    figures = infra_validate.run(binary_workspace["examples"], candidate["model"], str(evaluation),
+                                 str(tmp_path / "infra"), QUICK, "m")
+    assert not figures["passed"] and "differ from evaluation" in figures["reason"] and "row 7" in figures["reason"]
+
+
+def test_a_missed_latency_objective_fails(binary_workspace, candidate, tmp_path):
+    strict = InfraValidateParams(latency_requests=50, rate_rps=50.0, max_p99_ms=0.01)
+    figures = infra_validate.run(binary_workspace["examples"], candidate["model"], candidate["evaluation"],
+                                 str(tmp_path / "infra"), strict, "m")
+    assert not figures["passed"] and "above the objective 0.01 ms" in figures["reason"]

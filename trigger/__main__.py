@@ -1,0 +1,65 @@
+"""`python -m trigger`: the retraining trigger service (see trigger/service.py)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from aiohttp import web
+
+from flywheel import params as params_module
+from flywheel import storage
+from trigger import runs, service
+
+
+def kfp_host(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            host = f.read().strip()
+    except OSError as error:
+        raise ValueError(f"--kfp-host-file {path}: {error.strerror}") from None
+    if not host:
+        raise ValueError(f"--kfp-host-file {path} is empty: set the Secret's `host` key to the KFP API endpoint")
+    return host
+
+
+def main(argv: list[str] | None = None) -> int:
+    params = params_module.load()
+    parser = argparse.ArgumentParser(prog="python -m trigger", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (a pod passes 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=9095)
+    parser.add_argument("--model-repository", default=params.push.model_repository)
+    parser.add_argument("--model-name", default=params.push.model_name)
+    parser.add_argument("--logs", default=params.monitoring.log_destination, help="log root (default <repository>/<model>/logs)")
+    parser.add_argument("--events", default="runs/trigger/events.jsonl", help="event file (JSON lines)")
+    parser.add_argument("--run-logs", default="runs/trigger", help="where the logs of local runs go")
+    parser.add_argument("--kfp-host-file", default="", help="a file holding the KFP API endpoint (a mounted "
+                        "Secret): runs go there; an empty or missing file is an error")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a params.yaml setting: trigger.* for the service, any other for the runs it starts")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipelines import cli
+
+    try:
+        sets = cli.parse_sets(args.set)
+        own = {k: v for k, v in sets.items() if k.startswith("trigger.")}
+        if args.kfp_host_file:
+            own["trigger.kfp_host"] = kfp_host(args.kfp_host_file)
+        params = params_module.override(params, own)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    passed_on = tuple(a for a in args.set if not a.startswith("trigger."))
+    # Absolute: the runs it starts read the same repository whatever their working directory.
+    target = runs.Target(storage.absolute(args.model_repository), args.model_name, args.logs,
+                         run_log_dir=args.run_logs, sets=passed_on)
+    trigger = service.Trigger(target, params, args.events)
+    print(f"trigger: http://{args.host}:{args.port}{service.WEBHOOK} (Alertmanager webhook), "
+          f"runs {'on ' + params.trigger.kfp_host if params.trigger.kfp_host else 'here (kfp.local)'}", flush=True)
+    web.run_app(service.make_app(trigger), host=args.host, port=args.port, print=None, shutdown_timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
