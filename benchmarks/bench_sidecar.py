@@ -55,7 +55,7 @@ def train_version(work: Path) -> tuple[Path, dict]:
     data = work / "span-001.csv"
     span.to_csv(data, index=False)
     repository = work / "repository"
-    settings = params.override(params.load(), {"push.model_repository": str(repository), "train.epochs": 2})
+    settings = params.override(params.load(), {"push.model_repository": str(repository), "train.epochs": 2, "train.min_steps": 0})
     result = chain.run(str(data), work / "run", settings, force=True, run_id="bench-sidecar").results["push"]
     if not result.pushed:
         raise SystemExit(f"the benchmark's version was not pushed: {result.reason}")

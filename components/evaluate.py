@@ -19,7 +19,7 @@ from kfp import dsl
 
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, bundle, fairness, fairness_chart, labels, model_card, model_inputs, names
+from flywheel import artifacts, baselines, bundle, fairness, fairness_chart, labels, model_card, model_inputs, names
 from flywheel import evaluation_metrics as em
 from flywheel import performance_estimation as pe
 from flywheel.errors import DataError
@@ -40,15 +40,22 @@ class Evaluation:
     confusion_matrix: dict | None = None
     roc_curve: dict | None = None
     performance_estimation: dict | None = None   # CBPE's calibration map and check (None: regression)
+    baselines: dict | None = None   # baselines.Baselines.to_dict(): the majority class or mean, a linear model
     test_rows: int = 0
     seconds: float = 0.0
 
 
-def bless(task: str, metrics: dict, production: dict | None, params: EvaluateParams) -> tuple[bool, str]:
+def bless(task: str, metrics: dict, production: dict | None, params: EvaluateParams,
+          simple: baselines.Baselines | None = None) -> tuple[bool, str]:
     metric = em.primary_metric(task)
     value = metrics[metric]
     if not np.isfinite(value):
         return False, f"{metric} is not defined on the test split (one class only?)"
+    if simple is not None:
+        trivial = simple.values[simple.trivial]
+        if np.isfinite(trivial) and em.worse_by(metric, value, trivial) >= 0:
+            return False, (f"{metric} {value:.4f} does not beat the {simple.trivial} baseline's {trivial:.4f} "
+                           f"(a model that learned nothing scores that)")
     if task == names.BINARY and value < params.min_auc:
         return False, f"auc {value:.4f} is below the floor {params.min_auc}"
     if task == names.MULTICLASS and value < params.min_accuracy:
@@ -146,7 +153,9 @@ def run(examples_dir: str, model_dir: str, output_dir: str, params: EvaluatePara
         production_labels = labels.encode(test[label], task, production_meta.get("label_vocabulary", []))
         production_metrics = em.task_metrics(task, production_labels, production_outputs)
         production_scored = (production_labels, production_outputs)
-    blessed, reason = bless(task, metrics, production_metrics, params)
+    train_rows = model_inputs.read_split(examples_dir, names.TRAIN)
+    simple = baselines.assess(train_rows, test, metadata, model_inputs.model_features(metadata))
+    blessed, reason = bless(task, metrics, production_metrics, params, simple)
     fair = fairness.assess(test, task, encoded, outputs, params, production=production_scored)
     blessed, reason = with_fairness(blessed, reason, fair)
     estimation = performance_estimation(examples_dir, model_dir, metadata, encoded, outputs, params)
@@ -155,6 +164,7 @@ def run(examples_dir: str, model_dir: str, output_dir: str, params: EvaluatePara
                         slice_gap=max((g.largest for g in fair.gaps), default=0.0),
                         blessed=blessed, reason=reason, production_version=production_version,
                         production_metrics=production_metrics, performance_estimation=estimation,
+                        baselines=simple.to_dict(),
                         test_rows=int(len(test)))
     vocabulary = metadata.get("label_vocabulary", [])
     if task == names.BINARY:
@@ -170,6 +180,7 @@ def run(examples_dir: str, model_dir: str, output_dir: str, params: EvaluatePara
                     {"blessed": blessed, "reason": reason, "metric": metric, "candidate": metrics[metric],
                      "production_version": production_version,
                      "production": production_metrics[metric] if production_metrics else None,
+                     "baselines": simple.to_dict(),
                      "fairness": {"passed": fair.passed, "failures": [f.message for f in fair.failures]}})
         _write_json(os.path.join(staging, names.EVALUATION_FILE), dataclasses.asdict(result))
         _write_json(os.path.join(staging, names.EVAL_PREDICTIONS),
@@ -220,7 +231,7 @@ def evaluate_component(examples: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Mo
     evaluation.metadata["params"] = flywheel_params.section_dict(
         flywheel_params.build(flywheel_params.EvaluateParams, params, "evaluate"))
     evaluation.metadata.update({"blessed": result.blessed, "reason": result.reason,
-                                "fairness": result.fairness["summary"],
+                                "fairness": result.fairness["summary"], "baselines": result.baselines,
                                 "production_version": result.production_version,
                                 "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
                                 "production_metrics": {k: v for k, v in (result.production_metrics or {}).items()

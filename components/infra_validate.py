@@ -12,7 +12,7 @@ params name one) on a loopback port; then
    between the exported graph and evaluation, shows here);
 3. it must be fast enough: one-row requests sent open loop at `rate_rps` (each request's time
    counts from when it was due, so a slow server cannot slow the sender down and hide its
-   queue), p99 at most `max_p99_ms`.
+   queue), p99 at most `max_p99_ms` (measured again once when it misses; the better one counts).
 
 Any failure means not blessed: push reads infra_blessing.json and does not publish, naming the
 reason. The figures go into the model card and the run's summary.
@@ -178,6 +178,16 @@ def latency(predict_url: str, inputs: dict[str, np.ndarray], params: InfraValida
             "max_ms": float(ms.max())}
 
 
+def measured_latency(predict_url: str, inputs: dict[str, np.ndarray], params: InfraValidateParams) -> dict:
+    """latency(), measured a second time when the first misses the objective, the better kept: one
+    burst from a noisy neighbour on the node should not refuse a model; a slow model misses twice."""
+    first = latency(predict_url, inputs, params)
+    if first["errors"] or first["p99_ms"] <= params.max_p99_ms:
+        return {**first, "attempts_p99_ms": [first["p99_ms"]]}
+    second = latency(predict_url, inputs, params)
+    return {**min(first, second, key=lambda t: t["p99_ms"]), "attempts_p99_ms": [first["p99_ms"], second["p99_ms"]]}
+
+
 def decide(loaded: str, comparison: dict | None, timing: dict | None, params: InfraValidateParams) -> tuple[bool, str]:
     if loaded:
         return False, loaded
@@ -231,7 +241,7 @@ def run(examples_dir: str, model_dir: str, evaluation_dir: str, output_dir: str,
                 predict_url = f"{base}/versions/{SANDBOX_VERSION}:predict"
                 comparison = compare(predict_url, inputs, expected, params.batch_rows)
                 if not comparison.get("error"):
-                    timing = latency(predict_url, inputs, params)
+                    timing = measured_latency(predict_url, inputs, params)
         finally:
             process.terminate()
             try:

@@ -15,7 +15,7 @@ from kfp import dsl
 
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, bundle, engines, labels, model_inputs, names, schema_view, training_data
+from flywheel import artifacts, bundle, engines, labels, model_inputs, names, schema_view, time_encoding, training_data
 from flywheel.errors import DataError
 from flywheel.params import TrainParams
 from flywheel.schema_view import Feature
@@ -57,6 +57,8 @@ def _encoded_feature(spec: Feature, raw, train: np.ndarray, params: TrainParams)
     """The preprocessing of one raw input, adapted on its train-split values."""
     from keras import layers, ops
 
+    if spec.time:   # ISO dates or epoch seconds: trend and cycles, never a vocabulary of instants
+        return [time_encoding.layer(spec, train)(raw)]
     if spec.categorical:
         lookup_cls = layers.StringLookup if spec.kind == "string" else layers.IntegerLookup
         lookup = lookup_cls(max_tokens=params.max_vocab, output_mode="one_hot", name=f"{spec.signature_key}_lookup")
@@ -69,15 +71,18 @@ def _encoded_feature(spec: Feature, raw, train: np.ndarray, params: TrainParams)
     imputed = ops.where(ops.isnan(as_float), mean, as_float)  # serving may send NaN for a float
     norm = layers.Normalization(axis=None, name=f"{spec.signature_key}_norm")
     norm.adapt(np.where(np.isfinite(values), values, mean))
-    encoded = [layers.Reshape((1,))(norm(imputed))]
-    if spec.kind == "int" and finite.size and finite.min() >= 1_000_000_000:
-        # Epoch seconds: the hour of day and day of week carry the signal, not the raw instant.
-        seconds = ops.cast(raw, "int64")
-        hour = ops.mod(ops.floor_divide(seconds, 3600), 24)
-        weekday = ops.mod(ops.floor_divide(seconds, 86400) + 3, 7)  # 1970-01-01 was a Thursday
-        encoded.append(layers.CategoryEncoding(24, output_mode="one_hot", name=f"{spec.signature_key}_hour")(hour))
-        encoded.append(layers.CategoryEncoding(7, output_mode="one_hot", name=f"{spec.signature_key}_weekday")(weekday))
-    return encoded
+    return [layers.Reshape((1,))(norm(imputed))]
+
+
+def fit_plan(train_rows: int, params: TrainParams) -> tuple[int, int]:
+    """(batch size, epochs) for a split of `train_rows`: batches of about an eighth of the rows (a
+    power of two, at least 16, at most params.batch_size), and epochs enough for params.min_steps
+    gradient steps (at least params.epochs, at most params.max_epochs). 137 rows in batches of 256
+    for 8 epochs would be 8 steps: a model that has barely moved."""
+    batch = int(min(params.batch_size, max(16, 2 ** int(np.log2(max(train_rows, 8) / 8)))))
+    steps_per_epoch = max(1, -(-train_rows // batch))
+    epochs = int(min(params.max_epochs, max(params.epochs, -(-params.min_steps // steps_per_epoch))))
+    return batch, epochs
 
 
 def build_models(specs: list[Feature], train_inputs: dict, task: str, n_classes: int, params: TrainParams):
@@ -89,9 +94,13 @@ def build_models(specs: list[Feature], train_inputs: dict, task: str, n_classes:
     encoded = []
     for spec in specs:
         encoded.extend(_encoded_feature(spec, inputs[spec.signature_key], train_inputs[spec.signature_key], params))
-    hidden = layers.Concatenate()(encoded) if len(encoded) > 1 else encoded[0]
+    wide = layers.Concatenate()(encoded) if len(encoded) > 1 else encoded[0]
+    hidden = wide
     for units in params.hidden_units:
         hidden = layers.Dense(units, activation="relu")(hidden)
+    # Wide and deep: the encoded inputs also reach the head directly, so the model is at least a
+    # linear one on them; on a few hundred rows that part carries most of the signal.
+    hidden = layers.Concatenate()([wide, hidden])
     if task == names.BINARY:
         head = layers.Dense(1, activation="sigmoid")(hidden)
         score = layers.Reshape((), name=names.OUTPUT_SCORE)(head)
@@ -128,6 +137,22 @@ class _EpochProgress:
                 print(f"[train] epoch {epoch + 1}/{epochs} {shown}", flush=True)
 
         return Callback()
+
+
+# Below this many eval rows the eval loss is mostly sampling noise (on 15 rows its best epoch is
+# often the first): the fixed plan of fit_plan runs to its end instead of stopping early.
+MIN_EVAL_ROWS_TO_STOP_EARLY = 200
+
+
+def _callbacks(epochs: int, params: TrainParams, eval_rows: int) -> list:
+    """Progress, and early stopping on the eval split's loss with the best epoch's weights restored."""
+    import keras
+
+    callbacks = [_EpochProgress(epochs)]
+    if eval_rows >= MIN_EVAL_ROWS_TO_STOP_EARLY and params.patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.patience,
+                                                       restore_best_weights=True))
+    return callbacks
 
 
 def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params: TrainParams = TrainParams(),
@@ -167,23 +192,26 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params:
     strategy = choose_strategy()
     devices = [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "TPU")] or ["CPU"]
     train_rows = artifacts.split_rows(examples_dir, names.TRAIN) if streaming else len(train_df)
+    batch_size, epochs = fit_plan(train_rows, params)
     print(f"[train] task={task} features={len(specs)} rows={train_rows} strategy={type(strategy).__name__} "
           f"workers={training_data.cluster()[1]} "
-          f"devices={devices} data={'tf.data from Parquet shards' if streaming else 'in memory'}", flush=True)
+          f"devices={devices} data={'tf.data from Parquet shards' if streaming else 'in memory'} "
+          f"batch={batch_size} epochs<={epochs}", flush=True)
     with strategy.scope():
         train_model, serving_model = build_models(specs, x_train, task, len(vocabulary), params)
         _compile(train_model, task, params.learning_rate)
     if training_data.cluster()[1] > 1:
-        _build_before_multiworker_fit(train_model, strategy, x_train, y_train, params.batch_size)
+        _build_before_multiworker_fit(train_model, strategy, x_train, y_train, batch_size)
     if streaming:
-        inputs = _streamed_inputs(examples_dir, specs, fills, label, task, vocabulary, x_train, y_train, params)
-        history = train_model.fit(inputs["train"], validation_data=inputs["eval"], epochs=params.epochs,
+        inputs = _streamed_inputs(examples_dir, specs, fills, label, task, vocabulary, x_train, y_train, batch_size,
+                                  params)
+        history = train_model.fit(inputs["train"], validation_data=inputs["eval"], epochs=epochs,
                                   steps_per_epoch=inputs["steps"], validation_steps=inputs["eval_steps"],
-                                  verbose=0, callbacks=[_EpochProgress(params.epochs)])
+                                  verbose=0, callbacks=_callbacks(epochs, params, artifacts.split_rows(examples_dir, names.EVAL)))
     else:
         history = train_model.fit(
             x_train, y_train, validation_data=(x_eval, y_eval) if len(eval_df) else None,
-            epochs=params.epochs, batch_size=params.batch_size, verbose=0, callbacks=[_EpochProgress(params.epochs)])
+            epochs=epochs, batch_size=batch_size, verbose=0, callbacks=_callbacks(epochs, params, len(eval_df)))
     history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     if not _is_chief():   # every worker trains; the chief alone exports (TF_CONFIG's first task)
         return TrainResult(model_dir, task, [_jsonable(v) for v in vocabulary], history, type(strategy).__name__,
@@ -194,6 +222,8 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params:
         bundle.write_metadata(str(staging), {
             "label": label, "task": task, "label_vocabulary": [_jsonable(v) for v in vocabulary],
             "features": {s.name: s.kind for s in specs}, "categorical": [s.name for s in specs if s.categorical],
+            "time_formats": {s.name: s.time_format for s in specs if s.time},
+            "fit": {"batch_size": batch_size, "max_epochs": epochs, "epochs_run": len(next(iter(history.values()), []))},
             "signature_keys": {s.name: s.signature_key for s in specs},
             "fill_values": {k: _jsonable(v) for k, v in fills.items()}, "data_version": data_version,
             "history": history, "hyperparameters": dataclasses.asdict(params),
@@ -253,7 +283,7 @@ def _is_chief() -> bool:
 
 
 def _streamed_inputs(examples_dir: str, specs: list[Feature], fills: dict, label: str, task: str, vocabulary: list,
-                     x_sample: dict, y_sample: np.ndarray, params: TrainParams) -> dict:
+                     x_sample: dict, y_sample: np.ndarray, batch_size: int, params: TrainParams) -> dict:
     """tf.data pipelines of the train and eval splits (flywheel/training_data.py), with as many steps
     per epoch on every worker (each worker repeats its share, so none runs dry first)."""
     import tensorflow as tf
@@ -269,11 +299,11 @@ def _streamed_inputs(examples_dir: str, specs: list[Feature], fills: dict, label
     train_rows = artifacts.split_rows(examples_dir, names.TRAIN)
     eval_rows = artifacts.split_rows(examples_dir, names.EVAL)
     return {
-        "train": training_data.dataset(examples_dir, names.TRAIN, convert, signature, params.batch_size, shuffle=True,
+        "train": training_data.dataset(examples_dir, names.TRAIN, convert, signature, batch_size, shuffle=True,
                                        seed=params.seed, repeat=True),
-        "eval": training_data.dataset(examples_dir, names.EVAL, convert, signature, params.batch_size, shuffle=False,
+        "eval": training_data.dataset(examples_dir, names.EVAL, convert, signature, batch_size, shuffle=False,
                                       repeat=True),
-        "steps": max(1, train_rows // params.batch_size), "eval_steps": max(1, eval_rows // params.batch_size),
+        "steps": max(1, train_rows // batch_size), "eval_steps": max(1, eval_rows // batch_size),
     }
 
 

@@ -17,13 +17,24 @@ def render(model_name: str, metadata: dict, result, data_version: str) -> str:
              "## Data", f"- data version: `{data_version or metadata.get('data_version') or 'unknown'}`",
              f"- test rows: {result.test_rows}", "",
              "## Features", "| feature | type |", "|---|---|"]
-    lines += [f"| {name} | {kind}{' (categorical)' if name in metadata.get('categorical', []) else ''} |"
+    times = metadata.get("time_formats", {})
+    lines += [f"| {name} | {kind}{' (categorical)' if name in metadata.get('categorical', []) else ''}"
+              f"{f' (time: {times[name]})' if name in times else ''} |"
               for name, kind in metadata["features"].items()]
+    fit = metadata.get("fit")
+    if fit:
+        lines += ["", f"Trained for {fit['epochs_run']} of at most {fit['max_epochs']} epochs in batches of "
+                      f"{fit['batch_size']} (sized to the train split; early stopping on the eval split's loss)."]
     lines += ["", "## Metrics (test split)", "| metric | value |", "|---|---|"]
     lines += [row(k, v) for k, v in result.metrics.items()]
     if result.production_metrics:
         lines += ["", f"Production (v{result.production_version}) on the same rows:", "| metric | value |", "|---|---|"]
         lines += [row(k, v) for k, v in result.production_metrics.items()]
+    simple = getattr(result, "baselines", None)
+    if simple:
+        lines += ["", f"Simple baselines trained on the same train split ({simple['metric']}, test split):",
+                  "| model | value |", "|---|---|", row("candidate", result.metrics[simple["metric"]])]
+        lines += [row(name, value) for name, value in simple.items() if name != "metric"]
     lines += fairness_section(result.fairness, result.primary_metric)
     estimation = getattr(result, "performance_estimation", None)
     if estimation:

@@ -124,8 +124,13 @@ class ScaleParams:
 
 @dataclasses.dataclass(frozen=True)
 class TrainParams:
+    # The fit is sized to the data (components/train.py fit_plan): batches of about 1/8 of the
+    # train rows up to batch_size, and at least min_steps gradient steps, between epochs and max_epochs.
     epochs: int = 8
     batch_size: int = 256
+    min_steps: int = 128
+    max_epochs: int = 200
+    patience: int = 10                    # epochs without a better eval loss before stopping; 0 = never stop early
     learning_rate: float = 0.003
     hidden_units: tuple[int, ...] = (32, 16)
     max_vocab: int = 100
@@ -325,7 +330,7 @@ class LoopParams:
     feedback_delay_s: float = 1.0         # ground truth is posted this long after its prediction
     fleet_interval_s: float = 1.0         # the sidecar's drift recomputation in the loop
     segment_max_age_s: float = 3.0        # the sidecar ships a segment at this age in the loop
-    epochs: int = 4                       # training epochs of the loop's runs
+    epochs: int = 4                       # training epochs of the loop's runs (exactly: min_steps is set to 0)
     min_labeled_rows: int = 1000          # the trigger's threshold in the loop
     timeout_s: float = 300.0              # the loop gives up waiting for the next stage after this long
 

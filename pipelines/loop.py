@@ -235,7 +235,7 @@ def run(repository: str, model_name: str, traffic: str, label: str, params: para
         # Straight to production: on loopback the loop closes in minutes, and a canary would wait for
         # release.min_seconds of traffic before the sidecar promotes it (tests/serving/test_canary.py).
         trigger_sets = [f"trigger.min_labeled_rows={lp.min_labeled_rows}", f"train.epochs={lp.epochs}",
-                        "push.release_as=production", *run_sets]
+                        "train.min_steps=0", "push.release_as=production", *run_sets]
         if span_dir:
             trigger_sets.append(f"trigger.span_dir={span_dir}")
         trigger = python("trigger", ["-m", "trigger", "--port", str(trigger_port), "--model-repository", repository,

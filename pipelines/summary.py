@@ -50,6 +50,7 @@ class RunSummary:
     blessed: bool | None = None
     blessing_reason: str = ""
     fairness: str = ""        # one line: slices judged, the largest gap, or the criterion that failed
+    baselines: dict = dataclasses.field(default_factory=dict)   # {"metric", "majority"|"mean", "linear"}
     compared_with: int | None = None
     pushed: bool | None = None
     pushed_version: int | None = None
@@ -72,6 +73,7 @@ def summarize(outputs: StepOutputs, data_path: str, run_id: str, seconds: float)
         summary.metrics = evaluation.get("metrics", {})
         summary.blessed, summary.blessing_reason = evaluation.get("blessed"), evaluation.get("reason", "")
         summary.fairness = evaluation.get("fairness", "")
+        summary.baselines = evaluation.get("baselines") or {}
         summary.compared_with = evaluation.get("production_version")
     summary.infra = outputs.metadata(*INFRA)
     pushed = outputs.metadata(*PUSH)
@@ -144,6 +146,10 @@ def describe(summaries: list[RunSummary], versions: list[int], repository: str, 
     for s in summaries:
         outcome = "ok" if s.succeeded else f"FAILED at {s.failed_step or 'start'}"
         lines.append(f"- {os.path.basename(s.data_path)}: {outcome}: {s.error or s.push_reason or s.blessing_reason}")
+        if s.baselines and s.baselines.get("metric") in s.metrics:
+            metric = s.baselines["metric"]
+            others = ", ".join(f"{k} {v:.3f}" for k, v in s.baselines.items() if k != "metric")
+            lines.append(f"  baselines ({metric}, same split): candidate {s.metrics[metric]:.3f}, {others}")
         if s.fairness:
             lines.append(f"  fairness: {s.fairness}")
         if s.pushed and s.pushed_label:

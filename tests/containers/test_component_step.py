@@ -146,7 +146,7 @@ def test_container_view_of_the_arguments(tmp_path):
         path.parent.mkdir()
         path.write_text("x\n")
     arguments = {"data_path": str(span), "push": {"model_repository": str(tmp_path / "repo"), "model_name": "m"},
-                 "schema": {"curated": str(schema)}, "train": {"epochs": 3}}
+                 "schema": {"curated": str(schema)}, "train": {"epochs": 3, "min_steps": 0}}
     view, mounts = container_view(arguments)
     assert view == arguments and (tmp_path / "repo").is_dir()
     assert mounts == {str(span.parent): {"bind": str(span.parent), "mode": "ro"},

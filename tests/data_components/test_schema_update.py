@@ -28,7 +28,7 @@ def curated(tmp_path):
 def _settings(repository) -> params.Params:
     # Two epochs on a few thousand rows: what is under test is that the run trains and pushes on
     # the updated schema, not the model's quality per slice, so the fairness gates are open.
-    return params.override(params.load(), {"push.model_repository": str(repository), "train.epochs": 2,
+    return params.override(params.load(), {"push.model_repository": str(repository), "train.epochs": 2, "train.min_steps": 0,
                                             "evaluate.max_slice_gap": 1.0, "evaluate.min_slice_auc": 0.0})
 
 

@@ -11,7 +11,7 @@ from components import evaluate, push, resolve, train
 from flywheel import bundle, fairness, names, params
 from flywheel.params import TrainParams
 
-FAST = TrainParams(epochs=3, batch_size=128)
+FAST = TrainParams(epochs=3, batch_size=128, min_steps=0)
 UNFAIR_GROUP = "card"
 # The defaults of params.yaml, slicing the test table's own features.
 CONFIG = dataclasses.replace(params.load().evaluate, slice_features=("payment", "distance"),

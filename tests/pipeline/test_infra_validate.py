@@ -11,7 +11,7 @@ from flywheel import model_repository as repo
 from flywheel import names
 from flywheel.params import EvaluateParams, InfraValidateParams, TrainParams
 
-FAST = TrainParams(epochs=3, batch_size=128)
+FAST = TrainParams(epochs=3, batch_size=128, min_steps=0)
 QUICK = InfraValidateParams(latency_requests=100, rate_rps=50.0, max_p99_ms=1000.0)
 
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def _arguments(spans_dir, tmp_path, span, **run_arguments):
-    settings = params.override(params.load(), {"train.epochs": 4, "push.model_repository": str(tmp_path / "models")})
+    settings = params.override(params.load(), {"train.epochs": 4, "train.min_steps": 0, "push.model_repository": str(tmp_path / "models")})
     return pipeline_arguments(settings, os.path.join(spans_dir, datagen.span_file(span)), **run_arguments)
 
 
@@ -70,7 +70,7 @@ def test_a_users_csv_with_a_string_label_and_no_curated_schema(tmp_path, capsys)
     data = tmp_path / "flowers.csv"
     frame.to_csv(data, index=False)
     settings = params.override(params.load(), {
-        "train.epochs": 4, "ingest.label": "species", "push.model_name": "flowers", "schema.curated": "",
+        "train.epochs": 4, "train.min_steps": 0, "ingest.label": "species", "push.model_name": "flowers", "schema.curated": "",
         "ingest.pii_columns": [], "evaluate.slice_features": ["colour"], "evaluate.slice_crosses": [], "push.model_repository": str(tmp_path / "models")})
     summary = runner.run_local(pipeline_arguments(settings, str(data)), str(tmp_path / "root"))
     assert summary.succeeded, summary.error

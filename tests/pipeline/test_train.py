@@ -13,7 +13,7 @@ from flywheel.errors import DataError
 from flywheel.params import TrainParams
 from tests.support.frames import make_frame, workspace, write_examples
 
-FAST = TrainParams(epochs=3, batch_size=128)
+FAST = TrainParams(epochs=3, batch_size=128, min_steps=0)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_curves_are_written_as_html_and_png(trained):
 @pytest.mark.parametrize("task,output", [(names.MULTICLASS, names.OUTPUT_PROBABILITIES), (names.REGRESSION, names.OUTPUT_SCORE)])
 def test_task_is_chosen_from_the_label(tmp_path, task, output):
     ws = workspace(tmp_path, make_frame(800, seed=3, task=task))
-    result = train.run(ws["examples"], ws["schema"], "label", str(tmp_path / "model"), TrainParams(epochs=1))
+    result = train.run(ws["examples"], ws["schema"], "label", str(tmp_path / "model"), TrainParams(epochs=1, min_steps=0))
     assert result.task == task
     signature = tf.saved_model.load(str(tmp_path / "model")).signatures[names.SIGNATURE]
     assert output in signature.structured_outputs
