@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from flywheel import datagen, names, params  # noqa: E402
+from flywheel.loopback import free_port  # noqa: E402
 
 KEY = "trip_id"
 
@@ -84,13 +85,6 @@ def keyed_span(rows: int, path: Path) -> Path:
 
 
 # --- lookup latency ---------------------------------------------------------------------------
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait(port: int, path: str, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -16,6 +16,7 @@ negative = the candidate is better). Goal: within 3 points.
 import argparse
 import contextlib
 import io
+import os
 import sys
 import tempfile
 import time
@@ -28,6 +29,7 @@ from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"   # TensorFlow's CUDA registration noise stays off the figures
 
 from components import train  # noqa: E402
 from flywheel import baselines, bundle, labels, model_inputs, names  # noqa: E402

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from flywheel import datagen, params  # noqa: E402
+from flywheel.loopback import free_port  # noqa: E402
 
 CONNECTIONS = 16
 TARGET_CAPACITY = 8000        # requests/s per core, logging and drift on
@@ -211,13 +212,6 @@ def wrk(port: int, path: str, body: bytes, seconds: float, work: Path) -> int | 
         if "requests in" in line:
             return int(line.split()[0])
     raise SystemExit(f"wrk failed: {result.stdout}{result.stderr}")
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:

@@ -34,17 +34,10 @@ from kfp import dsl
 
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import bundle, model_card, model_inputs, names
+from flywheel import bundle, loopback, model_card, model_inputs, names
 from flywheel.params import InfraValidateParams
 
 SANDBOX_VERSION = 1
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_command(params: InfraValidateParams, repository: str, model_name: str, rest_port: int) -> list[str]:
@@ -226,7 +219,7 @@ def run(examples_dir: str, model_dir: str, evaluation_dir: str, output_dir: str,
     with tempfile.TemporaryDirectory(prefix="infra-validate-") as sandbox, atomic_dir(output_dir) as staging:
         # A copy: the server must never see the pipeline's artifact, only its own repository.
         shutil.copytree(model_dir, os.path.join(sandbox, model_name, str(SANDBOX_VERSION)))
-        port = _free_port()
+        port = loopback.free_port()
         log_path = staging / "model_server.log"
         load_started = time.perf_counter()
         with open(log_path, "wb") as log:

@@ -16,7 +16,6 @@ import ctypes
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from controlplane import modules
+from flywheel.loopback import free_port, wait_until
 from controlplane.pki import PKI
 
 SERVICE_CIDR = "10.0.0.0/24"
@@ -55,28 +55,6 @@ DEFAULT_NODES = (FakeNode("kwok-node-a", "zone-a"), FakeNode("kwok-node-b", "zon
 # so claims without a storage class bind (the PersistentVolume controller does the binding).
 DEFAULT_VOLUMES = 4
 VOLUME_SIZE = "20Gi"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check, timeout_s: float, what: str, interval_s: float = 0.25):
-    """Call `check` until it returns something truthy; fail naming `what` and the last error."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-            last = result
-        except Exception as err:  # not up yet
-            last = err
-        time.sleep(interval_s)
-    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
 
 
 def _die_with_parent() -> None:

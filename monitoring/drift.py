@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PSI_FLOOR = 1e-4
+from flywheel.drift.compare import PSI_FLOOR, psi  # one PSI, offline and online
+
 
 
 @dataclass
@@ -58,15 +59,6 @@ def categorical_jsd(base: dict[str, float], other: dict[str, float]) -> float:
 def categorical_psi(base: dict[str, float], other: dict[str, float]) -> float:
     keys = sorted(set(base) | set(other))
     return psi([base.get(k, 0.0) for k in keys], [other.get(k, 0.0) for k in keys])
-
-
-def psi(base_counts, other_counts) -> float:
-    p, q = np.asarray(base_counts, float), np.asarray(other_counts, float)
-    if p.sum() <= 0 or q.sum() <= 0:
-        return 0.0
-    p = np.maximum(p / p.sum(), PSI_FLOOR)
-    q = np.maximum(q / q.sum(), PSI_FLOOR)
-    return float(np.sum((q - p) * np.log(q / p)))
 
 
 def _strip(hist: Histogram) -> tuple[list[tuple[float, float, float]], dict[float, float], float]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from flywheel import params as flywheel_params
+from flywheel.drift.compare import PSI_FLOOR  # as the PSI the sidecar and the pipeline compute
 from flywheel.params import BatchParams, DriftParams, MonitoringParams
 from monitoring import metrics as m
 
@@ -37,7 +38,6 @@ SELECTOR_LABELS = {"release": "kube-prometheus-stack"}
 # The ServiceMonitor's endpoint (port name) that scrapes the sidecar's /metrics.
 METRICS_ENDPOINT = "metrics"
 METRICS_JOB = "flywheel-serving-metrics"
-PSI_FLOOR = 1e-4   # as flywheel.drift's PSI: a share of 0 counts as 0.01%
 
 FLEET = "namespace, model, version, feature"
 # Recording rules: fleet-wide shares per exported bin, and TFDV's distances from them.

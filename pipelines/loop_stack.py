@@ -11,25 +11,19 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import yaml
 
+from flywheel.loopback import free_port, wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "monitoring" / "rules" / "flywheel-alerts.rules.yml"
 RANGE = re.compile(r"\[(\d+[smhdwy])\]")
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def binary(*candidates: str) -> str:
@@ -49,19 +43,14 @@ def get_json(url: str, timeout: float = 5.0):
 def wait_for(check, timeout_s: float, what: str, process: "Process | None" = None):
     """check()'s first truthy result (polled every 0.25 s); RuntimeError naming `what` after
     timeout_s or as soon as `process` has exited (with its log's tail)."""
-    deadline, last = time.monotonic() + timeout_s, None
-    while time.monotonic() < deadline:
+    def alive():
         if process is not None and process.proc.poll() is not None:
             raise RuntimeError(f"{process.name} exited ({process.proc.returncode}) before {what}:\n{process.tail()}")
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as error:   # not up yet
-            last = error
-        time.sleep(0.25)
-    raise RuntimeError(f"timed out after {timeout_s:.0f}s waiting for {what} (last error: {last})"
-                       + (f"\n{process.tail()}" if process else ""))
+    try:
+        return wait_until(check, timeout_s, what, alive=alive,
+                          detail=lambda: f"\n{process.tail()}" if process else "")
+    except TimeoutError as timeout:
+        raise RuntimeError(str(timeout)) from None
 
 
 class Process:

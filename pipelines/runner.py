@@ -71,13 +71,13 @@ class TaskLog(io.TextIOBase):
             self._task, self._started = step_name(start.group(1)), time.time()
             self.lines[self._task] = collections.deque(maxlen=self._keep)
             if not self.verbose and self.console.isatty():  # a placeholder the end line overwrites
-                self.console.write(f"  {self._task:<11} ...")
+                self.console.write(f"  {self._task:<14} ...")
                 self.console.flush()
         elif end and self._task:
             self.seconds[self._task] = time.time() - self._started
             self.status[self._task] = end.group(2)
             if not self.verbose:
-                self.console.write(f"\r  {self._task:<11} {self.seconds[self._task]:6.1f}s  {end.group(2).lower()}\n")
+                self.console.write(f"\r  {self._task:<14} {self.seconds[self._task]:6.1f}s  {end.group(2).lower()}\n")
                 self.console.flush()
         elif self._task:
             self.lines[self._task].append(line)

@@ -89,7 +89,7 @@ class Stack:
                     tmp / "sidecar.log", cwd=ROOT)
         try:
             wait_until(lambda: http_json(f"{self.sidecar}/healthz/ready")[0] == 200, 60, "sidecar ready")
-        except AssertionError:
+        except TimeoutError:
             raise AssertionError("sidecar not ready:\n" + (tmp / "sidecar.log").read_text()[-3000:]) from None
         # Scrape labels as the ServiceMonitor gives them (job = metrics Service, endpoint = port name).
         tfs = {"job_name": "flywheel-serving-metrics-tfs", "metrics_path": "/monitoring/prometheus/metrics",
