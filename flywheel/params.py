@@ -168,9 +168,9 @@ class EvaluateParams:
     # Confidence-based performance estimation (flywheel/performance_estimation.py): a calibration
     # map is fitted on the eval split and checked on the test split; the estimate is trusted when
     # the calibrated expected calibration error stays within its bound and the estimated accuracy
-    # is within max_estimate_error (plus the test split's own 95% sampling band) of the realised. The error bound is loose on purpose: on a test split of
-    # ~500 rows, sampling noise alone puts a 10-bin calibration error near 0.05; the accuracy gap
-    # is the figure the estimate is used for.
+    # is within max_estimate_error (plus the test split's own 95% sampling band) of the realised.
+    # The error bound is loose on purpose: on a test split of ~500 rows, sampling noise alone puts
+    # a 10-bin calibration error near 0.05; the accuracy gap is the figure the estimate is used for.
     calibration_bins: int = 10
     max_calibration_error: float = 0.1
     max_estimate_error: float = 0.02
