@@ -98,7 +98,7 @@ def one(rows: int, task: str, seed: int, root: Path, settings: dict) -> dict:
     y_train = labels.encode(train_split["label"], result.task, metadata["label_vocabulary"])
     y_test = labels.encode(test["label"], result.task, metadata["label_vocabulary"])
     features = model_inputs.model_features(metadata)
-    encoder = baselines._Encoder(train_split, features, metadata.get("time_formats", {}))
+    encoder = baselines._Encoder(train_split, features)
     metric = em.primary_metric(result.task)
     outputs, _ = model_inputs.predict(model_dir, test)
     scores = {"candidate": em.task_metrics(result.task, y_test, outputs)[metric]}

@@ -236,12 +236,7 @@ def run(examples_dir: str, model_dir: str, evaluation_dir: str, output_dir: str,
                 if not comparison.get("error"):
                     timing = measured_latency(predict_url, inputs, params)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            loopback.stop(process)
         passed, reason = decide(loaded, comparison, timing, params)
         figures = {"passed": passed, "reason": reason, "server": server, "load_seconds": load_seconds,
                    "rows_compared": (comparison or {}).get("rows_compared", 0),

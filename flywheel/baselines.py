@@ -39,15 +39,14 @@ class Baselines:
 class _Encoder:
     """Columns of the train split turned into a numeric design matrix, then the same for other frames."""
 
-    def __init__(self, train: pd.DataFrame, features: list[Feature], time_formats: dict[str, str]):
+    def __init__(self, train: pd.DataFrame, features: list[Feature]):
         self.steps = []
         for feature in features:
             column = train[feature.name]
-            if feature.name in time_formats:
+            if feature.time:
                 seconds = timeparts.parse(column.to_numpy(dtype=object)).seconds
                 trend = timeparts.parts(seconds, False)[timeparts.TREND]
-                self.steps.append(("time", feature.name, _finite_median(seconds), _center(trend),
-                                   "%H" in time_formats[feature.name] or time_formats[feature.name] == "unix_seconds"))
+                self.steps.append(("time", feature.name, _finite_median(seconds), _center(trend), feature.time_of_day))
             elif feature.categorical or feature.kind == "string":
                 levels = column.astype(str).value_counts().index[:MAX_LEVELS].tolist()
                 self.steps.append(("levels", feature.name, levels))
@@ -154,7 +153,7 @@ def assess(train: pd.DataFrame, test: pd.DataFrame, metadata: dict, features: li
     y_train = labels.encode(train[label], task, vocabulary)
     y_test = labels.encode(test[label], task, vocabulary)
     classes = len(vocabulary)
-    encoder = _Encoder(train, features, metadata.get("time_formats", {}))
+    encoder = _Encoder(train, features)
     metric = em.primary_metric(task)
     trivial = MEAN if task == names.REGRESSION else MAJORITY
     return Baselines(metric, {

@@ -3,6 +3,7 @@ never collide) and waiting for something to come up."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 
 
@@ -30,3 +31,13 @@ def wait_until(check, timeout_s: float, what: str, detail=lambda: "", interval_s
             last = err
         time.sleep(interval_s)
     raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what} (last error: {last}){detail()}")
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    """SIGTERM, up to `timeout_s` to exit cleanly, then SIGKILL."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -55,7 +55,8 @@ def model_features(metadata: dict) -> list[Feature]:
     """The model's inputs as train recorded them in its metadata."""
     keys = metadata.get("signature_keys", {})
     categorical = set(metadata.get("categorical", []))
-    return [Feature(name, kind, name in categorical, key=keys.get(name, ""))
+    times = metadata.get("time_formats", {})
+    return [Feature(name, kind, name in categorical, time_format=times.get(name, ""), key=keys.get(name, ""))
             for name, kind in metadata["features"].items()]
 
 

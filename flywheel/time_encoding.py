@@ -76,8 +76,8 @@ def _month_days(year, month):
 
 def days_from_civil(year, month, day):
     """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm), integer ops."""
-    y = year - tf_int(month <= 2)
-    era = _floordiv(y, 400)
+    y = year - _as_int(month <= 2)
+    era = y // 400                                          # floor division, also for years before 0
     yoe = y - era * 400
     shifted_month = (month + 9) % 12                       # March = 0 ... February = 11
     doy = (153 * shifted_month + 2) // 5 + day - 1
@@ -88,26 +88,27 @@ def days_from_civil(year, month, day):
 def civil_from_days(days):
     """(year, day of year 1-366) of days since 1970-01-01, integer ops."""
     z = days + 719468
-    era = _floordiv(z, 146097)
+    era = z // 146097
     doe = z - era * 146097
     yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
     doy_from_march = doe - (365 * yoe + yoe // 4 - yoe // 100)
     month = (5 * doy_from_march + 2) // 153
-    month = month + 3 - 12 * tf_int(month >= 10)
-    year = yoe + era * 400 + tf_int(month <= 2)
-    return year, days - days_from_civil(year, month * 0 + 1, month * 0 + 1) + 1
+    month = month + 3 - 12 * _as_int(month >= 10)
+    year = yoe + era * 400 + _as_int(month <= 2)
+    january_first = days_from_civil(year, _ones(year), _ones(year))
+    return year, days - january_first + 1
 
 
-def tf_int(condition):
+def _ones(like):
+    import tensorflow as tf
+
+    return tf.ones_like(like)
+
+
+def _as_int(condition):
     import tensorflow as tf
 
     return tf.cast(condition, tf.int64)
-
-
-def _floordiv(a, b):
-    import tensorflow as tf
-
-    return tf.math.floordiv(a, b)
 
 
 def parts(seconds):
@@ -117,8 +118,8 @@ def parts(seconds):
 
     days = tf.cast(tf.math.floor(seconds / timeparts.DAY), tf.int64)
     year, day_of_year = civil_from_days(days)
-    start = tf.cast(days_from_civil(year, year * 0 + 1, year * 0 + 1), tf.float64) * timeparts.DAY
-    end = tf.cast(days_from_civil(year + 1, year * 0 + 1, year * 0 + 1), tf.float64) * timeparts.DAY
+    start = tf.cast(days_from_civil(year, _ones(year), _ones(year)), tf.float64) * timeparts.DAY
+    end = tf.cast(days_from_civil(year + 1, _ones(year), _ones(year)), tf.float64) * timeparts.DAY
     return {
         timeparts.TREND: tf.cast(year, tf.float64) + (seconds - start) / (end - start),
         timeparts.DAY_OF_YEAR: day_of_year,

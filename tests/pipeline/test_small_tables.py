@@ -133,7 +133,7 @@ def test_baselines_encode_dates_numbers_and_levels_as_the_model_does():
     frame["busy"] = frame["busy"].map({"no": 0, "yes": 1})
     features = [Feature("temp/°C", "float"), Feature("station", "string", True),
                 Feature("day", "string", time_format=ISO_DATE)]
-    metadata = {"label": "busy", "task": names.BINARY, "label_vocabulary": [0, 1], "time_formats": {"day": ISO_DATE}}
+    metadata = {"label": "busy", "task": names.BINARY, "label_vocabulary": [0, 1]}
     with_date = baselines.assess(frame[:300], frame[300:], metadata, features)
     without = baselines.assess(frame[:300], frame[300:], metadata, features[:2])
     assert with_date.values[baselines.LINEAR] > without.values[baselines.LINEAR] + 0.1   # the season is in the date

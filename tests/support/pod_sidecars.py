@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controlplane.cluster import ControlPlane, wait_until
-from flywheel import names
+from flywheel import loopback, names
 from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,12 +111,7 @@ class PodSidecars:
         return Sidecar(pod, node, port, proc)
 
     def _end(self, sidecar: Sidecar) -> None:
-        sidecar.proc.terminate()
-        try:
-            sidecar.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            sidecar.proc.kill()
-            sidecar.proc.wait()
+        loopback.stop(sidecar.proc)
 
     def _write_targets(self) -> None:
         """Atomically, as Prometheus reads the file whenever it changes."""

@@ -8,6 +8,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from flywheel import loopback
 from tests.support.cluster import ROOT, require_tool
 from tests.support.net import free_port, wait_until
 
@@ -57,9 +58,4 @@ class Prometheus:
             self.log.read_text()[-2000:] if self.log.exists() else ""))
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        loopback.stop(self.proc)

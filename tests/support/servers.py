@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from flywheel import names
+from flywheel import loopback, names
 from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,12 +52,7 @@ class ServerProcess:
                                      stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        loopback.stop(self.proc)
 
 
 def start_dev_server(repository: Path, log_dir: Path, poll_seconds: float = 0.5,
