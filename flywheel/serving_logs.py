@@ -2,7 +2,7 @@
 they are kept, and how they are written and read back.
 
 The monitoring sidecar writes these logs; whatever builds training spans from them reads them
-with the functions here. Only the standard library and flywheel.storage are imported.
+with the functions here. Only the standard library, orjson and flywheel.storage are imported.
 
 Layout, under a log root (by default `<model repository>/<model>/logs`; TF Serving ignores the
 directory because its name is not a version number):
@@ -63,6 +63,8 @@ import json
 import math
 import zlib
 from typing import Any, Iterator
+
+import orjson
 
 from flywheel import storage
 
@@ -145,9 +147,28 @@ def clean(value: Any, flags: set, depth: int = 0) -> Any:
     return clean(str(value), flags, depth)
 
 
-def encode(record: dict) -> bytes:
-    """One record as a strict JSON line in UTF-8 (no newline). Fast when the record is already
-    clean; else cleaned, with what changed added to the record's `flags`."""
+def read_json(data: bytes) -> tuple[Any, bool]:
+    """-> (value, strict). strict: `data` is RFC 8259 JSON, so the value holds only finite
+    numbers and well-formed strings (read by orjson, about 6x faster than the json module).
+    Otherwise read as Python's json module reads it (NaN and Infinity tokens, numbers beyond a
+    double, lone surrogates: TF Serving accepts these too), strict False. Raises ValueError,
+    UnicodeDecodeError or RecursionError when neither can read it."""
+    try:
+        return orjson.loads(data), True
+    except orjson.JSONDecodeError:
+        return json.loads(data), False
+
+
+def encode(record: dict, strict: bool = False) -> bytes:
+    """One record as a strict JSON line in UTF-8 (no newline). `strict`: every value in the
+    record came from `read_json` with strict True or is a finite number the writer computed,
+    so it is written as it is (orjson); else it is checked, and cleaned if it must be, with what
+    changed added to the record's `flags`."""
+    if strict:
+        try:
+            return orjson.dumps(record)
+        except orjson.JSONEncodeError:   # nesting beyond orjson's limit, an integer beyond 64 bits
+            pass
     try:
         return json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
     except (ValueError, UnicodeEncodeError, RecursionError, TypeError):

@@ -6,9 +6,11 @@ wakes every `linger_s`, takes everything queued and works through it, so its cos
 stays flat at any rate instead of paying a wake-up, a batch set-up and a write per request.
 
 Per record: an accepted request (status 200) is parsed, its rows checked against the SERVING
-schema (counted), a random sample of at most `window_rows_per_request` of them added to the
-drift window of the version that answered, its predictions remembered for feedback, and one
-JSON line written with the rows (PII redacted) and predictions. A rejected request costs O(1):
+schema (counted), a random sample of at most `window_rows_per_request` of them set aside for
+the drift window of the version that answered, its predictions remembered for feedback, and one
+JSON line written with the rows (PII redacted) and predictions. Rows set aside reach the window
+in chunks of an eighth of it, or after DRIFT_FLUSH_S: binning costs about as much per chunk as
+per row, so a chunk per 50 ms batch would cost more than the rows themselves at moderate rates. A rejected request costs O(1):
 its line holds the body's size and SHA-256, and nothing of it reaches drift or schema counts.
 A record that fails in any way is written in that short form and counted, alone: it never
 takes its batch with it. When the queue is full a record is dropped and counted, so a slow disk
@@ -17,7 +19,6 @@ costs log records, never latency or memory.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import threading
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 FLUSH_BYTES = 1 << 20      # lines are written whenever this much is ready, so a batch never piles up in memory
 MAX_BATCH = 1024           # records per pass; the drift window takes one chunk per pass
 WARN_EVERY_S = 60.0
+DRIFT_FLUSH_S = 1.0        # rows set aside for the drift window wait at most this long
 
 
 @dataclass(slots=True)
@@ -113,6 +115,13 @@ class Observer:
         self._stop = threading.Event()
         self._deadline = float("inf")
         self._warned = -WARN_EVERY_S
+        # Rows (sampled) and their scores set aside for `_drift_window`, since `_drift_since`.
+        self._drift_window: DriftWindow | None = None
+        self._drift_rows: list[dict] = []
+        self._drift_scores: list = []
+        self._drift_since = 0.0
+        self._flush_requested = 0     # drain(): add what is set aside once this many records are done
+        self._flushed = 0             # records done when the rows set aside last reached the window
         self._thread = threading.Thread(target=self._run, name="prediction-observer", daemon=True)
         self._dropped_metric = metrics.log_records["dropped"]
         self._written_metric = metrics.log_records["written"]
@@ -156,12 +165,13 @@ class Observer:
         return left
 
     def drain(self, timeout_s: float = 10.0) -> bool:
-        """Wait until every record submitted so far is processed (tests)."""
-        target = self._submitted
+        """Wait until every record submitted so far is processed and its rows are in the drift
+        window (tests)."""
+        target = self._flush_requested = self._submitted
         deadline = time.monotonic() + timeout_s
-        while self._done < target and time.monotonic() < deadline:
+        while self._flushed < target and time.monotonic() < deadline:
             time.sleep(0.005)
-        return self._done >= target
+        return self._flushed >= target
 
     def _drop(self, n: int) -> None:
         with self._lock:
@@ -188,14 +198,20 @@ class Observer:
                         if record is not None:
                             self._release(record)
                     self._done += len(batch)
+            if (self._drift_rows and time.monotonic() - self._drift_since >= DRIFT_FLUSH_S) or stopping \
+                    or (self._flush_requested and self._done >= self._flush_requested):
+                self.flush_drift()
             if stopping:
                 return
 
     def _process(self, batch: list[Record]) -> None:
         baseline, window = self.current()
+        if window is not self._drift_window:   # a new version: its rows go to its own window
+            self.flush_drift()
+            self._drift_window = window
+        drift_rows, drift_scores = self._drift_rows, self._drift_scores
+        had = len(drift_rows)
         anomalies: Counter = Counter()
-        drift_rows: list[dict] = []      # the rows (sampled) this batch adds to the window...
-        drift_scores: list = []          # ...and their scores
         lines: list[bytes] = []
         pending = 0
         for i, record in enumerate(batch):
@@ -216,14 +232,25 @@ class Observer:
             if pending >= FLUSH_BYTES:
                 self._write(lines, record.time)
                 lines, pending = [], 0
-        if window is not None and drift_rows:
-            columns = {item.column: [row.get(item.column) for row in drift_rows]
-                       for item in window.items.values() if item.column != PREDICTIONS}
-            columns[PREDICTIONS] = drift_scores
-            window.add(len(drift_rows), columns)
+        if not had and drift_rows:
+            self._drift_since = time.monotonic()
+        if window is not None and len(drift_rows) >= max(1, window.size // 8):
+            self.flush_drift()
         for (feature, kind), count in anomalies.items():
             self.metrics.schema_anomaly(feature, kind).inc(count)
         self._write(lines, time.time())
+
+    def flush_drift(self) -> None:
+        """The rows set aside, into their window (observer thread, or a test's own)."""
+        window, rows, scores = self._drift_window, self._drift_rows, self._drift_scores
+        done = self._done
+        if window is not None and rows:
+            columns = {item.column: [row.get(item.column) for row in rows]
+                       for item in window.items.values() if item.column != PREDICTIONS}
+            columns[PREDICTIONS] = scores
+            window.add(len(rows), columns)
+        self._drift_rows, self._drift_scores = [], []
+        self._flushed = done
 
     def _write(self, lines: list[bytes], first_time: float) -> None:
         if not lines:
@@ -251,8 +278,8 @@ class Observer:
         if record.status != 200:
             return self._short_line(record)
         try:
-            request = json.loads(record.request_body)
-            response = json.loads(record.response_body)
+            request, strict_request = serving_logs.read_json(record.request_body)
+            response, strict_response = serving_logs.read_json(record.response_body)
         except (ValueError, UnicodeDecodeError, RecursionError):
             return self._short_line(record, [serving_logs.UNPARSED])
         rows = rows_from_request(request) if isinstance(request, dict) else []
@@ -278,4 +305,4 @@ class Observer:
                 "features": self.redactor.rows(rows, flags), "predictions": predictions}
         if flags:
             line["flags"] = sorted(flags)
-        return serving_logs.encode(line)
+        return serving_logs.encode(line, strict=strict_request and strict_response)

@@ -268,6 +268,7 @@ def test_a_poison_record_stays_alone_in_its_batch(exported_versions, tmp_path):
     answer = b'{"predictions": [0.1, 0.9]}'
     batch = [Record(1.0, f"r{i}", 1, body, 200, answer, 0.001) for i, body in enumerate((good, poison, good))]
     observer._process(batch)
+    observer.flush_drift()
     (segment,) = tmp_path.glob(f"*{OPEN_SUFFIX}")
     records, skipped = serving_logs.parse_records(segment.read_bytes())
     assert skipped == 0 and [r["request_id"] for r in records] == ["r0", "r1", "r2"]
