@@ -76,6 +76,11 @@ def json_error(status: int, message: str, headers: dict | None = None) -> web.Re
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+def _error(status: int, message: str, headers: list) -> tuple[int, str, bytes, list]:
+    """`forward`'s form of json_error."""
+    return status, "application/json", json.dumps({"error": message}).encode(), headers
+
+
 class Sidecar:
     """State shared by the handlers: served version and its baseline and window, metrics, the
     observer, the logs and the fleet's view."""
@@ -105,6 +110,7 @@ class Sidecar:
         self.window: DriftWindow | None = None
         self.upstream_available = False
         self.failures = 0                       # consecutive failed upstream calls
+        self.upstream_up = False
         self.in_flight = 0
         self.in_flight_bytes = 0
         self._loading = False
@@ -132,11 +138,13 @@ class Sidecar:
 
     # --- upstream version and baseline -------------------------------------------------------
     def _upstream_ok(self) -> None:
-        self.failures = 0
-        self.metrics.upstream_up.set(1)
+        if self.failures or not self.upstream_up:   # the request path pays for a change only
+            self.failures, self.upstream_up = 0, True
+            self.metrics.upstream_up.set(1)
 
     def _upstream_failed(self) -> None:
         self.failures += 1
+        self.upstream_up = False
         self.metrics.upstream_up.set(0)
 
     async def refresh_versions(self) -> int | None:
@@ -209,12 +217,6 @@ class Sidecar:
         return True, f"serving version {self.served_version}"
 
     # --- the proxy ---------------------------------------------------------------------------
-    def _request_id(self, request: web.Request) -> str:
-        given = request.headers.get(REQUEST_ID, "")
-        # A new id: this process's random prefix and a counter (no system call per request);
-        # 32 hex digits like a UUID's, unique across the fleet by the 64 random bits.
-        return given if CLIENT_REQUEST_ID.fullmatch(given) else f"{self._id_prefix}{next(self._ids):016x}"
-
     async def _read_body(self, request: web.Request) -> bytes | web.Response:
         mon = self.config.monitoring
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
@@ -255,71 +257,100 @@ class Sidecar:
             document["inputs"] = {renames.get(k, k): v for k, v in document["inputs"].items()}
         return json.dumps(document).encode()
 
-    async def admitted(self, request: web.Request, handle: Callable) -> web.Response:
-        """Run `handle(request)` within the caps on requests and body bytes in flight (proxied
-        predictions and feedback alike); over a cap: 413 or 503 at once, before reading the body."""
+    def enter(self, declared: int) -> int | tuple[int, str, dict | None]:
+        """Admit a request within the caps on requests and body bytes in flight (proxied
+        predictions and feedback alike): -> the bytes reserved (give them back with `leave`), or
+        (status, message, headers) of the refusal, 413 or 503, decided before the body is read."""
         mon = self.config.monitoring
-        declared = request.content_length or 0
         if declared > mon.max_body_bytes:
             self.metrics.errors["too_large"].inc()
-            return json_error(413, f"request body larger than {mon.max_body_bytes} bytes")
+            return 413, f"request body larger than {mon.max_body_bytes} bytes", None
         reserve = declared or min(mon.max_body_bytes, 65536)
         if self.in_flight >= mon.max_in_flight or self.in_flight_bytes + reserve > mon.max_in_flight_bytes:
             self.metrics.errors["overloaded"].inc()
-            return json_error(503, f"sidecar busy: {self.in_flight} requests in flight (limit {mon.max_in_flight}, "
-                                   f"{mon.max_in_flight_bytes} bytes)", {"Retry-After": "1"})
+            return 503, (f"sidecar busy: {self.in_flight} requests in flight (limit {mon.max_in_flight}, "
+                         f"{mon.max_in_flight_bytes} bytes)"), {"Retry-After": "1"}
         self.in_flight += 1
         self.in_flight_bytes += reserve
+        return reserve
+
+    def leave(self, reserve: int) -> None:
+        self.in_flight -= 1
+        self.in_flight_bytes -= reserve
+
+    async def admitted(self, request: web.Request, handle: Callable) -> web.Response:
+        """Run `handle(request)` within the caps (`enter`); over a cap, its refusal at once."""
+        reserve = self.enter(request.content_length or 0)
+        if isinstance(reserve, tuple):
+            return json_error(*reserve)
         try:
             return await handle(request)
         finally:
-            self.in_flight -= 1
-            self.in_flight_bytes -= reserve
+            self.leave(reserve)
 
     async def proxy(self, request: web.Request) -> web.Response:
+        """A proxied request as aiohttp parsed it. Plain predict requests usually come the short
+        way instead (monitoring/server.py), straight to `forward`."""
         start = self.clock()
         return self._finish(await self.admitted(request, lambda r: self._proxy(r, start)), start)
 
     async def _proxy(self, request: web.Request, start: float) -> web.Response:
-        metrics = self.metrics
-        request_id = self._request_id(request)
         body = await self._read_body(request)
         if isinstance(body, web.Response):
             return body
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED]
+        status, content_type, payload, headers = await self.forward(
+            request.method, request.path, request.path_qs, request.headers.items(), body, start)
+        return web.Response(body=payload, status=status, headers={"Content-Type": content_type, **dict(headers)})
+
+    async def forward(self, method: str, path: str, path_qs: str, request_headers, body: bytes,
+                      start: float) -> tuple[int, str, bytes, list[tuple[str, str]]]:
+        """Send a request (its body read and decoded) to TF Serving, log a prediction, and return
+        what the client gets: (status, content type, body, headers to add)."""
+        metrics = self.metrics
+        given = ""
+        headers = []
+        for k, v in request_headers:
+            lower = k.lower()
+            if lower == "x-request-id":
+                given = v
+            elif lower not in NOT_FORWARDED:
+                headers.append((k, v))
+        # A new id: this process's random prefix and a counter (no system call per request);
+        # 32 hex digits like a UUID's, unique across the fleet by the 64 random bits.
+        request_id = given if CLIENT_REQUEST_ID.fullmatch(given) else f"{self._id_prefix}{next(self._ids):016x}"
         headers.append((REQUEST_ID, request_id))
-        match = PREDICT.match(request.path) if request.method == "POST" else None
+        answer_headers = [(REQUEST_ID, request_id)]
+        match = PREDICT.match(path) if method == "POST" else None
         ours = match is not None and match["name"] == self.config.model_name
-        path, version = request.path_qs, None
+        version = None
         sent = body
         if ours:
             found = None if match["version"] or match["label"] else self.lookup.outcome(body, self.served_version)
             if found is not None and found.answer is not None:   # precomputed: answered here, logged as any
                 self.observer.submit(Record(self.wall_clock(), request_id, found.version, found.body, 200,
                                             found.answer, self.clock() - start))
-                return web.Response(body=found.answer, content_type="application/json",
-                                    headers={REQUEST_ID: request_id, ANSWERED_BY: "batch"})
+                return 200, "application/json", found.answer, answer_headers + [(ANSWERED_BY, "batch")]
             body = found.body if found is not None else body   # the rows without their key, online
             sent = self._renamed(body)
             if match["version"]:
                 version = int(match["version"])
             elif not match["label"] and self.served_version is not None:
                 version = self.routing.choose(self.served_version)   # production, or the canary for its share
-                path = f"/v1/models/{match['name']}/versions/{version}:predict"
+                path_qs = f"/v1/models/{match['name']}/versions/{version}:predict"
         for attempt in (0, 1):
             upstream_start = self.clock()
             try:
-                status, content_type, payload = await self.upstream_pool.request(request.method, path, sent, headers)
+                status, content_type, payload = await self.upstream_pool.request(method, path_qs, sent, headers)
             except asyncio.TimeoutError:
                 metrics.upstream_duration.observe(self.clock() - upstream_start)
                 metrics.errors["upstream_timeout"].inc()
                 self._upstream_failed()
-                return json_error(504, f"upstream {self.upstream} did not answer within "
-                                       f"{self.config.monitoring.upstream_timeout_s}s")
+                return _error(504, f"upstream {self.upstream} did not answer within "
+                                   f"{self.config.monitoring.upstream_timeout_s}s", answer_headers)
             except UpstreamError as err:
                 metrics.errors["upstream_down"].inc()
                 self._upstream_failed()
-                return json_error(502, f"upstream {self.upstream} unreachable: {err}")
+                return _error(502, f"upstream {self.upstream} unreachable: {err}", answer_headers)
             metrics.upstream_duration.observe(self.clock() - upstream_start)
             self._upstream_ok()
             chose = ours and not match["version"] and not match["label"] and version is not None
@@ -328,11 +359,9 @@ class Sidecar:
                 await self.refresh_versions()
                 if self.served_version is not None and self.served_version != version:
                     version = self.served_version
-                    path = f"/v1/models/{match['name']}/versions/{version}:predict"
+                    path_qs = f"/v1/models/{match['name']}/versions/{version}:predict"
                     continue
             break
-        response = web.Response(body=payload, status=status, headers={"Content-Type": content_type,
-                                                                      REQUEST_ID: request_id})
         if status >= 400:
             self._count_error(status, payload)
         if ours:
@@ -341,7 +370,7 @@ class Sidecar:
                                         self.clock() - start))
             self.routing.observed(answered, status, self.clock() - upstream_start, payload)
             self.routing.mirror(lambda v, b: self._predict_version(v, b, headers), answered, sent, payload, status)
-        return response
+        return status, content_type, payload, answer_headers
 
     async def _predict_version(self, version: int, body: bytes, headers: list) -> tuple[int, bytes]:
         status, _, payload = await self.upstream_pool.request(
@@ -349,9 +378,12 @@ class Sidecar:
         return status, payload
 
     def _finish(self, response: web.Response, start: float) -> web.Response:
-        self.metrics.request(response.status).inc()
-        self.metrics.request_duration.observe(self.clock() - start)
+        self.finished(response.status, start)
         return response
+
+    def finished(self, status: int, start: float) -> None:
+        self.metrics.request(status).inc()
+        self.metrics.request_duration.observe(self.clock() - start)
 
     def _count_error(self, status: int, payload: bytes) -> None:
         errors = self.metrics.errors

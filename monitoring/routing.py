@@ -122,6 +122,7 @@ class Router:
         self.last_decision: dict | None = None
         self.requests = Counter(m.RELEASE_REQUESTS, "Predictions answered per version label (shadow: mirrored)",
                                 ["model", "label", "version", "outcome"], registry=registry)
+        self._children: dict[tuple, tuple] = {}   # (label, version, outcome) -> (requests, latency) children
         self.latency = Histogram(m.RELEASE_LATENCY, "Upstream time per prediction, per version label",
                                  ["model", "label"], registry=registry,
                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
@@ -185,8 +186,14 @@ class Router:
         if version is None:
             return
         label = self.label_of(version)
-        self.requests.labels(self.model_name, label, str(version), "error" if status >= 500 else "ok").inc()
-        self.latency.labels(self.model_name, label).observe(seconds)
+        outcome = "error" if status >= 500 else "ok"
+        children = self._children.get((label, version, outcome))
+        if children is None:   # labels() takes a lock and builds a key: once per combination, not per request
+            children = self._children[(label, version, outcome)] = (
+                self.requests.labels(self.model_name, label, str(version), outcome),
+                self.latency.labels(self.model_name, label))
+        children[0].inc()
+        children[1].observe(seconds)
         if self.canary_since is None:
             return   # no canary: nothing to compare, no per-request parsing
         window = self.windows.setdefault(version, VersionWindow(version))
