@@ -41,6 +41,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -69,6 +70,21 @@ def train_version(work: Path) -> tuple[Path, dict]:
     return repository, row
 
 
+# --- HTTP/1.1 framing by Content-Length, all the stub, the floor and the client need ------------
+def content_length(head: list[bytes]) -> int:
+    return next((int(line[15:]) for line in head[1:] if line[:15].lower() == b"content-length:"), 0)
+
+
+def next_request(buffer: bytes) -> tuple[list[bytes], bytes, bytes] | None:
+    """(head lines, body, the bytes after it) of the request at the start of buffer, once all there."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = buffer[:end].split(b"\r\n")
+    stop = end + 4 + content_length(head)
+    return (head, buffer[end + 4:stop], buffer[stop:]) if len(buffer) >= stop else None
+
+
 # --- upstream stub -------------------------------------------------------------------------
 class StubServer(asyncio.Protocol):
     PREDICT = b'{"predictions": [0.4213]}'
@@ -80,16 +96,9 @@ class StubServer(asyncio.Protocol):
 
     def data_received(self, data):
         self.buffer += data
-        while b"\r\n\r\n" in self.buffer:
-            head, rest = self.buffer.split(b"\r\n\r\n", 1)
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            if len(rest) < length:
-                return
-            self.buffer = rest[length:]
-            body = self.STATUS if head.startswith(b"GET") else self.PREDICT
+        while (found := next_request(self.buffer)) is not None:
+            head, _, self.buffer = found
+            body = self.STATUS if head[0].startswith(b"GET") else self.PREDICT
             self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                                  % (len(body), body))
 
@@ -111,14 +120,10 @@ class FloorProxy(asyncio.Protocol):
 
     def data_received(self, data):
         self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
+        found = next_request(self.buffer)
+        if found is None:
             return
-        head = self.buffer[:end].split(b"\r\n")
-        length = next((int(line[15:]) for line in head[1:] if line[:15].lower() == b"content-length:"), 0)
-        if len(self.buffer) < end + 4 + length:
-            return
-        body, self.buffer = self.buffer[end + 4:end + 4 + length], self.buffer[end + 4 + length:]
+        head, body, self.buffer = found
         method, path = head[0].split(b" ")[:2]
         asyncio.get_running_loop().create_task(self.forward(method.decode(), path.decode(), body))
 
@@ -129,7 +134,6 @@ class FloorProxy(asyncio.Protocol):
 
 
 def run_floor(port: int, upstream_port: int) -> None:
-    import uvloop
     from monitoring.upstream import UpstreamPool
     os.sched_setaffinity(0, {0})
     pool = UpstreamPool(f"http://127.0.0.1:{upstream_port}", 10.0)
@@ -154,9 +158,8 @@ class Connection(asyncio.Protocol):
         self.buffer += data
         if self.need is None and b"\r\n\r\n" in self.buffer:
             head, _ = self.buffer.split(b"\r\n\r\n", 1)
-            length = next((int(line[15:]) for line in head.split(b"\r\n") if line[:15].lower() == b"content-length:"), 0)
             self.status = int(head[9:12])
-            self.need = len(head) + 4 + length
+            self.need = len(head) + 4 + content_length(head.split(b"\r\n"))
         if self.need is not None and len(self.buffer) >= self.need:
             self.client.done(self, time.perf_counter() - self.scheduled, self.status)
 
@@ -303,13 +306,8 @@ def main() -> int:
                 time.sleep(0.2)
         else:
             raise SystemExit("sidecar never became ready: " + (work / "sidecar.log").read_text()[-2000:])
-        run = asyncio.run
-        try:
-            import uvloop   # the client's own overhead lands in every latency it measures: keep it small
-            run = uvloop.run
-        except ImportError:
-            pass
-        run(bench(args, stub_port, sidecar_port, sidecar.pid, floor_port, floor.pid, path, body, work))
+        # uvloop: the client's own overhead lands in every latency it measures, keep it small
+        uvloop.run(bench(args, stub_port, sidecar_port, sidecar.pid, floor_port, floor.pid, path, body, work))
     finally:
         sidecar.terminate()
         sidecar.wait(30)

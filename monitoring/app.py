@@ -76,9 +76,9 @@ def json_error(status: int, message: str, headers: dict | None = None) -> web.Re
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def _error(status: int, message: str, headers: list) -> tuple[int, str, bytes, list]:
-    """`forward`'s form of json_error."""
-    return status, "application/json", json.dumps({"error": message}).encode(), headers
+def error_answer(status: int, message: str, headers=()) -> tuple[int, str, bytes, list[tuple[str, str]]]:
+    """json_error as `forward` answers: (status, content type, body, headers)."""
+    return status, "application/json", json.dumps({"error": message}).encode(), list(headers)
 
 
 class Sidecar:
@@ -345,12 +345,12 @@ class Sidecar:
                 metrics.upstream_duration.observe(self.clock() - upstream_start)
                 metrics.errors["upstream_timeout"].inc()
                 self._upstream_failed()
-                return _error(504, f"upstream {self.upstream} did not answer within "
+                return error_answer(504, f"upstream {self.upstream} did not answer within "
                                    f"{self.config.monitoring.upstream_timeout_s}s", answer_headers)
             except UpstreamError as err:
                 metrics.errors["upstream_down"].inc()
                 self._upstream_failed()
-                return _error(502, f"upstream {self.upstream} unreachable: {err}", answer_headers)
+                return error_answer(502, f"upstream {self.upstream} unreachable: {err}", answer_headers)
             metrics.upstream_duration.observe(self.clock() - upstream_start)
             self._upstream_ok()
             chose = ours and not match["version"] and not match["label"] and version is not None

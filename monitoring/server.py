@@ -30,7 +30,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from monitoring import fastpath
-from monitoring.app import SIDECAR, Sidecar, make_app
+from monitoring.app import SIDECAR, Sidecar, error_answer, make_app
 from monitoring.config import SidecarConfig
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,10 @@ class _Handler(RequestHandler):
                 return
             self._short = False   # aiohttp's from here on, its keep-alive timer included
             self._stop_idle_timer()
-            self._keepalive_handle = self._loop.call_later(self._keepalive_timeout, self._process_keepalive)
+            if self._keepalive_handle is not None:
+                self._keepalive_handle.cancel()
             self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+            self._keepalive_handle = self._loop.call_at(self._next_keepalive_close_time, self._process_keepalive)
         super().data_received(data)
         self._watch_head()
 
@@ -87,23 +89,22 @@ class _Handler(RequestHandler):
         try:
             if isinstance(reserve, tuple):
                 status, message, headers = reserve
-                answer = fastpath.response(status, "application/json", json.dumps({"error": message}).encode(),
-                                           list((headers or {}).items()))
+                status, content_type, body, headers = error_answer(status, message, (headers or {}).items())
             else:
                 try:
                     status, content_type, body, headers = await sidecar.forward(
                         "POST", request.path, request.path_qs, request.headers, request.body, start)
                 finally:
                     sidecar.leave(reserve)
-                answer = fastpath.response(status, content_type, body, headers)
+            answer = fastpath.response(status, content_type, body, headers)
         except Exception:   # as aiohttp does with a handler's exception: a JSON 500, and the connection closed
             log.exception("request to %s failed", request.path)
             status = 500
             self._on_error(status)
             self._in_flight = None
             if self.transport is not None and not self.transport.is_closing():
-                self.transport.write(fastpath.response(500, "application/json", b'{"error": "Internal Server Error"}',
-                                                       [("Connection", "close")]))
+                self.transport.write(fastpath.response(*error_answer(500, HTTPStatus(500).phrase,
+                                                                     [("Connection", "close")])))
             self.force_close()
             return
         sidecar.finished(status, start)
