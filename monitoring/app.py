@@ -29,7 +29,6 @@ import asyncio
 import hmac
 import json
 import logging
-import itertools
 import re
 import secrets
 import time
@@ -58,9 +57,13 @@ from monitoring.window import DriftWindow, decide
 log = logging.getLogger(__name__)
 PREDICT = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
                      r":predict$")
-HOP_BY_HOP = frozenset(h.lower() for h in ("Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-                                           "TE", "Trailers", "Transfer-Encoding", "Upgrade", "Host",
-                                           "Content-Length"))
+# Hop-by-hop fields (RFC 9110 7.6.1), and the framing of the client's message: the sidecar
+# frames what it sends itself (Host, Content-Length). `Expect` is answered by the sidecar
+# (`Sidecar.expect`), never forwarded: the body is already read, and an upstream's interim
+# `100 Continue` would be one answer too many on a pooled connection.
+HOP_BY_HOP = frozenset(h.lower() for h in ("Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+                                           "Proxy-Authorization", "TE", "Trailer", "Trailers",
+                                           "Transfer-Encoding", "Upgrade", "Host", "Content-Length", "Expect"))
 REQUEST_ID = "X-Request-Id"
 # The sidecar sets the request id itself; the body it forwards is decoded (Content-Encoding
 # undone) and TF Serving's answer is read by the sidecar, so it must come back unencoded; a
@@ -114,8 +117,6 @@ class Sidecar:
         self.in_flight = 0
         self.in_flight_bytes = 0
         self._loading = False
-        self._id_prefix = secrets.token_hex(8)
-        self._ids = itertools.count(1)
         self._failed_version: int | None = None
         self._rename_needles: list[bytes] = []
         self._decisions: tuple = (None, [], [])  # (window generation, features, predictions)
@@ -180,8 +181,6 @@ class Sidecar:
             await self.switch_version(version)
         finally:
             self._loading = False
-        self._id_prefix = secrets.token_hex(8)
-        self._ids = itertools.count(1)
 
     async def switch_version(self, version: int) -> None:
         mon = self.config.monitoring
@@ -309,15 +308,21 @@ class Sidecar:
         metrics = self.metrics
         given = ""
         headers = []
+        nominated = ()   # fields the client's Connection header names are hop-by-hop too
         for k, v in request_headers:
             lower = k.lower()
             if lower == "x-request-id":
                 given = v
+            elif lower == "connection":
+                nominated += tuple(token.strip().lower() for token in v.split(","))
             elif lower not in NOT_FORWARDED:
                 headers.append((k, v))
-        # A new id: this process's random prefix and a counter (no system call per request);
-        # 32 hex digits like a UUID's, unique across the fleet by the 64 random bits.
-        request_id = given if CLIENT_REQUEST_ID.fullmatch(given) else f"{self._id_prefix}{next(self._ids):016x}"
+        if nominated:
+            headers = [(k, v) for k, v in headers if k.lower() not in nominated]
+        # A new id: 128 random bits (32 hex digits, like a UUID's). Feedback names a prediction by
+        # its id, so an id must not be guessable from another: a counter would let anyone who saw
+        # one answer post feedback for the next requests before their clients do.
+        request_id = given if CLIENT_REQUEST_ID.fullmatch(given) else secrets.token_hex(16)
         headers.append((REQUEST_ID, request_id))
         answer_headers = [(REQUEST_ID, request_id)]
         match = PREDICT.match(path) if method == "POST" else None
@@ -399,16 +404,26 @@ class Sidecar:
             errors["upstream_error"].inc()
 
     async def expect(self, request: web.Request) -> web.Response | None:
-        """`Expect: 100-continue` is honoured; any other expectation is a JSON 417 (aiohttp's own
-        answer would be text/plain)."""
+        """`Expect: 100-continue` is the sidecar's to answer (RFC 9110 10.1.1), never forwarded: a
+        body the sidecar would refuse (over max_body_bytes) is refused at once, before the client
+        sends it; else `100 Continue`. Any other expectation is a JSON 417. A refusal closes the
+        connection: the client may or may not send the body it announced."""
         expect = request.headers.get("Expect", "")
         if expect.strip().lower() == "100-continue":
-            if request.version == (1, 1):
-                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                request.writer.output_size = 0
-            return None
-        self.metrics.errors["bad_request"].inc()
-        return self._finish(json_error(417, f"Expect {expect!r} is not supported (only 100-continue)"), self.clock())
+            limit = self.config.monitoring.max_body_bytes
+            if (request.content_length or 0) > limit:
+                self.metrics.errors["too_large"].inc()
+                response = json_error(413, f"request body larger than {limit} bytes")
+            else:
+                if request.version == (1, 1):
+                    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    request.writer.output_size = 0
+                return None
+        else:
+            self.metrics.errors["bad_request"].inc()
+            response = json_error(417, f"Expect {expect!r} is not supported (only 100-continue)")
+        response.force_close()
+        return self._finish(response, self.clock())
 
     # --- health and metrics ------------------------------------------------------------------
     async def live(self, request: web.Request) -> web.Response:

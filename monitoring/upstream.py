@@ -6,6 +6,11 @@ client does only what proxying TF Serving needs: a pool of persistent connection
 chunked and read-to-close bodies, a connect timeout and a response timeout, and one retry on a fresh connection when a reused
 keep-alive connection turns out to have been closed by the server before it answered (nothing was
 received, so the request was never processed).
+
+Every answer must belong to its request, so a connection goes back to the pool only when its
+framing is beyond doubt: interim 1xx answers are read past (RFC 9110 15.2), and a connection that
+sent a malformed answer, more bytes than its answer, anything while idle, or that timed out, is
+closed instead of reused.
 """
 from __future__ import annotations
 
@@ -15,6 +20,10 @@ from urllib.parse import urlsplit
 
 class UpstreamError(ConnectionError):
     """Upstream unreachable, or it closed the connection without a complete response."""
+
+
+class FramingError(UpstreamError):
+    """The upstream's bytes are not an HTTP/1.1 answer this client can delimit."""
 
 
 class _Connection(asyncio.Protocol):
@@ -30,12 +39,21 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data):
-        self.buffer += data
         self.received_any = True
-        if self.waiter is not None and not self.waiter.done():
+        if self.waiter is None or self.waiter.done():
+            # Bytes nobody asked for (or past an answer already taken): whatever they are, the
+            # next answer read here could be someone else's. Never reuse this connection.
+            self._discard()
+            return
+        self.buffer += data
+        try:
             result = _parse(self.buffer, eof=False, head_only=self.head_only)
-            if result is not None:
-                self.waiter.set_result(result)
+        except FramingError as err:
+            self.waiter.set_exception(err)
+            self._discard()
+            return
+        if result is not None:
+            self.waiter.set_result(result)
 
     def eof_received(self):
         self._finish_at_close()
@@ -44,10 +62,19 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc):
         self._finish_at_close()
 
+    def _discard(self):
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
     def _finish_at_close(self):
         self.closed = True
         if self.waiter is not None and not self.waiter.done():
-            result = _parse(self.buffer, eof=True, head_only=self.head_only)
+            try:
+                result = _parse(self.buffer, eof=True, head_only=self.head_only)
+            except FramingError as err:
+                self.waiter.set_exception(err)
+                return
             if result is not None:
                 self.waiter.set_result(result)
             else:
@@ -74,44 +101,81 @@ def _expire(waiter: asyncio.Future) -> None:
 
 
 def _parse(buffer: bytearray, eof: bool, head_only: bool = False):
-    """-> (status, content_type, body, keep_alive) once a whole response is in buffer, else None."""
-    end = buffer.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    head = bytes(buffer[:end]).split(b"\r\n")
-    status = int(head[0][9:12])
+    """-> (status, content_type, body, keep_alive) once a whole final response is in buffer, else
+    None. Interim (1xx) responses before it are skipped; keep_alive is False when anything follows
+    the response in buffer. Raises FramingError on what cannot be delimited for sure."""
+    start = 0
+    while True:
+        end = buffer.find(b"\r\n\r\n", start)
+        if end < 0:
+            return None
+        head = bytes(buffer[start:end]).split(b"\r\n")
+        status_line = head[0]
+        if not (status_line.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) and status_line[9:12].isdigit()
+                and status_line[12:13] in (b" ", b"")):
+            raise FramingError(f"not an HTTP/1.x status line: {status_line[:80]!r}")
+        status = int(status_line[9:12])
+        if status == 101:
+            raise FramingError("upstream switched protocols")
+        if 100 <= status < 200:   # interim: the final answer follows
+            start = end + 4
+            continue
+        break
     headers = {}
     for line in head[1:]:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    keep_alive = headers.get(b"connection", b"").lower() != b"close" and not head[0].startswith(b"HTTP/1.0")
+        name, colon, value = line.partition(b":")
+        name = name.lower()
+        if not colon or not name or name != name.strip():
+            raise FramingError(f"malformed header line {line[:80]!r}")
+        value = value.strip()
+        if name in headers and name in (b"content-length", b"transfer-encoding"):
+            if name == b"content-length" and headers[name] != value:
+                raise FramingError("conflicting Content-Length headers")
+            value = headers[name] + b", " + value if name == b"transfer-encoding" else value
+        headers[name] = value
+    keep_alive = headers.get(b"connection", b"").lower() != b"close" and not status_line.startswith(b"HTTP/1.0")
     content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
     start = end + 4
-    if head_only:  # a response to HEAD has headers only, whatever Content-Length says
-        return status, content_type, b"", keep_alive
-    if b"content-length" in headers:
-        length = int(headers[b"content-length"])
-        if len(buffer) - start < length:
-            return None
-        return status, content_type, bytes(buffer[start:start + length]), keep_alive
-    if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+    if head_only or status in (204, 304):   # headers only, whatever Content-Length says
+        return status, content_type, b"", keep_alive and len(buffer) == start
+    transfer = headers.get(b"transfer-encoding")
+    if transfer is not None:
+        if b"content-length" in headers or transfer.lower() != b"chunked":
+            raise FramingError(f"Transfer-Encoding {transfer[:40]!r} (with Content-Length: "
+                               f"{b'content-length' in headers})")
         body, pos = bytearray(), start
         while True:
             line_end = buffer.find(b"\r\n", pos)
             if line_end < 0:
                 return None
-            size = int(bytes(buffer[pos:line_end]).split(b";")[0], 16)
+            size_field = bytes(buffer[pos:line_end]).split(b";")[0].strip()
+            try:
+                size = int(size_field, 16)
+            except ValueError:
+                raise FramingError(f"bad chunk size {size_field[:20]!r}") from None
             if size == 0:
-                trailer_end = buffer.find(b"\r\n\r\n", line_end)
-                if trailer_end < 0 and buffer[line_end:line_end + 4] != b"\r\n\r\n":
-                    return None
-                return status, content_type, bytes(body), keep_alive
+                if buffer[line_end:line_end + 4] == b"\r\n\r\n":
+                    end = line_end + 4
+                else:   # trailer fields
+                    trailer_end = buffer.find(b"\r\n\r\n", line_end)
+                    if trailer_end < 0:
+                        return None
+                    end = trailer_end + 4
+                return status, content_type, bytes(body), keep_alive and len(buffer) == end
             if len(buffer) < line_end + 2 + size + 2:
                 return None
+            if buffer[line_end + 2 + size:line_end + 4 + size] != b"\r\n":
+                raise FramingError("chunk not followed by CRLF")
             body += buffer[line_end + 2:line_end + 2 + size]
             pos = line_end + 2 + size + 2
-    if status in (204, 304) or 100 <= status < 200:
-        return status, content_type, b"", keep_alive
+    if b"content-length" in headers:
+        if not headers[b"content-length"].isdigit():
+            raise FramingError(f"bad Content-Length {headers[b'content-length'][:20]!r}")
+        length = int(headers[b"content-length"])
+        if len(buffer) - start < length:
+            return None
+        return status, content_type, bytes(buffer[start:start + length]), \
+            keep_alive and len(buffer) == start + length
     if eof:  # no length: the body runs to the end of the connection
         return status, content_type, bytes(buffer[start:]), False
     return None
@@ -163,7 +227,7 @@ class UpstreamPool:
                 if reused and attempt == 0 and not conn.received_any:
                     continue  # stale keep-alive connection: the server never saw this request
                 raise
-            except asyncio.TimeoutError:
+            except BaseException:   # timed out or cancelled: an answer may still come, to no one
                 conn.transport.abort()
                 raise
             if keep_alive and not conn.closed and len(self.idle) < self.max_idle:

@@ -133,3 +133,48 @@ def test_connect_gives_up_on_a_full_accept_backlog():
         for s in fillers:
             s.close()
         listener.close()
+
+
+def test_interim_answers_are_read_past():
+    async def body(pool):
+        return await pool.request("POST", "/a", b"{}", []), len(pool.idle)
+    reply = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert asyncio.run(_with_server([reply], body)) == ((200, "application/json", b"ok"), 1)
+
+
+@pytest.mark.parametrize("reply", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno",  # one too many
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\r\n",                                           # stray bytes
+])
+def test_a_connection_with_bytes_past_its_answer_is_not_reused(reply):
+    async def body(pool):
+        return await pool.request("GET", "/", b"", []), len(pool.idle)
+    assert asyncio.run(_with_server([reply], body)) == ((200, "application/json", b"ok"), 0)
+
+
+@pytest.mark.parametrize("reply", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
+    b"SSH-2.0-OpenSSH\r\n\r\n",
+])
+def test_an_answer_whose_framing_is_in_doubt_is_an_error_and_its_connection_closed(reply):
+    async def body(pool):
+        with pytest.raises(UpstreamError):
+            await pool.request("GET", "/", b"", [])
+        return len(pool.idle)
+    assert asyncio.run(_with_server([reply], body)) == 0
+
+
+def test_an_answer_arriving_after_the_timeout_reaches_no_one():
+    async def body(pool):
+        with pytest.raises(asyncio.TimeoutError):
+            await pool.request("GET", "/late", b"", [])
+        await asyncio.sleep(0.8)   # the late answer arrives now; its connection is gone
+        return await pool.request("GET", "/next", b"", [])
+    late = (0.7, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+    assert asyncio.run(_with_server([late, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"], body)) \
+        == (200, "application/json", b"next")
