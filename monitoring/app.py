@@ -79,6 +79,21 @@ def json_error(status: int, message: str, headers: dict | None = None) -> web.Re
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+def _closing(response: web.Response) -> web.Response:
+    """A refusal given before the request's body was all read: the connection is closed after it,
+    since what the client sends next may be the rest of that body."""
+    response.force_close()
+    return response
+
+
+class Held:
+    """Body bytes a request in flight holds of the max_in_flight_bytes budget."""
+    __slots__ = ("bytes",)
+
+    def __init__(self):
+        self.bytes = 0
+
+
 def error_answer(status: int, message: str, headers=()) -> tuple[int, str, bytes, list[tuple[str, str]]]:
     """json_error as `forward` answers: (status, content type, body, headers)."""
     return status, "application/json", json.dumps({"error": message}).encode(), list(headers)
@@ -216,26 +231,47 @@ class Sidecar:
         return True, f"serving version {self.served_version}"
 
     # --- the proxy ---------------------------------------------------------------------------
-    async def _read_body(self, request: web.Request) -> bytes | web.Response:
+    async def _read_body(self, request: web.Request, held: "Held") -> bytes | web.Response:
+        """The body, decoded, its bytes counted in the in-flight budget as they arrive (`held`),
+        not as declared: an announced 4 MiB that never comes costs nothing. A body slower than
+        min_body_rate_bytes_s on average after body_grace_s, or not whole within body_timeout_s,
+        is cut off (408); a refusal before the body is all read closes the connection."""
         mon = self.config.monitoring
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if encoding not in ENCODINGS:
             self.metrics.errors["unsupported_encoding"].inc()
             return json_error(415, f"Content-Encoding {encoding!r} is not supported (gzip, deflate or none)")
+        content = request.content
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        chunks, size = [], 0
         try:
-            if request.content.is_eof():         # the whole body came with the head: no timer needed
-                return await request.read()
-            async with asyncio.timeout(mon.body_timeout_s):
-                return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            self.metrics.errors["too_large"].inc()
-            return json_error(413, f"request body larger than {mon.max_body_bytes} bytes")
+            while True:
+                if content.at_eof():   # the whole body is read (often it came with the head: no timer)
+                    break
+                deadline = started + min(mon.body_timeout_s, mon.body_grace_s + size / mon.min_body_rate_bytes_s)
+                async with asyncio.timeout_at(deadline):
+                    chunk = await content.readany()
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > mon.max_body_bytes:
+                    self.metrics.errors["too_large"].inc()
+                    return _closing(json_error(413, f"request body larger than {mon.max_body_bytes} bytes"))
+                refusal = self.hold(held, len(chunk))
+                if refusal is not None:
+                    return _closing(json_error(*refusal))
+                chunks.append(chunk)
         except asyncio.TimeoutError:
             self.metrics.errors["body_timeout"].inc()
-            return json_error(408, f"request body not received within {mon.body_timeout_s}s")
+            elapsed = loop.time() - started
+            return _closing(json_error(408, f"request body too slow: {size} bytes in {elapsed:.1f}s (at least "
+                                            f"{mon.min_body_rate_bytes_s} bytes/s after {mon.body_grace_s}s, all "
+                                            f"within {mon.body_timeout_s}s)"))
         except (RequestPayloadError, ValueError, OSError, RuntimeError) as err:   # e.g. not the encoding it says
             self.metrics.errors["bad_request"].inc()
-            return json_error(400, f"request body could not be read: {err}")
+            return _closing(json_error(400, f"request body could not be read: {err}"))
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _renamed(self, body: bytes) -> bytes:
         """Rows that name features by their column names, renamed to the signature keys."""
@@ -256,45 +292,58 @@ class Sidecar:
             document["inputs"] = {renames.get(k, k): v for k, v in document["inputs"].items()}
         return json.dumps(document).encode()
 
-    def enter(self, declared: int) -> int | tuple[int, str, dict | None]:
-        """Admit a request within the caps on requests and body bytes in flight (proxied
-        predictions and feedback alike): -> the bytes reserved (give them back with `leave`), or
-        (status, message, headers) of the refusal, 413 or 503, decided before the body is read."""
+    def enter(self, declared: int, arrived: int = 0) -> "Held | tuple[int, str, dict | None]":
+        """Admit a request within the cap on requests in flight (proxied predictions and feedback
+        alike), holding the body bytes that `arrived` with it: -> what it holds (more with `hold`,
+        all given back with `leave`), or (status, message, headers) of the refusal, 413 or 503."""
         mon = self.config.monitoring
         if declared > mon.max_body_bytes:
             self.metrics.errors["too_large"].inc()
             return 413, f"request body larger than {mon.max_body_bytes} bytes", None
-        reserve = declared or min(mon.max_body_bytes, 65536)
-        if self.in_flight >= mon.max_in_flight or self.in_flight_bytes + reserve > mon.max_in_flight_bytes:
+        if self.in_flight >= mon.max_in_flight:
             self.metrics.errors["overloaded"].inc()
-            return 503, (f"sidecar busy: {self.in_flight} requests in flight (limit {mon.max_in_flight}, "
-                         f"{mon.max_in_flight_bytes} bytes)"), {"Retry-After": "1"}
+            return 503, f"sidecar busy: {self.in_flight} requests in flight (limit {mon.max_in_flight})", \
+                {"Retry-After": "1"}
+        held = Held()
         self.in_flight += 1
-        self.in_flight_bytes += reserve
-        return reserve
+        refusal = self.hold(held, arrived)
+        if refusal is not None:
+            self.leave(held)
+        return refusal or held
 
-    def leave(self, reserve: int) -> None:
+    def hold(self, held: "Held", size: int) -> tuple[int, str, dict] | None:
+        """Count `size` more body bytes of a request in flight; over max_in_flight_bytes, the 503."""
+        mon = self.config.monitoring
+        if self.in_flight_bytes + size > mon.max_in_flight_bytes:
+            self.metrics.errors["overloaded"].inc()
+            return 503, (f"sidecar busy: {self.in_flight_bytes} bytes of request bodies in flight "
+                         f"(limit {mon.max_in_flight_bytes})"), {"Retry-After": "1"}
+        held.bytes += size
+        self.in_flight_bytes += size
+        return None
+
+    def leave(self, held: "Held") -> None:
         self.in_flight -= 1
-        self.in_flight_bytes -= reserve
+        self.in_flight_bytes -= held.bytes
 
     async def admitted(self, request: web.Request, handle: Callable) -> web.Response:
-        """Run `handle(request)` within the caps (`enter`); over a cap, its refusal at once."""
-        reserve = self.enter(request.content_length or 0)
-        if isinstance(reserve, tuple):
-            return json_error(*reserve)
+        """Run `handle(request, held)` within the caps (`enter`); over a cap, its refusal at once."""
+        held = self.enter(request.content_length or 0)
+        if isinstance(held, tuple):
+            return _closing(json_error(*held)) if request.body_exists else json_error(*held)
         try:
-            return await handle(request)
+            return await handle(request, held)
         finally:
-            self.leave(reserve)
+            self.leave(held)
 
     async def proxy(self, request: web.Request) -> web.Response:
         """A proxied request as aiohttp parsed it. Plain predict requests usually come the short
         way instead (monitoring/server.py), straight to `forward`."""
         start = self.clock()
-        return self._finish(await self.admitted(request, lambda r: self._proxy(r, start)), start)
+        return self._finish(await self.admitted(request, lambda r, held: self._proxy(r, held, start)), start)
 
-    async def _proxy(self, request: web.Request, start: float) -> web.Response:
-        body = await self._read_body(request)
+    async def _proxy(self, request: web.Request, held: "Held", start: float) -> web.Response:
+        body = await self._read_body(request, held)
         if isinstance(body, web.Response):
             return body
         status, content_type, payload, headers = await self.forward(
@@ -514,13 +563,13 @@ class Sidecar:
     async def feedback_handler(self, request: web.Request) -> web.Response:
         return await self.admitted(request, self._feedback)
 
-    async def _feedback(self, request: web.Request) -> web.Response:
+    async def _feedback(self, request: web.Request, held: "Held") -> web.Response:
         outcome = self.metrics.feedback
         if not self._authorized(request):
             outcome["unauthorized"].inc()
             return json_error(401, "feedback needs 'Authorization: Bearer <token>'",
                               {"WWW-Authenticate": 'Bearer realm="flywheel-feedback"'})
-        body = await self._read_body(request)
+        body = await self._read_body(request, held)
         if isinstance(body, web.Response):
             outcome["rejected"].inc()
             return body

@@ -6,9 +6,11 @@ aiohttp's connection handler is extended in three ways:
   first request that is not plain hands the connection, and everything after, to aiohttp. A
   connection is answered in order either way: while a request of the short way is in flight,
   what comes next waits in a buffer (reading pauses beyond MAX_WAITING bytes);
-- a header timeout: a connection whose request line and headers are not complete within
-  `header_timeout_s` of their first byte is closed (aiohttp's keep-alive timer covers a
-  connection that sends nothing; `idle_timeout_s`);
+- a header timeout: a new connection whose first request line and headers are not complete
+  within `header_timeout_s` of its accept is closed, whether it sent part of them or nothing;
+  later requests' heads get the same time from their first byte (between requests, the
+  keep-alive timer applies: `idle_timeout_s`);
+- a cap on open connections (`max_connections`): one more is answered 503 and closed;
 - errors aiohttp answers itself (a malformed request line or header, a body that does not
   decode as its Content-Encoding says) are TF Serving-shaped JSON like the sidecar's own, and
   counted, instead of text/plain.
@@ -52,6 +54,18 @@ class _Handler(RequestHandler):
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
+        self._manager.open_connections += 1
+        if self._manager.open_connections > self._manager.max_connections:
+            self._on_error(503)
+            transport.write(fastpath.response(*error_answer(
+                503, f"sidecar busy: {self._manager.max_connections} connections open", [
+                    ("Retry-After", "1"), ("Connection", "close")])))
+            self.force_close()
+            transport.close()
+            return
+        # Nothing received yet: the header timeout runs from the accept, so a connection that
+        # never sends a byte does not stay open.
+        self._head_timer = self._loop.call_later(self._header_timeout, self._head_expired)
         sidecar = self._sidecar
         if sidecar is not None and sidecar.split_ports:   # the short way serves predictions only
             sockname = transport.get_extra_info("sockname")
@@ -71,6 +85,7 @@ class _Handler(RequestHandler):
             if found is not None:
                 request, self._waiting = found
                 self._stop_idle_timer()
+                self._stop_head_timer()
                 self._in_flight = self._loop.create_task(self._answer(request))
                 return
             self._short = False   # aiohttp's from here on, its keep-alive timer included
@@ -85,17 +100,17 @@ class _Handler(RequestHandler):
     async def _answer(self, request: fastpath.Plain) -> None:
         sidecar = self._sidecar
         start = sidecar.clock()
-        reserve = sidecar.enter(len(request.body))
+        held = sidecar.enter(len(request.body), len(request.body))
         try:
-            if isinstance(reserve, tuple):
-                status, message, headers = reserve
+            if isinstance(held, tuple):
+                status, message, headers = held
                 status, content_type, body, headers = error_answer(status, message, (headers or {}).items())
             else:
                 try:
                     status, content_type, body, headers = await sidecar.forward(
                         "POST", request.path, request.path_qs, request.headers, request.body, start)
                 finally:
-                    sidecar.leave(reserve)
+                    sidecar.leave(held)
             answer = fastpath.response(status, content_type, body, headers)
         except Exception:   # as aiohttp does with a handler's exception: a JSON 500, and the connection closed
             log.exception("request to %s failed", request.path)
@@ -147,23 +162,26 @@ class _Handler(RequestHandler):
 
     def _watch_head(self) -> None:
         if self._messages or self._request_in_progress or self._force_close:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+            self._stop_head_timer()
         elif self._head_timer is None:
             # Part of a request head arrived and no request came out of it yet.
             self._head_timer = self._loop.call_later(self._header_timeout, self._head_expired)
 
     def _head_expired(self) -> None:
         self._head_timer = None
-        if not self._messages and not self._request_in_progress:
+        if not self._messages and not self._request_in_progress and self._in_flight is None:
             self.force_close()
 
-    def connection_lost(self, exc) -> None:
-        self._stop_idle_timer()
+    def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+    def connection_lost(self, exc) -> None:
+        if self._manager is not None:
+            self._manager.open_connections -= 1
+        self._stop_idle_timer()
+        self._stop_head_timer()
         super().connection_lost(exc)
 
     def handle_error(self, request, status: int = 500, exc=None, message=None) -> web.StreamResponse:
@@ -180,6 +198,8 @@ class _Handler(RequestHandler):
 
 class _Server(web.Server):
     header_timeout = 10.0
+    max_connections = 4096
+    open_connections = 0
     on_error = staticmethod(lambda status: None)
     sidecar: Sidecar | None = None
 
@@ -194,6 +214,7 @@ class _Runner(web.AppRunner):
         server.__class__ = _Server
         sidecar = self.app[SIDECAR]
         server.header_timeout = sidecar.config.monitoring.header_timeout_s
+        server.max_connections = sidecar.config.monitoring.max_connections
 
         def count(status: int) -> None:
             sidecar.metrics.request(status).inc()
