@@ -258,8 +258,12 @@ class MonitoringParams:
     # --- privacy ----------------------------------------------------------------------------------
     pii_fields: tuple[str, ...] = ()      # keys redacted at any depth, any case; () = ingest.pii_columns
     pii_patterns: tuple[str, ...] = (     # string values matching any of these are redacted (e-mail, phone)
-        r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
-        r"(?:\+\d{1,3}[ .-]?)?\(?\b\d{3}\)?[ .-]\d{3}[ .-]\d{4}\b",
+        r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",   # any domain with a dot: a@b.c too
+        # North American numbers, separated or a bare run of 10 digits (an area code starts with
+        # 2-9: a 10-digit Unix time, 1...., is not one), with an optional +1 or "1 " prefix.
+        r"(?<![\w.])(?:\+1[ .-]?|1[ .-])?\(?[2-9]\d{2}\)?[ .-]?\d{3}[ .-]?\d{4}(?![\w.])",
+        # International: + and a country code, then 8 to 15 digits in all, grouped as written.
+        r"(?<![\w+])\+(?=(?:[ .()-]*\d){8,15}(?![ .()-]*\d))[1-9]\d{0,2}(?:[ .-]?\(?\d{1,4}\)?){2,7}(?!\w)",
     )
     # --- feedback ---------------------------------------------------------------------------------
     feedback_window: int = 1000           # live accuracy over the last N labelled rows (per pod)
