@@ -342,6 +342,11 @@ deploy: $(VENV)/.installed ## Apply an overlay with kubectl to the current KUBEC
 	@$(PY) docker/pin_digests.py --check || { [ "$(ALLOW_PLACEHOLDER_DIGESTS)" = fake-nodes ] && $(PY) -m controlplane fake-nodes-only; } \
 	  || { echo "refusing to deploy placeholder digests: run make pin-digests" >&2; exit 1; }
 	$(KUSTOMIZE_BUILD) manifests/overlays/$(OVERLAY) | kubectl apply --server-side -f -
+	@# The feedback token: generated once, when the Secret holds none (manifests/base/sidecar-token-secret.yaml).
+	@kubectl -n $(OVERLAY_NAMESPACE) get secret flywheel-sidecar-token -o jsonpath='{.data.token}' | grep -q . \
+	  || kubectl -n $(OVERLAY_NAMESPACE) create secret generic flywheel-sidecar-token \
+	       --from-literal=token="$$($(PY) -c 'import secrets; print(secrets.token_hex(32))')" --dry-run=client -o yaml \
+	     | kubectl apply --server-side --field-manager=flywheel-token -f -
 	kubectl -n $(OVERLAY_NAMESPACE) rollout status deployment/flywheel-serving --timeout=600s
 
 .PHONY: dashboards-png

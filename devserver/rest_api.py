@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,7 +39,10 @@ def _scalar(name: str, value, dtype) -> object:
         raise InvalidArgument(f"input '{name}': expected one {kind} per row, got {json.dumps(value)[:80]}")
     if kind == "string":
         if isinstance(value, str):
-            return value.encode()
+            try:
+                return value.encode()
+            except UnicodeEncodeError:   # a lone surrogate (\ud800): not UTF-8, as TF Serving's parser says
+                raise InvalidArgument(f"input '{name}': string is not valid UTF-8 (lone surrogate)") from None
         if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
             try:
                 return base64.b64decode(value["b64"], validate=True)
@@ -47,9 +51,17 @@ def _scalar(name: str, value, dtype) -> object:
         raise InvalidArgument(f"input '{name}': expected a string, got {json.dumps(value)[:80]}")
     if kind.startswith("int") or kind.startswith("uint"):
         if isinstance(value, int):
+            limits = np.iinfo(dtype.as_numpy_dtype)
+            if not limits.min <= value <= limits.max:
+                raise InvalidArgument(f"input '{name}': {str(value)[:40]} is out of range for {kind}")
             return value
         raise InvalidArgument(f"input '{name}': JSON value {json.dumps(value)[:80]} is not {kind}")
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:   # 10**400: no float holds it
+            raise InvalidArgument(f"input '{name}': {str(value)[:40]}... is out of range for {kind}") from None
+    if isinstance(value, float):
         return value
     raise InvalidArgument(f"input '{name}': JSON value {json.dumps(value)[:80]} is not {kind}")
 
@@ -108,7 +120,13 @@ def parse_predict_body(body: bytes, inputs: dict) -> tuple[dict[str, np.ndarray]
 def _jsonable(array: np.ndarray) -> list:
     if array.dtype == object:
         return [v.decode(errors="replace") if isinstance(v, bytes) else v for v in array.tolist()]
+    if array.dtype.kind == "f" and not np.isfinite(array).all():   # JSON has no NaN or Infinity: null
+        return np.where(np.isfinite(array), array, None).tolist()
     return array.tolist()
+
+
+def _non_finite(outputs: dict[str, np.ndarray]) -> int:
+    return sum(int(np.size(v) - np.isfinite(v).sum()) for v in outputs.values() if v.dtype.kind == "f")
 
 
 def format_outputs(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
@@ -123,6 +141,7 @@ def format_outputs(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
 
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
+NON_FINITE = "X-Non-Finite-Predictions"   # how many predictions were NaN or infinite, answered as null
 
 
 class RequestCounts:
@@ -173,7 +192,9 @@ def make_rest_app(manager: ServableManager, executor: ThreadPoolExecutor | None 
                 columns, row_format = parse_predict_body(body, servable.inputs)
                 outputs = await asyncio.get_running_loop().run_in_executor(executor, servable.predict, columns)
                 counts.add(name, "OK")
-                return web.json_response(format_outputs(outputs, row_format))
+                non_finite = _non_finite(outputs)   # answered as null, and said so
+                return web.json_response(format_outputs(outputs, row_format),
+                                         headers={NON_FINITE: str(non_finite)} if non_finite else None)
             if request.method == "POST" and verb in ("classify", "regress"):
                 return error(400, f"'{verb}' needs a {verb} signature; this model exports '{names.SIGNATURE}' (predict) only")
             return error(404, f"Malformed request: {request.method} {request.path}")
@@ -183,6 +204,9 @@ def make_rest_app(manager: ServableManager, executor: ThreadPoolExecutor | None 
             return error(err.http_status, err.message)
         except web.HTTPRequestEntityTooLarge as err:
             return error(413, err.text or "request body too large")
+        except Exception as err:   # a JSON 500, never aiohttp's text/plain one
+            logging.getLogger(__name__).exception("%s %s failed", request.method, request.path)
+            return error(500, f"Internal: {type(err).__name__}")
 
     app = web.Application(client_max_size=max_body_bytes)
     app.router.add_route("*", "/{tail:.*}", handle)

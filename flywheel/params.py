@@ -271,7 +271,8 @@ class MonitoringParams:
     feedback_memory_bytes: int = 32 * 1024 * 1024  # ...and the bytes they may take
     feedback_poll_s: float = 1.0          # how often a pod reads the fleet's feedback log for its predictions
     feedback_pending_s: float = 60.0      # feedback read before its prediction was processed waits this long
-    token_file: str = ""                  # file holding the bearer token feedback must present; "" or absent = open
+    token_file: str = ""                  # file holding the bearer token feedback must present...
+    feedback_token_required: bool = False  # ...true: while it holds none, feedback is refused (503), not open
     # --- alert thresholds -------------------------------------------------------------------------
     min_live_accuracy: float = 0.7        # fleet accuracy on feedback below this alerts...
     min_feedback_rows: int = 50           # ...when at least this many labelled rows arrived in rules_window

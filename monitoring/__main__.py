@@ -15,7 +15,8 @@ from monitoring.server import run
 # Settings worth a flag; every other MonitoringParams field is set in params.yaml.
 FLAGS = ("log_dir", "log_destination", "window_rows", "window_rows_per_request", "queue_size", "queue_bytes",
          "max_body_bytes", "max_in_flight", "upstream_timeout_s", "connect_timeout_s", "version_poll_s",
-         "segment_max_age_s", "fleet_interval_s", "feedback_poll_s", "linger_s", "drain_timeout_s", "token_file")
+         "segment_max_age_s", "fleet_interval_s", "feedback_poll_s", "linger_s", "drain_timeout_s", "token_file",
+         "feedback_token_required")
 
 
 def parse_args(argv: list[str] | None = None) -> SidecarConfig:
@@ -39,7 +40,8 @@ def parse_args(argv: list[str] | None = None) -> SidecarConfig:
     fields = {f.name: f for f in dataclasses.fields(MonitoringParams)}
     for name in FLAGS:
         default = getattr(defaults.monitoring, name)
-        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=None,
+        kind = {"action": argparse.BooleanOptionalAction} if isinstance(default, bool) else {"type": type(default)}
+        parser.add_argument("--" + name.replace("_", "-"), **kind, default=None,
                             help=f"params.yaml monitoring.{name} (default {default!r})")
     assert set(FLAGS) <= set(fields)
     args = vars(parser.parse_args(argv))

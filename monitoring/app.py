@@ -145,6 +145,8 @@ class Sidecar:
         self.metrics.ready.set_function(lambda: float(self.ready()[0]))
         self.metrics.in_flight.set_function(lambda: self.in_flight)
         self.metrics.in_flight_bytes.set_function(lambda: self.in_flight_bytes)
+        # Read at scrape time (0 until the first labelled row), not left as of the previous scrape.
+        self.metrics.live_accuracy.set_function(lambda: self.feedback.accuracy() or 0.0)
         self.upstream = config.upstream.rstrip("/")
         self.upstream_pool = UpstreamPool(self.upstream, mon.upstream_timeout_s, mon.connect_timeout_s)
         self.split_ports = bool(config.feedback_port or config.metrics_port)
@@ -249,8 +251,8 @@ class Sidecar:
             while True:
                 if content.at_eof():   # the whole body is read (often it came with the head: no timer)
                     break
-                deadline = started + min(mon.body_timeout_s, mon.body_grace_s + size / mon.min_body_rate_bytes_s)
-                async with asyncio.timeout_at(deadline):
+                by_rate = mon.body_grace_s + size / mon.min_body_rate_bytes_s
+                async with asyncio.timeout_at(started + min(mon.body_timeout_s, by_rate)):
                     chunk = await content.readany()
                 if not chunk:
                     break
@@ -264,10 +266,12 @@ class Sidecar:
                 chunks.append(chunk)
         except asyncio.TimeoutError:
             self.metrics.errors["body_timeout"].inc()
-            elapsed = loop.time() - started
-            return _closing(json_error(408, f"request body too slow: {size} bytes in {elapsed:.1f}s (at least "
-                                            f"{mon.min_body_rate_bytes_s} bytes/s after {mon.body_grace_s}s, all "
-                                            f"within {mon.body_timeout_s}s)"))
+            if by_rate >= mon.body_timeout_s:
+                message = f"request body not received within {mon.body_timeout_s}s"
+            else:
+                message = (f"request body too slow: {size} bytes in {loop.time() - started:.1f}s (at least "
+                           f"{mon.min_body_rate_bytes_s} bytes/s after {mon.body_grace_s}s)")
+            return _closing(json_error(408, message))
         except (RequestPayloadError, ValueError, OSError, RuntimeError) as err:   # e.g. not the encoding it says
             self.metrics.errors["bad_request"].inc()
             return _closing(json_error(400, f"request body could not be read: {err}"))
@@ -340,12 +344,25 @@ class Sidecar:
         """A proxied request as aiohttp parsed it. Plain predict requests usually come the short
         way instead (monitoring/server.py), straight to `forward`."""
         start = self.clock()
-        return self._finish(await self.admitted(request, lambda r, held: self._proxy(r, held, start)), start)
+        forwarded = []
+        response = await self.admitted(request, lambda r, held: self._proxy(r, held, start, forwarded))
+        if not forwarded:
+            self.log_refusal(request.method, request.path, response.status, start)
+        return self._finish(response, start)
 
-    async def _proxy(self, request: web.Request, held: "Held", start: float) -> web.Response:
+    def log_refusal(self, method: str, path: str, status: int, start: float) -> None:
+        """A predict request the sidecar refused itself (413, 503, 408, ...) leaves one log record
+        like any answered one (its status, no rows), so written + dropped = answered."""
+        match = PREDICT.match(path) if method == "POST" else None
+        if match is not None and match["name"] == self.config.model_name:
+            self.observer.submit(Record(self.wall_clock(), secrets.token_hex(16), None, b"", status, b"",
+                                        self.clock() - start))
+
+    async def _proxy(self, request: web.Request, held: "Held", start: float, forwarded: list) -> web.Response:
         body = await self._read_body(request, held)
         if isinstance(body, web.Response):
             return body
+        forwarded.append(True)
         status, content_type, payload, headers = await self.forward(
             request.method, request.path, request.path_qs, request.headers.items(), body, start)
         return web.Response(body=payload, status=status, headers={"Content-Type": content_type, **dict(headers)})
@@ -399,12 +416,15 @@ class Sidecar:
                 metrics.upstream_duration.observe(self.clock() - upstream_start)
                 metrics.errors["upstream_timeout"].inc()
                 self._upstream_failed()
-                return error_answer(504, f"upstream {self.upstream} did not answer within "
-                                   f"{self.config.monitoring.upstream_timeout_s}s", answer_headers)
+                answer = error_answer(504, f"upstream {self.upstream} did not answer within "
+                                      f"{self.config.monitoring.upstream_timeout_s}s", answer_headers)
+                break
             except UpstreamError as err:
                 metrics.errors["upstream_down"].inc()
                 self._upstream_failed()
-                return error_answer(502, f"upstream {self.upstream} unreachable: {err}", answer_headers)
+                answer = error_answer(502, f"upstream {self.upstream} unreachable: {err}", answer_headers)
+                break
+            answer = None
             metrics.upstream_duration.observe(self.clock() - upstream_start)
             self._upstream_ok()
             chose = ours and not match["version"] and not match["label"] and version is not None
@@ -416,6 +436,11 @@ class Sidecar:
                     path_qs = f"/v1/models/{match['name']}/versions/{version}:predict"
                     continue
             break
+        if answer is not None:   # TF Serving did not answer (502, 504): logged all the same, in short
+            if ours:
+                self.observer.submit(Record(self.wall_clock(), request_id, None, body, answer[0], b"",
+                                            self.clock() - start))
+            return answer
         if status >= 400:
             self._count_error(status, payload)
         if ours:
@@ -531,9 +556,6 @@ class Sidecar:
         out[m.LOG_SHIPPED_BYTES].append(([], float(stats["bytes"])))
         out[m.LOG_UNSHIPPED_SEGMENTS].append(([], float(self.shipper.unshipped()[0])))
         out[m.LOG_OLDEST_UNSHIPPED].append(([], self.shipper.oldest_unshipped_age()))
-        accuracy = self.feedback.accuracy()
-        if accuracy is not None:
-            self.metrics.live_accuracy.set(accuracy)
         return out
 
     def _decision_samples(self, feature_samples: list, prediction_samples: list, features: list,
@@ -565,6 +587,10 @@ class Sidecar:
 
     async def _feedback(self, request: web.Request, held: "Held") -> web.Response:
         outcome = self.metrics.feedback
+        if not self.token and self.config.monitoring.feedback_token_required:
+            outcome["unavailable"].inc()
+            return json_error(503, "feedback needs a bearer token and none is set (the file monitoring.token_file "
+                              "names is missing or empty)", {"Retry-After": "60"})
         if not self._authorized(request):
             outcome["unauthorized"].inc()
             return json_error(401, "feedback needs 'Authorization: Bearer <token>'",
@@ -700,7 +726,20 @@ def make_app(config: SidecarConfig, registry: CollectorRegistry = REGISTRY,
              load_baseline: Callable = baseline_io.load) -> web.Application:
     sidecar = Sidecar(config, registry, clock, wall_clock, load_baseline)
     mon = config.monitoring
-    middlewares = []
+    @web.middleware
+    async def json_errors(request: web.Request, handler):
+        """aiohttp's own refusals (a target no route takes: `OPTIONS *`, `CONNECT host:port`) as
+        JSON like every other error, not its text/plain."""
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            sidecar.metrics.request(exc.status).inc()
+            return json_error(exc.status, f"{exc.reason}: {request.method} {request.raw_path[:200]}",
+                              {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")})
+
+    middlewares = [json_errors]
     if sidecar.split_ports:
         feedback_port, metrics_port = config.feedback_port or config.port, config.metrics_port or config.port
 

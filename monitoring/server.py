@@ -105,6 +105,7 @@ class _Handler(RequestHandler):
             if isinstance(held, tuple):
                 status, message, headers = held
                 status, content_type, body, headers = error_answer(status, message, (headers or {}).items())
+                sidecar.log_refusal("POST", request.path, status, start)
             else:
                 try:
                     status, content_type, body, headers = await sidecar.forward(

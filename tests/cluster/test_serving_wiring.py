@@ -113,7 +113,7 @@ def test_probes_hit_the_health_endpoints(objects):
 
 
 def _flags(args: list[str]) -> dict[str, str]:
-    return dict(a.removeprefix("--").split("=", 1) for a in args)
+    return {name: value for name, _, value in (a.removeprefix("--").partition("=") for a in args)}
 
 
 def test_sidecar_and_tf_serving_agree_on_ports_and_model(objects):
@@ -149,6 +149,7 @@ def test_sidecar_and_tf_serving_agree_on_ports_and_model(objects):
     token_mount = next(m for m in sidecar["volumeMounts"] if m["name"] == "sidecar-token")
     assert flags["token-file"].startswith(token_mount["mountPath"] + "/") and token_mount["readOnly"] is True
     assert not find(objects, "Secret", "flywheel-sidecar-token").get("data") and not find(objects, "Secret", "flywheel-sidecar-token").get("stringData")
+    assert "feedback-token-required" in flags   # no token, no feedback: `make deploy` generates one
 
 
 def test_tf_serving_config_map_holds_serving_config_files(objects):

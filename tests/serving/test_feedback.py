@@ -5,6 +5,7 @@ requests that name features by their column names."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 import urllib.error
@@ -140,6 +141,29 @@ def test_a_bearer_token_from_a_file_guards_feedback_and_can_be_rotated(dev_serve
     assert post(url, {"request_id": other_id, "labels": [0, 0, 0]}, {"Authorization": "Bearer s3cret"})[0] == 401
     assert post(url, {"request_id": other_id, "labels": [0, 0, 0]}, {"Authorization": "Bearer n3w"})[0] == 200
     assert sidecar.metric("flywheel_feedback_requests_total", {"model": MODEL_NAME, "outcome": "unauthorized"}) == 3
+
+
+def test_feedback_is_refused_while_a_required_token_is_missing(dev_server, sidecar_factory, tmp_path):
+    token_file = tmp_path / "token"             # as the manifests mount it: no token in the Secret yet
+    sidecar = sidecar_factory(dev_server.rest_url, dev_server.repository, token_file=str(token_file),
+                              feedback_token_required=True)
+    request_id, _ = predict(sidecar)
+    sidecar.drain()
+    url, body = f"{sidecar.url}/v1/feedback", {"request_id": request_id, "labels": [1, 1, 1]}
+    status, answer = post(url, body)
+    assert status == 503 and "none is set" in answer["error"]
+    token_file.write_text("generated")
+    sidecar.state.read_token()
+    assert post(url, body)[0] == 401
+    assert post(url, body, {"Authorization": "Bearer generated"})[0] == 200
+
+
+def test_request_ids_do_not_tell_the_next_ones(dev_server, sidecar_factory):
+    sidecar = sidecar_factory(dev_server.rest_url, dev_server.repository)
+    ids = [predict(sidecar)[0] for _ in range(20)]
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids) and len(set(ids)) == 20
+    # Random 128-bit ids share no prefix worth the name (a prefix and a counter shared 16+ digits).
+    assert max(len(os.path.commonprefix([a, b])) for a, b in zip(ids, ids[1:])) < 8
 
 
 def test_feedback_that_cannot_be_recorded_is_503_and_can_be_retried(dev_server, sidecar_factory, tmp_path):

@@ -177,3 +177,31 @@ def test_dev_server_exposes_tf_serving_style_metrics(dev_server):
         families = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
     samples = {tuple(sorted(s.labels.items())): s.value for s in families[":tensorflow:serving:request_count"].samples}
     assert samples[(("model_name", MODEL_NAME), ("status", "OK"))] >= 1
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("trip_seconds", 2 ** 63, "out of range"),
+    ("fare", 10 ** 400, "out of range"),
+    ("payment_type", "\ud800", "not valid UTF-8"),
+])
+def test_dev_server_answers_out_of_range_values_with_a_json_400(dev_server, field, value, fragment):
+    row = {**ROWS[0], field: value}
+    body = json.dumps({"instances": [row]}).encode()   # ensure_ascii: the surrogate as \ud800
+    status, answer = raw_post(RestClient(dev_server.rest_url, MODEL_NAME), f"{MODEL_NAME}:predict", body)
+    assert status == 400 and fragment in answer["error"]
+
+
+def test_dev_server_answers_non_finite_predictions_as_null(dev_server):
+    import numpy as np
+
+    from devserver.rest_api import _non_finite, format_outputs
+    outputs = {"score": np.array([0.25, np.nan, np.inf], dtype=np.float32)}
+    assert format_outputs(outputs, True) == {"predictions": [0.25, None, None]} and _non_finite(outputs) == 2
+    # Whatever the model makes of a NaN feature, the answer is strict JSON.
+    rows = [{**ROWS[0], "fare": float("nan")}, ROWS[1]]
+    req = urllib.request.Request(f"{dev_server.rest_url}/v1/models/{MODEL_NAME}:predict",
+                                 data=json.dumps({"instances": rows}).encode())   # NaN, as Python writes it
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        text = resp.read().decode()
+    predictions = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the answer"))["predictions"]
+    assert len(predictions) == 2 and predictions[1] is not None
