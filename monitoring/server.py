@@ -235,8 +235,12 @@ async def start(app: web.Application, config: SidecarConfig) -> web.AppRunner:
     runner = _Runner(app, access_log=None, keepalive_timeout=mon.idle_timeout_s,
                      shutdown_timeout=mon.upstream_timeout_s + mon.body_timeout_s)
     await runner.setup()
-    for port in ports(config):
-        await web.TCPSite(runner, config.host, port, backlog=1024).start()
+    try:
+        for port in ports(config):
+            await web.TCPSite(runner, config.host, port, backlog=1024).start()
+    except BaseException:   # e.g. the port is taken: stop what start-up began (its tasks, the observer)
+        await runner.cleanup()
+        raise
     return runner
 
 
@@ -273,6 +277,10 @@ def run(config: SidecarConfig) -> int:
 
     try:
         loop.run_until_complete(main())
+    except OSError as err:   # cannot listen: say where, exit non-zero
+        log.error("cannot listen on %s port(s) %s: %s", config.host, ",".join(map(str, ports(config))),
+                  err.strerror or err)
+        return 1
     finally:
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
