@@ -61,6 +61,7 @@ import datetime as dt
 import gzip
 import json
 import math
+import re
 import zlib
 from typing import Any, Iterator
 
@@ -154,9 +155,17 @@ def read_json(data: bytes) -> tuple[Any, bool]:
     double, lone surrogates: TF Serving accepts these too), strict False. Raises ValueError,
     UnicodeDecodeError or RecursionError when neither can read it."""
     try:
-        return orjson.loads(data), True
+        value = orjson.loads(data)
     except orjson.JSONDecodeError:
         return json.loads(data), False
+    if _LONG_DIGITS.search(data) is None:
+        return value, True
+    return json.loads(data), False   # an integer beyond 64 bits: orjson would make it a float
+
+
+# 20 digits and more: 2**64 and beyond, integers orjson reads as (rounded) floats; the json
+# module keeps them exact. (A run inside a string only costs the slower read.)
+_LONG_DIGITS = re.compile(rb"\d{20}")
 
 
 def encode(record: dict, strict: bool = False) -> bytes:

@@ -275,3 +275,11 @@ def test_a_poison_record_stays_alone_in_its_batch(exported_versions, tmp_path):
     assert records[0]["rows"] == records[2]["rows"] == 2 and records[1]["flags"] == ["unparsed"]
     assert records[1]["request_bytes"] == len(poison) and window.rows == 4
     assert observer.written == 3
+
+
+def test_integers_beyond_64_bits_are_logged_exactly():
+    value, strict = serving_logs.read_json(b'{"instances": [{"trip_seconds": 18446744073709551616}]}')
+    assert value["instances"][0]["trip_seconds"] == 2 ** 64 and not strict
+    assert serving_logs.encode({"features": value}, strict) == \
+        b'{"features":{"instances":[{"trip_seconds":18446744073709551616}]}}'
+    assert serving_logs.read_json(b'{"a": 1234567890123456789}') == ({"a": 1234567890123456789}, True)
