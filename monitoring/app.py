@@ -9,19 +9,21 @@ NetworkPolicy can admit each kind of client to its own port):
 - `/metrics`       Prometheus text format (monitoring/metrics.py).
 - `POST /v1/feedback` labels for a logged prediction (monitoring/feedback.py): 200 when joined
   here, 202 when recorded for the replica that served it, 4xx with a JSON reason otherwise.
-  With a token configured it needs `Authorization: Bearer <token>`.
+  With a token configured it needs `Authorization: Bearer <token>`; with
+  feedback_token_required and no token set, it is refused (503).
 - anything else is proxied to TF Serving's REST API: body, status code and content type come
   back untouched; the sidecar adds `X-Request-Id` (the client's own when it is a plain token of
-  at most 256 characters, else a new one) that feedback refers to. A `:predict` without a
+  at most 256 characters, else 128 random bits) that feedback refers to. A `:predict` without a
   version is sent to the version the sidecar knows TF Serving serves (`/versions/N:predict`), so
   the version logged is the version that answered; if that version has just been unloaded, the
   sidecar asks TF Serving again and retries once. Requests may name features by the training
   file's column names: they are renamed to the model's signature keys before TF Serving sees them.
 
-The sidecar's own errors are TF Serving-shaped JSON ({"error": ...}): 401, 408 (body too slow),
-413 (body over max_body_bytes, after Content-Encoding is undone), 415 (an encoding other than
-gzip/deflate), 502 (upstream down), 503 (over the concurrency or in-flight byte cap, with
-Retry-After), 504 (upstream timeout). Every outcome is counted by `kind`.
+The sidecar's own errors are TF Serving-shaped JSON ({"error": ...}): 401, 404 (no route),
+408 (body too slow), 413 (body over max_body_bytes, after Content-Encoding is undone), 415 (an
+encoding other than gzip/deflate), 417 (an expectation other than 100-continue), 502 (upstream
+down), 503 (over the concurrency or in-flight byte cap, with Retry-After), 504 (upstream
+timeout). Every outcome is counted by `kind`.
 """
 from __future__ import annotations
 
