@@ -248,11 +248,11 @@ class MonitoringParams:
     max_connections: int = 4096           # open client connections; beyond, a new one gets 503 and is closed
     connect_timeout_s: float = 1.0        # to TF Serving on loopback
     upstream_timeout_s: float = 5.0       # TF Serving's whole answer
-    header_timeout_s: float = 10.0        # a new connection's first request line and headers, from its accept
+    header_timeout_s: float = 10.0        # a request line and headers, from their first byte
     body_timeout_s: float = 30.0          # a client's whole request body...
     min_body_rate_bytes_s: int = 16384    # ...which, after body_grace_s, must arrive at least this fast on average
     body_grace_s: float = 2.0             # (else 408 and the connection closed: slow bodies hold no budget)
-    idle_timeout_s: float = 75.0          # an idle keep-alive connection
+    idle_timeout_s: float = 75.0          # an idle keep-alive connection, or a new one that sends nothing
     ready_after_failures: int = 3         # readiness drops after this many consecutive failed upstream calls
     version_poll_s: float = 5.0           # how often the sidecar asks TF Serving which version it serves
     # --- privacy ----------------------------------------------------------------------------------

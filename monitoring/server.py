@@ -6,10 +6,9 @@ aiohttp's connection handler is extended in three ways:
   first request that is not plain hands the connection, and everything after, to aiohttp. A
   connection is answered in order either way: while a request of the short way is in flight,
   what comes next waits in a buffer (reading pauses beyond MAX_WAITING bytes);
-- a header timeout: a new connection whose first request line and headers are not complete
-  within `header_timeout_s` of its accept is closed, whether it sent part of them or nothing;
-  later requests' heads get the same time from their first byte (between requests, the
-  keep-alive timer applies: `idle_timeout_s`);
+- a header timeout: a connection whose request line and headers are not complete within
+  `header_timeout_s` of their first byte is closed; a new connection that sends nothing is
+  closed after `idle_timeout_s`, as one idle between requests is;
 - a cap on open connections (`max_connections`): one more is answered 503 and closed;
 - errors aiohttp answers itself (a malformed request line or header, a body that does not
   decode as its Content-Encoding says) are TF Serving-shaped JSON like the sidecar's own, and
@@ -45,6 +44,7 @@ class _Handler(RequestHandler):
         self._header_timeout = header_timeout
         self._on_error = on_error
         self._head_timer: asyncio.TimerHandle | None = None
+        self._first_byte_timer: asyncio.TimerHandle | None = None
         self._sidecar = sidecar
         self._short = sidecar is not None     # still taking the short way
         self._waiting = b""                   # received while a short-way request is in flight
@@ -56,22 +56,28 @@ class _Handler(RequestHandler):
         super().connection_made(transport)
         self._manager.open_connections += 1
         if self._manager.open_connections > self._manager.max_connections:
-            self._on_error(503)
+            if self._sidecar is not None:
+                self._sidecar.metrics.request(503).inc()
+                self._sidecar.metrics.errors["overloaded"].inc()
             transport.write(fastpath.response(*error_answer(
                 503, f"sidecar busy: {self._manager.max_connections} connections open", [
                     ("Retry-After", "1"), ("Connection", "close")])))
             self.force_close()
             transport.close()
             return
-        # Nothing received yet: the header timeout runs from the accept, so a connection that
+        # Nothing received yet: idle like a kept-alive connection between requests (the short
+        # way's own timers, and aiohttp's, start with a first request), so a connection that
         # never sends a byte does not stay open.
-        self._head_timer = self._loop.call_later(self._header_timeout, self._head_expired)
+        self._first_byte_timer = self._loop.call_later(self._keepalive_timeout, self._head_expired)
         sidecar = self._sidecar
         if sidecar is not None and sidecar.split_ports:   # the short way serves predictions only
             sockname = transport.get_extra_info("sockname")
             self._short = isinstance(sockname, tuple) and sockname[1] == sidecar.config.port
 
     def data_received(self, data: bytes) -> None:
+        if self._first_byte_timer is not None:   # from now on the header timeout applies
+            self._first_byte_timer.cancel()
+            self._first_byte_timer = None
         if self._short and not (self._force_close or self._close):
             if self._in_flight is not None:
                 self._waiting += data
@@ -177,6 +183,9 @@ class _Handler(RequestHandler):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        if self._first_byte_timer is not None:
+            self._first_byte_timer.cancel()
+            self._first_byte_timer = None
 
     def connection_lost(self, exc) -> None:
         if self._manager is not None:
