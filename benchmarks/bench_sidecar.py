@@ -150,6 +150,11 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
 
+    def connection_lost(self, exc):
+        # The server closed it: one left idle longer than the sidecar's idle_timeout_s, as any
+        # server may. A client opens another, as HTTP clients' pools do.
+        self.client.lost(self)
+
     def send(self, scheduled: float):
         self.scheduled, self.buffer, self.need = scheduled, b"", None
         self.transport.write(self.client.request)
@@ -177,6 +182,15 @@ class PoissonClient:
         for _ in range(CONNECTIONS):
             _, conn = await loop.create_connection(lambda: Connection(self), "127.0.0.1", self.port)
             self.idle.append(conn)
+
+    def lost(self, conn: Connection) -> None:
+        if conn in self.idle:
+            self.idle.remove(conn)
+            asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        _, conn = await asyncio.get_running_loop().create_connection(lambda: Connection(self), "127.0.0.1", self.port)
+        self.idle.append(conn)
 
     def done(self, conn: Connection, latency: float, status: int) -> None:
         self.latencies.append(latency)

@@ -61,7 +61,6 @@ import datetime as dt
 import gzip
 import json
 import math
-import re
 import zlib
 from typing import Any, Iterator
 
@@ -158,14 +157,16 @@ def read_json(data: bytes) -> tuple[Any, bool]:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:
         return json.loads(data), False
-    if _LONG_DIGITS.search(data) is None:
+    if _TWENTY_DIGITS not in bytes(data).translate(_DIGITS_AS_ZERO):
         return value, True
     return json.loads(data), False   # an integer beyond 64 bits: orjson would make it a float
 
 
-# 20 digits and more: 2**64 and beyond, integers orjson reads as (rounded) floats; the json
-# module keeps them exact. (A run inside a string only costs the slower read.)
-_LONG_DIGITS = re.compile(rb"\d{20}")
+# A run of 20 digits or more: 2**64 and beyond, integers orjson reads as rounded floats; the
+# json module keeps them exact. (A run inside a string only costs the slower read.) Found with
+# translate and a substring search: about 2 us a kilobyte, where a regular expression takes 35.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_TWENTY_DIGITS = b"0" * 20
 
 
 def encode(record: dict, strict: bool = False) -> bytes:

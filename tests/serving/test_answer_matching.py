@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import threading
 
 import pytest
 
-from tests.support.net import free_port
 from tests.support.servers import MODEL_NAME
-from tests.support.upstreams import STATUS, ok
+from tests.support.upstreams import STATUS, LoopbackServer, ok
 
 PATH = f"/v1/models/{MODEL_NAME}:predict"
 CLIENTS = 16
@@ -33,7 +31,7 @@ def echo_answer(body: bytes, n: int) -> bytes:
     return b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n" + ok(payload)
 
 
-class EchoUpstream:
+class EchoUpstream(LoopbackServer):
     """TF Serving's status call, and a :predict that echoes markers. Like a real HTTP/1.1 server,
     it answers a forwarded `Expect: 100-continue` with an interim 100 before the final answer."""
 
@@ -65,16 +63,7 @@ class EchoUpstream:
                         self.count += 1
                         self.transport.write(echo_answer(rest[:length], self.count))
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.loop = asyncio.new_event_loop()
-        self.loop.run_until_complete(self.loop.create_server(Protocol, "127.0.0.1", self.port))
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        super().__init__(Protocol)
 
 
 def body_of(marker: str, rows: int) -> bytes:

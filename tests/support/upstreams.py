@@ -37,7 +37,23 @@ def one_score_per_row(body: bytes) -> bytes:
     return ok(json.dumps({"predictions": [0.5] * len(json.loads(body)["instances"])}).encode())
 
 
-class Upstream:
+class LoopbackServer:
+    """An asyncio protocol served on a free loopback port from its own thread."""
+
+    def __init__(self, protocol: Callable[[], asyncio.Protocol]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        self.loop.run_until_complete(self.loop.create_server(protocol, "127.0.0.1", self.port))
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class Upstream(LoopbackServer):
     def __init__(self, answer: Callable[[bytes], bytes | None]):
         class Protocol(asyncio.Protocol):
             def connection_made(self, transport):
@@ -57,16 +73,7 @@ class Upstream:
                 if reply is not None:
                     self.transport.write(reply)
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.loop = asyncio.new_event_loop()
-        self.loop.run_until_complete(self.loop.create_server(Protocol, "127.0.0.1", self.port))
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        super().__init__(Protocol)
 
 
 def score(row: dict) -> float:
