@@ -129,6 +129,8 @@ class FloorProxy(asyncio.Protocol):
 
     async def forward(self, method: str, path: str, body: bytes):
         status, content_type, payload = await self.pool.request(method, path, body, [])
+        if self.transport.is_closing():   # wrk closes its connections at the end with requests in flight
+            return
         self.transport.write(b"HTTP/1.1 %d OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
                              % (status, content_type.encode(), len(payload), payload))
 
