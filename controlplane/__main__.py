@@ -1,10 +1,11 @@
 """python -m controlplane build|up|down|env|fake-nodes-only
 
-  build [--background]   build the binaries into the cache, or reuse them
+  build [--background]   build the binaries (and KFP's compiler, controlplane/kfp.py) into the cache, or reuse them
   up [--run-dir DIR]     build if needed, start the control plane detached, write DIR/admin.kubeconfig
   down [--run-dir DIR]   stop the processes `up` started (recorded in DIR/state.json)
   env [--run-dir DIR]    print the shell lines that point kubectl at the running control plane
   fake-nodes-only        exit 0 only if every node of the current kubectl context is a kwok fake node
+  kfp-compile ARGS...    what KFP's API server does with a pipeline package (`kfp-compile -h`)
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from controlplane import build as builder
+from controlplane import kfp
 from controlplane.cluster import FAKE_NODE_ANNOTATION, STATE, ControlPlane, stop_recorded
 
 DEFAULT_RUN_DIR = builder.ROOT / "build" / "controlplane"
@@ -62,13 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("up", "down", "env"):
         commands.add_parser(name).add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
     commands.add_parser("fake-nodes-only")
+    commands.add_parser("kfp-compile", add_help=False).add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
     if args.command == "build":
         if args.background:
-            print(builder.start_in_background())
+            print(builder.start_in_background(complete=builder.built() is not None and kfp.built() is not None))
         else:
             print(f"control plane binaries: {builder.build()}")
+            print(f"KFP's compiler: {kfp.build()}")
         return 0
     if args.command == "up":
         return _up(args.run_dir.resolve())
@@ -82,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(_env_lines(args.run_dir.resolve()))
         return 0
+    if args.command == "kfp-compile":
+        return subprocess.run([str(kfp.build(say=lambda line: print(line, file=sys.stderr))), *args.args]).returncode
     return _fake_nodes_only()
 
 

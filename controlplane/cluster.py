@@ -278,7 +278,11 @@ class ControlPlane:
     def add_crds(self) -> None:
         """The CRDs a kube-prometheus-stack and Kubeflow Pipelines cluster has that the manifests
         use, read from their Go modules."""
-        crds = [*modules.prometheus_operator_crds(), modules.argo_workflowtaskresult_crd()]
+        self.install_crds([*modules.prometheus_operator_crds(), modules.argo_workflowtaskresult_crd()])
+
+    def install_crds(self, crds: list[Path]) -> None:
+        """Apply CRD files (server-side: Argo's full CRDs are too large for the last-applied
+        annotation) and wait until the API server serves them."""
         self.kubectl("apply", "--server-side", *[arg for crd in crds for arg in ("-f", str(crd))])
         # A CRD the API server has not given a status yet makes `kubectl wait` fail at once
         # ("status.conditions accessor error") instead of waiting: ask again until it has one.

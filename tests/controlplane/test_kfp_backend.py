@@ -1,0 +1,149 @@
+"""KFP's own backend accepts the compiled pipelines: `kfp-compile` (controlplane/kfp.py) runs the
+code KFP's API server 2.14.3 runs when a run or a recurring run is created from a package, and
+the test API server, with Argo's Workflow CRD (full schema) and KFP's ScheduledWorkflow CRD,
+stores what it produces. A package the backend would refuse fails here."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from controlplane import kfp, modules
+from flywheel import params as params_module
+from pipelines.training_pipeline import arguments as pipeline_arguments
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAINING = ROOT / "pipelines" / "training_pipeline.yaml"
+BATCH = ROOT / "pipelines" / "batch_pipeline.yaml"
+NAMESPACE = "kubeflow"
+MODEL_REPOSITORY = "gs://flywheel-test/model_repository"
+CRON = "0 0 3 * * *"
+
+
+@pytest.fixture(scope="module")
+def kubeflow(plane):
+    """The cluster with what a Kubeflow Pipelines install adds that the runs need."""
+    plane.install_crds([modules.argo_workflow_crd(), modules.kfp_scheduledworkflow_crd(kfp.MODULE / "go.mod")])
+    plane.kubectl("create", "namespace", NAMESPACE)
+    return plane
+
+
+def submit_arguments() -> dict:
+    """The run's arguments as `make submit` sends them (pipelines/cli.py): the settings of
+    params.yaml, a model repository in a bucket, the trigger."""
+    params = params_module.override(params_module.load(), {"push.model_repository": MODEL_REPOSITORY})
+    return pipeline_arguments(params, "gs://flywheel-test/spans/span-001.csv",
+                              trigger={"kind": "manual", "by": "test", "command": "submit"})
+
+
+def compile_ok(kfp_compile, package: Path, *args: str) -> dict:
+    result = kfp.compile_package(package, *args)
+    assert result.returncode == 0, f"KFP's API server code refused {package.name}:\n{result.stderr}"
+    return yaml.safe_load(result.stdout)
+
+
+def refusal(package: Path, *args: str) -> str:
+    result = kfp.compile_package(package, *args)
+    assert result.returncode == 1, f"expected a refusal, got exit {result.returncode}:\n{result.stdout[:2000]}"
+    return result.stderr
+
+
+def kubernetes_configs(workflow: dict) -> dict[str, dict]:
+    """Task name -> the Kubernetes platform spec its driver is given (`--kubernetes_config`,
+    from a workflow parameter the compiler names after the task's component)."""
+    arguments = {p["name"]: p.get("value") for p in workflow["spec"]["arguments"]["parameters"]}
+    configs = {}
+    for template in workflow["spec"]["templates"]:
+        for task in template.get("dag", {}).get("tasks", []):
+            for parameter in task.get("arguments", {}).get("parameters", []):
+                if parameter["name"] == "kubernetes-config":
+                    reference = parameter["value"].removeprefix("{{workflow.parameters.").removesuffix("}}")
+                    configs[task["name"]] = json.loads(arguments[reference])
+    return configs
+
+
+def create_and_read_back(plane, obj: dict) -> dict:
+    """Create the object (the API server validates it against the CRD's schema); return it as stored."""
+    created = plane.kubectl("create", "-n", NAMESPACE, "-o", "json", "-f", "-", stdin=yaml.safe_dump(obj))
+    return json.loads(created.stdout)
+
+
+@pytest.mark.parametrize("package", [TRAINING, BATCH], ids=["training", "batch"])
+def test_run_compiles_into_a_workflow_the_cluster_stores(kfp_compile, kubeflow, package):
+    args = ["-params", json.dumps(submit_arguments())] if package == TRAINING else []
+    workflow = compile_ok(kfp_compile, package, "-namespace", NAMESPACE, "-name", f"test-{package.stem}", *args)
+    assert workflow["kind"] == "Workflow" and workflow["apiVersion"] == "argoproj.io/v1alpha1"
+    name = yaml.safe_load(package.read_text().split("\n---\n")[0])["pipelineInfo"]["name"]
+    assert workflow["metadata"]["generateName"] == f"{name}-"
+    templates = {t["name"] for t in workflow["spec"]["templates"]}
+    # KFP v2 runs every task as a driver, then the component's image with KFP's launcher.
+    assert {"system-dag-driver", "system-container-driver", "system-container-executor"} <= templates
+
+    stored = create_and_read_back(kubeflow, workflow)
+    assert stored["metadata"]["name"].startswith(f"{name}-")
+    assert stored["metadata"]["labels"]["pipeline/runid"] == "00000000-0000-0000-0000-000000000000"
+    assert [t["name"] for t in stored["spec"]["templates"]] == [t["name"] for t in workflow["spec"]["templates"]]
+
+
+def test_training_platform_spec_reaches_the_train_driver(kfp_compile):
+    """The Kubernetes platform spec (node selector and tolerations from run parameters, schema
+    2.1.0's nodeSelectorJson / tolerationJson) is read and handed to the train task's driver."""
+    workflow = compile_ok(kfp_compile, TRAINING, "-params", json.dumps(submit_arguments()))
+    configs = kubernetes_configs(workflow)
+    assert set(configs) == {"train-component-driver"}, configs
+    config = configs["train-component-driver"]
+    assert config["nodeSelector"]["nodeSelectorJson"] == {"componentInputParameter": "train_node_selector"}
+    assert config["tolerations"][0]["tolerationJson"] == {"componentInputParameter": "train_tolerations"}
+
+
+def test_recurring_run_becomes_a_scheduled_workflow_the_cluster_stores(kfp_compile, kubeflow):
+    """`make schedule`: the recurring run's ScheduledWorkflow, KFP's CRD."""
+    arguments = submit_arguments()
+    swf = compile_ok(kfp_compile, TRAINING, "-cron", CRON, "-name", "flywheel-recurring", "-namespace", NAMESPACE,
+                     "-params", json.dumps(arguments))
+    assert swf["kind"] == "ScheduledWorkflow"
+    assert swf["spec"]["trigger"]["cronSchedule"]["cron"] == CRON
+    assert {p["name"] for p in swf["spec"]["workflow"]["parameters"]} == set(arguments)
+    stored = create_and_read_back(kubeflow, swf)
+    assert stored["spec"]["maxConcurrency"] == 1 and stored["spec"]["noCatchup"] is True
+
+
+# --- what the backend refuses ----------------------------------------------------------------
+
+def mutated(tmp_path: Path, change) -> Path:
+    """The training package with `change(pipeline_spec, platform_spec)` applied."""
+    spec, platform = yaml.safe_load_all(TRAINING.read_text())
+    change(spec, platform)
+    path = tmp_path / "package.yaml"
+    path.write_text(yaml.safe_dump_all([spec, platform], sort_keys=False))
+    return path
+
+
+def test_unknown_field_in_the_platform_spec_is_refused(kfp_compile, tmp_path):
+    """What an SDK newer than the backend writes (a field 2.14.3's protos lack) is refused by name."""
+    def change(spec, platform):
+        executor = next(iter(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()))
+        executor["nodeSelector"]["nodeAffinityJson"] = {"componentInputParameter": "train_node_selector"}
+    message = refusal(mutated(tmp_path, change))
+    assert 'unknown field "nodeAffinityJson"' in message and "train-component" in message
+
+
+def test_other_schema_version_is_refused(kfp_compile, tmp_path):
+    message = refusal(mutated(tmp_path, lambda spec, platform: spec.update(schemaVersion="2.0.0")))
+    assert "KFP only supports schema version 2.1.0" in message
+
+
+def test_run_parameter_of_the_wrong_type_is_refused(kfp_compile):
+    arguments = {**submit_arguments(), "train_tolerations": "gpu"}  # a list parameter given a string
+    message = refusal(TRAINING, "-params", json.dumps(arguments))
+    assert "invalid pipeline job inputs" in message and "train_tolerations" in message
+
+
+def test_the_cluster_checks_the_workflow_against_argo_schema(kfp_compile, kubeflow):
+    """Storing the Workflow is a check: Argo's CRD refuses a field of the wrong type."""
+    workflow = compile_ok(kfp_compile, BATCH, "-namespace", NAMESPACE)
+    workflow["spec"]["templates"][0]["retryStrategy"] = {"limit": {"not": "an int or string"}}
+    result = kubeflow.kubectl("create", "-n", NAMESPACE, "-f", "-", stdin=yaml.safe_dump(workflow), check=False)
+    assert result.returncode != 0 and "retryStrategy" in result.stderr
