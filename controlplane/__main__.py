@@ -57,6 +57,9 @@ def _fake_nodes_only() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["kfp-compile"]:  # every argument after it is kfp-compile's own
+        return subprocess.run([str(kfp.build(say=lambda line: print(line, file=sys.stderr))), *argv[1:]]).returncode
     parser = argparse.ArgumentParser(prog="python -m controlplane", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     build_cmd = commands.add_parser("build")
@@ -64,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("up", "down", "env"):
         commands.add_parser(name).add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
     commands.add_parser("fake-nodes-only")
-    commands.add_parser("kfp-compile", add_help=False).add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
     if args.command == "build":
@@ -86,8 +88,6 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(_env_lines(args.run_dir.resolve()))
         return 0
-    if args.command == "kfp-compile":
-        return subprocess.run([str(kfp.build(say=lambda line: print(line, file=sys.stderr))), *args.args]).returncode
     return _fake_nodes_only()
 
 

@@ -21,9 +21,9 @@ CRD_DIR = "example/prometheus-operator-crd"
 # WorkflowTaskResult, which `kubectl auth can-i` can only resolve once the CRD is installed.
 ARGO_WORKFLOWS = "github.com/argoproj/argo-workflows/v3@v3.6.10"
 ARGO_CRD = "manifests/base/crds/minimal/argoproj.io_workflowtaskresults.yaml"
-# The Workflow CRD with its whole OpenAPI schema (Argo's `full` CRDs), so the API server checks
-# every field of a Workflow KFP's compiler writes, not only that it is an object.
-ARGO_WORKFLOW_CRD = "manifests/base/crds/full/argoproj.io_workflows.yaml"
+# The Workflow CRD as Argo's install applies it (`minimal`: its `full` CRDs are for editors, and
+# today's API servers refuse their schemas); Argo's own validation is in kfp-compile, as in KFP.
+ARGO_WORKFLOW_CRD = "manifests/base/crds/minimal/argoproj.io_workflows.yaml"
 # KFP's recurring runs are ScheduledWorkflows; the version is the one controlplane/kfp-compiler
 # builds KFP's compiler from.
 KFP_SCHEDULEDWORKFLOW_CRD = "manifests/kustomize/base/pipeline/cluster-scoped/scheduled-workflow-crd.yaml"

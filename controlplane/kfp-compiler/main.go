@@ -2,7 +2,8 @@
 // run or a recurring run is created from it, with KFP's own code: template.New parses and
 // validates the pipeline spec and its Kubernetes platform spec (protojson: an unknown field is an
 // error), RunWorkflow checks the run's parameters and compiles it with the Argo compiler
-// (backend/src/v2/compiler/argocompiler), ScheduledWorkflow builds the recurring run's resource.
+// (backend/src/v2/compiler/argocompiler), then Argo's validation checks the Workflow, as the API
+// server's CreateRun does; ScheduledWorkflow builds the recurring run's resource.
 // It prints the Argo Workflow (or, with -cron, the ScheduledWorkflow) as YAML; a package the
 // API server would refuse exits 1 with the API server's message.
 package main
@@ -16,6 +17,7 @@ import (
 	"github.com/kubeflow/pipelines/backend/src/apiserver/config/proxy"
 	"github.com/kubeflow/pipelines/backend/src/apiserver/model"
 	"github.com/kubeflow/pipelines/backend/src/apiserver/template"
+	swfapi "github.com/kubeflow/pipelines/backend/src/crd/pkg/apis/scheduledworkflow/v1beta1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -63,14 +65,23 @@ func run(path, params, name, namespace, serviceAccount, runID, pipelineRoot, cro
 		job := &model.Job{DisplayName: name, K8SName: name, Namespace: namespace, ServiceAccount: serviceAccount,
 			Enabled: true, MaxConcurrency: 1, NoCatchup: true, PipelineSpec: spec,
 			Trigger: model.Trigger{CronSchedule: model.CronSchedule{Cron: &cron}}}
-		out, err = tmpl.ScheduledWorkflow(job)
+		swf, swfErr := tmpl.ScheduledWorkflow(job)
+		if swfErr == nil {
+			// The API server's clientset sends it as the version the clientset speaks, whatever
+			// the object says (the template writes kubeflow.org/v2beta1; the CRD serves v1beta1).
+			swf.APIVersion = swfapi.SchemeGroupVersion.String()
+		}
+		out, err = swf, swfErr
 	} else {
 		execution, runErr := tmpl.RunWorkflow(&model.Run{DisplayName: name, Namespace: namespace,
 			ServiceAccount: serviceAccount, PipelineSpec: spec}, template.RunWorkflowOptions{RunId: runID})
 		if runErr == nil {
-			out = execution
+			// Argo's own validation, which the API server runs before it creates the Workflow.
+			if runErr = execution.Validate(false, false); runErr != nil {
+				runErr = fmt.Errorf("Failed to validate workflow: %w", runErr)
+			}
 		}
-		err = runErr
+		out, err = execution, runErr
 	}
 	if err != nil {
 		return err

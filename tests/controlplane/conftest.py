@@ -78,7 +78,11 @@ def plane(tmp_path_factory, pytestconfig):
 @pytest.fixture(scope="session")
 def kfp_compile(pytestconfig) -> Path:
     """KFP's API server code as a command (controlplane/kfp.py), built or reused."""
-    return kfp.build(say=terminal_say(pytestconfig))
+    started = time.monotonic()
+    path = kfp.build(say=terminal_say(pytestconfig))
+    TIMES["waited_for_kfp_s"] = time.monotonic() - started
+    TIMES["kfp_build"] = kfp.built() or {}
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +102,12 @@ def pytest_terminal_summary(terminalreporter):
         f"Kubernetes {built.get('kubernetes', '?')} binaries: built {ago:.0f} min ago in "
         f"{built.get('seconds', float('nan')) / 60:.1f} min ({built.get('download_seconds', float('nan')):.0f} s "
         f"of it downloading modules; {built.get('cpu_seconds', float('nan')) / 60:.0f} CPU-min)")
+    if "kfp_build" in TIMES:
+        kfp_built = TIMES["kfp_build"]
+        terminalreporter.write_line(
+            f"KFP's compiler: built {(time.time() - kfp_built.get('finished', float('nan'))) / 60:.0f} min ago in "
+            f"{kfp_built.get('seconds', float('nan')) / 60:.1f} min ({kfp_built.get('cpu_seconds', float('nan')) / 60:.0f} "
+            f"CPU-min); waited for it {TIMES['waited_for_kfp_s'] / 60:.1f} min")
     terminalreporter.write_line(
         f"stages: rest of the suite {rest:.1f} min | waited for the build {TIMES['waited_for_build_s'] / 60:.1f} min | "
         f"cluster up {TIMES['up_s']:.0f} s | {TIMES['collected']} control-plane tests {TIMES['tests_s'] / 60:.1f} min")
