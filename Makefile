@@ -27,11 +27,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 setup: $(VENV)/.installed system-deps ## Build .venv from requirements.lock and install Debian packages (idempotent).
 
 .PHONY: system-deps
-system-deps: ## Install Debian packages the tests need (prometheus, promtool, alertmanager) if missing.
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null || { \
+system-deps: ## Install Debian packages the tests need (prometheus, promtool, alertmanager; protoc for KFP's compiler) if missing.
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null \
+	  && command -v protoc >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager \
+	    protobuf-compiler >/dev/null; }
 
 .PHONY: lock
 lock: $(VENV)/.installed ## Regenerate requirements.lock from pyproject.toml with uv pip compile.
