@@ -27,13 +27,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 setup: $(VENV)/.installed system-deps ## Build .venv from requirements.lock and install Debian packages (idempotent).
 
 .PHONY: system-deps
-system-deps: ## Install Debian packages the tests need (prometheus, promtool, alertmanager; protoc for KFP's compiler) if missing.
+system-deps: ## Install Debian packages the tests need (prometheus, promtool, alertmanager; protoc and MariaDB for KFP's backend) if missing.
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null \
-	  && command -v protoc >/dev/null || { \
+	  && command -v protoc >/dev/null && command -v mariadbd >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager \
-	    protobuf-compiler >/dev/null; }
+	    protobuf-compiler mariadb-server >/dev/null; }
 
 .PHONY: lock
 lock: $(VENV)/.installed ## Regenerate requirements.lock from pyproject.toml with uv pip compile.
@@ -379,7 +379,7 @@ kfp-workflow: $(VENV)/.installed ## The Argo Workflow KFP's API server (2.14.3, 
 	$(PY) -m controlplane kfp-compile $(or $(PACKAGE),pipelines/training_pipeline.yaml)
 
 .PHONY: test-kfp
-test-kfp: $(VENV)/.installed ## Run only the tests of the pipelines against KFP's backend code and the control plane (tests/controlplane/test_kfp_backend.py).
+test-kfp: $(VENV)/.installed ## Run only the tests of the pipelines against KFP's backend (its compiler, its API server with MariaDB and moto) on the control plane (tests/controlplane/test_kfp_backend.py).
 	$(PY) -m pytest -q tests/controlplane/test_kfp_backend.py
 
 .PHONY: controlplane-test

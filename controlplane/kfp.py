@@ -32,6 +32,8 @@ MODULE = Path(__file__).resolve().parent / "kfp-compiler"
 GENERATED = MODULE / "gen"
 PROTOS = MODULE / "protos.txt"
 BINARY = "kfp-compile"
+API_SERVER = "kfp-apiserver"
+API_SERVER_PACKAGE = "github.com/kubeflow/pipelines/backend/src/apiserver"
 PROTOC_GEN_GO = "google.golang.org/protobuf/cmd/protoc-gen-go"
 
 # The wheel file that embeds each descriptor -> the Go module its go_package lies in.
@@ -73,8 +75,8 @@ def build_key(go: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def binary_path() -> Path:
-    return kfp_cache() / "bin" / build_key(go_binary()) / BINARY
+def binary_path(name: str = BINARY) -> Path:
+    return kfp_cache() / "bin" / build_key(go_binary()) / name
 
 
 def built() -> dict | None:
@@ -178,7 +180,7 @@ def download_wheels(dest: Path, log) -> None:
 
 
 def build(say=_print) -> Path:
-    """Return the path of `kfp-compile`, building it first when missing."""
+    """Return the path of `kfp-compile`, building it and `kfp-apiserver` (beside it) first when missing."""
     cache = kfp_cache()
     target = binary_path()
     if (target.parent / STAMP).exists():
@@ -204,6 +206,9 @@ def build(say=_print) -> Path:
             packages = _list_packages(MODULE, env, ["."], log)
             _run_go(["build", "-v", "-ldflags", "-s -w", "-o", str(staging / BINARY), "."], MODULE, env, log, say,
                     "[kfp] compiling KFP's API server template and Argo compiler", packages)
+            # The API server links SQLite through cgo (storage/db.go names its error codes).
+            _run_go(["build", "-ldflags", "-s -w", "-o", str(staging / API_SERVER), API_SERVER_PACKAGE], MODULE,
+                    {**env, "CGO_ENABLED": "1"}, log, say, "[kfp] compiling KFP's API server (cgo)")
         shutil.rmtree(work)
         seconds, cpu_s = time.monotonic() - started, _children_cpu_s() - cpu_before
         (staging / STAMP).write_text(json.dumps({"seconds": round(seconds, 1), "cpu_seconds": round(cpu_s),

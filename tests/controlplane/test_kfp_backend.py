@@ -6,6 +6,9 @@ fails here."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ import yaml
 
 from controlplane import kfp, modules
 from flywheel import params as params_module
+from pipelines import remote
 from pipelines.training_pipeline import arguments as pipeline_arguments
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,3 +144,47 @@ def test_run_parameter_of_the_wrong_type_is_refused(kfp_compile):
     arguments = {**submit_arguments(), "train_tolerations": "gpu"}  # a list parameter given a string
     message = refusal(TRAINING, "-params", json.dumps(arguments))
     assert "invalid pipeline job inputs" in message and "train_tolerations" in message
+
+
+# --- KFP's API server: `make submit` and `make schedule` -----------------------------------------
+
+@pytest.fixture(scope="module")
+def kfp_host(kubeflow, kfp_compile) -> str:
+    return kubeflow.start_kfp_api_server(kfp.binary_path(kfp.API_SERVER), NAMESPACE)
+
+
+def flywheel_cli(*args: str) -> str:
+    """`python -m pipelines.cli ARGS` (what `make submit` / `make schedule` run); its output."""
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_make_submit_creates_a_run_whose_workflow_the_cluster_stores(kubeflow, kfp_host):
+    out = flywheel_cli("submit", "--host", kfp_host, "--model-repository", MODEL_REPOSITORY,
+                       "--data", "gs://flywheel-test/spans/span-001.csv")
+    run_id = re.search(r"submitted run (\S+) to", out).group(1)
+    run = remote.client(kfp_host).get_run(run_id)
+    assert run.state == "PENDING"  # no Argo controller here to start it
+    assert run.runtime_config.parameters["data_path"] == "gs://flywheel-test/spans/span-001.csv"
+    assert run.runtime_config.parameters["push"]["model_repository"] == MODEL_REPOSITORY
+    stored = json.loads(kubeflow.kubectl("get", "workflows", "-n", NAMESPACE, "-l", f"pipeline/runid={run_id}",
+                                         "-o", "json").stdout)["items"]
+    assert len(stored) == 1 and stored[0]["metadata"]["generateName"] == "flywheel-training-"
+
+
+def scheduled_workflows(plane) -> dict[str, dict]:
+    items = json.loads(plane.kubectl("get", "scheduledworkflows", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+    return {item["metadata"]["name"]: item for item in items}
+
+
+def test_make_schedule_creates_a_recurring_run_and_its_scheduled_workflow(kubeflow, kfp_host):
+    before = scheduled_workflows(kubeflow)
+    out = flywheel_cli("schedule", "--host", kfp_host, "--model-repository", MODEL_REPOSITORY, "--cron", CRON)
+    job_id = re.search(r"created recurring run (\S+) ", out).group(1)
+    recurring = remote.client(kfp_host).get_recurring_run(job_id)
+    assert recurring.trigger.cron_schedule.cron == CRON and int(recurring.max_concurrency) == 1
+    new = [swf for name, swf in scheduled_workflows(kubeflow).items() if name not in before]
+    assert len(new) == 1 and new[0]["spec"]["trigger"]["cronSchedule"]["cron"] == CRON
+    assert new[0]["spec"]["noCatchup"] is True
