@@ -188,3 +188,21 @@ def test_make_schedule_creates_a_recurring_run_and_its_scheduled_workflow(kubefl
     new = [swf for name, swf in scheduled_workflows(kubeflow).items() if name not in before]
     assert len(new) == 1 and new[0]["spec"]["trigger"]["cronSchedule"]["cron"] == CRON
     assert new[0]["spec"]["noCatchup"] is True
+
+
+def test_the_trigger_submits_its_run_to_the_api_server(kfp_host):
+    """The retraining trigger's KFP path (trigger.kfp_host set): the run it starts on an alert."""
+    from pipelines.span_from_logs import SpanReport
+    from trigger import runs
+
+    target = runs.Target(repository=MODEL_REPOSITORY, model_name="taxi_tips")
+    span = SpanReport(path="gs://flywheel-test/log_spans/span-from-logs.csv", label="big_tipper")
+    trigger = {"kind": "alert", "alert": "FlywheelFeatureDrift", "labels": {"feature": "fare"}, "group": "g1"}
+    started = runs.start(target, params_module.override(params_module.load(), {"trigger.kfp_host": kfp_host}),
+                         span, trigger)
+    assert isinstance(started, runs.ClusterRun)
+    run = remote.client(kfp_host).get_run(started.run_id)
+    assert run.display_name.startswith("flywheel-FlywheelFeatureDrift-")
+    parameters = run.runtime_config.parameters
+    assert parameters["data_path"] == span.path
+    assert parameters["trigger"] == {**trigger, "submitted_to": kfp_host}
