@@ -1,6 +1,6 @@
-"""python -m controlplane build|up|down|env|fake-nodes-only
+"""python -m controlplane build|up|down|env|fake-nodes-only|kfp-compile
 
-  build [--background]   build the binaries (and KFP's compiler, controlplane/kfp.py) into the cache, or reuse them
+  build [--background]   build the binaries (and KFP's compiler and API server: kfp.py) into the cache, or reuse them
   up [--run-dir DIR]     build if needed, start the control plane detached, write DIR/admin.kubeconfig
   down [--run-dir DIR]   stop the processes `up` started (recorded in DIR/state.json)
   env [--run-dir DIR]    print the shell lines that point kubectl at the running control plane
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             print(builder.start_in_background(complete=builder.built() is not None and kfp.built() is not None))
         else:
             print(f"control plane binaries: {builder.build()}")
-            print(f"KFP's compiler: {kfp.build()}")
+            print(f"KFP's compiler and API server: {kfp.build().parent}")
         return 0
     if args.command == "up":
         return _up(args.run_dir.resolve())

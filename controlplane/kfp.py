@@ -1,8 +1,9 @@
-"""KFP's own backend code as a command, `kfp-compile`, built from Go modules (kfp-compiler/).
+"""KFP's own backend, built from Go modules (kfp-compiler/): `kfp-compile` and `kfp-apiserver`.
 
 `kfp-compile PACKAGE.yaml` does to a compiled pipeline package what KFP's API server does when
-a run (or, with `--cron`, a recurring run) is created from it, with the API server's own code
+a run (or, with `-cron`, a recurring run) is created from it, with the API server's own code
 (kfp-compiler/main.go), and prints the Argo Workflow (or KFP's ScheduledWorkflow).
+`kfp-apiserver` is KFP's API server itself (`ControlPlane.start_kfp_api_server` runs it).
 
 KFP's module (github.com/kubeflow/pipelines at 2.14.3) requires its `api` and
 `kubernetes_platform` modules from folders its module zip leaves out, and the versions of those
