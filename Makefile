@@ -27,11 +27,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 setup: $(VENV)/.installed system-deps ## Build .venv from requirements.lock and install Debian packages (idempotent).
 
 .PHONY: system-deps
-system-deps: ## Install Debian packages the tests need (prometheus, promtool, alertmanager) if missing.
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null || { \
+system-deps: ## Install Debian packages the tests need (prometheus, promtool, alertmanager; protoc and MariaDB for KFP's backend) if missing.
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null \
+	  && command -v protoc >/dev/null && command -v mariadbd >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager \
+	    protobuf-compiler mariadb-server >/dev/null; }
 
 .PHONY: lock
 lock: $(VENV)/.installed ## Regenerate requirements.lock from pyproject.toml with uv pip compile.
@@ -366,7 +368,7 @@ cluster-test: $(VENV)/.installed tools ## Run all cluster checks (tests/cluster)
 
 # --- test control plane: Kubernetes built from its Go modules, on loopback (controlplane/) -----
 .PHONY: controlplane-build
-controlplane-build: $(VENV)/.installed ## Build or reuse etcd, kube-apiserver, -controller-manager, -scheduler, kubectl, kwok, prometheus-adapter (cache: ~/.cache/flywheel/controlplane).
+controlplane-build: $(VENV)/.installed ## Build or reuse etcd, kube-apiserver, -controller-manager, -scheduler, kubectl, kwok, prometheus-adapter and KFP's compiler (cache: ~/.cache/flywheel/controlplane).
 	$(PY) -m controlplane build
 
 .PHONY: controlplane-up
@@ -376,6 +378,14 @@ controlplane-up: $(VENV)/.installed ## Start the control plane on 127.0.0.1 (det
 .PHONY: controlplane-down
 controlplane-down: $(VENV)/.installed ## Stop the processes controlplane-up started.
 	$(PY) -m controlplane down
+
+.PHONY: kfp-workflow
+kfp-workflow: $(VENV)/.installed ## The Argo Workflow KFP's API server (2.14.3, its own code) makes of a run of PACKAGE (default: the committed training pipeline), or its refusal.
+	$(PY) -m controlplane kfp-compile $(or $(PACKAGE),pipelines/training_pipeline.yaml)
+
+.PHONY: test-kfp
+test-kfp: $(VENV)/.installed ## Run only the tests of the pipelines against KFP's backend (its compiler, its API server with MariaDB and moto) on the control plane (tests/controlplane/test_kfp_backend.py).
+	$(PY) -m pytest -q tests/controlplane/test_kfp_backend.py
 
 .PHONY: controlplane-test
 controlplane-test: $(VENV)/.installed ## Run only the tests against the control plane (tests/controlplane; builds it first when missing).

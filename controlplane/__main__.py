@@ -1,10 +1,11 @@
-"""python -m controlplane build|up|down|env|fake-nodes-only
+"""python -m controlplane build|up|down|env|fake-nodes-only|kfp-compile
 
-  build [--background]   build the binaries into the cache, or reuse them
+  build [--background]   build the binaries (and KFP's compiler and API server: kfp.py) into the cache, or reuse them
   up [--run-dir DIR]     build if needed, start the control plane detached, write DIR/admin.kubeconfig
   down [--run-dir DIR]   stop the processes `up` started (recorded in DIR/state.json)
   env [--run-dir DIR]    print the shell lines that point kubectl at the running control plane
   fake-nodes-only        exit 0 only if every node of the current kubectl context is a kwok fake node
+  kfp-compile ARGS...    what KFP's API server does with a pipeline package (`kfp-compile -h`)
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from controlplane import build as builder
+from controlplane import kfp
 from controlplane.cluster import FAKE_NODE_ANNOTATION, STATE, ControlPlane, stop_recorded
 
 DEFAULT_RUN_DIR = builder.ROOT / "build" / "controlplane"
@@ -55,6 +57,9 @@ def _fake_nodes_only() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["kfp-compile"]:  # every argument after it is kfp-compile's own
+        return subprocess.run([str(kfp.build(say=lambda line: print(line, file=sys.stderr))), *argv[1:]]).returncode
     parser = argparse.ArgumentParser(prog="python -m controlplane", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     build_cmd = commands.add_parser("build")
@@ -66,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "build":
         if args.background:
-            print(builder.start_in_background())
+            print(builder.start_in_background(complete=builder.built() is not None and kfp.built() is not None))
         else:
             print(f"control plane binaries: {builder.build()}")
+            print(f"KFP's compiler and API server: {kfp.build().parent}")
         return 0
     if args.command == "up":
         return _up(args.run_dir.resolve())

@@ -234,9 +234,10 @@ def build(say=_print) -> Path:
         return target
 
 
-def start_in_background() -> str:
-    """Start `python -m controlplane build` detached unless the binaries exist; return what it did."""
-    if built() is not None:
+def start_in_background(complete: bool | None = None) -> str:
+    """Start `python -m controlplane build` detached unless what it builds exists (`complete`;
+    by default: the control plane's binaries); return what it did."""
+    if (built() is not None) if complete is None else complete:
         return f"control plane: reusing binaries in {bin_dir()}"
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)

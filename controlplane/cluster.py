@@ -16,8 +16,10 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -136,10 +138,10 @@ class ControlPlane:
         }
         self.pki = pki
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         log = self.logs(name).open("ab")
         self.procs[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            cwd=self.run_dir, start_new_session=True,
+                                            cwd=self.run_dir, start_new_session=True, env=env,
                                             preexec_fn=_die_with_parent if self.tie_to_parent else None)
         log.close()
 
@@ -278,7 +280,11 @@ class ControlPlane:
     def add_crds(self) -> None:
         """The CRDs a kube-prometheus-stack and Kubeflow Pipelines cluster has that the manifests
         use, read from their Go modules."""
-        crds = [*modules.prometheus_operator_crds(), modules.argo_workflowtaskresult_crd()]
+        self.install_crds([*modules.prometheus_operator_crds(), modules.argo_workflowtaskresult_crd()])
+
+    def install_crds(self, crds: list[Path]) -> None:
+        """Apply CRD files (server-side: Argo's full CRDs are too large for the last-applied
+        annotation) and wait until the API server serves them."""
         self.kubectl("apply", "--server-side", *[arg for crd in crds for arg in ("-f", str(crd))])
         # A CRD the API server has not given a status yet makes `kubectl wait` fail at once
         # ("status.conditions accessor error") instead of waiting: ask again until it has one.
@@ -339,6 +345,44 @@ class ControlPlane:
         for group, version in apis:
             self.kubectl("wait", "--for=condition=Available", f"apiservice/{version}.{group}", "--timeout=60s",
                          timeout=90)
+
+    def start_kfp_api_server(self, api_server: Path, namespace: str) -> str:
+        """KFP's API server (single user) creating runs in `namespace` of this cluster, with MariaDB
+        (Debian's) as its database and moto as its S3 object store, on loopback; returns its
+        endpoint, what `make submit KFP_HOST=` names."""
+        data = self.run_dir / "kfp"
+        data.mkdir(parents=True, exist_ok=True)
+        ports = {name: free_port() for name in ("mariadb", "s3", "http", "grpc")}
+        subprocess.run(["mariadb-install-db", "--user=root", f"--datadir={data / 'mariadb'}",
+                        "--auth-root-authentication-method=normal"], check=True, capture_output=True, timeout=120)
+        self._spawn("mariadb", ["mariadbd", "--user=root", f"--datadir={data / 'mariadb'}",
+                                f"--socket={data / 'mariadb.sock'}", f"--port={ports['mariadb']}",
+                                "--bind-address=127.0.0.1", "--skip-grant-tables"])
+        self._wait("mariadb", lambda: socket.create_connection(("127.0.0.1", ports["mariadb"]), 1).close() or True)
+        self._spawn("moto", [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(ports["s3"])])
+        self._wait("moto", lambda: urllib.request.urlopen(f"http://127.0.0.1:{ports['s3']}/", timeout=2).read())
+        (data / "config.json").write_text(json.dumps({
+            "DBDriverName": "mysql", "InitConnectionTimeout": "60s", "CacheEnabled": "true",
+            "DEFAULTPIPELINERUNNERSERVICEACCOUNT": "pipeline-runner", "CRON_SCHEDULE_TIMEZONE": "UTC",
+            "DBConfig": {"ConMaxLifeTime": "120s", "MySQLConfig": {
+                "Host": "127.0.0.1", "Port": str(ports["mariadb"]), "User": "root", "Password": "",
+                "DBName": "mlpipeline", "GroupConcatMaxLen": "4194304"}},
+            "ObjectStoreConfig": {"AccessKey": "test", "SecretAccessKey": "test", "BucketName": "mlpipeline",
+                                  "PipelinePath": "pipelines"}}))
+        env = {**self.env(), "POD_NAMESPACE": namespace,
+               "MINIO_SERVICE_SERVICE_HOST": "127.0.0.1", "MINIO_SERVICE_SERVICE_PORT": str(ports["s3"]),
+               # Required at start; only the UI's visualizations use it.
+               "ML_PIPELINE_VISUALIZATIONSERVER_SERVICE_HOST": "127.0.0.1",
+               "ML_PIPELINE_VISUALIZATIONSERVER_SERVICE_PORT": str(free_port())}
+        url = f"http://127.0.0.1:{ports['http']}"
+        # The gRPC port without a host: the API server's HTTP gateway dials "localhost" + this flag.
+        self._spawn("kfp-apiserver", [str(api_server), f"--config={data}", "--logtostderr",
+                                      f"--httpPortFlag=127.0.0.1:{ports['http']}", f"--rpcPortFlag=:{ports['grpc']}"],
+                    env=env)
+        self._wait("kfp-apiserver", lambda: urllib.request.urlopen(f"{url}/apis/v2beta1/healthz", timeout=2).read(),
+                   timeout_s=180)
+        self._record_state()
+        return url
 
     # --- stop ---------------------------------------------------------------------------------
     def _record_state(self) -> None:

@@ -1,5 +1,5 @@
-"""Files read from Go modules at run time: prometheus-operator's and Argo Workflows' CRDs, kwok's
-stages.
+"""Files read from Go modules at run time: prometheus-operator's, Argo Workflows' and Kubeflow
+Pipelines' CRDs, kwok's stages.
 
 Nothing of them is copied into the repository. `go mod download` fetches a module into the
 control plane's module cache (checked against the Go checksum database) and returns its
@@ -8,6 +8,7 @@ directory; the kwok version is the one go.mod pins for the kwok binary.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,12 @@ CRD_DIR = "example/prometheus-operator-crd"
 # WorkflowTaskResult, which `kubectl auth can-i` can only resolve once the CRD is installed.
 ARGO_WORKFLOWS = "github.com/argoproj/argo-workflows/v3@v3.6.10"
 ARGO_CRD = "manifests/base/crds/minimal/argoproj.io_workflowtaskresults.yaml"
+# The Workflow CRD as Argo's install applies it (`minimal`: its `full` CRDs are for editors, and
+# today's API servers refuse their schemas); Argo's own validation is in kfp-compile, as in KFP.
+ARGO_WORKFLOW_CRD = "manifests/base/crds/minimal/argoproj.io_workflows.yaml"
+# KFP's recurring runs are ScheduledWorkflows; the version is the one controlplane/kfp-compiler
+# builds KFP's compiler from.
+KFP_SCHEDULEDWORKFLOW_CRD = "manifests/kustomize/base/pipeline/cluster-scoped/scheduled-workflow-crd.yaml"
 # The stages `kwokctl` gives a cluster by default: nodes become Ready at once and keep a lease,
 # pods start Running and Ready at once, deleted pods go away.
 KWOK_STAGES = ("kustomize/stage/node/fast/node-initialize.yaml",
@@ -50,6 +57,20 @@ def prometheus_operator_crds(kinds: tuple[str, ...] = ("servicemonitors", "prome
 def argo_workflowtaskresult_crd() -> Path:
     cache_dir().mkdir(parents=True, exist_ok=True)
     return download(ARGO_WORKFLOWS) / ARGO_CRD
+
+
+def argo_workflow_crd() -> Path:
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    return download(ARGO_WORKFLOWS) / ARGO_WORKFLOW_CRD
+
+
+def kfp_scheduledworkflow_crd(kfp_go_mod: Path) -> Path:
+    """KFP's ScheduledWorkflow CRD, from the KFP module version `kfp_go_mod` requires."""
+    found = re.search(r"^\s*(?:require\s+)?github\.com/kubeflow/pipelines (v\S+)", kfp_go_mod.read_text(), re.MULTILINE)
+    if found is None:
+        raise SystemExit(f"{kfp_go_mod}: no `require github.com/kubeflow/pipelines <version>` line")
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    return download(f"github.com/kubeflow/pipelines@{found.group(1)}") / KFP_SCHEDULEDWORKFLOW_CRD
 
 
 def kwok_stages() -> list[Path]:

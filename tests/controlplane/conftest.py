@@ -4,7 +4,8 @@ The binaries come from the cache (`python -m controlplane build`); `make test` s
 in the background before pytest, and these tests run last so the rest of the suite runs while it
 compiles. The cluster gets prometheus-operator's ServiceMonitor and PrometheusRule CRDs and Argo's
 WorkflowTaskResult CRD, read from their Go modules, as a kube-prometheus-stack + Kubeflow cluster
-has them. The terminal summary prints the build and per-stage times.
+has them. `kfp_compile` is KFP's API server code as a command, built by the same background build
+after the control plane. The terminal summary prints the build and per-stage times.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane import build
+from controlplane import build, kfp
 from controlplane.cluster import ControlPlane
 from tests.support.cluster import MANIFESTS, OVERLAYS, kustomize_build
 
@@ -38,16 +39,26 @@ def pytest_collection_modifyitems(session, config, items):
         # The first one waits for the build (a cold one: 8 min on 2 idle cores, 33 min on 2 busy
         # ones), longer than the suite's per-test timeout.
         mine[0].add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S))
+        # So does the first to use KFP's compiler (built after the control plane).
+        first_kfp = next((i for i in mine if "kfp_compile" in getattr(i, "fixturenames", ())), None)
+        if first_kfp is not None:
+            first_kfp.add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S))
+
+
+def terminal_say(pytestconfig):
+    """A function that prints a progress line on the terminal, past pytest's output capture."""
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+
+    def say(line: str) -> None:
+        reporter.ensure_newline()
+        reporter.write_line(line)
+    return say
 
 
 @pytest.fixture(scope="session")
 def plane(tmp_path_factory, pytestconfig):
     started = TIMES["fixture_started"] = time.monotonic()
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-
-    def say(line: str) -> None:  # progress on the terminal, past pytest's output capture
-        reporter.ensure_newline()
-        reporter.write_line(line)
+    say = terminal_say(pytestconfig)
     bin_dir = build.build(say=say)
     TIMES["waited_for_build_s"] = time.monotonic() - started
     TIMES["build"] = build.built() or {}
@@ -62,6 +73,16 @@ def plane(tmp_path_factory, pytestconfig):
     finally:
         cluster.stop()
         TIMES["tests_s"] = time.monotonic() - TIMES["tests_started"]
+
+
+@pytest.fixture(scope="session")
+def kfp_compile(pytestconfig) -> Path:
+    """KFP's API server code as a command (controlplane/kfp.py), built or reused."""
+    started = time.monotonic()
+    path = kfp.build(say=terminal_say(pytestconfig))
+    TIMES["waited_for_kfp_s"] = time.monotonic() - started
+    TIMES["kfp_build"] = kfp.built() or {}
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +102,12 @@ def pytest_terminal_summary(terminalreporter):
         f"Kubernetes {built.get('kubernetes', '?')} binaries: built {ago:.0f} min ago in "
         f"{built.get('seconds', float('nan')) / 60:.1f} min ({built.get('download_seconds', float('nan')):.0f} s "
         f"of it downloading modules; {built.get('cpu_seconds', float('nan')) / 60:.0f} CPU-min)")
+    if "kfp_build" in TIMES:
+        kfp_built = TIMES["kfp_build"]
+        terminalreporter.write_line(
+            f"KFP's compiler: built {(time.time() - kfp_built.get('finished', float('nan'))) / 60:.0f} min ago in "
+            f"{kfp_built.get('seconds', float('nan')) / 60:.1f} min ({kfp_built.get('cpu_seconds', float('nan')) / 60:.0f} "
+            f"CPU-min); waited for it {TIMES['waited_for_kfp_s'] / 60:.1f} min")
     terminalreporter.write_line(
         f"stages: rest of the suite {rest:.1f} min | waited for the build {TIMES['waited_for_build_s'] / 60:.1f} min | "
         f"cluster up {TIMES['up_s']:.0f} s | {TIMES['collected']} control-plane tests {TIMES['tests_s'] / 60:.1f} min")

@@ -1,0 +1,228 @@
+"""KFP's own backend, built from Go modules (kfp-compiler/): `kfp-compile` and `kfp-apiserver`.
+
+`kfp-compile PACKAGE.yaml` does to a compiled pipeline package what KFP's API server does when
+a run (or, with `-cron`, a recurring run) is created from it, with the API server's own code
+(kfp-compiler/main.go), and prints the Argo Workflow (or KFP's ScheduledWorkflow).
+`kfp-apiserver` is KFP's API server itself (`ControlPlane.start_kfp_api_server` runs it).
+
+KFP's module (github.com/kubeflow/pipelines at 2.14.3) requires its `api` and
+`kubernetes_platform` modules from folders its module zip leaves out, and the versions of those
+modules the Go proxy serves predate the 2.14.3 protos. So the build regenerates their Go code from
+the proto descriptors the PyPI packages kfp-pipeline-spec and kfp-kubernetes 2.14.3 embed
+(kfp-compiler/protos.txt pins them by hash), with Debian's `protoc` and the `protoc-gen-go`
+go.mod pins, into kfp-compiler/gen/ (ignored by git), where go.mod's `replace` lines point.
+The binary sits in `<cache>/kfp/bin/<key>/`, keyed on what decides it, as the control plane's do.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from controlplane import modules
+from controlplane.build import (STAMP, _children_cpu_s, _list_packages, _lock, _print, _run_go, cache_dir, go_binary,
+                                 go_env)
+
+MODULE = Path(__file__).resolve().parent / "kfp-compiler"
+GENERATED = MODULE / "gen"
+PROTOS = MODULE / "protos.txt"
+BINARY = "kfp-compile"
+API_SERVER = "kfp-apiserver"
+API_SERVER_PACKAGE = "github.com/kubeflow/pipelines/backend/src/apiserver"
+PROTOC_GEN_GO = "google.golang.org/protobuf/cmd/protoc-gen-go"
+
+# The wheel file that embeds each descriptor -> the Go module its go_package lies in.
+DESCRIPTORS = {
+    "kfp/pipeline_spec/pipeline_spec_pb2.py": "github.com/kubeflow/pipelines/api",
+    "kfp/kubernetes/kubernetes_executor_config_pb2.py": "github.com/kubeflow/pipelines/kubernetes_platform",
+}
+# cache_key.proto is in neither package: it comes as source from the `api` module at the version
+# KFP's go.mod requires (the proxy serves that one), compiled against 2.14.3's pipeline_spec.proto.
+CACHE_KEY_PROTO = ("github.com/kubeflow/pipelines/api@v0.0.0-20250102152816-873e9dedd766", "v2alpha1/cache_key.proto",
+                   "github.com/kubeflow/pipelines/api")
+# Imports of those protos that are not among them, from Python packages installed here
+# (protobuf, googleapis-common-protos): only their descriptors are read, never their Go code.
+DEPENDENCY_MODULES = {
+    "google/protobuf/any.proto": "google.protobuf.any_pb2",
+    "google/protobuf/duration.proto": "google.protobuf.duration_pb2",
+    "google/protobuf/struct.proto": "google.protobuf.struct_pb2",
+    "google/rpc/status.proto": "google.rpc.status_pb2",
+}
+
+
+def kfp_cache() -> Path:
+    return cache_dir() / "kfp"
+
+
+def protoc_binary() -> str:
+    found = shutil.which("protoc")
+    if found is None:
+        raise SystemExit("`protoc` is not on PATH (Debian: apt-get install protobuf-compiler)")
+    return found
+
+
+def build_key(go: str) -> str:
+    digest = hashlib.sha256()
+    for path in (MODULE / "go.mod", MODULE / "go.sum", MODULE / "main.go", PROTOS):
+        digest.update(path.read_bytes())
+    for command in ([go, "env", "GOVERSION"], [protoc_binary(), "--version"]):
+        digest.update(subprocess.run(command, capture_output=True, text=True, check=True).stdout.encode())
+    return digest.hexdigest()[:16]
+
+
+def binary_path(name: str = BINARY) -> Path:
+    return kfp_cache() / "bin" / build_key(go_binary()) / name
+
+
+def built() -> dict | None:
+    stamp = binary_path().parent / STAMP
+    return json.loads(stamp.read_text()) if stamp.exists() else None
+
+
+def serialized_descriptor(pb2_source: str, where: str) -> bytes:
+    """The FileDescriptorProto a generated `_pb2.py` hands to AddSerializedFile, read without
+    importing the module (2.14.3's code asks for a newer protobuf runtime than is installed)."""
+    for node in ast.walk(ast.parse(pb2_source)):
+        if (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "AddSerializedFile"
+                and node.args and isinstance(node.args[0], ast.Constant)):
+            return node.args[0].value
+    raise SystemExit(f"{where}: no AddSerializedFile(...) call holding a serialized descriptor")
+
+
+def descriptor_set(wheels: Path) -> tuple[bytes, dict[str, str]]:
+    """A FileDescriptorSet of the two KFP protos and their imports, and each KFP proto's file
+    name -> its Go module."""
+    from zipfile import ZipFile
+
+    from google.protobuf import descriptor_pb2
+
+    files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+    modules: dict[str, str] = {}
+    for wheel in sorted(wheels.glob("*.whl")):
+        with ZipFile(wheel) as archive:
+            for member, go_module in DESCRIPTORS.items():
+                if member in archive.namelist():
+                    proto = descriptor_pb2.FileDescriptorProto.FromString(
+                        serialized_descriptor(archive.read(member).decode(), f"{wheel.name}:{member}"))
+                    files[proto.name] = proto
+                    modules[proto.name] = go_module
+    if len(modules) != len(DESCRIPTORS):
+        raise SystemExit(f"{wheels}: found {sorted(modules)}, expected the protos of {sorted(DESCRIPTORS)}")
+    pending = [dep for proto in files.values() for dep in proto.dependency]
+    while pending:
+        name = pending.pop()
+        if name in files:
+            continue
+        if name not in DEPENDENCY_MODULES:
+            raise SystemExit(f"a KFP proto imports {name}, which controlplane/kfp.py does not know where to read")
+        proto = descriptor_pb2.FileDescriptorProto.FromString(
+            importlib.import_module(DEPENDENCY_MODULES[name]).DESCRIPTOR.serialized_pb)
+        files[name] = proto
+        pending.extend(proto.dependency)
+    # protoc wants every file after the files it imports.
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        if name not in ordered:
+            for dep in files[name].dependency:
+                visit(dep)
+            ordered.append(name)
+    for name in sorted(files):
+        visit(name)
+    return descriptor_pb2.FileDescriptorSet(file=[files[n] for n in ordered]).SerializeToString(), modules
+
+
+def write_module_files() -> None:
+    """go.mod of each generated module: enough for Go to load the module graph (go.mod's
+    requirements decide the versions), so `go build` of protoc-gen-go works before generating."""
+    for go_module in DESCRIPTORS.values():
+        folder = GENERATED / go_module.rsplit("/", 1)[1]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "go.mod").write_text(f"// Generated by controlplane/kfp.py; not committed.\nmodule {go_module}\n\ngo 1.24\n")
+
+
+def generate(wheels: Path, protoc_gen_go: Path, work: Path, log) -> None:
+    descriptors, go_modules = descriptor_set(wheels)
+    (work / "kfp-protos.pb").write_bytes(descriptors)
+    # Alone in its folder, so that the old pipeline_spec.proto beside it in the module is not read.
+    source_module, source_path, cache_key_module = CACHE_KEY_PROTO
+    sources = work / "proto-sources"
+    sources.mkdir()
+    shutil.copy(modules.download(source_module) / source_path, sources)
+    jobs = [(name, go_module, []) for name, go_module in go_modules.items()]
+    jobs.append((Path(source_path).name, cache_key_module, [f"--proto_path={sources}"]))
+    for proto_name, go_module, extra in jobs:
+        folder = GENERATED / go_module.rsplit("/", 1)[1]
+        command = [protoc_binary(), f"--descriptor_set_in={work / 'kfp-protos.pb'}", *extra,
+                   f"--plugin=protoc-gen-go={protoc_gen_go}", f"--go_out={folder}",
+                   f"--go_opt=module={go_module}", proto_name]
+        log.write(f"$ {' '.join(command)}\n")
+        result = subprocess.run(command, capture_output=True, text=True)
+        log.write(result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise SystemExit(f"protoc failed for {proto_name}:\n{result.stderr}")
+
+
+def download_wheels(dest: Path, log) -> None:
+    """The two wheels, checked against the hashes in protos.txt (pip refuses any other file)."""
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes",
+               "--only-binary=:all:", "-r", str(PROTOS), "-d", str(dest)]
+    log.write(f"$ {' '.join(command)}\n")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    log.write(result.stdout + result.stderr)
+    if result.returncode != 0:
+        raise SystemExit(f"downloading the KFP proto packages ({PROTOS}) failed:\n{result.stderr.strip()}")
+
+
+def build(say=_print) -> Path:
+    """Return the path of `kfp-compile`, building it and `kfp-apiserver` (beside it) first when missing."""
+    cache = kfp_cache()
+    target = binary_path()
+    if (target.parent / STAMP).exists():
+        return target
+    with _lock(cache, say):
+        if (target.parent / STAMP).exists():
+            return target
+        env = go_env(cache_dir())  # the control plane's module and build caches
+        started, cpu_before = time.monotonic(), _children_cpu_s()
+        staging = target.parent.with_name(target.parent.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        say(f"[kfp] building KFP's compiler into {target.parent} (log: {cache / 'build.log'})")
+        work = staging / "work"  # wheels, descriptors, protoc-gen-go: removed once built
+        work.mkdir()
+        with open(cache / "build.log", "w") as log:
+            shutil.rmtree(GENERATED, ignore_errors=True)
+            write_module_files()
+            download_wheels(work / "wheels", log)
+            _run_go(["build", "-o", str(work / "protoc-gen-go"), PROTOC_GEN_GO], MODULE, env, log, say,
+                    "[kfp] compiling protoc-gen-go")
+            generate(work / "wheels", work / "protoc-gen-go", work, log)
+            packages = _list_packages(MODULE, env, ["."], log)
+            _run_go(["build", "-v", "-ldflags", "-s -w", "-o", str(staging / BINARY), "."], MODULE, env, log, say,
+                    "[kfp] compiling KFP's API server template and Argo compiler", packages)
+            # The API server links SQLite through cgo (storage/db.go names its error codes).
+            _run_go(["build", "-ldflags", "-s -w", "-o", str(staging / API_SERVER), API_SERVER_PACKAGE], MODULE,
+                    {**env, "CGO_ENABLED": "1"}, log, say, "[kfp] compiling KFP's API server (cgo)")
+        shutil.rmtree(work)
+        seconds, cpu_s = time.monotonic() - started, _children_cpu_s() - cpu_before
+        (staging / STAMP).write_text(json.dumps({"seconds": round(seconds, 1), "cpu_seconds": round(cpu_s),
+                                                 "finished": time.time()}))
+        shutil.rmtree(target.parent, ignore_errors=True)
+        staging.rename(target.parent)
+        for stale in target.parent.parent.iterdir():
+            if stale != target.parent:
+                shutil.rmtree(stale, ignore_errors=True)
+        say(f"[kfp] built in {seconds / 60:.1f} min ({cpu_s / 60:.0f} CPU-min)")
+        return target
+
+
+def compile_package(package: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run `kfp-compile [args] package` (built first when missing); the caller checks the exit."""
+    return subprocess.run([str(build()), *args, str(package)], capture_output=True, text=True, timeout=120)
