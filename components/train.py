@@ -243,6 +243,29 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params:
           f"devices={devices} data={'tf.data from Parquet shards' if streaming else 'in memory'} "
           f"families={','.join(params.families)}", flush=True)
 
+    def fit(family: str, x: dict, y: np.ndarray, x_val: dict, y_val: np.ndarray):
+        """(serving model, history) of one family fitted on (x, y); (x_val, y_val) only stop the network early."""
+        if family == families.WIDE_DEEP:
+            plan = fit_plan(len(y), params) if not streaming else (batch_size, epochs)
+            print(f"[train] wide_deep: batch={plan[0]} epochs<={plan[1]}", flush=True)
+            keras.utils.set_random_seed(params.seed)
+            with strategy.scope():
+                train_model, serving_model = build_models(specs, x, task, len(vocabulary), params)
+                _compile(train_model, task, params.learning_rate)
+            return serving_model, _fit_network(train_model, examples_dir, specs, fills, label, task, vocabulary, x, y,
+                                               x_val, y_val, *plan, params, strategy, streaming)
+        if family == families.LINEAR:
+            return build_linear(specs, x, y, task, len(vocabulary), params), {}
+        return tree_model.fit(x, y, specs, task, len(vocabulary), params.gbt_trees, params.seed), {}
+
+    # Below kfold_below_rows train+eval rows the eval split is too few rows to choose on: every
+    # family is scored out of fold on all of them instead, then the chosen one is fitted on train.
+    pooled = len(y_train) + len(y_eval)
+    kfold = not distributed and params.kfold > 1 and pooled < params.kfold_below_rows and len(y_eval) > 0
+    if kfold:
+        x_all = {k: np.concatenate([x_train[k], x_eval[k]]) for k in x_train}
+        y_all = np.concatenate([y_train, y_eval])
+        fold = np.random.default_rng(params.seed).permutation(pooled) % params.kfold
     trained, candidates = {}, {}
     for family in params.families:
         skipped = families.skip_reason(family, params, train_rows, time.time() - started, distributed)
@@ -251,25 +274,26 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params:
             print(f"[train] {family}: skipped ({skipped})", flush=True)
             continue
         family_started = time.time()
-        if family == families.WIDE_DEEP:
-            print(f"[train] wide_deep: batch={batch_size} epochs<={epochs}", flush=True)
-            with strategy.scope():
-                train_model, serving_model = build_models(specs, x_train, task, len(vocabulary), params)
-                _compile(train_model, task, params.learning_rate)
-            history = _fit_network(train_model, examples_dir, specs, fills, label, task, vocabulary, x_train, y_train,
-                                   x_eval, y_eval, batch_size, epochs, params, strategy, streaming)
-            trained[family] = (serving_model, history)
-        elif family == families.LINEAR:
-            trained[family] = (build_linear(specs, x_train, y_train, task, len(vocabulary), params), {})
+        if kfold:
+            outputs = {}
+            for k in range(params.kfold):
+                inside, out = fold != k, fold == k
+                model, _ = fit(family, {c: v[inside] for c, v in x_all.items()}, y_all[inside],
+                               {c: v[:0] for c, v in x_all.items()}, y_all[:0])
+                answers = _eval_outputs(family, model, {c: v[out] for c, v in x_all.items()}, specs, task)
+                for key, value in answers.items():
+                    outputs.setdefault(key, np.zeros((pooled, *value.shape[1:])))[out] = value
+            candidates[family] = families.scored(family, task, y_all, outputs, (time.time() - family_started) / params.kfold)
+            candidates[family].note = f"{params.kfold}-fold on {pooled} train+eval rows"
         else:
-            trained[family] = (tree_model.fit(x_train, y_train, specs, task, len(vocabulary), params.gbt_trees,
-                                              params.seed), {})
-        seconds = time.time() - family_started
-        outputs = _eval_outputs(family, trained[family][0], x_eval, specs, task) if len(eval_df) else None
-        candidates[family] = families.scored(family, task, y_eval, outputs, seconds)
+            trained[family] = fit(family, x_train, y_train, x_eval, y_eval)
+            outputs = _eval_outputs(family, trained[family][0], x_eval, specs, task) if len(eval_df) else None
+            candidates[family] = families.scored(family, task, y_eval, outputs, time.time() - family_started)
         print(f"[train] {family}: {candidates[family].describe()}", flush=True)
-    choice = families.select(candidates, task, y_eval, params)
+    choice = families.select(candidates, task, y_all if kfold else y_eval, params)
     print(f"[train] chosen: {choice.family} ({choice.reason})", flush=True)
+    if kfold:
+        trained[choice.family] = fit(choice.family, x_train, y_train, x_eval, y_eval)
     chosen, history = trained[choice.family]
     if not _is_chief():   # every worker trains; the chief alone exports (TF_CONFIG's first task)
         return TrainResult(model_dir, task, [_jsonable(v) for v in vocabulary], history, type(strategy).__name__,

@@ -149,6 +149,10 @@ class TrainParams:
     # Training budget in seconds for all families: once spent, the families not yet started are
     # skipped (and the run summary says so). The wide-and-deep network is also skipped on more
     # train rows than wide_deep_max_rows, where trees win and the network would take the budget.
+    # Below kfold_below_rows train+eval rows (an eval split of a few dozen rows cannot tell two
+    # families apart) each family is scored out of fold, kfold folds of the train+eval rows.
+    kfold: int = 5
+    kfold_below_rows: int = 2000
     budget_s: float = 600.0
     wide_deep_max_rows: int = 100000
     gbt_trees: int = 300                  # at most; early stopping on a tenth of the train split
