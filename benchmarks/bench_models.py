@@ -134,7 +134,7 @@ def lightgbm_outputs(task: str, x_fit: pd.DataFrame, y_fit: np.ndarray, x_test: 
     return {names.OUTPUT_SCORE: probabilities.argmax(axis=1).astype(float), names.OUTPUT_PROBABILITIES: probabilities}
 
 
-def one(name: str) -> dict:
+def one(name: str, settings: dict) -> dict:
     """The figures of one table (run in a process of its own)."""
     from components import train, tree_model
     from flywheel import baselines, labels, model_families, model_inputs, names
@@ -146,7 +146,7 @@ def one(name: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         with contextlib.redirect_stdout(io.StringIO()):
-            space = workspace(root, frame, label=label)
+            space = workspace(root, frame, label=label, **settings)
             started, cpu_started = time.perf_counter(), time.process_time()
             result = train.run(space["examples"], space["schema"], label, str(root / "model"), space["params"].train)
             train_s, train_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
@@ -197,11 +197,13 @@ def goal_met(r: dict) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tables", default=",".join(TABLES), help="comma-separated names of: " + ", ".join(TABLES))
+    parser.add_argument("--set", default="", help='params to override, e.g. "train.selection=best"')
     parser.add_argument("--one", help=argparse.SUPPRESS)   # a child process: one table, figures as JSON
     args = parser.parse_args()
     if args.one:
         import resource
-        figures = one(args.one)
+        import yaml
+        figures = one(args.one, {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set.split())})
         figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # this process's, in all
         print("RESULT " + json.dumps(figures), flush=True)
         return
@@ -209,7 +211,7 @@ def main() -> None:
           f"  {'vs best [95% interval]':<30}{'goal':<6}{'family':<10}{'train s':>8}{'CPU s':>7}{'LGBM s':>7}{'peak RSS':>9}",
           flush=True)
     for name in args.tables.split(","):
-        child = subprocess.Popen([sys.executable, "-W", "ignore", __file__, "--one", name], stdout=subprocess.PIPE,
+        child = subprocess.Popen([sys.executable, "-W", "ignore", __file__, "--one", name, "--set", args.set], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
         out, err = child.communicate()
         found = [line for line in out.splitlines() if line.startswith("RESULT ")]
