@@ -256,7 +256,7 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params:
                                                x_val, y_val, *plan, params, strategy, streaming)
         if family == families.LINEAR:
             return build_linear(specs, x, y, task, len(vocabulary), params), {}
-        return tree_model.fit(x, y, specs, task, len(vocabulary), params.gbt_trees, params.seed), {}
+        return tree_model.fit(x, y, specs, task, params.gbt_trees, params.seed), {}
 
     # Below kfold_below_rows train+eval rows the eval split is too few rows to choose on: every
     # family is scored out of fold on all of them instead, then the chosen one is fitted on train.
@@ -301,7 +301,7 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params:
 
     with atomic_dir(model_dir) as staging:  # no partial model, ever
         if choice.family == families.GBT:
-            tree_model.export(chosen, specs, task, len(vocabulary), str(staging))
+            tree_model.export(chosen, specs, task, str(staging))
         else:
             chosen.export(str(staging), verbose=False)
         bundle.write_metadata(str(staging), {

@@ -40,7 +40,7 @@ def tree_frame(inputs: dict[str, np.ndarray], specs: list[Feature]) -> pd.DataFr
     return pd.DataFrame(columns)
 
 
-def fit(x_train: dict, y_train: np.ndarray, specs: list[Feature], task: str, classes: int, trees: int, seed: int):
+def fit(x_train: dict, y_train: np.ndarray, specs: list[Feature], task: str, trees: int, seed: int):
     """A YDF gradient-boosted trees model of y_train (labels.encode's codes or values)."""
     import ydf
 
@@ -68,7 +68,7 @@ def _time_columns(spec: Feature, raw):
             for part in TIME_PARTS if part != timeparts.HOUR or spec.time_of_day}
 
 
-def export(model, specs: list[Feature], task: str, classes: int, path: str) -> None:
+def export(model, specs: list[Feature], task: str, path: str) -> None:
     """Write a SavedModel of `model` to `path` whose serving_default takes the raw features."""
     import tensorflow as tf
     import tensorflow_decision_forests  # noqa: F401  (registers the inference ops the module calls)
