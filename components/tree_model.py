@@ -17,8 +17,8 @@ from flywheel.schema_view import STRING, Feature
 
 # The parts of a time column the trees see: trend (fractional year), day of the year, weekday, hour.
 TIME_PARTS = (timeparts.TREND, timeparts.DAY_OF_YEAR, timeparts.WEEKDAY, timeparts.HOUR)
-# YDF's trees depend on how the work is split between threads: a fixed count gives the same model
-# on every machine (the metrics reproduce to 1e-6), at the cost of idle cores on bigger ones.
+# A fixed thread count, so nothing about the fit depends on the machine's core count (the
+# reproducibility test holds metrics to 1e-6); the cost is idle cores on bigger machines.
 THREADS = 2
 
 
