@@ -224,7 +224,7 @@ def main() -> None:
         unit = "%" if r["metric"] == "rmse" else ""
         vs = f"{r['lead']:+.1f}{unit} [{r['low']:+.1f}, {r['high']:+.1f}] {r['best']}"
         print(f"{name:<17}{r['rows']:>8,} {r['task']:<11}{r['metric']:<9}{s['chosen']:>9.3f}{s['linear']:>9.3f}"
-              f"{s['lightgbm']:>9.3f}  {vs:<30}{'met' if goal_met(r) else 'MISSED':<6}{r['family']:<10}"
+              f"{s['lightgbm']:>9.3f}  {vs:<30} {'met' if goal_met(r) else 'MISSED':<6}{r['family']:<10}"
               f"{r['train_s']:>8.1f}{r['train_cpu_s']:>7.0f}{r['lightgbm_s']:>7.1f}{r['peak_rss_mb']:>7,.0f}MB", flush=True)
 
 
