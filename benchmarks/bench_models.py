@@ -208,7 +208,7 @@ def main() -> None:
         print("RESULT " + json.dumps(figures), flush=True)
         return
     print(f"{'table':<17}{'rows':>8} {'task':<11}{'metric':<9}{'chosen':>9}{'linear':>9}{'LightGBM':>9}"
-          f"  {'vs best [95% interval]':<30}{'goal':<6}{'family':<10}{'train s':>8}{'CPU s':>7}{'LGBM s':>7}{'peak RSS':>9}",
+          f"  {'vs best [95% interval]':<30} {'goal':<6}{'family':<10}{'train s':>8}{'CPU s':>7}{'LGBM s':>7}{'peak RSS':>9}",
           flush=True)
     for name in args.tables.split(","):
         child = subprocess.Popen([sys.executable, "-W", "ignore", __file__, "--one", name, "--set", args.set], stdout=subprocess.PIPE,
