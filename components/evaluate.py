@@ -19,7 +19,7 @@ from kfp import dsl
 
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, baselines, bundle, fairness, fairness_chart, labels, model_card, model_inputs, names
+from flywheel import artifacts, baselines, bundle, fairness, fairness_chart, labels, model_card, model_families, model_inputs, names
 from flywheel import evaluation_metrics as em
 from flywheel import performance_estimation as pe
 from flywheel.errors import DataError
@@ -41,21 +41,39 @@ class Evaluation:
     roc_curve: dict | None = None
     performance_estimation: dict | None = None   # CBPE's calibration map and check (None: regression)
     baselines: dict | None = None   # baselines.Baselines.to_dict(): the majority class or mean, a linear model
+    # baseline -> {"lead", "low", "high"}: the candidate's lead over it on the test rows, paired interval
+    baseline_leads: dict | None = None
     test_rows: int = 0
     seconds: float = 0.0
 
 
 def bless(task: str, metrics: dict, production: dict | None, params: EvaluateParams,
-          simple: baselines.Baselines | None = None) -> tuple[bool, str]:
+          simple: baselines.Baselines | None = None, leads: dict | None = None, family: str = "") -> tuple[bool, str]:
+    """The blessing and its reason. `leads` (baseline -> (point, low, high) of the candidate's lead
+    on the test rows, from lead_intervals) makes the baselines' test a paired interval: the
+    candidate must beat the trivial and the linear baseline by more than the interval, unless it
+    is the linear model itself (`family`)."""
     metric = em.primary_metric(task)
     value = metrics[metric]
     if not np.isfinite(value):
         return False, f"{metric} is not defined on the test split (one class only?)"
     if simple is not None:
-        trivial = simple.values[simple.trivial]
-        if np.isfinite(trivial) and em.worse_by(metric, value, trivial) >= 0:
-            return False, (f"{metric} {value:.4f} does not beat the {simple.trivial} baseline's {trivial:.4f} "
-                           f"(a model that learned nothing scores that)")
+        for name in (simple.trivial, baselines.LINEAR):
+            reference = simple.values.get(name, float("nan"))
+            if not np.isfinite(reference):
+                continue
+            if name == baselines.LINEAR and family == model_families.LINEAR:
+                continue   # the candidate is the linear model: nothing simpler to beat but the trivial one
+            lead = (leads or {}).get(name)
+            if lead is not None:
+                point, low, high = lead
+                if not low > 0:
+                    return False, (f"{metric} {value:.4f} does not beat the {name} baseline's {reference:.4f} by more "
+                                   f"than its interval (lead {point:+.4f}, {params.confidence:.0%} interval "
+                                   f"[{low:+.4f}, {high:+.4f}])" + _what_ships_instead(name))
+            elif em.worse_by(metric, value, reference) >= 0:
+                return False, (f"{metric} {value:.4f} does not beat the {name} baseline's {reference:.4f}"
+                               + _what_ships_instead(name))
     if task == names.BINARY and value < params.min_auc:
         return False, f"auc {value:.4f} is below the floor {params.min_auc}"
     if task == names.MULTICLASS and value < params.min_accuracy:
@@ -70,6 +88,33 @@ def bless(task: str, metrics: dict, production: dict | None, params: EvaluatePar
         return False, (f"{metric} {value:.4f} is worse than production's {baseline:.4f} by {worse_by:.4f}, "
                        f"more than the allowed {params.allowed_regression}")
     return True, f"{metric} {value:.4f} vs production {baseline:.4f} (allowed regression {params.allowed_regression})"
+
+
+def _what_ships_instead(baseline: str) -> str:
+    if baseline == baselines.LINEAR:
+        return "; train.families: [linear] would ship the linear model itself"
+    return " (a model that learned nothing scores that)"
+
+
+def lead_intervals(labels: np.ndarray, outputs: dict, simple: baselines.Baselines, params: EvaluateParams) -> dict:
+    """baseline -> (point, low, high) of the candidate's lead over it on the same test rows."""
+    return {name: model_families.lead_interval(simple.metric, labels, outputs, answers, params.confidence,
+                                               params.bootstrap_resamples, params.bootstrap_seed)
+            for name, answers in simple.outputs.items()}
+
+
+def finite_answers(test: pd.DataFrame, outputs: dict) -> tuple[pd.DataFrame, dict, str]:
+    """(rows the model answered with finite numbers, their outputs, "" or the refusal naming the others)."""
+    bad = model_families.not_finite_rows(outputs)
+    if not len(bad):
+        return test, outputs, ""
+    keep = np.ones(len(test), dtype=bool)
+    keep[bad] = False
+    named = ", ".join(str(i) for i in test.index[bad][:model_families.NAMED_ROWS])
+    reason = (f"the model answers NaN or infinity for {len(bad)} of {len(test)} test rows (rows {named}"
+              f"{', ...' if len(bad) > model_families.NAMED_ROWS else ''} of the test split); the metrics are "
+              "of the other rows")
+    return test[keep], {k: v[keep] for k, v in outputs.items()}, reason
 
 
 def with_fairness(blessed: bool, reason: str, report: fairness.FairnessReport) -> tuple[bool, str]:
@@ -135,8 +180,11 @@ def run(examples_dir: str, model_dir: str, output_dir: str, params: EvaluatePara
     metadata = bundle.read_metadata(model_dir)
     label, task = metadata["label"], metadata["task"]
     test = scored_rows(examples_dir, names.TEST, metadata)
+    answers, _ = model_inputs.predict(model_dir, test)   # every scored row's, for eval_predictions.json
+    test, outputs, not_finite = finite_answers(test, answers)
+    if test.empty:
+        raise DataError(f"the test split in {examples_dir}", not_finite)
     encoded = labels.encode(test[label], task, metadata.get("label_vocabulary", []))
-    outputs, _ = model_inputs.predict(model_dir, test)
     metrics = em.task_metrics(task, encoded, outputs)
     metric = em.primary_metric(task)
 
@@ -155,7 +203,10 @@ def run(examples_dir: str, model_dir: str, output_dir: str, params: EvaluatePara
         production_scored = (production_labels, production_outputs)
     train_rows = model_inputs.read_split(examples_dir, names.TRAIN)
     simple = baselines.assess(train_rows, test, metadata, model_inputs.model_features(metadata))
-    blessed, reason = bless(task, metrics, production_metrics, params, simple)
+    leads = lead_intervals(encoded, outputs, simple, params)
+    blessed, reason = bless(task, metrics, production_metrics, params, simple, leads, metadata.get("family", ""))
+    if not_finite:
+        blessed, reason = False, not_finite
     fair = fairness.assess(test, task, encoded, outputs, params, production=production_scored)
     blessed, reason = with_fairness(blessed, reason, fair)
     estimation = performance_estimation(examples_dir, model_dir, metadata, encoded, outputs, params)
@@ -165,6 +216,7 @@ def run(examples_dir: str, model_dir: str, output_dir: str, params: EvaluatePara
                         blessed=blessed, reason=reason, production_version=production_version,
                         production_metrics=production_metrics, performance_estimation=estimation,
                         baselines=simple.to_dict(),
+                        baseline_leads={k: dict(zip(("lead", "low", "high"), v)) for k, v in leads.items()},
                         test_rows=int(len(test)))
     vocabulary = metadata.get("label_vocabulary", [])
     if task == names.BINARY:
@@ -180,11 +232,11 @@ def run(examples_dir: str, model_dir: str, output_dir: str, params: EvaluatePara
                     {"blessed": blessed, "reason": reason, "metric": metric, "candidate": metrics[metric],
                      "production_version": production_version,
                      "production": production_metrics[metric] if production_metrics else None,
-                     "baselines": simple.to_dict(),
+                     "baselines": simple.to_dict(), "family": metadata.get("family", ""),
                      "fairness": {"passed": fair.passed, "failures": [f.message for f in fair.failures]}})
         _write_json(os.path.join(staging, names.EVALUATION_FILE), dataclasses.asdict(result))
         _write_json(os.path.join(staging, names.EVAL_PREDICTIONS),
-                    {"values": [float(v) for v in outputs[names.OUTPUT_SCORE]]})
+                    {"values": [float(v) for v in answers[names.OUTPUT_SCORE]]})
         fairness_chart.write_png(fair, os.path.join(staging, names.FAIRNESS_CHART))
         if estimation is not None:
             _write_json(os.path.join(staging, names.CALIBRATION), estimation)
@@ -195,7 +247,21 @@ def run(examples_dir: str, model_dir: str, output_dir: str, params: EvaluatePara
 
 def _write_json(path: str, value) -> None:
     with open(path, "w") as f:
-        json.dump(value, f, indent=2, default=float)
+        json.dump(finite_or_none(value), f, indent=2, default=float, allow_nan=False)
+
+
+def finite_or_none(value):
+    """`value` with every NaN or infinite number as None: JSON, KFP metadata and the reports take
+    no NaN (a metric that is not defined is absent, and the reason says why)."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 @flywheel_component
@@ -209,7 +275,7 @@ def evaluate_component(examples: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Mo
     import os
     import shutil
 
-    from components.evaluate import run
+    from components.evaluate import finite_or_none, run
     from flywheel import names
     from flywheel import params as flywheel_params
 
@@ -218,9 +284,9 @@ def evaluate_component(examples: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Mo
                  production_dir=production.path,
                  model_name=flywheel_params.build(flywheel_params.PushParams, push, "push").model_name,
                  data_version=examples.metadata.get("data_version", ""))
-    for key, value in result.metrics.items():
-        metrics.log_metric(key, value)
-    metrics.log_metric("slice_gap", result.slice_gap)
+    for key, value in {**result.metrics, "slice_gap": result.slice_gap}.items():
+        if finite_or_none(value) is not None:   # KFP metadata takes no NaN: an undefined metric is left out
+            metrics.log_metric(key, value)
     if result.roc_curve:
         roc = result.roc_curve
         classification_metrics.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
@@ -230,9 +296,10 @@ def evaluate_component(examples: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Mo
     shutil.copyfile(os.path.join(evaluation.path, names.MODEL_CARD), model_card.path)
     evaluation.metadata["params"] = flywheel_params.section_dict(
         flywheel_params.build(flywheel_params.EvaluateParams, params, "evaluate"))
-    evaluation.metadata.update({"blessed": result.blessed, "reason": result.reason,
-                                "fairness": result.fairness["summary"], "baselines": result.baselines,
-                                "production_version": result.production_version,
-                                "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
-                                "production_metrics": {k: v for k, v in (result.production_metrics or {}).items()
-                                                       if isinstance(v, (int, float))}})
+    evaluation.metadata.update(finite_or_none({
+        "blessed": result.blessed, "reason": result.reason,
+        "fairness": result.fairness["summary"], "baselines": result.baselines,
+        "baseline_leads": result.baseline_leads, "production_version": result.production_version,
+        "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
+        "production_metrics": {k: v for k, v in (result.production_metrics or {}).items()
+                               if isinstance(v, (int, float))}}))

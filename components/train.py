@@ -1,8 +1,11 @@
-"""Train: a Keras model built from the schema, preprocessing inside the model.
+"""Train: models of several families built from the schema, preprocessing inside each; one is chosen.
 
 Normalisation, imputation and vocabularies are Keras preprocessing layers adapted on the train
 split, so the exported SavedModel takes raw named features and the training and serving paths
-cannot diverge. The task (binary, multiclass, regression) is read off the label.
+cannot diverge. The task (binary, multiclass, regression) is read off the label. The families
+(flywheel/model_families.py): the linear model evaluate fits as its baseline, gradient-boosted
+trees (components/tree_model.py) and the wide-and-deep network; each is scored on the eval split
+and the selection rule exports one, with the same `serving_default` signature whichever it is.
 """
 
 import dataclasses
@@ -15,7 +18,9 @@ from kfp import dsl
 
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, bundle, engines, labels, model_inputs, names, schema_view, time_encoding, training_data
+from components import tree_model
+from flywheel import model_families as families
+from flywheel import artifacts, baselines, bundle, engines, labels, model_inputs, names, schema_view, time_encoding, training_data
 from flywheel.errors import DataError
 from flywheel.params import TrainParams
 from flywheel.schema_view import Feature
@@ -31,6 +36,8 @@ class TrainResult:
     devices: list
     train_rows: int
     seconds: float
+    family: str = families.WIDE_DEEP
+    selection: dict = dataclasses.field(default_factory=dict)   # families.Choice.to_dict()
 
 
 def choose_strategy():
@@ -85,16 +92,50 @@ def fit_plan(train_rows: int, params: TrainParams) -> tuple[int, int]:
     return batch, epochs
 
 
-def build_models(specs: list[Feature], train_inputs: dict, task: str, n_classes: int, params: TrainParams):
-    """(training model with one output, serving model with the dict output of names.OUTPUT_*)."""
+def _encoded_inputs(specs: list[Feature], train_inputs: dict, params: TrainParams):
+    """(Keras inputs keyed by signature key, the concatenated encoding of all of them)."""
     import keras
-    from keras import layers, ops
+    from keras import layers
 
     inputs = {s.signature_key: keras.Input(shape=(), dtype=s.tf_dtype, name=s.signature_key) for s in specs}
     encoded = []
     for spec in specs:
         encoded.extend(_encoded_feature(spec, inputs[spec.signature_key], train_inputs[spec.signature_key], params))
-    wide = layers.Concatenate()(encoded) if len(encoded) > 1 else encoded[0]
+    return inputs, layers.Concatenate()(encoded) if len(encoded) > 1 else encoded[0]
+
+
+def build_linear(specs: list[Feature], x_train: dict, y_train: np.ndarray, task: str, n_classes: int,
+                 params: TrainParams):
+    """The serving model of evaluate's linear baseline fitted on the network's own encoding: ridge
+    for regression, L2 logistic regression (one-vs-rest, then softmax) for classes, by Newton's
+    method in flywheel/baselines.py, so the fit is exact and the same on every run."""
+    import keras
+    from keras import layers
+
+    inputs, wide = _encoded_inputs(specs, x_train, params)
+    encoded = keras.Model(inputs, wide).predict(x_train, batch_size=model_inputs.SCORING_BATCH, verbose=0)
+    design = np.hstack([np.ones((len(encoded), 1)), np.asarray(encoded, dtype=np.float64)])
+    if task == names.REGRESSION:
+        weights = baselines.ridge(design, y_train.astype(float))[:, None]
+    elif task == names.BINARY:
+        weights = baselines.logistic(design, y_train.astype(float))[:, None]
+    else:
+        weights = np.column_stack([baselines.logistic(design, (y_train == k).astype(float)) for k in range(n_classes)])
+    head = layers.Dense(weights.shape[1], activation={names.BINARY: "sigmoid", names.MULTICLASS: "softmax"}.get(task))
+    out = head(wide)
+    head.set_weights([weights[1:].astype(np.float32), weights[0].astype(np.float32)])
+    if task == names.MULTICLASS:
+        predicted = keras.ops.cast(keras.ops.argmax(out, axis=-1), "float32")
+        return keras.Model(inputs, {names.OUTPUT_SCORE: predicted, names.OUTPUT_PROBABILITIES: out})
+    return keras.Model(inputs, {names.OUTPUT_SCORE: layers.Reshape(())(out)})
+
+
+def build_models(specs: list[Feature], train_inputs: dict, task: str, n_classes: int, params: TrainParams):
+    """(training model with one output, serving model with the dict output of names.OUTPUT_*)."""
+    import keras
+    from keras import layers, ops
+
+    inputs, wide = _encoded_inputs(specs, train_inputs, params)
     hidden = wide
     for units in params.hidden_units:
         hidden = layers.Dense(units, activation="relu")(hidden)
@@ -157,8 +198,10 @@ def _callbacks(epochs: int, params: TrainParams, eval_rows: int) -> list:
 
 def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params: TrainParams = TrainParams(),
         curves_path: str | None = None, data_version: str = "", engine: str | None = None) -> TrainResult:
-    """Train on <examples_dir>/train, validate on eval, export a SavedModel to `model_dir`. When
-    ingest streamed the data (`engine` streaming or beam), the splits stream through tf.data.
+    """Train every family of params.families on <examples_dir>/train, score each on eval, and export
+    the one the selection rule picks as a SavedModel to `model_dir`. When ingest streamed the data
+    (`engine` streaming or beam), or several workers share the work, only the wide-and-deep network
+    trains, its splits streaming through tf.data.
 
     The export is written to a temporary sibling directory and renamed into place at the end,
     so a failure leaves no partial model behind."""
@@ -166,6 +209,7 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params:
     import tensorflow as tf
 
     started = time.time()
+    families.check(params)
     schema = schema_view.load(schema_path)
     specs = schema_view.features(schema, names.ENV_SERVING, exclude=label)
     if not specs:
@@ -193,13 +237,93 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params:
     devices = [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "TPU")] or ["CPU"]
     train_rows = artifacts.split_rows(examples_dir, names.TRAIN) if streaming else len(train_df)
     batch_size, epochs = fit_plan(train_rows, params)
+    distributed = streaming or training_data.cluster()[1] > 1
     print(f"[train] task={task} features={len(specs)} rows={train_rows} strategy={type(strategy).__name__} "
           f"workers={training_data.cluster()[1]} "
           f"devices={devices} data={'tf.data from Parquet shards' if streaming else 'in memory'} "
-          f"batch={batch_size} epochs<={epochs}", flush=True)
-    with strategy.scope():
-        train_model, serving_model = build_models(specs, x_train, task, len(vocabulary), params)
-        _compile(train_model, task, params.learning_rate)
+          f"families={','.join(params.families)}", flush=True)
+
+    def fit(family: str, x: dict, y: np.ndarray, x_val: dict, y_val: np.ndarray):
+        """(serving model, history) of one family fitted on (x, y); (x_val, y_val) only stop the network early."""
+        if family == families.WIDE_DEEP:
+            plan = fit_plan(len(y), params) if not streaming else (batch_size, epochs)
+            print(f"[train] wide_deep: batch={plan[0]} epochs<={plan[1]}", flush=True)
+            keras.utils.set_random_seed(params.seed)
+            with strategy.scope():
+                train_model, serving_model = build_models(specs, x, task, len(vocabulary), params)
+                _compile(train_model, task, params.learning_rate)
+            return serving_model, _fit_network(train_model, examples_dir, specs, fills, label, task, vocabulary, x, y,
+                                               x_val, y_val, *plan, params, strategy, streaming)
+        if family == families.LINEAR:
+            return build_linear(specs, x, y, task, len(vocabulary), params), {}
+        return tree_model.fit(x, y, specs, task, params.gbt_trees, params.seed), {}
+
+    # Below kfold_below_rows train+eval rows the eval split is too few rows to choose on: every
+    # family is scored out of fold on all of them instead, then the chosen one is fitted on train.
+    pooled = len(y_train) + len(y_eval)
+    kfold = not distributed and params.kfold > 1 and pooled < params.kfold_below_rows and len(y_eval) > 0
+    if kfold:
+        x_all = {k: np.concatenate([x_train[k], x_eval[k]]) for k in x_train}
+        y_all = np.concatenate([y_train, y_eval])
+        fold = np.random.default_rng(params.seed).permutation(pooled) % params.kfold
+    trained, candidates = {}, {}
+    for family in params.families:
+        skipped = families.skip_reason(family, params, train_rows, time.time() - started, distributed)
+        if skipped:
+            candidates[family] = families.Candidate(family, status="skipped", note=skipped)
+            print(f"[train] {family}: skipped ({skipped})", flush=True)
+            continue
+        family_started = time.time()
+        if kfold:
+            outputs = {}
+            for k in range(params.kfold):
+                inside, out = fold != k, fold == k
+                model, _ = fit(family, {c: v[inside] for c, v in x_all.items()}, y_all[inside],
+                               {c: v[:0] for c, v in x_all.items()}, y_all[:0])
+                answers = _eval_outputs(family, model, {c: v[out] for c, v in x_all.items()}, specs, task)
+                for key, value in answers.items():
+                    outputs.setdefault(key, np.zeros((pooled, *value.shape[1:])))[out] = value
+            candidates[family] = families.scored(family, task, y_all, outputs, (time.time() - family_started) / params.kfold)
+            candidates[family].note = f"{params.kfold}-fold on {pooled} train+eval rows"
+        else:
+            trained[family] = fit(family, x_train, y_train, x_eval, y_eval)
+            outputs = _eval_outputs(family, trained[family][0], x_eval, specs, task) if len(eval_df) else None
+            candidates[family] = families.scored(family, task, y_eval, outputs, time.time() - family_started)
+        print(f"[train] {family}: {candidates[family].describe()}", flush=True)
+    choice = families.select(candidates, task, y_all if kfold else y_eval, params)
+    print(f"[train] chosen: {choice.family} ({choice.reason})", flush=True)
+    if kfold:
+        trained[choice.family] = fit(choice.family, x_train, y_train, x_eval, y_eval)
+    chosen, history = trained[choice.family]
+    if not _is_chief():   # every worker trains; the chief alone exports (TF_CONFIG's first task)
+        return TrainResult(model_dir, task, [_jsonable(v) for v in vocabulary], history, type(strategy).__name__,
+                           devices, train_rows, time.time() - started, choice.family, choice.to_dict())
+
+    with atomic_dir(model_dir) as staging:  # no partial model, ever
+        if choice.family == families.GBT:
+            tree_model.export(chosen, specs, task, str(staging))
+        else:
+            chosen.export(str(staging), verbose=False)
+        bundle.write_metadata(str(staging), {
+            "label": label, "task": task, "label_vocabulary": [_jsonable(v) for v in vocabulary],
+            "features": {s.name: s.kind for s in specs}, "categorical": [s.name for s in specs if s.categorical],
+            "time_formats": {s.name: s.time_format for s in specs if s.time},
+            "family": choice.family, "selection": choice.to_dict(),
+            **({"fit": {"batch_size": batch_size, "max_epochs": epochs,
+                        "epochs_run": len(next(iter(history.values()), []))}} if history else {}),
+            "signature_keys": {s.name: s.signature_key for s in specs},
+            "fill_values": {k: _jsonable(v) for k, v in fills.items()}, "data_version": data_version,
+            "history": history, "hyperparameters": dataclasses.asdict(params),
+        })
+    if curves_path:
+        write_curves_html(history, task, curves_path)
+    return TrainResult(model_dir, task, [_jsonable(v) for v in vocabulary], history, type(strategy).__name__,
+                       devices, train_rows, time.time() - started, choice.family, choice.to_dict())
+
+
+def _fit_network(train_model, examples_dir, specs, fills, label, task, vocabulary, x_train, y_train, x_eval, y_eval,
+                 batch_size, epochs, params, strategy, streaming) -> dict:
+    """Fit the wide-and-deep network; its history (metric -> one value per epoch)."""
     if training_data.cluster()[1] > 1:
         _build_before_multiworker_fit(train_model, strategy, x_train, y_train, batch_size)
     if streaming:
@@ -210,28 +334,17 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params:
                                   verbose=0, callbacks=_callbacks(epochs, params, artifacts.split_rows(examples_dir, names.EVAL)))
     else:
         history = train_model.fit(
-            x_train, y_train, validation_data=(x_eval, y_eval) if len(eval_df) else None,
-            epochs=epochs, batch_size=batch_size, verbose=0, callbacks=_callbacks(epochs, params, len(eval_df)))
-    history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    if not _is_chief():   # every worker trains; the chief alone exports (TF_CONFIG's first task)
-        return TrainResult(model_dir, task, [_jsonable(v) for v in vocabulary], history, type(strategy).__name__,
-                           devices, train_rows, time.time() - started)
+            x_train, y_train, validation_data=(x_eval, y_eval) if len(y_eval) else None,
+            epochs=epochs, batch_size=batch_size, verbose=0, callbacks=_callbacks(epochs, params, len(y_eval)))
+    return {k: [float(v) for v in vs] for k, vs in history.history.items()}
 
-    with atomic_dir(model_dir) as staging:  # no partial model, ever
-        serving_model.export(str(staging), verbose=False)
-        bundle.write_metadata(str(staging), {
-            "label": label, "task": task, "label_vocabulary": [_jsonable(v) for v in vocabulary],
-            "features": {s.name: s.kind for s in specs}, "categorical": [s.name for s in specs if s.categorical],
-            "time_formats": {s.name: s.time_format for s in specs if s.time},
-            "fit": {"batch_size": batch_size, "max_epochs": epochs, "epochs_run": len(next(iter(history.values()), []))},
-            "signature_keys": {s.name: s.signature_key for s in specs},
-            "fill_values": {k: _jsonable(v) for k, v in fills.items()}, "data_version": data_version,
-            "history": history, "hyperparameters": dataclasses.asdict(params),
-        })
-    if curves_path:
-        write_curves_html(history, task, curves_path)
-    return TrainResult(model_dir, task, [_jsonable(v) for v in vocabulary], history, type(strategy).__name__,
-                       devices, train_rows, time.time() - started)
+
+def _eval_outputs(family: str, model, x_eval: dict, specs: list[Feature], task: str) -> dict:
+    """A candidate's answers on the eval split, in names.OUTPUT_* form."""
+    if family == families.GBT:
+        return tree_model.predict(model, x_eval, specs, task)
+    answers = model.predict(x_eval, batch_size=model_inputs.SCORING_BATCH, verbose=0)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in answers.items()}
 
 
 def _build_before_multiworker_fit(model, strategy, x_sample: dict, y_sample: np.ndarray, batch_size: int) -> None:
@@ -320,6 +433,12 @@ def write_curves_html(history: dict, task: str, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not history:   # the linear model and the trees have no epochs
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            f.write("<!doctype html><meta charset='utf-8'><title>Training curves</title>"
+                    "<p>The chosen model has no epochs to draw (a linear model or trees).</p>")
+        return
     metrics = [m for m in history if not m.startswith("val_")]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.4), squeeze=False)
     for axis, metric in zip(axes[0], metrics):
@@ -349,7 +468,7 @@ def write_curves_html(history: dict, task: str, path: str) -> None:
 @flywheel_component
 def train_component(examples: dsl.Input[dsl.Dataset], schema: dsl.Input[dsl.Artifact], params: dict,
                     model: dsl.Output[dsl.Model], curves: dsl.Output[dsl.HTML]):
-    """A Keras model of the label that came with the examples, with params.yaml's `train` section."""
+    """The chosen model (linear, trees or network) of the label that came with the examples, with params.yaml's `train` section."""
     from components.train import run
     from flywheel import artifacts
     from flywheel import params as flywheel_params
@@ -360,4 +479,5 @@ def train_component(examples: dsl.Input[dsl.Dataset], schema: dsl.Input[dsl.Arti
                  engine=examples.metadata.get("engine"))
     model.metadata["params"] = flywheel_params.section_dict(settings)
     model.metadata.update({"task": result.task, "strategy": result.strategy, "devices": result.devices,
-                           "train_rows": result.train_rows, "seconds": round(result.seconds, 1)})
+                           "train_rows": result.train_rows, "seconds": round(result.seconds, 1),
+                           "family": result.family, "selection": result.selection})

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(json.dumps({"task": result.task, "strategy": result.strategy, "train_rows": result.train_rows,
+    print(json.dumps({"task": result.task, "family": result.family, "strategy": result.strategy, "train_rows": result.train_rows,
                       "history": result.history, "seconds": round(result.seconds, 1)}), flush=True)
     return 0
 

@@ -88,6 +88,7 @@ def load_servable(path: str, name: str, version: int) -> Servable:
     from google.protobuf import json_format
     from tensorflow.core.protobuf import saved_model_pb2
 
+    import tensorflow_decision_forests  # noqa: F401  (registers the ops a gradient-boosted-trees model calls)
     loaded = tf.saved_model.load(path)
     if names.SIGNATURE not in loaded.signatures:
         raise ValueError(f"{path}: no '{names.SIGNATURE}' signature (has {list(loaded.signatures)})")

@@ -27,6 +27,8 @@ NEWTON_STEPS = 30
 class Baselines:
     metric: str
     values: dict[str, float]            # {"majority" or "mean": x, "linear": y}, in the primary metric
+    # Each baseline's answers on the scored rows (names.OUTPUT_*), for paired intervals against the candidate.
+    outputs: dict[str, dict] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def trivial(self) -> str:
@@ -156,7 +158,7 @@ def assess(train: pd.DataFrame, test: pd.DataFrame, metadata: dict, features: li
     encoder = _Encoder(train, features)
     metric = em.primary_metric(task)
     trivial = MEAN if task == names.REGRESSION else MAJORITY
-    return Baselines(metric, {
-        trivial: em.task_metrics(task, y_test, trivial_outputs(task, y_train, len(test), classes))[metric],
-        LINEAR: em.task_metrics(task, y_test, linear_outputs(task, encoder(train), y_train, encoder(test), classes))[metric],
-    })
+    outputs = {trivial: trivial_outputs(task, y_train, len(test), classes),
+               LINEAR: linear_outputs(task, encoder(train), y_train, encoder(test), classes)}
+    return Baselines(metric, {name: em.task_metrics(task, y_test, out)[metric] for name, out in outputs.items()},
+                     outputs)

@@ -25,6 +25,7 @@ def render(model_name: str, metadata: dict, result, data_version: str) -> str:
     if fit:
         lines += ["", f"Trained for {fit['epochs_run']} of at most {fit['max_epochs']} epochs in batches of "
                       f"{fit['batch_size']} (sized to the train split; early stopping on the eval split's loss)."]
+    lines += selection_section(metadata.get("selection"))
     lines += ["", "## Metrics (test split)", "| metric | value |", "|---|---|"]
     lines += [row(k, v) for k, v in result.metrics.items()]
     if result.production_metrics:
@@ -43,6 +44,20 @@ def render(model_name: str, metadata: dict, result, data_version: str) -> str:
                   f"{'Trusted' if check['trustworthy'] else 'Not trusted'}: {check['reason']}."]
     lines += ["", "## Blessing", f"**{'BLESSED' if result.blessed else 'NOT BLESSED'}**: {result.reason}", ""]
     return "\n".join(lines)
+
+
+def selection_section(selection: dict | None) -> list[str]:
+    """The model families train tried: each one's eval score and training time, and the one chosen."""
+    if not selection:
+        return []
+    lines = ["", "## Model family (chosen on the eval split)",
+             f"**{selection['family']}** ({selection['rule']} rule): {selection['reason']}.", "",
+             f"| family | eval {selection['metric']} | training s | note |", "|---|---|---|---|"]
+    for family, c in selection["candidates"].items():
+        score = f"{c['eval_score']:.4f}" if c.get("eval_score") is not None else "-"
+        lines.append(f"| {family} | {score} | {c['seconds']:.1f} | {c['status'] if c['status'] != 'trained' else ''}"
+                     f"{': ' if c['status'] != 'trained' and c['note'] else ''}{c['note']} |")
+    return lines
 
 
 def _interval(value, low, high) -> str:

@@ -66,6 +66,7 @@ class Scorer:
 
     def __init__(self, model_dir: str):
         import tensorflow as tf
+        import tensorflow_decision_forests  # noqa: F401  (registers the ops a gradient-boosted-trees model calls)
 
         self.metadata = bundle.read_metadata(model_dir)
         self.features = model_features(self.metadata)

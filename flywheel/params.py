@@ -135,6 +135,27 @@ class TrainParams:
     hidden_units: tuple[int, ...] = (32, 16)
     max_vocab: int = 100
     seed: int = 7
+    # --- model families (components/train.py): each is trained on the train split and scored on the
+    # eval split; the selection rule picks one, and only that one is exported.
+    # linear: evaluate's linear baseline (ridge, or L2 logistic by Newton) on the model's own encoding;
+    # gbt: gradient-boosted trees (TensorFlow Decision Forests); wide_deep: the Keras network above.
+    families: tuple[str, ...] = ("linear", "gbt", "wide_deep")
+    # "simplest": the first family in `families` whose eval score is within the interval of the best
+    # one (a paired bootstrap on the eval rows), so a model more complex than linear must earn its
+    # place beyond noise; "best": the best eval score, however slight the lead.
+    selection: str = "simplest"
+    selection_confidence: float = 0.95
+    selection_resamples: int = 200
+    # Training budget in seconds for all families: once spent, the families not yet started are
+    # skipped (and the run summary says so). The wide-and-deep network is also skipped on more
+    # train rows than wide_deep_max_rows, where trees win and the network would take the budget.
+    # Below kfold_below_rows train+eval rows (an eval split of a few dozen rows cannot tell two
+    # families apart) each family is scored out of fold, kfold folds of the train+eval rows.
+    kfold: int = 5
+    kfold_below_rows: int = 2000
+    budget_s: float = 600.0
+    wide_deep_max_rows: int = 100000
+    gbt_trees: int = 300                  # at most; early stopping on a tenth of the train split
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ import os
 import sys
 
 from flywheel import bundle, names, storage
+from pipelines import summary
 from flywheel import model_repository as repo
 from flywheel import params as params_module
 
@@ -71,6 +72,9 @@ def describe(version: int, metadata: dict, record: dict, served: int | None) -> 
         f"; v{compared} on the same rows: " + " ".join(f"{k}={v:.3f}" for k, v in production.items()
                                                      if k != "rows" and isinstance(v, (int, float)))
         if compared is not None else "; no production model to compare with"))
+    selection = steps.get("train/model", {}).get("selection")
+    if selection:
+        lines.append(f"  model families: {summary.families_text(selection)}")
     for key, label in (("statistics/statistics", "statistics"), ("schema/schema", "schema"),
                        ("validate/anomalies", "anomalies")):
         if steps.get(key, {}).get("uri"):

@@ -51,6 +51,7 @@ class RunSummary:
     blessing_reason: str = ""
     fairness: str = ""        # one line: slices judged, the largest gap, or the criterion that failed
     baselines: dict = dataclasses.field(default_factory=dict)   # {"metric", "majority"|"mean", "linear"}
+    selection: dict = dataclasses.field(default_factory=dict)   # train's model families (model_families.Choice)
     compared_with: int | None = None
     pushed: bool | None = None
     pushed_version: int | None = None
@@ -75,6 +76,7 @@ def summarize(outputs: StepOutputs, data_path: str, run_id: str, seconds: float)
         summary.fairness = evaluation.get("fairness", "")
         summary.baselines = evaluation.get("baselines") or {}
         summary.compared_with = evaluation.get("production_version")
+    summary.selection = outputs.metadata("train", "model").get("selection") or {}
     summary.infra = outputs.metadata(*INFRA)
     pushed = outputs.metadata(*PUSH)
     summary.run_id = pushed.get("run_id") or run_id   # the pipeline job id the run's record is filed under
@@ -109,6 +111,13 @@ def _anomaly_counts(outputs: StepOutputs) -> tuple[int, int]:
 def _metrics_text(metrics: dict) -> str:
     keys = [k for k in ("auc", "accuracy", "log_loss", "rmse", "mae") if isinstance(metrics.get(k), (int, float))]
     return " ".join(f"{k}={metrics[k]:.3f}" for k in keys) or "-"
+
+
+def families_text(selection: dict) -> str:
+    """One line: each family's eval score and training time, and the one chosen."""
+    shown = ", ".join(f"{f} {c['eval_score']:.3f} in {c['seconds']:.1f}s" if c.get("eval_score") is not None
+                      else f"{f} {c['status']}" for f, c in selection.get("candidates", {}).items())
+    return f"eval {selection.get('metric', '')} {shown}; chose {selection.get('family')}"
 
 
 def _infra_text(infra: dict) -> str:
@@ -150,6 +159,8 @@ def describe(summaries: list[RunSummary], versions: list[int], repository: str, 
             metric = s.baselines["metric"]
             others = ", ".join(f"{k} {v:.3f}" for k, v in s.baselines.items() if k != "metric")
             lines.append(f"  baselines ({metric}, same split): candidate {s.metrics[metric]:.3f}, {others}")
+        if s.selection:
+            lines.append(f"  model families: {families_text(s.selection)}")
         if s.fairness:
             lines.append(f"  fairness: {s.fairness}")
         if s.pushed and s.pushed_label:

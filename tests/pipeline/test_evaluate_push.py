@@ -188,7 +188,10 @@ def test_release_as_production_skips_the_canary(binary_workspace, good_model, tm
 def test_multiclass_and_regression_are_evaluated_with_their_own_metric(tmp_path, task, metric):
     ws = workspace(tmp_path, make_frame(1200, seed=8, task=task))
     examples = ws["examples"]
-    train.run(examples, ws["schema"], "label", str(tmp_path / "model"), TrainParams(epochs=3, min_steps=0))
+    # The linear family: its blessing asks only for a lead over the trivial baseline, which the
+    # 120 test rows show beyond noise (a lead over the linear baseline they might not).
+    train.run(examples, ws["schema"], "label", str(tmp_path / "model"),
+              TrainParams(epochs=3, min_steps=0, families=("linear",)))
     result = evaluate.run(examples, str(tmp_path / "model"), str(tmp_path / "eval"),
                           EvaluateParams(slice_features=("payment",), slice_crosses=(), min_accuracy=0.4, max_rmse=5.0))
     assert result.task == task and result.primary_metric == metric

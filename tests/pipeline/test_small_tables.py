@@ -82,7 +82,8 @@ def test_a_small_table_with_a_date_and_odd_names_trains_and_is_blessed(small):
     space, model_dir, result, evaluation = small
     metadata = json.load(open(os.path.join(model_dir, names.EXTRA_DIR, names.MODEL_METADATA)))
     assert metadata["time_formats"] == {"day": ISO_DATE}
-    assert metadata["fit"]["batch_size"] == 16 and metadata["fit"]["epochs_run"] >= 8
+    assert metadata["family"] == metadata["selection"]["family"]
+    assert set(metadata["selection"]["candidates"]) == {"linear", "gbt", "wide_deep"}
     assert metadata["signature_keys"]["temp/°C"] == "temp__C"
     assert evaluation.blessed, evaluation.reason
     simple = evaluation.baselines
@@ -104,15 +105,30 @@ def test_a_date_the_model_never_saw_and_a_missing_one_are_served(small):
     assert summer > winter      # the season the label follows, learned from the date's day of year
 
 
-def test_a_model_that_does_not_beat_the_majority_class_is_not_blessed():
+def test_a_model_that_does_not_beat_the_majority_class_or_the_linear_model_is_not_blessed():
     simple = baselines.Baselines("accuracy", {baselines.MAJORITY: 0.62, baselines.LINEAR: 0.70})
     config = EvaluateParams(min_accuracy=0.0)
     blessed, reason = evaluate.bless(names.MULTICLASS, {"accuracy": 0.62}, None, config, simple)
     assert not blessed and "does not beat the majority baseline's 0.6200" in reason
-    assert evaluate.bless(names.MULTICLASS, {"accuracy": 0.64}, None, config, simple)[0]
+    blessed, reason = evaluate.bless(names.MULTICLASS, {"accuracy": 0.64}, None, config, simple)
+    assert not blessed and "does not beat the linear baseline's 0.7000" in reason and "[linear]" in reason
+    assert evaluate.bless(names.MULTICLASS, {"accuracy": 0.71}, None, config, simple)[0]
+    # The linear model itself ships: only the trivial baseline is left to beat.
+    assert evaluate.bless(names.MULTICLASS, {"accuracy": 0.64}, None, config, simple, family="linear")[0]
     mean = baselines.Baselines("rmse", {baselines.MEAN: 3.0, baselines.LINEAR: 2.0})
     assert not evaluate.bless(names.REGRESSION, {"rmse": 3.1}, None, config, mean)[0]
-    assert evaluate.bless(names.REGRESSION, {"rmse": 2.9}, None, config, mean)[0]
+    assert not evaluate.bless(names.REGRESSION, {"rmse": 2.9}, None, config, mean)[0]
+    assert evaluate.bless(names.REGRESSION, {"rmse": 1.9}, None, config, mean)[0]
+
+
+def test_beating_a_baseline_means_beyond_the_paired_interval():
+    simple = baselines.Baselines("auc", {baselines.MAJORITY: 0.5, baselines.LINEAR: 0.80})
+    config = EvaluateParams()
+    within = {baselines.MAJORITY: (0.31, 0.25, 0.37), baselines.LINEAR: (0.01, -0.02, 0.04)}
+    blessed, reason = evaluate.bless(names.BINARY, {"auc": 0.81}, None, config, simple, within, family="gbt")
+    assert not blessed and "by more than its interval" in reason and "[-0.0200, +0.0400]" in reason
+    beyond = {**within, baselines.LINEAR: (0.05, 0.02, 0.08)}
+    assert evaluate.bless(names.BINARY, {"auc": 0.85}, None, config, simple, beyond, family="gbt")[0]
 
 
 def test_the_linear_baseline_recovers_known_models():
