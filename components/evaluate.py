@@ -156,7 +156,7 @@ def run(examples_dir: str, model_dir: str, output_dir: str, params: EvaluatePara
     train_rows = model_inputs.read_split(examples_dir, names.TRAIN)
     simple = baselines.assess(train_rows, test, metadata, model_inputs.model_features(metadata))
     blessed, reason = bless(task, metrics, production_metrics, params, simple)
-    fair = fairness.assess(test, task, encoded, outputs, params, production=production_scored)
+    fair = fairness.assess(test, task, encoded, outputs, params, production=production_scored, label=label)
     blessed, reason = with_fairness(blessed, reason, fair)
     estimation = performance_estimation(examples_dir, model_dir, metadata, encoded, outputs, params)
 

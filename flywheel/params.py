@@ -150,20 +150,29 @@ class EvaluateParams:
     slice_bins: int = 4                   # quantile bins of a numeric feature with more distinct values
     max_slices: int = 20                  # slices per feature or pair; the rarest are pooled as "(other)"
     min_slice_rows: int = 30              # smaller slices are reported as too small, never judged
-    confidence: float = 0.95              # of the per-slice bootstrap intervals
+    confidence: float = 0.95              # of the intervals; 1 - confidence is the gate's family-wise false-alarm rate
     bootstrap_resamples: int = 200        # per slice: the cost is resamples x rows...
     bootstrap_max_rows: int = 10000       # ...with rows capped here (a subsample, the interval rescaled)
     bootstrap_seed: int = 7
-    # --- fairness: criteria, each in units of the primary metric, judged only beyond noise -------
-    # Largest gap between two slices of a feature whose intervals do not overlap. The default
-    # data's models show gaps up to about 0.1 AUC between payment types with overlapping
-    # intervals; a model that knows nothing about one group shows 0.3.
+    # --- fairness: criteria (flywheel/fairness.py) ----------------------------------------------
+    # Each judged slice is compared with the rest of the test rows, and with the floor and
+    # production; every comparison is a one-sided test, and Holm's correction over all of them
+    # keeps the chance of refusing a model fair by construction at most 1 - confidence
+    # (`make bench-fairness` measures it). A comparison refuses when it is significant after the
+    # correction and larger than allowed.
+    # Which measures gate beside the floor and production: "primary" (the task's metric),
+    # "tpr" (equal opportunity), "fpr" (with tpr: equalized odds), "selection_rate" (the
+    # four-fifths rule); binary classifiers report all four, with intervals, gating or not.
+    slice_gates: tuple[str, ...] = ("primary",)
+    # How much worse than the rest a slice's primary metric may be. A model that knows nothing
+    # about one group shows about 0.3 AUC.
     max_slice_gap: float = 0.15
-    min_slice_auc: float = 0.55           # floor per slice: refused when a slice's interval lies wholly below
+    max_rate_gap: float = 0.1             # true- or false-positive rate, worse than the rest's by at most
+    min_selection_ratio: float = 0.8      # slice's selection rate / the rest's, at least
+    min_slice_auc: float = 0.55           # floor per slice (significantly below it refuses)
     min_slice_accuracy: float = 0.0       # the same for multiclass accuracy; 0 = none
-    max_slice_rmse: float = 0.0           # ceiling per slice for regression (interval wholly above); 0 = none
-    # How much worse than production a candidate may be on any slice (the paired interval of the
-    # difference wholly on the worse side).
+    max_slice_rmse: float = 0.0           # ceiling per slice for regression; 0 = none
+    # How much worse than production a candidate may be on any slice (paired on the same rows).
     slice_allowed_regression: float = 0.05
     # Confidence-based performance estimation (flywheel/performance_estimation.py): a calibration
     # map is fitted on the eval split and checked on the test split; the estimate is trusted when
