@@ -266,11 +266,12 @@ class _Draws:
     scale: float
 
 
-def _draws(size: int, params: EvaluateParams, key: str) -> _Draws:
+def _draws(size: int, params: EvaluateParams, key: str, cap: int | None = None) -> _Draws:
     rng = np.random.default_rng([params.bootstrap_seed, zlib.crc32(key.encode())])
     rows = np.arange(size)
-    if size > params.bootstrap_max_rows:
-        rows = np.sort(rng.choice(size, params.bootstrap_max_rows, replace=False))
+    cap = min(cap or params.bootstrap_max_rows, params.bootstrap_max_rows)
+    if size > cap:
+        rows = np.sort(rng.choice(size, cap, replace=False))
     m = len(rows)
     index = rng.integers(0, m, size=(params.bootstrap_resamples, m), dtype=np.int32 if m < 2 ** 31 else np.int64)
     return _Draws(rows, index, math.sqrt(m / size))
@@ -347,6 +348,7 @@ def measure_slice(grouping: str, name: str, metric: str, labels: np.ndarray, out
 PRIMARY, TPR, FPR, SELECTION = "primary", "tpr", "fpr", "selection_rate"
 RATES = (TPR, FPR, SELECTION)       # of binary classifiers at the 0.5 threshold, as the confusion matrix
 THRESHOLD = 0.5
+REST_ROWS_PER_SLICE_ROW = 4
 
 
 def _p_worse(worse_by: float, se: float | None) -> float:
@@ -378,10 +380,9 @@ def rate_draws(measure: str, labels: np.ndarray, scores: np.ndarray, index: np.n
 
 
 def _measure_draws(measure: str, metric: str, labels: np.ndarray, outputs: dict,
-                   params: EvaluateParams, key: str) -> tuple[float, np.ndarray, float]:
-    """(point, bootstrap draws, scale) of a measure on some rows."""
+                   draws: _Draws) -> tuple[float, np.ndarray]:
+    """(point, bootstrap draws) of a measure on some rows; `draws` resample them (shared by the measures)."""
     everything = np.arange(len(labels))[None, :]
-    draws = _draws(len(labels), params, key)
     sub_labels, sub_outputs = labels[draws.rows], _subset(outputs, draws.rows)
     if measure == PRIMARY:
         point = _point(metric, labels, outputs)
@@ -389,7 +390,7 @@ def _measure_draws(measure: str, metric: str, labels: np.ndarray, outputs: dict,
     else:
         point = float(rate_draws(measure, labels, outputs[names.OUTPUT_SCORE], everything)[0])
         values = rate_draws(measure, sub_labels, sub_outputs[names.OUTPUT_SCORE], draws.index)
-    return point, values, draws.scale
+    return point, values
 
 
 def _worse(measure: str, metric: str, value, reference):
@@ -422,13 +423,18 @@ def versus_rest(grouping: str, name: str, task: str, labels: np.ndarray, outputs
     metric, rest = em.primary_metric(task), ~in_slice
     if in_slice.sum() < params.min_slice_rows or rest.sum() < params.min_slice_rows:
         return []
-    found = []
+    # The rest is bootstrapped on a subsample a few times the slice's size (m out of n, rescaled):
+    # its error is the smaller part of the difference's, and the cost stays per slice, not per row.
+    found, rest_cap = [], max(REST_ROWS_PER_SLICE_ROW * int(in_slice.sum()), 1000)
+    key = f"{grouping}\x00{name}\x00versus rest"
+    slice_rows, slice_outputs = labels[in_slice], _subset(outputs, in_slice)
+    rest_rows, rest_outputs = labels[rest], _subset(outputs, rest)
+    slice_draws = _draws(len(slice_rows), params, key)
+    rest_draws_ = _draws(len(rest_rows), params, key + "\x00rest", rest_cap)
+    value_scale, rest_scale = slice_draws.scale, rest_draws_.scale
     for measure in measures(task):
-        key = f"{grouping}\x00{name}\x00{measure}"
-        value, value_draws, value_scale = _measure_draws(measure, metric, labels[in_slice],
-                                                         _subset(outputs, in_slice), params, key)
-        reference, rest_draws, rest_scale = _measure_draws(measure, metric, labels[rest], _subset(outputs, rest),
-                                                           params, key + "\x00rest")
+        value, value_draws = _measure_draws(measure, metric, slice_rows, slice_outputs, slice_draws)
+        reference, rest_draws = _measure_draws(measure, metric, rest_rows, rest_outputs, rest_draws_)
         worse = float(_worse(measure, metric, value, reference))
         value_se = _se(_worse(measure, metric, value_draws, reference), value_scale)
         rest_se = _se(_worse(measure, metric, value, rest_draws), rest_scale)

@@ -99,6 +99,10 @@ def fairness_section(report: dict, metric: str) -> list[str]:
     return lines
 
 
+def _number(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def infra_validation_section(validation: dict) -> str:
     """The card's section on infra validation (components/infra_validate.py), appended by that step."""
     latency = validation.get("latency") or {}
@@ -108,8 +112,14 @@ def infra_validation_section(validation: dict) -> str:
              f"| model server | {validation.get('server', '-')} |",
              f"| load time | {validation.get('load_seconds', float('nan')):.2f} s |",
              f"| rows compared | {validation.get('rows_compared', 0)} |",
-             f"| largest score difference | {validation.get('max_abs_difference', float('nan')):.2e} |"]
+             f"| largest score difference | {_number(validation.get('max_abs_difference'), '.2e')} |"]
     if latency:
         lines += [f"| latency p50 / p99 | {latency['p50_ms']:.2f} / {latency['p99_ms']:.2f} ms "
                   f"({latency['requests']} one-row requests at {latency['rate_rps']:.0f}/s) |"]
+    production = validation.get("production_latency")
+    if production:
+        lines += [f"| production, same run | {production['p50_ms']:.2f} / {production['p99_ms']:.2f} ms |"]
+    machine = validation.get("machine")
+    if machine and machine.get("other_cores") is not None:
+        lines += [f"| other work on the machine | {machine['other_cores']:.1f} of {machine['cores']} cores |"]
     return "\n".join(lines) + "\n"

@@ -194,9 +194,16 @@ class InfraValidateParams:
     load_timeout_s: float = 180.0         # process start and model load, at most
     batch_rows: int = 256                 # test rows per predict request of the equality check
     tolerance: float = 1e-5               # |served score - evaluate's score|, at most, on every row
-    latency_requests: int = 300           # one-row requests of the latency check...
-    rate_rps: float = 50.0                # ...sent at this rate, open loop (fixed intervals)
-    max_p99_ms: float = 100.0             # the latency objective: p99 of those requests
+    latency_requests: int = 300           # one-row requests of the latency check, per server...
+    rate_rps: float = 50.0                # ...sent at this rate, open loop (fixed intervals)...
+    latency_rounds: int = 3               # ...in this many rounds, alternating candidate and production
+    # Slower than production, measured beside it on the same machine, refuses only when both hold:
+    max_p99_ratio: float = 1.5            # candidate p99 / production p99 above this...
+    min_p99_excess_ms: float = 5.0        # ...and candidate p99 more than this above production's
+    # The absolute objective (p99 of the candidate's requests), judged only on a quiet machine:
+    # one where other work used at most `quiet_busy_share` of the cores during the measurement.
+    max_p99_ms: float = 100.0
+    quiet_busy_share: float = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
