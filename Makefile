@@ -93,6 +93,13 @@ ifeq ($(RUNNER),docker)
 endif
 	$(RUN_IN) $(PY) -m pipelines.cli $(if $(DATA),run --data "$(DATA)" --label "$(LABEL)" $(if $(MODEL),--model-name "$(MODEL)"),main) $(RUN_FLAGS) --runner $(RUNNER)
 
+DEMO_DIR := build/readme-demo
+.PHONY: readme-demo
+readme-demo: $(VENV)/.installed ## `make run` on the default data into a fresh repository ($(DEMO_DIR)/), then README.md's demo block rewritten from its summary (CHECK=1: only compare the decisions, exit 1 when they differ) [RUNNER=subprocess|docker]
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	set -o pipefail; $(MAKE) --no-print-directory run RUNNER=$(RUNNER) SET="push.model_repository=$(CURDIR)/$(DEMO_DIR)/model_repository $(SET)" 2>&1 | tee $(DEMO_DIR)/run.log
+	$(PY) -m pipelines.readme_demo $(DEMO_DIR)/run.log README.md --repository $(CURDIR)/$(DEMO_DIR)/model_repository $(if $(CHECK),--check)
+
 SINCE ?=
 UNTIL ?=
 N ?=
