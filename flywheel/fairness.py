@@ -133,7 +133,7 @@ class FairnessReport:
             proposed = ""
             if self.candidates:
                 proposed = (f"; candidate slice columns: {', '.join(c['column'] for c in self.candidates)} "
-                            f"(SET=\"{slice_candidates.setting(self.candidates)}\")")
+                            f"(SET='{slice_candidates.setting(self.candidates)}')")
             return "no slices" + absent + proposed
         family = sum(1 for c in self.comparisons if c.gates)
         counts = (f"{judged} slices judged, {small} too small, over {groupings} groupings; {family} comparisons, "
