@@ -13,9 +13,9 @@ section of params.yaml (flywheel/params.py EvaluateParams):
 - each slice has its row count, the task's primary metric (flywheel/evaluation_metrics.py) and a
   percentile bootstrap interval; a slice under `min_slice_rows` rows is reported as too small,
   and one whose metric is undefined (AUC on one class) as undefined; neither is judged;
-- the gate (flywheel/fairness.py `judge`): each judged slice is compared with the rest of the
-  test rows (its primary metric and, for binary classifiers, its true- and false-positive rates
-  and selection rate), with the floor `min_slice_auc` / `min_slice_accuracy` / `max_slice_rmse`,
+- the gate (`judge`): each judged slice is compared with the other judged slices of its
+  grouping (their row-weighted mean; the primary metric and, for binary classifiers, the true-
+  and false-positive rates and selection rate), with the floor `min_slice_auc` / `min_slice_accuracy` / `max_slice_rmse`,
   and with the production model on the same rows (paired resamples). Each comparison is a
   one-sided z-test of "no worse" from bootstrap standard errors; Holm's correction over every
   comparison that gates (`slice_gates`, the floor, production) keeps the chance of refusing a
@@ -71,17 +71,17 @@ class SliceResult:
 
 @dataclasses.dataclass
 class Comparison:
-    """One hypothesis the gate tests: the slice is worse than a reference (the rest of the rows,
-    the floor, or production on the same rows) by more than `allowed`. `p_value` is one-sided
-    against "no worse" (z from the bootstrap standard error); `adjusted` is Holm's over every
-    comparison that gates."""
+    """One hypothesis the gate tests: the slice is worse than a reference (the other slices of
+    its grouping, the floor, or production on the same rows) by more than `allowed`. `p_value`
+    is one-sided against "no worse" (z from the bootstrap standard errors); `adjusted` is Holm's
+    over every comparison that gates."""
     criterion: str                 # gap | floor | production
     measure: str                   # primary | tpr | fpr | selection_rate
     grouping: str
     slice: str
     value: float                   # the slice's measure
-    reference: float               # the rest's, the floor, or production's
-    worse_by: float                # in the measure's units (selection_rate: log of rest / slice)
+    reference: float               # the other slices', the floor, or production's
+    worse_by: float                # in the measure's units (selection_rate: log of others / slice)
     low: float                     # confidence interval of worse_by
     high: float
     allowed: float
@@ -103,7 +103,7 @@ class Failure:
 class Gap:
     grouping: str
     largest: float                 # of the primary metric, between any two judged slices
-    worst: float = 0.0             # the largest by which a slice is worse than the rest of the rows
+    worst: float = 0.0             # the largest by which a slice is worse than the other slices
     worst_slice: str | None = None
     worst_adjusted: float | None = None       # its Holm-adjusted p-value
 
@@ -145,7 +145,7 @@ class FairnessReport:
         widest = max(self.gaps, key=lambda g: g.worst, default=None)
         gap = ""
         if widest and widest.worst_slice is not None:
-            gap = (f"; worst slice {widest.grouping}={widest.worst_slice}, {self.metric} worse than the rest by "
+            gap = (f"; worst slice {widest.grouping}={widest.worst_slice}, {self.metric} worse than the other slices by "
                    f"{widest.worst:.3f} (adjusted p {widest.worst_adjusted:.2f})")
         return f"passed: {counts}{gap}"
 
@@ -348,7 +348,6 @@ def measure_slice(grouping: str, name: str, metric: str, labels: np.ndarray, out
 PRIMARY, TPR, FPR, SELECTION = "primary", "tpr", "fpr", "selection_rate"
 RATES = (TPR, FPR, SELECTION)       # of binary classifiers at the 0.5 threshold, as the confusion matrix
 THRESHOLD = 0.5
-REST_ROWS_PER_SLICE_ROW = 4
 
 
 def _p_worse(worse_by: float, se: float | None) -> float:
@@ -417,33 +416,48 @@ def measures(task: str) -> tuple[str, ...]:
     return (PRIMARY, *RATES) if task == names.BINARY else (PRIMARY,)
 
 
-def versus_rest(grouping: str, name: str, task: str, labels: np.ndarray, outputs: dict, in_slice: np.ndarray,
-                params: EvaluateParams) -> list[Comparison]:
-    """The slice against the rest of the test rows, on each measure of the task."""
-    metric, rest = em.primary_metric(task), ~in_slice
-    if in_slice.sum() < params.min_slice_rows or rest.sum() < params.min_slice_rows:
-        return []
-    # The rest is bootstrapped on a subsample a few times the slice's size (m out of n, rescaled):
-    # its error is the smaller part of the difference's, and the cost stays per slice, not per row.
-    found, rest_cap = [], max(REST_ROWS_PER_SLICE_ROW * int(in_slice.sum()), 1000)
-    key = f"{grouping}\x00{name}\x00versus rest"
-    slice_rows, slice_outputs = labels[in_slice], _subset(outputs, in_slice)
-    rest_rows, rest_outputs = labels[rest], _subset(outputs, rest)
-    slice_draws = _draws(len(slice_rows), params, key)
-    rest_draws_ = _draws(len(rest_rows), params, key + "\x00rest", rest_cap)
-    value_scale, rest_scale = slice_draws.scale, rest_draws_.scale
+def slice_measures(grouping: str, name: str, task: str, labels: np.ndarray, outputs: dict,
+                   params: EvaluateParams) -> dict[str, tuple[float, float]]:
+    """{measure: (value, bootstrap standard error)} of one slice's rows, every measure of the task
+    from one set of resamples."""
+    metric, found = em.primary_metric(task), {}
+    draws = _draws(len(labels), params, f"{grouping}\x00{name}\x00measures")
     for measure in measures(task):
-        value, value_draws = _measure_draws(measure, metric, slice_rows, slice_outputs, slice_draws)
-        reference, rest_draws = _measure_draws(measure, metric, rest_rows, rest_outputs, rest_draws_)
-        worse = float(_worse(measure, metric, value, reference))
-        value_se = _se(_worse(measure, metric, value_draws, reference), value_scale)
-        rest_se = _se(_worse(measure, metric, value, rest_draws), rest_scale)
-        if not np.isfinite(worse) or value_se is None or rest_se is None:
-            continue
-        se = math.hypot(value_se, rest_se)             # independent samples: variances add
-        half = _z(params.confidence) * se
-        found.append(Comparison(GAP, measure, grouping, name, value, reference, worse, worse - half, worse + half,
-                                allowed(measure, params), _p_worse(worse, se), measure in params.slice_gates))
+        value, values = _measure_draws(measure, metric, labels, outputs, draws)
+        se = _se(values, draws.scale)
+        if np.isfinite(value) and se is not None:
+            found[measure] = (value, se)
+    return found
+
+
+def versus_others(grouping: str, members: list[tuple[SliceResult, dict]], task: str,
+                  params: EvaluateParams) -> list[Comparison]:
+    """Each judged slice against the other judged slices of its grouping: their metrics averaged
+    with the slices' rows as weights. Within-slice metrics against within-slice metrics: the AUC
+    of pooled rows also ranks rows across slices with different base rates, so it is not a fair
+    reference for a slice's own AUC."""
+    metric, found, half = em.primary_metric(task), [], _z(params.confidence)
+    for measure in measures(task):
+        judged = [(s, m[measure]) for s, m in members if s.status == OK and measure in m]
+        for s, (value, se) in judged:
+            others = [(o.rows, v, e) for o, (v, e) in judged if o is not s]
+            if not others:
+                continue
+            weights = np.array([rows for rows, _, _ in others], dtype=float)
+            weights /= weights.sum()
+            reference = float(np.dot(weights, [v for _, v, _ in others]))
+            reference_se = float(np.sqrt(np.dot(weights ** 2, [e ** 2 for _, _, e in others])))
+            worse = float(_worse(measure, metric, value, reference))
+            if measure == SELECTION:    # the standard error of a log ratio: relative errors add
+                difference_se = math.hypot(se / max(value, 1e-12), reference_se / max(reference, 1e-12))
+            else:
+                difference_se = math.hypot(se, reference_se)
+            if not np.isfinite(worse):
+                continue
+            found.append(Comparison(GAP, measure, grouping, s.slice, value, reference, worse,
+                                    worse - half * difference_se, worse + half * difference_se,
+                                    allowed(measure, params), _p_worse(worse, difference_se),
+                                    measure in params.slice_gates))
     return found
 
 
@@ -489,10 +503,10 @@ def _message(c: Comparison, s: SliceResult, metric: str, level: str) -> str:
     test = f"Holm-adjusted p {c.adjusted:.3g}"
     where = f"{c.grouping}={c.slice} ({s.rows} rows)"
     if c.criterion == GAP and c.measure == SELECTION:
-        return (f"selection rate gap on {where}: {c.value:.3f} is {c.value / c.reference:.2f} of the rest's "
+        return (f"selection rate gap on {where}: {c.value:.3f} is {c.value / c.reference:.2f} of the other slices' "
                 f"{c.reference:.3f}, below the allowed ratio {math.exp(-c.allowed):.2f} ({test})")
     if c.criterion == GAP:
-        return (f"{what} gap on {where}: {c.value:.3f} vs the rest's {c.reference:.3f}, worse by {c.worse_by:.3f} "
+        return (f"{what} gap on {where}: {c.value:.3f} vs the other slices' {c.reference:.3f}, worse by {c.worse_by:.3f} "
                 f"({level} interval [{c.low:.3f}, {c.high:.3f}]), more than the allowed {c.allowed} ({test})")
     if c.criterion == FLOOR:
         side = "below the floor" if metric in ("auc", "accuracy") else "above the ceiling"
@@ -506,7 +520,7 @@ def _message(c: Comparison, s: SliceResult, metric: str, level: str) -> str:
 def judge(slices: list[SliceResult], rest: list[Comparison], metric: str,
           params: EvaluateParams) -> tuple[list[Gap], list[Comparison], list[Failure]]:
     """Holm over every gating comparison; the failures (significant and larger than allowed),
-    worst first; each grouping's spread and its slice most worse than the rest."""
+    worst first; each grouping's spread and its slice most worse than the others."""
     judged = [s for s in slices if s.status == OK]
     comparisons = list(rest) + [c for s in judged for c in slice_comparisons(s, metric, params)]
     family = [c for c in comparisons if c.gates]
@@ -549,7 +563,7 @@ def check(params: EvaluateParams) -> None:
 def assess(frame: pd.DataFrame, task: str, labels: np.ndarray, outputs: dict, params: EvaluateParams,
            production: tuple[np.ndarray, dict] | None = None, label: str = "") -> FairnessReport:
     """Slice the test rows as params name, measure every slice (candidate, and production's
-    (labels, outputs) on the same rows when given), compare each with the rest, and judge. When
+    (labels, outputs) on the same rows when given), compare each with the other slices, and judge. When
     none of the named slices exist, the report proposes columns (never `label`)."""
     check(params)
     metric = em.primary_metric(task)
@@ -560,6 +574,7 @@ def assess(frame: pd.DataFrame, task: str, labels: np.ndarray, outputs: dict, pa
     for grouping, slice_of_row in sliced.items():
         order = np.argsort(slice_of_row.codes, kind="stable")
         bounds = np.searchsorted(slice_of_row.codes[order], np.arange(len(slice_of_row.names) + 1))
+        members = []
         for code in sorted(range(len(slice_of_row.names)), key=lambda c: slice_of_row.names[c]):
             index, name = order[bounds[code]:bounds[code + 1]], slice_of_row.names[code]
             if not len(index):
@@ -568,7 +583,9 @@ def assess(frame: pd.DataFrame, task: str, labels: np.ndarray, outputs: dict, pa
             result = measure_slice(grouping, str(name), metric, labels[index], _subset(outputs, index), params, paired)
             results.append(result)
             if result.status == OK:
-                rest += versus_rest(grouping, str(name), task, labels, outputs, slice_of_row.codes == code, params)
+                members.append((result, slice_measures(grouping, str(name), task, labels[index],
+                                                       _subset(outputs, index), params)))
+        rest += versus_others(grouping, members, task, params)
     gaps, comparisons, failures = judge(results, rest, metric, params)
     candidates = [] if sliced else slice_candidates.propose(frame, (label,), params.max_slices, params.min_slice_rows)
     return FairnessReport(metric, params.confidence, results, gaps, failures, absent, comparisons, candidates)
