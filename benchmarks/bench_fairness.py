@@ -4,8 +4,8 @@ test-split size with what the row cap of the bootstrap buys.
     .venv/bin/python benchmarks/bench_fairness.py --sizes 500,10000,100000,1000000 --seeds 50
     make bench-fairness [FAIRNESS_SIZES=500,10000] [FAIRNESS_SEEDS=50]
 
-Error rates: a model fair by construction (groups drawn independently of labels and scores) over
-many seeds, for several numbers of slices of one feature plus a quantile-binned feature and the
+Error rates: a model fair by construction (groups with their own base rates, scores that depend
+on the label alone, so every group's AUC is the same) over many seeds, for several numbers of slices of one feature plus a quantile-binned feature and the
 crossed pair of both (as the default data is sliced), at two test-split sizes; the share of runs
 the gate refuses is its false-alarm rate (the target: at most 1 - confidence, 5%). The same runs
 with one group's scores replaced by noise give its power. Beside it, in the same runs, the rule
@@ -47,15 +47,17 @@ def rows(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, dict]:
 
 
 def fair_or_not(n: int, groups: int, seed: int, unfair: bool) -> tuple[pd.DataFrame, np.ndarray, dict]:
-    """Labels and scores (AUC about 0.8) that do not depend on the group, unless `unfair`: then
-    the most frequent group's scores are noise (AUC 0.5 there)."""
+    """Groups of different sizes and base rates (20% to 60% positives, as payment types differ in
+    tipping), scores that depend on the label alone (AUC about 0.8 within every group), unless
+    `unfair`: then the most frequent group's scores are noise (AUC 0.5 there)."""
     rng = np.random.default_rng(seed)
     weights = rng.dirichlet(np.full(groups, 5.0))
-    group = rng.choice([f"g{i}" for i in range(groups)], n, p=weights)
-    labels = (rng.random(n) < 0.4).astype(int)
+    codes = rng.choice(groups, n, p=weights)
+    group = np.asarray([f"g{i}" for i in range(groups)])[codes]
+    labels = (rng.random(n) < rng.uniform(0.2, 0.6, groups)[codes]).astype(int)
     scores = 1 / (1 + np.exp(-(rng.normal(0, 1, n) + 1.2 * labels)))
     if unfair:
-        hit = group == f"g{int(np.argmax(weights))}"
+        hit = codes == int(np.argmax(weights))
         scores[hit] = rng.random(hit.sum())
     frame = pd.DataFrame({"group": group, "miles": rng.gamma(2.0, 1.5, n)})
     return frame, labels, {names.OUTPUT_SCORE: scores}
