@@ -185,7 +185,8 @@ def _slice_lines(proposal: dict) -> list[str]:
     return ["## Fairness slices",
             "None of evaluate.slice_features is in the data, so fairness is not assessed. Columns that could be "
             "slices:", *[f"- `{c['column']}`: {c['why']}" for c in proposal["candidates"]],
-            f"Slice on them with `SET='{proposal['setting']}'`.", ""]
+            f"Slice on them with `SET='{proposal['setting']}'`; to keep a sensitive one out of the model's inputs "
+            "as well, add `schema.sensitive_features=[\"<column>\"]`.", ""]
 
 
 def html_page(card: dict) -> str:

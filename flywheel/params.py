@@ -61,6 +61,9 @@ class SchemaParams:
     # relative to the package root (the repository checkout, or site-packages in an image);
     # "" infers a schema from the training split.
     curated: str = "flywheel/curated/schema.pbtxt"
+    # Columns kept in the data for fairness slices (evaluate.slice_features) but never given to
+    # the model: left out of the SERVING environment, from which training takes its inputs.
+    sensitive_features: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -55,3 +55,24 @@ def test_the_data_card_proposes_the_same_kind_of_columns_from_the_training_profi
     assert "fairness is not assessed" in lines
     assert """SET='evaluate.slice_features=["applicant_sex"]'""" in lines
     assert "at least 30 test rows" in proposal["candidates"][0]["why"]
+
+
+def test_a_column_marked_sensitive_stays_in_the_data_but_is_no_model_input():
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    from components.schema import add_environments
+    from flywheel import schema_view
+    from flywheel.errors import DataError
+
+    schema = schema_pb2.Schema()
+    for name in ("applicant_sex", "lender", "loan_amount", "denied"):
+        schema.feature.add(name=name)
+    add_environments(schema, "denied", "schema.pbtxt", sensitive=("applicant_sex",))
+    inputs = [f.name for f in schema_view.features(schema, names.ENV_SERVING, exclude="denied")]
+    assert inputs == ["lender", "loan_amount"]
+    assert "applicant_sex" in [f.name for f in schema_view.features(schema, names.ENV_TRAINING)]
+    try:
+        add_environments(schema, "denied", "schema.pbtxt", sensitive=("race",))
+        raise AssertionError("an unknown sensitive column must be an error")
+    except DataError as error:
+        assert "race" in str(error) and "sensitive_features" in str(error)
