@@ -13,15 +13,15 @@ params name one) on a loopback port; then
 3. it must not be materially slower than the model it would replace: one-row requests are sent
    open loop at `rate_rps` (each request's time counts from when it was due, so a slow server
    cannot slow the sender down and hide its queue) to the candidate and to the production
-   version, each in a server of its own, interleaved request by request so both see the same
-   load at the same moments; the candidate is refused when, round by round (the median of
-   `latency_rounds`), its p99 is more than `max_p99_ratio` times production's and more than
-   `min_p99_excess_ms` above it. The absolute objective `max_p99_ms` is judged only on a quiet
-   machine: the CPU time other work takes during the measurement is read from /proc (the
-   servers' and this process's own time excluded), and above `quiet_busy_share` of the cores
-   the objective is reported, not judged. The summary says which judged. A p99 measured on a
-   shared build machine under load says little about the model; the ratio to production
-   measured beside it does.
+   version, each in a server of its own, interleaved in pairs so the two requests of a pair
+   meet the same load; the candidate is refused when, by the median over the pairs, it takes
+   more than `max_latency_ratio` times production's time and more than
+   `min_latency_excess_ms` longer. The absolute objective (p99 at most `max_p99_ms`) is judged
+   only on a quiet machine: the CPU time other work takes during the measurement is read from
+   /proc (the servers' and this process's own time excluded), and above `quiet_busy_share` of
+   the cores the objective is reported, not judged. The summary says which judged. A p99
+   measured on a shared build machine under load says little about the model (it is the
+   machine's); the pairs measured beside production do.
 
 Any failure means not blessed: push reads infra_blessing.json and does not publish, naming the
 reason. The figures go into the model card and the run's summary.
@@ -171,47 +171,51 @@ def _bodies(inputs: dict[str, np.ndarray], count: int) -> list[bytes]:
             for i in (np.arange(count) % max(rows, 1))]
 
 
-def _figures(latencies: np.ndarray, failed: np.ndarray, rate_rps: float, rounds: int) -> dict:
+def _figures(latencies: np.ndarray, failed: np.ndarray, rate_rps: float) -> dict:
     ms = latencies * 1000.0
     return {"requests": len(ms), "rate_rps": rate_rps, "errors": int(failed.sum()),
-            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()),
-            "rounds_p99_ms": [float(np.percentile(part, 99)) for part in np.array_split(ms, rounds)]}
+            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max())}
 
 
 def latency(predict_urls: dict[str, str], inputs: dict[str, np.ndarray], params: InfraValidateParams) -> dict:
-    """{name: figures} of each server. With two servers the requests interleave (candidate,
-    production, candidate, ...), each server at `rate_rps`, so that both see the same load on
-    the machine at the same moments; each server's requests are also cut into
-    `latency_rounds` consecutive rounds, whose p99s judge_latency compares pairwise."""
+    """{name: figures} of each server, and with two servers "paired": the median over request
+    pairs of the candidate's latency over production's (and minus it, in ms). The requests
+    interleave (candidate, production, production, candidate, ...: each pair in turn order),
+    each server at `rate_rps`, so the two requests of a pair meet the same load on the machine:
+    a pair's ratio is the model's, not the moment's, and the median ignores the pairs a burst
+    of other work hit."""
     names_ = list(predict_urls)
     bodies = _bodies(inputs, params.latency_requests)
     # A few requests first, untimed: the first calls of a freshly loaded graph are slow everywhere.
     for url in predict_urls.values():
         for body in bodies[:5]:
             _post(url, body)
-    requests = [(predict_urls[name], body) for body in bodies for name in names_]
+    turns = [names_ if i % 2 == 0 else names_[::-1] for i in range(len(bodies))]
+    requests = [(predict_urls[name], body) for body, turn in zip(bodies, turns) for name in turn]
     latencies, failed = asyncio.run(_timed_requests(requests, params.rate_rps * len(names_)))
-    return {name: _figures(latencies[k::len(names_)], failed[k::len(names_)], params.rate_rps, params.latency_rounds)
-            for k, name in enumerate(names_)}
+    position = {name: np.array([i * len(names_) + turn.index(name) for i, turn in enumerate(turns)]) for name in names_}
+    found = {name: _figures(latencies[position[name]], failed[position[name]], params.rate_rps) for name in names_}
+    if len(names_) == 2:
+        candidate, production = (latencies[position[name]] * 1000.0 for name in names_)
+        found["paired"] = {"pairs": len(candidate),
+                           "median_ratio": float(np.median(candidate / np.maximum(production, 1e-6))),
+                           "median_excess_ms": float(np.median(candidate - production))}
+    return found
 
 
-def judge_latency(candidate: dict, production: dict | None, load: machine_load.Load,
+def judge_latency(candidate: dict, production: dict | None, paired: dict | None, load: machine_load.Load,
                   params: InfraValidateParams) -> tuple[bool, str]:
-    """(passed, what judged and how): slower than production beyond the ratio and excess refuses;
+    """(passed, what judged and how): materially slower than production, pair by pair, refuses;
     the absolute objective refuses only on a quiet machine."""
     p99 = candidate["p99_ms"]
     notes, passed = [], True
-    if production is not None:
-        # Round by round (the same moments for both), the median: one burst of other work in one
-        # round moves one ratio, not the verdict.
-        pairs = list(zip(candidate["rounds_p99_ms"], production["rounds_p99_ms"]))
-        ratio = float(np.median([c / max(p, 1e-9) for c, p in pairs]))
-        excess = float(np.median([c - p for c, p in pairs]))
-        slower = ratio > params.max_p99_ratio and excess > params.min_p99_excess_ms
+    if production is not None and paired is not None:
+        ratio, excess = paired["median_ratio"], paired["median_excess_ms"]
+        slower = ratio > params.max_latency_ratio and excess > params.min_latency_excess_ms
         passed = not slower
-        notes.append(f"p99 {p99:.1f} ms vs production's {production['p99_ms']:.1f} ms, interleaved in the same run "
-                     f"(median over {len(pairs)} rounds x{ratio:.2f}, {excess:+.1f} ms; refused above "
-                     f"x{params.max_p99_ratio} and +{params.min_p99_excess_ms:g} ms)"
+        notes.append(f"p99 {p99:.1f} ms, production's {production['p99_ms']:.1f} ms interleaved in the same run; "
+                     f"per request pair x{ratio:.2f}, {excess:+.1f} ms (medians of {paired['pairs']}; refused above "
+                     f"x{params.max_latency_ratio} and +{params.min_latency_excess_ms:g} ms)"
                      f"{': materially slower than production' if slower else ''}")
     else:
         notes.append(f"p99 {p99:.1f} ms (no production version to compare with)")
@@ -239,7 +243,7 @@ def decide(loaded: str, comparison: dict | None, timing: dict | None, params: In
     candidate = timing["candidate"]
     if candidate["errors"]:
         return False, f"{candidate['errors']} of {candidate['requests']} latency requests failed"
-    fast_enough, how = judge_latency(candidate, timing.get("production"), timing["load"], params)
+    fast_enough, how = judge_latency(candidate, timing.get("production"), timing.get("paired"), timing["load"], params)
     answered = (f"loaded; {comparison['rows_compared']} test rows answered as evaluated (max difference "
                 f"{comparison['max_abs_difference']:.1e}); p50 {candidate['p50_ms']:.1f} ms at "
                 f"{candidate['rate_rps']:.0f} requests/s; ")
@@ -312,7 +316,7 @@ def run(examples_dir: str, model_dir: str, evaluation_dir: str, output_dir: str,
                 with machine_load.Sampler([p.pid for p in processes]) as sampler:
                     measured = latency(urls, inputs, params)
                 timing = {"candidate": measured["candidate"], "production": measured.get("production"),
-                          "load": sampler.load}
+                          "paired": measured.get("paired"), "load": sampler.load}
         finally:
             for process in processes:
                 loopback.stop(process)
@@ -324,9 +328,11 @@ def run(examples_dir: str, model_dir: str, evaluation_dir: str, output_dir: str,
                    "max_abs_difference": (comparison or {}).get("max_abs_difference"),
                    "latency": timing and timing["candidate"],
                    "production_latency": timing and timing["production"],
+                   "paired_latency": timing and timing["paired"],
                    "machine": timing and dataclasses.asdict(timing["load"]),
                    "params": {"tolerance": params.tolerance, "max_p99_ms": params.max_p99_ms,
-                              "max_p99_ratio": params.max_p99_ratio, "min_p99_excess_ms": params.min_p99_excess_ms,
+                              "max_latency_ratio": params.max_latency_ratio,
+                              "min_latency_excess_ms": params.min_latency_excess_ms,
                               "quiet_busy_share": params.quiet_busy_share},
                    "seconds": time.perf_counter() - started}
         (staging / names.INFRA_BLESSING_FILE).write_text(json.dumps({"blessed": passed, "reason": reason}) + "\n")
@@ -340,7 +346,7 @@ def run(examples_dir: str, model_dir: str, evaluation_dir: str, output_dir: str,
 def check(params: InfraValidateParams) -> None:
     """Settings the measurement cannot work with are errors that name the key."""
     problems = [f"infra_validate.{key} must be at least 1, not {getattr(params, key)}"
-                for key in ("latency_requests", "latency_rounds") if getattr(params, key) < 1]
+                for key in ("latency_requests",) if getattr(params, key) < 1]
     problems += [f"infra_validate.rate_rps must be above 0, not {params.rate_rps}"] if params.rate_rps <= 0 else []
     if problems:
         raise ValueError("params: " + "; ".join(problems))

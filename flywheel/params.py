@@ -198,11 +198,10 @@ class InfraValidateParams:
     batch_rows: int = 256                 # test rows per predict request of the equality check
     tolerance: float = 1e-5               # |served score - evaluate's score|, at most, on every row
     latency_requests: int = 300           # one-row requests of the latency check, per server...
-    rate_rps: float = 50.0                # ...sent to each at this rate, open loop, interleaved with production's...
-    latency_rounds: int = 5               # ...and cut into this many rounds, compared round by round
-    # Slower than production, measured beside it on the same machine, refuses only when both hold:
-    max_p99_ratio: float = 1.5            # candidate p99 / production p99 above this...
-    min_p99_excess_ms: float = 5.0        # ...and candidate p99 more than this above production's
+    rate_rps: float = 50.0                # ...sent to each at this rate, open loop, in pairs with production's
+    # Slower than production, by the median over request pairs, refuses only when both hold:
+    max_latency_ratio: float = 1.5        # candidate's time / production's above this...
+    min_latency_excess_ms: float = 5.0    # ...and the candidate more than this much slower
     # The absolute objective (p99 of the candidate's requests), judged only on a quiet machine:
     # one where other work used at most `quiet_busy_share` of the cores during the measurement.
     max_p99_ms: float = 100.0

@@ -37,7 +37,7 @@ def test_the_dag_runs_in_the_image_to_the_push_and_to_the_canary(docker_client, 
     assert second.compared_with == 1
     # Infra validation in the container timed the candidate beside the production version.
     assert second.infra["blessed"], second.infra["reason"]
-    assert "vs production's" in second.infra["reason"] and isinstance(second.infra.get("production_p99_ms"), float)
+    assert "per request pair" in second.infra["reason"] and isinstance(second.infra.get("production_p99_ms"), float)
     assert second.pushed and second.pushed_version == 2 and second.pushed_label == names.CANARY
     assert repo.versions(str(models), "taxi_tips") == [1, 2]
     validation = json.loads((models / "taxi_tips" / "2" / names.EXTRA_DIR / names.INFRA_VALIDATION).read_text())

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 from components import evaluate, infra_validate, push, resolve, train
@@ -15,7 +16,7 @@ from flywheel import machine_load, names
 from flywheel.params import EvaluateParams, InfraValidateParams, TrainParams
 
 FAST = TrainParams(epochs=3, batch_size=128, min_steps=0)
-QUICK = InfraValidateParams(latency_requests=100, latency_rounds=2, rate_rps=50.0, max_p99_ms=1000.0)
+QUICK = InfraValidateParams(latency_requests=100, rate_rps=50.0, max_p99_ms=1000.0)
 
 
 @pytest.fixture(scope="module")
@@ -115,13 +116,13 @@ def test_answers_that_differ_from_the_evaluation_fail(binary_workspace, candidat
 
 def test_a_missed_latency_objective_fails_on_a_quiet_machine(binary_workspace, candidate, tmp_path):
     # quiet_busy_share 1.0: every machine counts as quiet, so the objective is judged.
-    strict = InfraValidateParams(latency_requests=50, latency_rounds=1, rate_rps=50.0, max_p99_ms=0.01,
+    strict = InfraValidateParams(latency_requests=50, rate_rps=50.0, max_p99_ms=0.01,
                                  quiet_busy_share=1.0)
     figures = infra_validate.run(binary_workspace["examples"], candidate["model"], candidate["evaluation"],
                                  str(tmp_path / "infra"), strict, "m")
     assert not figures["passed"] and "objective 0.01 ms MISSED on a quiet machine" in figures["reason"]
     # No machine counts as quiet: the objective is reported, not judged.
-    busy = InfraValidateParams(latency_requests=50, latency_rounds=1, rate_rps=50.0, max_p99_ms=0.01,
+    busy = InfraValidateParams(latency_requests=50, rate_rps=50.0, max_p99_ms=0.01,
                                quiet_busy_share=-1.0)
     figures = infra_validate.run(binary_workspace["examples"], candidate["model"], candidate["evaluation"],
                                  str(tmp_path / "infra-busy"), busy, "m")
@@ -139,11 +140,11 @@ def test_a_loaded_machine_refuses_nothing_an_idle_one_passes(binary_workspace, c
     """The candidate timed beside production (the same model) with every core busy with other
     work: production is as slow, so the ratio holds and the model passes; the summary says the
     machine was busy and the objective was not judged."""
-    settings = InfraValidateParams(latency_requests=150, latency_rounds=5, rate_rps=50.0)
+    settings = InfraValidateParams(latency_requests=150, rate_rps=50.0)
     idle = infra_validate.run(binary_workspace["examples"], candidate["model"], candidate["evaluation"],
                               str(tmp_path / "idle"), settings, "m", production_dir=candidate["model"])
     assert idle["passed"], idle["reason"]
-    assert "vs production's" in idle["reason"] and idle["production_latency"]["requests"] == 150
+    assert "production's" in idle["reason"] and idle["production_latency"]["requests"] == 150
     busy = [multiprocessing.get_context("spawn").Process(target=_spin, args=(120.0,)) for _ in range(os.cpu_count())]
     for process in busy:
         process.start()
@@ -166,25 +167,46 @@ def test_materially_slower_than_production_is_refused_and_the_reason_says_so():
     settings = InfraValidateParams()
     figures = {"requests": 300, "rate_rps": 50.0, "errors": 0, "p50_ms": 5.0, "max_ms": 60.0}
 
-    def timed(p99, rounds=None):
-        return {**figures, "p99_ms": p99, "rounds_p99_ms": rounds or [p99] * 5}
+    def timed(p99):
+        return {**figures, "p99_ms": p99}
 
-    slow, fast = timed(40.0), timed(12.0)
-    passed, reason = infra_validate.judge_latency(slow, fast, busy, settings)
-    assert not passed and "materially slower than production" in reason and "x3.33" in reason
-    # Slower by a ratio but by less than min_p99_excess_ms: noise on a fast model, not refused.
-    assert infra_validate.judge_latency(timed(3.0), timed(1.5), busy, settings)[0]
-    # One round hit by a burst of other work: the median of the rounds does not move.
-    burst = timed(40.0, [12.0, 13.0, 90.0, 12.0, 11.0])
-    assert infra_validate.judge_latency(burst, timed(12.0), busy, settings)[0]
-    # 201 ms on a busy machine with production as slow beside it: passes (the objective is not judged).
-    passed, reason = infra_validate.judge_latency(timed(201.0), timed(190.0), busy, settings)
+    def pairs(ratio, excess):
+        return {"pairs": 300, "median_ratio": ratio, "median_excess_ms": excess}
+
+    passed, reason = infra_validate.judge_latency(timed(40.0), timed(12.0), pairs(3.2, 11.0), busy, settings)
+    assert not passed and "materially slower than production" in reason and "x3.20, +11.0 ms" in reason
+    # Slower by a ratio but by less than min_latency_excess_ms: noise on a fast model, not refused.
+    assert infra_validate.judge_latency(timed(3.0), timed(1.5), pairs(2.0, 1.5), busy, settings)[0]
+    # 201 ms p99 on a busy machine with the pairs alike: passes (the objective is not judged).
+    passed, reason = infra_validate.judge_latency(timed(201.0), timed(120.0), pairs(1.05, 0.3), busy, settings)
     assert passed and "not judged: machine busy (other work used 1.8 of 2 cores" in reason
     # The same figures on a quiet machine: the objective refuses it.
-    passed, reason = infra_validate.judge_latency(timed(201.0), timed(190.0), quiet, settings)
+    passed, reason = infra_validate.judge_latency(timed(201.0), timed(120.0), pairs(1.05, 0.3), quiet, settings)
     assert not passed and "objective 100 ms MISSED on a quiet machine" in reason
     # First version, busy machine: nothing to compare with and the objective not judged.
-    assert infra_validate.judge_latency(slow, None, busy, settings)[0]
+    assert infra_validate.judge_latency(timed(40.0), None, None, busy, settings)[0]
+
+
+def test_requests_are_paired_in_turn_and_judged_by_the_pairs_median(monkeypatch):
+    """The pairs alternate who goes first, and a burst that hits a few pairs does not move the verdict."""
+    sent = []
+
+    async def fake(requests, rate):
+        sent.extend(url for url, _ in requests)
+        latencies = np.array([0.005 if url == "c" else 0.004 for url, _ in requests])
+        latencies[:20] = 0.4                                  # a burst of other work on the first pairs
+        return latencies, np.zeros(len(requests), dtype=bool)
+
+    monkeypatch.setattr(infra_validate, "_timed_requests", fake)
+    monkeypatch.setattr(infra_validate, "_post", lambda url, body: (200, b""))
+    inputs = {"x": np.arange(10.0)}
+    found = infra_validate.latency({"candidate": "c", "production": "p"}, inputs,
+                                   InfraValidateParams(latency_requests=100))
+    assert sent[:4] == ["c", "p", "p", "c"] and len(sent) == 200
+    assert found["candidate"]["requests"] == found["production"]["requests"] == 100
+    assert found["paired"]["median_ratio"] == pytest.approx(1.25)
+    assert found["paired"]["median_excess_ms"] == pytest.approx(1.0)
+    assert found["candidate"]["p99_ms"] == pytest.approx(400.0)  # the burst shows in the p99, not in the verdict
 
 
 def test_the_production_version_is_found_from_the_evaluation(tmp_path):
