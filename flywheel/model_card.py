@@ -62,7 +62,7 @@ def fairness_section(report: dict, metric: str) -> list[str]:
     lines = ["", "## Fairness",
              f"**{report['summary']}**", "",
              f"Each slice's {metric} on the test rows with its {level} bootstrap interval, production's on the "
-             "same rows beside it. Each slice is compared with the rest of the rows, the floor and production; "
+             "same rows beside it. Each slice is compared with the other slices of its feature, the floor and production; "
              f"a comparison refuses when it is larger than allowed and significant after Holm's correction over "
              f"all of them (at most {1 - report['confidence']:.0%} chance of refusing a fair model). "
              "Slices too small to judge are listed, not judged.", "",
@@ -80,14 +80,14 @@ def fairness_section(report: dict, metric: str) -> list[str]:
         status = "FAILED" if (s["grouping"], s["slice"]) in failed else s["status"]
         lines.append(f"| {s['grouping']} | {s['slice']} | {s['rows']} | {_interval(s['value'], s['low'], s['high'])} | "
                      f"{_interval(s['production'], s['production_low'], s['production_high'])} | {status} |")
-    lines += ["", "| feature | largest gap | slice most worse than the rest | adjusted p |", "|---|---|---|---|"]
+    lines += ["", "| feature | largest gap | slice most worse than the others | adjusted p |", "|---|---|---|---|"]
     lines += [f"| {g} | {v['largest']:.3f} | "
               + (f"{v['worst_slice']} by {v['worst']:.3f} | {v['worst_adjusted']:.3g} |" if v.get("worst_slice")
                  else "- | - |")
               for g, v in gaps.items()]
     rates = [c for c in report.get("comparisons", []) if c["criterion"] == "gap" and c["measure"] != "primary"]
     if rates:
-        lines += ["", "| feature | slice | measure | value | rest | worse by (interval) | adjusted p | gates |",
+        lines += ["", "| feature | slice | measure | value | other slices | worse by (interval) | adjusted p | gates |",
                   "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {c['grouping']} | {c['slice']} | {c['measure']} | {c['value']:.3f} | {c['reference']:.3f} | "
                   f"{c['worse_by']:.3f} [{c['low']:.3f}, {c['high']:.3f}] | "
