@@ -90,7 +90,7 @@ def test_final_images_add_the_installed_project_and_nothing_to_build_with(docker
         # what the project's wheel installed: its packages and console script, nothing from the checkout
         code, out = exec_output(final, ["python3", "-c", (
             "import importlib.metadata as m, importlib.util as u, flywheel.params as p; "
-            "print(sorted({f.parts[0] for f in m.files('flywheel')}), u.find_spec('tests'), p.ROOT)")])
+            "print(sorted({f.parts[0] for f in m.files('flywheel')}), u.find_spec('tests.support'), p.ROOT)")])
         assert code == 0, out
         assert out.strip().splitlines()[-1] == (f"{sorted(PROJECT_PACKAGES)} None /opt/venv/lib/python3.11/site-packages")
     finally:
@@ -128,7 +128,7 @@ def test_build_context_is_what_the_dockerfile_installs(docker_client, images, tm
         docker_client.images.remove(probe, force=True)
     top = {path.split("/")[1] for path in listing if path.count("/") >= 1}
     assert top == {"requirements.lock", "pyproject.toml", "docker", "flywheel", "components", "pipelines", "serving",
-                   "monitoring", "trigger"}, top
+                   "monitoring", "trigger", "devserver"}, top
     docker_files = {path for path in listing if path.startswith("./docker/") and path.count("/") == 2}
     assert docker_files == {"./docker/requirements-build.lock", "./docker/requirements-gpu.lock",
                             "./docker/requirements-sidecar.lock", "./docker/install-wheels", "./docker/wheelhouse"}
