@@ -158,7 +158,7 @@ class EvaluateParams:
     bootstrap_max_rows: int = 10000       # ...with rows capped here (a subsample, the interval rescaled)
     bootstrap_seed: int = 7
     # --- fairness: criteria (flywheel/fairness.py) ----------------------------------------------
-    # Each judged slice is compared with the rest of the test rows, and with the floor and
+    # Each judged slice is compared with the other slices of its grouping, the floor and
     # production; every comparison is a one-sided test, and Holm's correction over all of them
     # keeps the chance of refusing a model fair by construction at most 1 - confidence
     # (`make bench-fairness` measures it). A comparison refuses when it is significant after the
@@ -167,11 +167,11 @@ class EvaluateParams:
     # "tpr" (equal opportunity), "fpr" (with tpr: equalized odds), "selection_rate" (the
     # four-fifths rule); binary classifiers report all four, with intervals, gating or not.
     slice_gates: tuple[str, ...] = ("primary",)
-    # How much worse than the rest a slice's primary metric may be. A model that knows nothing
-    # about one group shows about 0.3 AUC.
+    # How much worse than the other slices a slice's primary metric may be. A model that knows
+    # nothing about one group shows about 0.3 AUC.
     max_slice_gap: float = 0.15
-    max_rate_gap: float = 0.1             # true- or false-positive rate, worse than the rest's by at most
-    min_selection_ratio: float = 0.8      # slice's selection rate / the rest's, at least
+    max_rate_gap: float = 0.1             # true- or false-positive rate, worse than the others' by at most
+    min_selection_ratio: float = 0.8      # slice's selection rate / the others', at least
     min_slice_auc: float = 0.55           # floor per slice (significantly below it refuses)
     min_slice_accuracy: float = 0.0       # the same for multiclass accuracy; 0 = none
     max_slice_rmse: float = 0.0           # ceiling per slice for regression; 0 = none
