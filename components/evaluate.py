@@ -207,7 +207,7 @@ def run(examples_dir: str, model_dir: str, output_dir: str, params: EvaluatePara
     blessed, reason = bless(task, metrics, production_metrics, params, simple, leads, metadata.get("family", ""))
     if not_finite:
         blessed, reason = False, not_finite
-    fair = fairness.assess(test, task, encoded, outputs, params, production=production_scored)
+    fair = fairness.assess(test, task, encoded, outputs, params, production=production_scored, label=label)
     blessed, reason = with_fairness(blessed, reason, fair)
     estimation = performance_estimation(examples_dir, model_dir, metadata, encoded, outputs, params)
 

@@ -19,16 +19,20 @@ from flywheel.errors import DataError
 MIN_LEVEL_COUNT = 5
 
 
-def add_environments(schema, label: str, source: str):
-    """TRAINING and SERVING environments; the label only in TRAINING. Idempotent."""
+def add_environments(schema, label: str, source: str, sensitive: tuple[str, ...] = ()):
+    """TRAINING and SERVING environments; the label, and the columns marked sensitive, only in
+    TRAINING: training takes its inputs from SERVING, so a sensitive column stays in the data
+    (fairness slices it) but never feeds the model. Idempotent."""
     for env in (names.ENV_TRAINING, names.ENV_SERVING):
         if env not in schema.default_environment:
             schema.default_environment.append(env)
-    label_feature = next((f for f in schema.feature if f.name == label), None)
-    if label_feature is None:
-        raise DataError(source, "the label is not a feature of the schema", column=label)
-    if names.ENV_SERVING not in label_feature.not_in_environment:
-        label_feature.not_in_environment.append(names.ENV_SERVING)
+    for column in (label, *sensitive):
+        feature = next((f for f in schema.feature if f.name == column), None)
+        if feature is None:
+            what = "the label" if column == label else "a column in schema.sensitive_features"
+            raise DataError(source, f"{what} is not a feature of the schema", column=column)
+        if names.ENV_SERVING not in feature.not_in_environment:
+            feature.not_in_environment.append(names.ENV_SERVING)
     return schema
 
 
@@ -91,15 +95,18 @@ def infer(train_stats, label: str, source: str = "<statistics>", time_columns: d
     return add_environments(schema, label, source)
 
 
-def run(statistics_dir: str | Path, output_dir: str | Path, label: str, curated_schema: str | Path | None = None) -> dict:
-    """Write `<output_dir>/schema.pbtxt`; return where the schema came from."""
+def run(statistics_dir: str | Path, output_dir: str | Path, label: str, curated_schema: str | Path | None = None,
+        sensitive: tuple[str, ...] = ()) -> dict:
+    """Write `<output_dir>/schema.pbtxt`; return where the schema came from. `sensitive`: columns
+    kept out of the model's inputs (add_environments)."""
     curated = schema_view.resolve_curated(curated_schema)
     if curated:
-        schema = add_environments(schema_view.load(curated), label, str(curated))
+        schema = add_environments(schema_view.load(curated), label, str(curated), sensitive)
         origin = f"curated:{curated}"
     else:
         train_stats = bundle.read_stats(str(artifacts.stats_file(statistics_dir, names.TRAIN)))
-        schema = infer(train_stats, label, str(statistics_dir), artifacts.time_columns(statistics_dir))
+        schema = add_environments(infer(train_stats, label, str(statistics_dir), artifacts.time_columns(statistics_dir)),
+                                  label, str(statistics_dir), sensitive)
         origin = "inferred"
     with atomic_dir(output_dir) as staging:
         schema_view.write(schema, artifacts.schema_file(staging))
@@ -117,4 +124,5 @@ def schema_component(statistics: dsl.Input[dsl.Artifact], params: dict, schema: 
     curated = settings.curated
     schema.metadata["params"] = flywheel_params.section_dict(settings)
     schema.metadata.update(run(statistics_dir=statistics.path, output_dir=schema.path,
-                               label=statistics.metadata["label"], curated_schema=curated))
+                               label=statistics.metadata["label"], curated_schema=curated,
+                               sensitive=tuple(settings.sensitive_features)))

@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from flywheel import storage, timeparts
+from flywheel import slice_candidates, storage, timeparts
+from flywheel.params import EvaluateParams
 
 CARD_SUFFIX = ".card.yaml"
 FOLDER_CARD = "datacard.yaml"
@@ -112,7 +113,27 @@ def build(ingest: dict, stats_by_split: dict, schema_features: dict, label: str,
         "drift": [a for a in report if a["kind"] == "drift"],
         "description": notes.get("description", ""), "limitations": notes.get("limitations", []),
         "notes_file": notes.get("source_notes", ""),
+        "slice_candidates": proposed_slices(profiles, label, stats_by_split),
     }
+
+
+def proposed_slices(profiles: dict, label: str, stats_by_split: dict, settings: EvaluateParams = EvaluateParams()) -> dict:
+    """Columns that could be fairness slices (flywheel/slice_candidates.py), from the training
+    profiles' level counts scaled to the test split; whether the configured slice columns exist."""
+    rows = {split: int(stats.datasets[0].num_examples) for split, stats in stats_by_split.items()}
+    scale = rows.get("test", 0) / rows["train"] if rows.get("train") and rows.get("test") else 0.2
+    found = []
+    for name, profile in profiles.items():
+        if name == label or getattr(profile, "kind", "") != "categorical":
+            continue
+        counts = {level: count * scale for level, count in zip(profile.levels, profile.counts)}
+        levels = {str(level).lower() for level in profile.levels}
+        kind = "boolean" if levels <= {"true", "false", "0", "1"} else "categorical"
+        found.append(slice_candidates.candidate(name, counts, kind, settings.max_slices, settings.min_slice_rows))
+    candidates = slice_candidates.ranked([c for c in found if c])
+    configured = [f for f in settings.slice_features if f in profiles]
+    return {"configured": configured, "candidates": candidates,
+            "setting": slice_candidates.setting(candidates) if candidates else ""}
 
 
 def _label_text(distribution: dict) -> str:
@@ -147,10 +168,25 @@ def markdown(card: dict) -> str:
                                 or ["None."]), ""]
     lines += ["## Drift against the production model's data",
               *([f"- {a['feature']}: {a['description']}" for a in card["drift"]] or ["None found (or no earlier version)."]), ""]
+    lines += _slice_lines(card.get("slice_candidates") or {})
     lines += ["## Known limitations",
               *([f"- {x}" for x in card["limitations"]] or
                 [f"None written down (add `limitations:` to a `{CARD_SUFFIX}` file next to the data)."]), ""]
     return "\n".join(lines)
+
+
+def _slice_lines(proposal: dict) -> list[str]:
+    """The card's section on fairness slices: the configured ones found, or the candidates."""
+    if proposal.get("configured"):
+        return ["## Fairness slices", f"Sliced on {', '.join(proposal['configured'])} (evaluate.slice_features).", ""]
+    if not proposal.get("candidates"):
+        return ["## Fairness slices", "None of evaluate.slice_features is in the data, and no column makes groups "
+                "large enough to judge: fairness is not assessed.", ""]
+    return ["## Fairness slices",
+            "None of evaluate.slice_features is in the data, so fairness is not assessed. Columns that could be "
+            "slices:", *[f"- `{c['column']}`: {c['why']}" for c in proposal["candidates"]],
+            f"Slice on them with `SET='{proposal['setting']}'`; to keep a sensitive one out of the model's inputs "
+            "as well, add `schema.sensitive_features=[\"<column>\"]`.", ""]
 
 
 def html_page(card: dict) -> str:

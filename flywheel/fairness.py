@@ -1,25 +1,27 @@
 """Fairness of a model across slices of its test rows: per-slice metrics with bootstrap intervals,
-and the criteria the blessing applies to them.
+and a gate with a known false-alarm rate that the blessing applies to them.
 
 Pure functions: a frame, labels and model outputs in, plain dataclasses out (TFMA's per-slice
 thresholds in TFX's Evaluator are the model). What is sliced and judged comes from the `evaluate`
 section of params.yaml (flywheel/params.py EvaluateParams):
 
-- a slice is a value of one feature, or a pair of values of two crossed features ("a:b");
+- a slice is a value of one feature, or a pair of values of two crossed features ("a:b", only
+  when named in `slice_crosses`);
   numeric features with more distinct values than `slice_bins` are cut into quantile bins; the
   most frequent `max_slices` slices of a grouping are kept and the rest pooled, so a feature with
   thousands of values costs no more than one with twenty;
 - each slice has its row count, the task's primary metric (flywheel/evaluation_metrics.py) and a
   percentile bootstrap interval; a slice under `min_slice_rows` rows is reported as too small,
   and one whose metric is undefined (AUC on one class) as undefined; neither is judged;
-- criteria, each judged only where the evidence is not noise:
-  * gap: within a grouping, the largest difference between two slices whose intervals do not
-    overlap must be at most `max_slice_gap`;
-  * floor: no slice's interval may lie wholly below `min_slice_auc` / `min_slice_accuracy` (or
-    above `max_slice_rmse`);
-  * production: on no slice may the candidate be worse than the production model, scored on the
-    same rows, by more than `slice_allowed_regression`, where the paired bootstrap interval of the
-    difference lies wholly on the worse side (the same resamples score both models).
+- the gate (`judge`): each judged slice is compared with the other judged slices of its
+  grouping (their row-weighted mean; the primary metric and, for binary classifiers, the true-
+  and false-positive rates and selection rate), with the floor `min_slice_auc` / `min_slice_accuracy` / `max_slice_rmse`,
+  and with the production model on the same rows (paired resamples). Each comparison is a
+  one-sided z-test of "no worse" from bootstrap standard errors; Holm's correction over every
+  comparison that gates (`slice_gates`, the floor, production) keeps the chance of refusing a
+  model that is fair by construction at most 1 - `confidence`, however many slices there are.
+  A comparison refuses when it is significant after the correction and worse by more than
+  allowed (`max_slice_gap`, `max_rate_gap`, `min_selection_ratio`, `slice_allowed_regression`).
 
 The bootstrap costs resamples x rows per slice: slices above `bootstrap_max_rows` rows are
 bootstrapped on a random subsample of that many rows and the interval's width is scaled by
@@ -37,7 +39,8 @@ import numpy as np
 import pandas as pd
 
 from flywheel import evaluation_metrics as em
-from flywheel import names
+from flywheel import names, slice_candidates
+from flywheel.drift.pvalues import holm
 from flywheel.params import EvaluateParams
 
 OK, TOO_SMALL, UNDEFINED = "ok", "too small", "undefined"
@@ -62,6 +65,29 @@ class SliceResult:
     worse_by: float | None = None            # candidate worse than production by (metric units; < 0 = better)
     worse_by_low: float | None = None        # paired bootstrap interval of worse_by
     worse_by_high: float | None = None
+    se: float | None = None                  # bootstrap standard error of value
+    worse_by_se: float | None = None         # ... and of worse_by (paired)
+
+
+@dataclasses.dataclass
+class Comparison:
+    """One hypothesis the gate tests: the slice is worse than a reference (the other slices of
+    its grouping, the floor, or production on the same rows) by more than `allowed`. `p_value`
+    is one-sided against "no worse" (z from the bootstrap standard errors); `adjusted` is Holm's
+    over every comparison that gates."""
+    criterion: str                 # gap | floor | production
+    measure: str                   # primary | tpr | fpr | selection_rate
+    grouping: str
+    slice: str
+    value: float                   # the slice's measure
+    reference: float               # the other slices', the floor, or production's
+    worse_by: float                # in the measure's units (selection_rate: log of others / slice)
+    low: float                     # confidence interval of worse_by
+    high: float
+    allowed: float
+    p_value: float
+    gates: bool                    # counted in the family and able to refuse (params evaluate.slice_gates)
+    adjusted: float | None = None
 
 
 @dataclasses.dataclass
@@ -76,9 +102,10 @@ class Failure:
 @dataclasses.dataclass
 class Gap:
     grouping: str
-    largest: float                 # between any two judged slices
-    apart: float                   # between two slices whose intervals do not overlap (0 if none)
-    between: tuple[str, str] | None = None    # the two slices of `apart` (worse first)
+    largest: float                 # of the primary metric, between any two judged slices
+    worst: float = 0.0             # the largest by which a slice is worse than the other slices
+    worst_slice: str | None = None
+    worst_adjusted: float | None = None       # its Holm-adjusted p-value
 
 
 @dataclasses.dataclass
@@ -89,6 +116,8 @@ class FairnessReport:
     gaps: list[Gap]
     failures: list[Failure]
     absent: list[str]              # slice features named in params but not in the data
+    comparisons: list[Comparison] = dataclasses.field(default_factory=list)
+    candidates: list[dict] = dataclasses.field(default_factory=list)   # proposed slice columns when none exist
 
     @property
     def passed(self) -> bool:
@@ -100,19 +129,24 @@ class FairnessReport:
         small = sum(1 for s in self.slices if s.status == TOO_SMALL)
         groupings = len({s.grouping for s in self.slices})
         if not self.slices:
-            return "no slices" + (f" (not in the data: {', '.join(self.absent)})" if self.absent else "")
-        counts = f"{judged} slices judged, {small} too small, over {groupings} groupings"
+            absent = f" (not in the data: {', '.join(self.absent)})" if self.absent else ""
+            proposed = ""
+            if self.candidates:
+                proposed = (f"; candidate slice columns: {', '.join(c['column'] for c in self.candidates)} "
+                            f"(SET='{slice_candidates.setting(self.candidates)}')")
+            return "no slices" + absent + proposed
+        family = sum(1 for c in self.comparisons if c.gates)
+        counts = (f"{judged} slices judged, {small} too small, over {groupings} groupings; {family} comparisons, "
+                  f"Holm at {1 - self.confidence:.0%} family-wise")
         if self.failures:
             first = self.failures[0]
             more = f" (+{len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
             return f"FAILED: {first.message}{more}; {counts}"
-        widest = max(self.gaps, key=lambda g: g.largest, default=None)
+        widest = max(self.gaps, key=lambda g: g.worst, default=None)
         gap = ""
-        if widest:
-            apart = max(self.gaps, key=lambda g: g.apart)
-            beyond = (f"; {apart.apart:.3f} with intervals apart ({apart.grouping})" if apart.apart
-                      else "; no gap with intervals apart")
-            gap = f"; largest {self.metric} gap {widest.largest:.3f} ({widest.grouping}){beyond}"
+        if widest and widest.worst_slice is not None:
+            gap = (f"; worst slice {widest.grouping}={widest.worst_slice}, {self.metric} worse than the other slices by "
+                   f"{widest.worst:.3f} (adjusted p {widest.worst_adjusted:.2f})")
         return f"passed: {counts}{gap}"
 
     def to_dict(self) -> dict:
@@ -232,11 +266,12 @@ class _Draws:
     scale: float
 
 
-def _draws(size: int, params: EvaluateParams, key: str) -> _Draws:
+def _draws(size: int, params: EvaluateParams, key: str, cap: int | None = None) -> _Draws:
     rng = np.random.default_rng([params.bootstrap_seed, zlib.crc32(key.encode())])
     rows = np.arange(size)
-    if size > params.bootstrap_max_rows:
-        rows = np.sort(rng.choice(size, params.bootstrap_max_rows, replace=False))
+    cap = min(cap or params.bootstrap_max_rows, params.bootstrap_max_rows)
+    if size > cap:
+        rows = np.sort(rng.choice(size, cap, replace=False))
     m = len(rows)
     index = rng.integers(0, m, size=(params.bootstrap_resamples, m), dtype=np.int32 if m < 2 ** 31 else np.int64)
     return _Draws(rows, index, math.sqrt(m / size))
@@ -252,6 +287,12 @@ def _interval(point: float, draws: np.ndarray, sub_point: float, scale: float,
     tail = (1 - confidence) / 2
     lo, hi = np.quantile(finite, [tail, 1 - tail])
     return float(point + scale * (lo - sub_point)), float(point + scale * (hi - sub_point))
+
+
+def _se(draws: np.ndarray, scale: float) -> float | None:
+    """Bootstrap standard error, scaled back to the slice's size; None when too many draws are undefined."""
+    finite = draws[np.isfinite(draws)]
+    return float(np.std(finite, ddof=1) * scale) if len(finite) >= max(0.9 * len(draws), 2) else None
 
 
 def _subset(outputs: dict, index: np.ndarray) -> dict:
@@ -276,7 +317,8 @@ def measure_slice(grouping: str, name: str, metric: str, labels: np.ndarray, out
     sub_point = point if draws.scale == 1 else _point(metric, sub_labels, sub_outputs)
     candidate = resampled_metric(metric, sub_labels, sub_outputs, draws.index)
     low, high = _interval(point, candidate, sub_point, draws.scale, params.confidence)
-    result = SliceResult(grouping, name, rows, OK if low is not None else UNDEFINED, point, low, high)
+    result = SliceResult(grouping, name, rows, OK if low is not None else UNDEFINED, point, low, high,
+                         se=_se(candidate, draws.scale))
     if production is not None:
         p_labels, p_outputs = production
         p_point = _point(metric, p_labels, p_outputs)
@@ -292,32 +334,131 @@ def measure_slice(grouping: str, name: str, metric: str, labels: np.ndarray, out
             result.worse_by_low, result.worse_by_high = _interval(
                 result.worse_by, worse_draws, em.worse_by(metric, sub_point, p_sub_point), draws.scale,
                 params.confidence)
+            result.worse_by_se = _se(worse_draws, draws.scale)
     return result
 
 
-# --- criteria -------------------------------------------------------------------------------------
+# --- comparisons and the gate --------------------------------------------------------------------
+# Every criterion is a one-sided test of "the slice is no worse than its reference", with a
+# z-statistic from bootstrap standard errors; Holm's step-down over all comparisons that gate
+# keeps the chance that a model fair by construction is refused at most 1 - confidence
+# (benchmarks/bench_fairness.py measures it). A comparison refuses only when its adjusted p-value
+# is within that and the difference is also larger than allowed: significant and material.
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+PRIMARY, TPR, FPR, SELECTION = "primary", "tpr", "fpr", "selection_rate"
+RATES = (TPR, FPR, SELECTION)       # of binary classifiers at the 0.5 threshold, as the confusion matrix
+THRESHOLD = 0.5
 
 
-def _interval_text(s: SliceResult) -> str:
-    return f"{_fmt(s.value)} [{_fmt(s.low)}, {_fmt(s.high)}] on {s.rows} rows"
+def _p_worse(worse_by: float, se: float | None) -> float:
+    """One-sided p-value of a difference this large (or larger) if the slice were no worse."""
+    if se is None or not np.isfinite(worse_by):
+        return 1.0
+    if se <= 0:
+        return 0.0 if worse_by > 0 else 1.0
+    return 0.5 * math.erfc(worse_by / se / math.sqrt(2))
 
 
-def gap_of(grouping: str, judged: list[SliceResult], metric: str) -> Gap:
-    """The largest gap between judged slices, and the largest between two whose intervals are apart."""
-    if len(judged) < 2:
-        return Gap(grouping, 0.0, 0.0)
-    values = [s.value for s in judged]
-    gap = Gap(grouping, float(max(values) - min(values)), 0.0)
-    higher_is_better = em.HIGHER_IS_BETTER[metric]
-    for a in judged:
-        for b in judged:
-            if a.high < b.low and b.value - a.value > gap.apart:   # a wholly below b
-                worse, better = (a, b) if higher_is_better else (b, a)
-                gap.apart, gap.between = float(b.value - a.value), (worse.slice, better.slice)
-    return gap
+def _z(confidence: float) -> float:
+    """Two-sided normal quantile of the confidence (bisection on erfc: no scipy here)."""
+    low, high = 0.0, 10.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if math.erfc(mid / math.sqrt(2)) > 1 - confidence else (low, mid)
+    return (low + high) / 2
+
+
+def rate_draws(measure: str, labels: np.ndarray, scores: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """True-positive rate, false-positive rate or selection rate of each resample (rows of index)."""
+    selected = (scores >= THRESHOLD)[index]
+    if measure == SELECTION:
+        return selected.mean(axis=1)
+    wanted = (labels == (1 if measure == TPR else 0))[index]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(wanted.sum(axis=1) > 0, (selected & wanted).sum(axis=1) / wanted.sum(axis=1), np.nan)
+
+
+def _measure_draws(measure: str, metric: str, labels: np.ndarray, outputs: dict,
+                   draws: _Draws) -> tuple[float, np.ndarray]:
+    """(point, bootstrap draws) of a measure on some rows; `draws` resample them (shared by the measures)."""
+    everything = np.arange(len(labels))[None, :]
+    sub_labels, sub_outputs = labels[draws.rows], _subset(outputs, draws.rows)
+    if measure == PRIMARY:
+        point = _point(metric, labels, outputs)
+        values = resampled_metric(metric, sub_labels, sub_outputs, draws.index)
+    else:
+        point = float(rate_draws(measure, labels, outputs[names.OUTPUT_SCORE], everything)[0])
+        values = rate_draws(measure, sub_labels, sub_outputs[names.OUTPUT_SCORE], draws.index)
+    return point, values
+
+
+def _worse(measure: str, metric: str, value, reference):
+    """How much worse the slice's measure is than the reference's (arrays or floats)."""
+    if measure == PRIMARY:
+        return em.worse_by(metric, value, reference)
+    if measure == TPR:
+        return reference - value                       # equal opportunity: fewer positives found
+    if measure == FPR:
+        return value - reference                       # equalized odds: more negatives flagged
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(reference) - np.log(value)       # selected less often, as a log ratio
+
+
+def allowed(measure: str, params: EvaluateParams) -> float:
+    if measure == PRIMARY:
+        return params.max_slice_gap
+    if measure == SELECTION:
+        return -math.log(params.min_selection_ratio) if params.min_selection_ratio > 0 else math.inf
+    return params.max_rate_gap
+
+
+def measures(task: str) -> tuple[str, ...]:
+    return (PRIMARY, *RATES) if task == names.BINARY else (PRIMARY,)
+
+
+def slice_measures(grouping: str, name: str, task: str, labels: np.ndarray, outputs: dict,
+                   params: EvaluateParams) -> dict[str, tuple[float, float]]:
+    """{measure: (value, bootstrap standard error)} of one slice's rows, every measure of the task
+    from one set of resamples."""
+    metric, found = em.primary_metric(task), {}
+    draws = _draws(len(labels), params, f"{grouping}\x00{name}\x00measures")
+    for measure in measures(task):
+        value, values = _measure_draws(measure, metric, labels, outputs, draws)
+        se = _se(values, draws.scale)
+        if np.isfinite(value) and se is not None:
+            found[measure] = (value, se)
+    return found
+
+
+def versus_others(grouping: str, members: list[tuple[SliceResult, dict]], task: str,
+                  params: EvaluateParams) -> list[Comparison]:
+    """Each judged slice against the other judged slices of its grouping: their metrics averaged
+    with the slices' rows as weights. Within-slice metrics against within-slice metrics: the AUC
+    of pooled rows also ranks rows across slices with different base rates, so it is not a fair
+    reference for a slice's own AUC."""
+    metric, found, half = em.primary_metric(task), [], _z(params.confidence)
+    for measure in measures(task):
+        judged = [(s, m[measure]) for s, m in members if s.status == OK and measure in m]
+        for s, (value, se) in judged:
+            others = [(o.rows, v, e) for o, (v, e) in judged if o is not s]
+            if not others:
+                continue
+            weights = np.array([rows for rows, _, _ in others], dtype=float)
+            weights /= weights.sum()
+            reference = float(np.dot(weights, [v for _, v, _ in others]))
+            reference_se = float(np.sqrt(np.dot(weights ** 2, [e ** 2 for _, _, e in others])))
+            worse = float(_worse(measure, metric, value, reference))
+            if measure == SELECTION:    # the standard error of a log ratio: relative errors add
+                difference_se = math.hypot(se / max(value, 1e-12), reference_se / max(reference, 1e-12))
+            else:
+                difference_se = math.hypot(se, reference_se)
+            if not np.isfinite(worse):
+                continue
+            found.append(Comparison(GAP, measure, grouping, s.slice, value, reference, worse,
+                                    worse - half * difference_se, worse + half * difference_se,
+                                    allowed(measure, params), _p_worse(worse, difference_se),
+                                    measure in params.slice_gates))
+    return found
 
 
 def _floor(metric: str, params: EvaluateParams) -> tuple[float, bool] | None:
@@ -329,47 +470,77 @@ def _floor(metric: str, params: EvaluateParams) -> tuple[float, bool] | None:
     return (params.max_slice_rmse, False) if params.max_slice_rmse > 0 else None
 
 
-def judge(slices: list[SliceResult], metric: str, params: EvaluateParams) -> tuple[list[Gap], list[Failure]]:
-    """The gaps per grouping and every failed criterion, each explaining itself."""
-    gaps, failures = [], []
-    by_grouping: dict[str, list[SliceResult]] = {}
-    for s in slices:
-        by_grouping.setdefault(s.grouping, []).append(s)
-    level = f"{params.confidence:.0%}"
-    for grouping, members in by_grouping.items():
-        judged = [s for s in members if s.status == OK]
-        gap = gap_of(grouping, judged, metric)
+def slice_comparisons(s: SliceResult, metric: str, params: EvaluateParams) -> list[Comparison]:
+    """The floor (or ceiling) and the comparison with production on the same rows, of one judged slice."""
+    found, half = [], _z(params.confidence)
+    floor = _floor(metric, params)
+    if floor and s.se is not None:
+        worse = (floor[0] - s.value) if floor[1] else (s.value - floor[0])
+        found.append(Comparison(FLOOR, PRIMARY, s.grouping, s.slice, s.value, floor[0], worse, worse - half * s.se,
+                                worse + half * s.se, 0.0, _p_worse(worse, s.se), True))
+    if s.worse_by is not None and s.worse_by_se is not None:
+        found.append(Comparison(PRODUCTION, PRIMARY, s.grouping, s.slice, s.value, s.production, s.worse_by,
+                                s.worse_by - half * s.worse_by_se, s.worse_by + half * s.worse_by_se,
+                                params.slice_allowed_regression, _p_worse(s.worse_by, s.worse_by_se), True))
+    return found
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _interval_text(s: SliceResult) -> str:
+    return f"{_fmt(s.value)} [{_fmt(s.low)}, {_fmt(s.high)}] on {s.rows} rows"
+
+
+def _measure_name(measure: str, metric: str) -> str:
+    return {PRIMARY: metric, TPR: "true-positive rate", FPR: "false-positive rate",
+            SELECTION: "selection rate"}[measure]
+
+
+def _message(c: Comparison, s: SliceResult, metric: str, level: str) -> str:
+    what = _measure_name(c.measure, metric)
+    test = f"Holm-adjusted p {c.adjusted:.3g}"
+    where = f"{c.grouping}={c.slice} ({s.rows} rows)"
+    if c.criterion == GAP and c.measure == SELECTION:
+        return (f"selection rate gap on {where}: {c.value:.3f} is {c.value / c.reference:.2f} of the other slices' "
+                f"{c.reference:.3f}, below the allowed ratio {math.exp(-c.allowed):.2f} ({test})")
+    if c.criterion == GAP:
+        return (f"{what} gap on {where}: {c.value:.3f} vs the other slices' {c.reference:.3f}, worse by {c.worse_by:.3f} "
+                f"({level} interval [{c.low:.3f}, {c.high:.3f}]), more than the allowed {c.allowed} ({test})")
+    if c.criterion == FLOOR:
+        side = "below the floor" if metric in ("auc", "accuracy") else "above the ceiling"
+        return f"{what} on {c.grouping}={c.slice} is {_interval_text(s)}: {side} {c.reference} ({test})"
+    return (f"{what} on {c.grouping}={c.slice} is {_interval_text(s)}, worse than production's "
+            f"{_fmt(s.production)} [{_fmt(s.production_low)}, {_fmt(s.production_high)}] on the same rows "
+            f"by {c.worse_by:.3f} ({level} interval of the difference [{_fmt(s.worse_by_low)}, "
+            f"{_fmt(s.worse_by_high)}]), more than the allowed {c.allowed} ({test})")
+
+
+def judge(slices: list[SliceResult], rest: list[Comparison], metric: str,
+          params: EvaluateParams) -> tuple[list[Gap], list[Comparison], list[Failure]]:
+    """Holm over every gating comparison; the failures (significant and larger than allowed),
+    worst first; each grouping's spread and its slice most worse than the others."""
+    judged = [s for s in slices if s.status == OK]
+    comparisons = list(rest) + [c for s in judged for c in slice_comparisons(s, metric, params)]
+    family = [c for c in comparisons if c.gates]
+    for c, adjusted in zip(family, holm([c.p_value for c in family]) if family else []):
+        c.adjusted = float(adjusted)
+    alpha, level = 1 - params.confidence, f"{params.confidence:.0%}"
+    by_name = {(s.grouping, s.slice): s for s in judged}
+    failures = [Failure(c.criterion, c.grouping, c.slice, _message(c, by_name[(c.grouping, c.slice)], metric, level),
+                        dataclasses.asdict(c))
+                for c in sorted(family, key=lambda c: c.adjusted)
+                if c.adjusted <= alpha and c.worse_by > c.allowed and (c.grouping, c.slice) in by_name]
+    gaps = []
+    for grouping in dict.fromkeys(s.grouping for s in slices):
+        values = [s.value for s in judged if s.grouping == grouping]
+        gap = Gap(grouping, float(max(values) - min(values)) if len(values) > 1 else 0.0)
+        for c in rest:
+            if c.grouping == grouping and c.measure == PRIMARY and c.worse_by > gap.worst:
+                gap.worst, gap.worst_slice, gap.worst_adjusted = c.worse_by, c.slice, c.adjusted
         gaps.append(gap)
-        if gap.between and gap.apart > params.max_slice_gap:
-            worse, better = (next(s for s in judged if s.slice == name) for name in gap.between)
-            failures.append(Failure(
-                GAP, grouping, worse.slice,
-                f"{metric} gap {gap.apart:.3f} between {grouping}={worse.slice} ({_interval_text(worse)}) and "
-                f"{grouping}={better.slice} ({_interval_text(better)}) exceeds the allowed {params.max_slice_gap} "
-                f"and the {level} intervals do not overlap",
-                {"gap": gap.apart, "allowed": params.max_slice_gap, "worse": dataclasses.asdict(worse),
-                 "better": dataclasses.asdict(better)}))
-        floor = _floor(metric, params)
-        for s in judged:
-            if floor and (s.high < floor[0] if floor[1] else s.low > floor[0]):
-                side = "below the floor" if floor[1] else "above the ceiling"
-                failures.append(Failure(
-                    FLOOR, grouping, s.slice,
-                    f"{metric} on {grouping}={s.slice} is {_interval_text(s)}: its {level} interval is wholly "
-                    f"{side} {floor[0]}",
-                    {"value": s.value, "low": s.low, "high": s.high, "bound": floor[0], "rows": s.rows}))
-            if s.worse_by is not None and s.worse_by_low is not None and s.worse_by_low > 0 \
-                    and s.worse_by > params.slice_allowed_regression:
-                failures.append(Failure(
-                    PRODUCTION, grouping, s.slice,
-                    f"{metric} on {grouping}={s.slice} is {_interval_text(s)}, worse than production's "
-                    f"{_fmt(s.production)} [{_fmt(s.production_low)}, {_fmt(s.production_high)}] on the same rows "
-                    f"by {s.worse_by:.3f} ({level} interval of the difference [{_fmt(s.worse_by_low)}, "
-                    f"{_fmt(s.worse_by_high)}]), more than the allowed {params.slice_allowed_regression}",
-                    {"value": s.value, "production": s.production, "worse_by": s.worse_by,
-                     "worse_by_low": s.worse_by_low, "worse_by_high": s.worse_by_high,
-                     "allowed": params.slice_allowed_regression, "rows": s.rows}))
-    return gaps, failures
+    return gaps, comparisons, failures
 
 
 def check(params: EvaluateParams) -> None:
@@ -380,28 +551,41 @@ def check(params: EvaluateParams) -> None:
     for key in ("bootstrap_resamples", "bootstrap_max_rows", "slice_bins", "max_slices"):
         if getattr(params, key) < 1:
             problems.append(f"evaluate.{key} must be at least 1, not {getattr(params, key)}")
+    if params.bootstrap_resamples < 2:
+        problems.append("evaluate.bootstrap_resamples must be at least 2 (a standard error needs two draws)")
+    unknown = [g for g in params.slice_gates if g not in (PRIMARY, *RATES)]
+    if unknown:
+        problems.append(f"evaluate.slice_gates: unknown {unknown}; choose among {[PRIMARY, *RATES]}")
     if problems:
         raise ValueError("params: " + "; ".join(problems))
 
 
 def assess(frame: pd.DataFrame, task: str, labels: np.ndarray, outputs: dict, params: EvaluateParams,
-           production: tuple[np.ndarray, dict] | None = None) -> FairnessReport:
+           production: tuple[np.ndarray, dict] | None = None, label: str = "") -> FairnessReport:
     """Slice the test rows as params name, measure every slice (candidate, and production's
-    (labels, outputs) on the same rows when given) and judge the criteria."""
+    (labels, outputs) on the same rows when given), compare each with the other slices, and judge. When
+    none of the named slices exist, the report proposes columns (never `label`)."""
     check(params)
     metric = em.primary_metric(task)
-    sliced, absent = groupings(frame.reset_index(drop=True), params)
+    frame = frame.reset_index(drop=True)
+    sliced, absent = groupings(frame, params)
     labels = np.asarray(labels)
-    results = []
+    results, rest = [], []
     for grouping, slice_of_row in sliced.items():
         order = np.argsort(slice_of_row.codes, kind="stable")
         bounds = np.searchsorted(slice_of_row.codes[order], np.arange(len(slice_of_row.names) + 1))
+        members = []
         for code in sorted(range(len(slice_of_row.names)), key=lambda c: slice_of_row.names[c]):
             index, name = order[bounds[code]:bounds[code + 1]], slice_of_row.names[code]
             if not len(index):
                 continue
             paired = (production[0][index], _subset(production[1], index)) if production is not None else None
-            results.append(measure_slice(grouping, str(name), metric, labels[index], _subset(outputs, index),
-                                         params, paired))
-    gaps, failures = judge(results, metric, params)
-    return FairnessReport(metric, params.confidence, results, gaps, failures, absent)
+            result = measure_slice(grouping, str(name), metric, labels[index], _subset(outputs, index), params, paired)
+            results.append(result)
+            if result.status == OK:
+                members.append((result, slice_measures(grouping, str(name), task, labels[index],
+                                                       _subset(outputs, index), params)))
+        rest += versus_others(grouping, members, task, params)
+    gaps, comparisons, failures = judge(results, rest, metric, params)
+    candidates = [] if sliced else slice_candidates.propose(frame, (label,), params.max_slices, params.min_slice_rows)
+    return FairnessReport(metric, params.confidence, results, gaps, failures, absent, comparisons, candidates)

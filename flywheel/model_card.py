@@ -70,13 +70,17 @@ def fairness_section(report: dict, metric: str) -> list[str]:
     """The fairness table (every slice: rows, candidate and production with intervals, status) and
     the picture evaluate draws beside the card; `report` is fairness.FairnessReport.to_dict()."""
     if not report or not report.get("slices"):
-        return ["", "## Fairness", report.get("summary", "no slices") if report else "no slices"]
+        lines = ["", "## Fairness", report.get("summary", "no slices") if report else "no slices"]
+        return lines + [""] * bool(report and report.get("candidates")) + [
+            f"- `{c['column']}`: {c['why']}" for c in (report or {}).get("candidates", [])]
     level = f"{report['confidence']:.0%}"
     lines = ["", "## Fairness",
              f"**{report['summary']}**", "",
              f"Each slice's {metric} on the test rows with its {level} bootstrap interval, production's on the "
-             "same rows beside it. A gap between slices counts only where their intervals do not overlap; "
-             "slices too small to judge are listed, not judged.", "",
+             "same rows beside it. Each slice is compared with the other slices of its feature, the floor and production; "
+             f"a comparison refuses when it is larger than allowed and significant after Holm's correction over "
+             f"all of them (at most {1 - report['confidence']:.0%} chance of refusing a fair model). "
+             "Slices too small to judge are listed, not judged.", "",
              f"![{metric} per slice with intervals]({names.FAIRNESS_CHART})"]
     if report["failures"]:
         lines.append("")
@@ -91,13 +95,27 @@ def fairness_section(report: dict, metric: str) -> list[str]:
         status = "FAILED" if (s["grouping"], s["slice"]) in failed else s["status"]
         lines.append(f"| {s['grouping']} | {s['slice']} | {s['rows']} | {_interval(s['value'], s['low'], s['high'])} | "
                      f"{_interval(s['production'], s['production_low'], s['production_high'])} | {status} |")
-    lines += ["", f"| feature | largest gap | largest gap with intervals apart |", "|---|---|---|"]
-    lines += [f"| {g} | {v['largest']:.3f} | {v['apart']:.3f}"
-              + (f" ({v['between'][0]} vs {v['between'][1]})" if v.get("between") else "") + " |"
+    lines += ["", "| feature | largest gap | slice most worse than the others | adjusted p |", "|---|---|---|---|"]
+    lines += [f"| {g} | {v['largest']:.3f} | "
+              + (f"{v['worst_slice']} by {v['worst']:.3f} | {v['worst_adjusted']:.3g} |" if v.get("worst_slice")
+                 else "- | - |")
               for g, v in gaps.items()]
+    rates = [c for c in report.get("comparisons", []) if c["criterion"] == "gap" and c["measure"] != "primary"]
+    if rates:
+        lines += ["", "| feature | slice | measure | value | other slices | worse by (interval) | adjusted p | gates |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {c['grouping']} | {c['slice']} | {c['measure']} | {c['value']:.3f} | {c['reference']:.3f} | "
+                  f"{c['worse_by']:.3f} [{c['low']:.3f}, {c['high']:.3f}] | "
+                  f"{'-' if c['adjusted'] is None else format(c['adjusted'], '.3g')} | {'yes' if c['gates'] else 'no'} |"
+                  for c in rates]
+
     if report.get("absent"):
         lines.append(f"\nNot in the data, not sliced: {', '.join(report['absent'])}")
     return lines
+
+
+def _number(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def infra_validation_section(validation: dict) -> str:
@@ -109,8 +127,14 @@ def infra_validation_section(validation: dict) -> str:
              f"| model server | {validation.get('server', '-')} |",
              f"| load time | {validation.get('load_seconds', float('nan')):.2f} s |",
              f"| rows compared | {validation.get('rows_compared', 0)} |",
-             f"| largest score difference | {validation.get('max_abs_difference', float('nan')):.2e} |"]
+             f"| largest score difference | {_number(validation.get('max_abs_difference'), '.2e')} |"]
     if latency:
         lines += [f"| latency p50 / p99 | {latency['p50_ms']:.2f} / {latency['p99_ms']:.2f} ms "
                   f"({latency['requests']} one-row requests at {latency['rate_rps']:.0f}/s) |"]
+    production = validation.get("production_latency")
+    if production:
+        lines += [f"| production, same run | {production['p50_ms']:.2f} / {production['p99_ms']:.2f} ms |"]
+    machine = validation.get("machine")
+    if machine and machine.get("other_cores") is not None:
+        lines += [f"| other work on the machine | {machine['other_cores']:.1f} of {machine['cores']} cores |"]
     return "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
 """What the built images are, read from the engine (`docker image inspect`) and from inside them:
-user, entry point, labels, exposed ports; no build tools, sources or development model server;
+user, entry point, labels, exposed ports; no build tools, sources or tests;
 and a build context that carries only what the Dockerfile installs (Docker's own .dockerignore
 handling, on the real repository)."""
 from __future__ import annotations
@@ -16,9 +16,11 @@ from tests.support.containers import exec_output, run_container
 
 from tests.support.containers import ROOT, load_build_module
 
-# Top-level entries of the installed project wheel: pyproject's packages (devserver/ and tests/ are
-# not among them), its metadata, and the `flywheel` console script (bin/, reached as ../../../bin).
-PROJECT_PACKAGES = {"..", "components", "flywheel", "flywheel-0.1.0.dist-info", "monitoring", "pipelines", "serving", "trigger"}
+# Top-level entries of the installed project wheel: pyproject's packages (with devserver/, which
+# infra validation starts; tests/ is not among them), its metadata, and the `flywheel` console
+# script (bin/, reached as ../../../bin).
+PROJECT_PACKAGES = {"..", "components", "devserver", "flywheel", "flywheel-0.1.0.dist-info", "monitoring", "pipelines",
+                    "serving", "trigger"}
 
 
 def inspect(docker_client, image: str) -> dict:
@@ -88,9 +90,9 @@ def test_final_images_add_the_installed_project_and_nothing_to_build_with(docker
         # what the project's wheel installed: its packages and console script, nothing from the checkout
         code, out = exec_output(final, ["python3", "-c", (
             "import importlib.metadata as m, importlib.util as u, flywheel.params as p; "
-            "print(sorted({f.parts[0] for f in m.files('flywheel')}), u.find_spec('devserver'), p.ROOT)")])
+            "print(sorted({f.parts[0] for f in m.files('flywheel')}), u.find_spec('tests') is None or u.find_spec('tests.support') is None, p.ROOT)")])
         assert code == 0, out
-        assert out.strip().splitlines()[-1] == (f"{sorted(PROJECT_PACKAGES)} None /opt/venv/lib/python3.11/site-packages")
+        assert out.strip().splitlines()[-1] == (f"{sorted(PROJECT_PACKAGES)} True /opt/venv/lib/python3.11/site-packages")
     finally:
         for container in containers:
             container.remove(force=True)
@@ -126,7 +128,7 @@ def test_build_context_is_what_the_dockerfile_installs(docker_client, images, tm
         docker_client.images.remove(probe, force=True)
     top = {path.split("/")[1] for path in listing if path.count("/") >= 1}
     assert top == {"requirements.lock", "pyproject.toml", "docker", "flywheel", "components", "pipelines", "serving",
-                   "monitoring", "trigger"}, top
+                   "monitoring", "trigger", "devserver"}, top
     docker_files = {path for path in listing if path.startswith("./docker/") and path.count("/") == 2}
     assert docker_files == {"./docker/requirements-build.lock", "./docker/requirements-gpu.lock",
                             "./docker/requirements-sidecar.lock", "./docker/install-wheels", "./docker/wheelhouse"}

@@ -1,4 +1,4 @@
-"""Fairness over slices (flywheel/fairness.py): intervals, the overlap rule, floors, too-small
+"""Fairness over slices (flywheel/fairness.py): intervals, the Holm-corrected gate, floors, too-small
 slices, crossed pairs, quantile bins, the comparison with production. Synthetic scores, no model."""
 import dataclasses
 
@@ -166,39 +166,68 @@ def test_a_slice_with_one_class_is_undefined_not_judged():
 
 # --- criteria -------------------------------------------------------------------------------------
 
-def test_a_gap_counts_only_when_the_intervals_do_not_overlap():
-    # The same true gap (AUC 0.84 vs 0.64): on 40 rows per slice the intervals overlap, on 1,500 they do not.
+def test_a_gap_refuses_only_when_significant_after_holm_and_larger_than_allowed():
+    # The same true gap (AUC 0.84 vs 0.64): on 40 rows per slice it could be chance, on 1,500 it is not.
     for rows, fails in ((40, False), (1500, True)):
         frame, labels, outputs = table({"good": (rows, 1.4), "poor": (rows, 0.5)}, seed=8)
         report = fairness.assess(frame, names.BINARY, labels, outputs, PARAMS)
         good, poor = by_slice(report)["good"], by_slice(report)["poor"]
         gap = report.gaps[0]
         assert gap.largest == pytest.approx(good.value - poor.value)
-        assert (poor.high < good.low) is fails
+        assert gap.worst_slice == "poor" and gap.worst == pytest.approx(good.value - poor.value)
         assert (not report.passed) is fails, report.summary()
         if fails:
             failure = report.failures[0]
             assert failure.criterion == fairness.GAP and failure.slice == "poor" and failure.grouping == "group"
-            assert gap.between == ("poor", "good") and gap.apart > PARAMS.max_slice_gap
-            assert "group=poor" in failure.message and "group=good" in failure.message
-            assert f"[{poor.low:.3f}, {poor.high:.3f}]" in failure.message
+            assert failure.values["adjusted"] <= 1 - PARAMS.confidence
+            assert "group=poor" in failure.message and "Holm-adjusted p" in failure.message
         else:
-            assert gap.apart == 0.0
+            assert gap.worst_adjusted > 1 - PARAMS.confidence
+
+
+def test_holm_adjusts_over_every_gating_comparison():
+    frame, labels, outputs = table({"a": (300, 1.0), "b": (300, 1.0), "c": (300, 1.0)}, seed=3)
+    report = fairness.assess(frame, names.BINARY, labels, outputs, PARAMS)
+    family = [c for c in report.comparisons if c.gates]
+    assert {c.measure for c in family} == {fairness.PRIMARY}          # rates are reported, not gating
+    assert {c.measure for c in report.comparisons} == {fairness.PRIMARY, *fairness.RATES}
+    smallest = min(family, key=lambda c: c.p_value)
+    assert smallest.adjusted == pytest.approx(min(1.0, smallest.p_value * len(family)))
+    assert all(c.adjusted >= c.p_value for c in family)
 
 
 def test_gaps_within_the_allowed_size_pass_even_when_significant():
     frame, labels, outputs = table({"a": (3000, 1.2), "b": (3000, 0.95)}, seed=9)
     report = fairness.assess(frame, names.BINARY, labels, outputs, PARAMS)
-    assert 0 < report.gaps[0].apart < PARAMS.max_slice_gap and report.passed
+    worst = report.gaps[0]
+    assert worst.worst_slice == "b" and 0 < worst.worst < PARAMS.max_slice_gap and worst.worst_adjusted < 0.05
+    assert report.passed
 
 
-def test_floor_refuses_a_slice_only_when_its_whole_interval_is_below():
+def test_rate_gaps_gate_when_asked():
+    # Same ranking quality, but group b's scores are shifted down: fewer of its positives pass 0.5.
+    rng = np.random.default_rng(21)
+    frame = pd.DataFrame({"group": ["a"] * 1500 + ["b"] * 1500})
+    labels = (rng.random(3000) < 0.5).astype(int)
+    logits = rng.normal(0, 1, 3000) + 2.0 * (labels - 0.5) - np.where(frame["group"] == "b", 1.5, 0.0)
+    outputs = {names.OUTPUT_SCORE: 1 / (1 + np.exp(-logits))}
+    assert fairness.assess(frame, names.BINARY, labels, outputs, PARAMS).passed       # AUC alone: fair
+    gated = fairness.assess(frame, names.BINARY, labels, outputs,
+                            dataclasses.replace(PARAMS, slice_gates=("primary", "tpr", "selection_rate")))
+    failed = {(f.criterion, f.values["measure"], f.slice) for f in gated.failures}
+    assert {(fairness.GAP, fairness.TPR, "b"), (fairness.GAP, fairness.SELECTION, "b")} <= failed
+    assert any("true-positive rate gap on group=b" in f.message for f in gated.failures)
+    with pytest.raises(ValueError, match="slice_gates"):
+        fairness.assess(frame, names.BINARY, labels, outputs, dataclasses.replace(PARAMS, slice_gates=("recall",)))
+
+
+def test_floor_refuses_a_slice_only_when_significantly_below():
     params = dataclasses.replace(PARAMS, min_slice_auc=0.6, max_slice_gap=1.0)
     frame, labels, outputs = table({"fine": (500, 1.5), "chance": (800, 0.0)}, seed=10)
     report = fairness.assess(frame, names.BINARY, labels, outputs, params)
     assert [(f.criterion, f.slice) for f in report.failures] == [(fairness.FLOOR, "chance")]
     assert "below the floor 0.6" in report.failures[0].message
-    # On 40 rows the interval of a chance-level slice reaches above 0.6: not enough evidence.
+    # On 40 rows a chance-level slice could be at 0.6: not enough evidence.
     frame, labels, outputs = table({"fine": (500, 1.5), "chance": (40, 0.0)}, seed=10)
     assert fairness.assess(frame, names.BINARY, labels, outputs, params).passed
 
@@ -240,6 +269,6 @@ def test_report_is_plain_data_with_a_one_line_summary():
     report = fairness.assess(frame, names.BINARY, labels, outputs, PARAMS)
     as_dict = report.to_dict()
     assert as_dict["passed"] is False and as_dict["failures"][0]["criterion"] == fairness.GAP
-    assert as_dict["summary"].startswith("FAILED: auc gap") and "\n" not in as_dict["summary"]
+    assert as_dict["summary"].startswith("FAILED: auc gap on group=poor") and "\n" not in as_dict["summary"]
     import json
     json.dumps(as_dict)          # it goes into metrics.json as is

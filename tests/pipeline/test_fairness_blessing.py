@@ -1,6 +1,6 @@
 """Fairness in the blessing: a model made deliberately unfair on one group (its scores replaced by
 noise for card payers) is refused with a reason naming the slice; the fair model it was made from
-is blessed; both with the default fairness criteria of params.yaml."""
+is blessed; both with the default fairness gate of params.yaml (Holm over every comparison)."""
 import dataclasses
 import json
 import shutil
@@ -74,7 +74,8 @@ def test_a_model_unfair_on_one_group_is_refused_naming_the_slice(binary_workspac
     assert not result.blessed
     assert result.metrics["auc"] >= CONFIG.min_auc    # overall it would pass: only fairness refuses it
     assert result.reason.startswith("fairness: ")
-    assert f"payment={UNFAIR_GROUP}" in result.reason and "do not overlap" in result.reason
+    assert f"payment={UNFAIR_GROUP}" in result.reason and "Holm-adjusted p" in result.reason
+    assert "vs the other slices'" in result.reason
     failure = result.fairness["failures"][0]
     assert (failure["criterion"], failure["grouping"], failure["slice"]) == (fairness.GAP, "payment", UNFAIR_GROUP)
     card = (tmp_path / "eval" / names.MODEL_CARD).read_text()
