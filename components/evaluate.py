@@ -57,7 +57,7 @@ def bless(task: str, metrics: dict, production: dict | None, params: EvaluatePar
     value = metrics[metric]
     if not np.isfinite(value):
         return False, f"{metric} is not defined on the test split (one class only?)"
-    if simple is not None:
+    if simple is not None and params.baselines_gate:
         for name in (simple.trivial, baselines.LINEAR):
             reference = simple.values.get(name, float("nan"))
             if not np.isfinite(reference):

@@ -167,6 +167,9 @@ class EvaluateParams:
     min_accuracy: float = 0.0             # absolute floor, multiclass classification
     max_rmse: float = 0.0                 # absolute ceiling for regression; 0 = none
     allowed_regression: float = 0.01      # how much worse than production a candidate may be, in units of the primary metric
+    # false: the trivial and linear baselines are reported, not gating (a version served only to test
+    # the release machinery, such as one trained on shuffled labels)
+    baselines_gate: bool = True
     # --- fairness: slices of the test rows (flywheel/fairness.py) ----------------------------------
     # Features sliced on one at a time; a name the data lacks is reported and skipped.
     slice_features: tuple[str, ...] = ("payment_type", "company", "trip_miles")

@@ -193,7 +193,8 @@ def test_multiclass_and_regression_are_evaluated_with_their_own_metric(tmp_path,
     train.run(examples, ws["schema"], "label", str(tmp_path / "model"),
               TrainParams(epochs=3, min_steps=0, families=("linear",)))
     result = evaluate.run(examples, str(tmp_path / "model"), str(tmp_path / "eval"),
-                          EvaluateParams(slice_features=("payment",), slice_crosses=(), min_accuracy=0.4, max_rmse=5.0))
+                          EvaluateParams(slice_features=("payment",), slice_crosses=(), min_accuracy=0.4, max_rmse=5.0,
+                                         max_slice_gap=1.0))
     assert result.task == task and result.primary_metric == metric
     assert {s["slice"] for s in result.fairness["slices"]} == {"card", "cash", "mobile"}
     if task == names.MULTICLASS:
