@@ -153,14 +153,14 @@ batch: $(VENV)/.installed ## Offline predictions: score DATA (file, folder, glob
 	$(PY) -m pipelines.batch_cli "$(DATA)" $(if $(MODEL),--model-name "$(MODEL)") $(if $(VERSION),--version "$(VERSION)") $(if $(REV),--data-rev "$(REV)") $(foreach kv,$(SET),--set '$(kv)') --runner $(BATCH_RUNNER) $(if $(VERBOSE),--verbose)
 
 .PHONY: submit
-submit: $(VENV)/.installed ## Submit one run to Kubeflow: KFP_HOST=url MODEL_REPOSITORY=gs://… [DATA=path as the cluster sees it] [PACKAGE=yaml] [SET="k=v …"] [WAIT=1: wait, print the summary]
+submit: $(VENV)/.installed ## Submit one run to Kubeflow: KFP_HOST=url MODEL_REPOSITORY=gs://… [DATA=path as the cluster sees it] [PACKAGE=yaml] [SET="k=v …"] [SERVICE_ACCOUNT=flywheel-pipeline] [WAIT=1: wait, print the summary]
 	@test -n "$(KFP_HOST)" -a -n "$(MODEL_REPOSITORY)" || { echo "error: KFP_HOST and MODEL_REPOSITORY are required" >&2; exit 2; }
-	$(PY) -m pipelines.cli submit --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" $(if $(DATA),--data "$(DATA)") $(if $(PACKAGE),--package "$(PACKAGE)") $(foreach kv,$(SET),--set '$(kv)') $(if $(WAIT),--wait)
+	$(PY) -m pipelines.cli submit --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" $(if $(SERVICE_ACCOUNT),--service-account "$(SERVICE_ACCOUNT)") $(if $(DATA),--data "$(DATA)") $(if $(PACKAGE),--package "$(PACKAGE)") $(foreach kv,$(SET),--set '$(kv)') $(if $(WAIT),--wait)
 
 .PHONY: schedule
-schedule: $(VENV)/.installed ## Create a recurring run: KFP_HOST=url MODEL_REPOSITORY=gs://… [CRON="0 0 3 * * *"] [PACKAGE=yaml] [SET="k=v …"]
+schedule: $(VENV)/.installed ## Create a recurring run: KFP_HOST=url MODEL_REPOSITORY=gs://… [CRON="0 0 3 * * *"] [PACKAGE=yaml] [SET="k=v …"] [SERVICE_ACCOUNT=flywheel-pipeline]
 	@test -n "$(KFP_HOST)" -a -n "$(MODEL_REPOSITORY)" || { echo "error: KFP_HOST and MODEL_REPOSITORY are required" >&2; exit 2; }
-	$(PY) -m pipelines.cli schedule --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" --cron "$(CRON)" $(if $(DATA),--data "$(DATA)") $(if $(PACKAGE),--package "$(PACKAGE)") $(foreach kv,$(SET),--set '$(kv)')
+	$(PY) -m pipelines.cli schedule --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" $(if $(SERVICE_ACCOUNT),--service-account "$(SERVICE_ACCOUNT)") --cron "$(CRON)" $(if $(DATA),--data "$(DATA)") $(if $(PACKAGE),--package "$(PACKAGE)") $(foreach kv,$(SET),--set '$(kv)')
 
 .PHONY: rollback
 rollback: $(VENV)/.installed ## Make an earlier version production again (moves the `production` label; nothing is copied): TO=<version>

@@ -92,3 +92,6 @@ DEFAULT_MODEL_NAME = "taxi_tips"
 # compiled YAML so the committed YAML never depends on who compiled it.
 COMPONENT_IMAGE = "ghcr.io/flywheel-mlops/flywheel-component:0.1.0"
 SIDECAR_IMAGE = "ghcr.io/flywheel-mlops/flywheel-sidecar:0.1.0"
+# Runs submitted to Kubeflow run as this account: manifests/base/pipeline-rbac.yaml grants it what the
+# push step needs (KFP's own default, pipeline-runner, has none of it).
+PIPELINE_SERVICE_ACCOUNT = "flywheel-pipeline"

@@ -81,6 +81,21 @@ def predictions_from_response(response) -> list:
     return predictions if isinstance(predictions, list) else []
 
 
+def has_null(value, depth: int = 0) -> bool:
+    """Whether an answer holds a null: the development model server answers a NaN or infinite
+    prediction as null (strict JSON has neither), so the log line is flagged as TF Serving's
+    literal NaN would be."""
+    if value is None:
+        return True
+    if depth >= serving_logs.MAX_DEPTH:
+        return False
+    if isinstance(value, list):
+        return any(has_null(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return any(has_null(v, depth + 1) for v in value.values())
+    return False
+
+
 def score_of(prediction) -> float | None:
     if isinstance(prediction, dict):
         prediction = prediction.get(names.OUTPUT_SCORE)
@@ -300,7 +315,7 @@ class Observer:
             task = baseline.task if baseline is not None else None
             self.feedback.remember_prediction(record.request_id, len(predictions),
                                               predicted_classes(task, predictions) if task else None)
-        flags: set = set()
+        flags: set = {serving_logs.NON_FINITE} if has_null(predictions) else set()
         line = {**self._head(record), "rows": len(rows),
                 "features": self.redactor.rows(rows, flags), "predictions": predictions}
         if flags:

@@ -193,7 +193,8 @@ def cmd_submit(args, params) -> int:
     from pipelines import remote
 
     arguments = _remote_arguments(args, params)
-    run_id = remote.submit(args.host, arguments, args.experiment, package=args.package)
+    run_id = remote.submit(args.host, arguments, args.experiment, package=args.package,
+                           service_account=args.service_account)
     print(f"submitted run {run_id} to {args.host}")
     if not args.wait:
         return 0
@@ -208,7 +209,7 @@ def cmd_schedule(args, params) -> int:
     from pipelines import remote
 
     job_id = remote.schedule(args.host, args.cron, _remote_arguments(args, params), args.experiment,
-                             package=args.package)
+                             package=args.package, service_account=args.service_account)
     print(f"created recurring run {job_id} ({args.cron}) on {args.host}")
     return 0
 
@@ -266,6 +267,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--data", default="data/spans/span-001.csv", help="data path as the cluster sees it")
         s.add_argument("--model-repository", required=True, help="gs://…, s3://… or a mounted path in the cluster")
         s.add_argument("--experiment", default="flywheel")
+        s.add_argument("--service-account", default=names.PIPELINE_SERVICE_ACCOUNT,
+                       help="the runs' Kubernetes service account (manifests/base/pipeline-rbac.yaml)")
         s.add_argument("--package", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                          "training_pipeline.yaml"))
         s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)

@@ -48,22 +48,25 @@ def client(host: str):
 
 
 def submit(host: str, arguments: dict, experiment: str = "flywheel", run_name: str | None = None,
-           package: str = PIPELINE_YAML) -> str:
+           package: str = PIPELINE_YAML, service_account: str = names.PIPELINE_SERVICE_ACCOUNT) -> str:
     """Create a run on a KFP endpoint from the compiled package; returns the run id."""
     run = client(host).create_run_from_pipeline_package(
         package, arguments=arguments, experiment_name=experiment,
-        run_name=run_name or f"flywheel-{time.strftime('%Y%m%d-%H%M%S')}", enable_caching=True)
+        run_name=run_name or f"flywheel-{time.strftime('%Y%m%d-%H%M%S')}", enable_caching=True,
+        service_account=service_account)
     return run.run_id
 
 
 def schedule(host: str, cron: str, arguments: dict, experiment: str = "flywheel", name: str = "flywheel-recurring",
-             package: str = PIPELINE_YAML, max_concurrency: int = 1) -> str:
+             package: str = PIPELINE_YAML, max_concurrency: int = 1,
+             service_account: str = names.PIPELINE_SERVICE_ACCOUNT) -> str:
     """Create a recurring run (KFP cron: six fields, seconds first); returns its id."""
     kfp_client = client(host)
     experiment_id = kfp_client.create_experiment(experiment).experiment_id
     recurring = kfp_client.create_recurring_run(
         experiment_id=experiment_id, job_name=name, cron_expression=cron, pipeline_package_path=package,
-        params=arguments, max_concurrency=max_concurrency, no_catchup=True)
+        params=arguments, max_concurrency=max_concurrency, no_catchup=True,
+        service_account=service_account)
     return recurring.recurring_run_id
 
 

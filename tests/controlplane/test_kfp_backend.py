@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from controlplane import kfp, modules
+from flywheel import names
 from flywheel import params as params_module
 from pipelines import remote
 from pipelines.training_pipeline import arguments as pipeline_arguments
@@ -169,9 +170,12 @@ def test_make_submit_creates_a_run_whose_workflow_the_cluster_stores(kubeflow, k
     assert run.state == "PENDING"  # no Argo controller here to start it
     assert run.runtime_config.parameters["data_path"] == "gs://flywheel-test/spans/span-001.csv"
     assert run.runtime_config.parameters["push"]["model_repository"] == MODEL_REPOSITORY
+    assert run.service_account == names.PIPELINE_SERVICE_ACCOUNT
     stored = json.loads(kubeflow.kubectl("get", "workflows", "-n", NAMESPACE, "-l", f"pipeline/runid={run_id}",
                                          "-o", "json").stdout)["items"]
     assert len(stored) == 1 and stored[0]["metadata"]["generateName"] == "flywheel-training-"
+    # The pods run as the account the manifests grant the push step's rights to, not KFP's default.
+    assert stored[0]["spec"]["serviceAccountName"] == names.PIPELINE_SERVICE_ACCOUNT
 
 
 def scheduled_workflows(plane) -> dict[str, dict]:
@@ -188,6 +192,8 @@ def test_make_schedule_creates_a_recurring_run_and_its_scheduled_workflow(kubefl
     new = [swf for name, swf in scheduled_workflows(kubeflow).items() if name not in before]
     assert len(new) == 1 and new[0]["spec"]["trigger"]["cronSchedule"]["cron"] == CRON
     assert new[0]["spec"]["noCatchup"] is True
+    assert recurring.service_account == names.PIPELINE_SERVICE_ACCOUNT
+    assert new[0]["spec"]["workflow"]["spec"]["serviceAccountName"] == names.PIPELINE_SERVICE_ACCOUNT
 
 
 def test_the_trigger_submits_its_run_to_the_api_server(kfp_host):

@@ -277,6 +277,32 @@ def test_a_poison_record_stays_alone_in_its_batch(exported_versions, tmp_path):
     assert observer.written == 3
 
 
+def test_non_finite_predictions_are_flagged_whether_answered_as_null_or_nan(tmp_path):
+    """The development model server answers a NaN prediction as null, TF Serving as a literal
+    NaN: both log lines carry the `non_finite` flag and stay strict JSON."""
+    from prometheus_client import CollectorRegistry
+
+    from flywheel.params import MonitoringParams
+    from monitoring.feedback import FeedbackState
+    from monitoring.metrics import SidecarMetrics
+    from monitoring.observer import Observer, Record
+    from monitoring.redaction import Redactor
+
+    writer = SegmentWriter(tmp_path, "pod", 1 << 20, 60)
+    observer = Observer(MODEL_NAME, "pod", SidecarMetrics(MODEL_NAME, CollectorRegistry()), writer,
+                        FeedbackState(100, 1 << 20, 10, 60), lambda: (None, None),
+                        Redactor([], MonitoringParams().pii_patterns), 100, 1 << 24, 0.01, 10)
+    body = json.dumps({"instances": rows_of(make_frame(2, seed=1))}).encode()
+    answers = (b'{"predictions": [0.1, null]}', b'{"predictions": [0.1, NaN]}', b'{"predictions": [[0.1], [0.9]]}')
+    observer._process([Record(1.0, f"r{i}", 1, body, 200, a, 0.001) for i, a in enumerate(answers)])
+    (segment,) = tmp_path.glob(f"*{OPEN_SUFFIX}")
+    for raw in segment.read_bytes().splitlines():
+        serving_logs.loads_strict(raw)
+    records, skipped = serving_logs.parse_records(segment.read_bytes())
+    assert skipped == 0 and [r.get("flags") for r in records] == [["non_finite"], ["non_finite"], None]
+    assert records[0]["predictions"] == records[1]["predictions"] == [0.1, None]
+
+
 def test_integers_beyond_64_bits_are_logged_exactly():
     value, strict = serving_logs.read_json(b'{"instances": [{"trip_seconds": 18446744073709551616}]}')
     assert value["instances"][0]["trip_seconds"] == 2 ** 64 and not strict
