@@ -42,7 +42,7 @@ lock: $(VENV)/.installed ## Regenerate requirements.lock from pyproject.toml wit
 .PHONY: test
 test: ## Run the whole test suite (sets itself up first; the test control plane builds in the background meanwhile; installs and starts a Docker engine for the container tests). Prints each stage's time.
 	@t0=$$(date +%s); \
-	$(MAKE) --no-print-directory setup tools browser-deps || exit 1; \
+	$(MAKE) --no-print-directory setup tools feast browser-deps || exit 1; \
 	echo "== set-up (virtual environments, Debian packages): $$(( $$(date +%s) - t0 )) s"; \
 	$(PY) -m controlplane build --background; \
 	docker/engine.sh $(PY) -m pytest -q tests; status=$$?; \
@@ -333,6 +333,41 @@ tools: $(TOOLS_VENV)/.installed ## Build .venv-tools/ (checkov) from requirement
 tools-lock: $(VENV)/.installed ## Recompile requirements-tools.lock from requirements-tools.txt.
 	@test -x $(UV) || { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null; $(PY) -m pip install -q "uv==$(UV_VERSION)"; }
 	$(UV) pip compile -q requirements-tools.txt --python-version 3.11 -o requirements-tools.lock
+
+# --- feature store (featurestore/): Feast in its own environment ---------------------------
+# Feast needs numpy>=2 and pyarrow>=16, TFDV numpy 1.26 and pyarrow 10: one process each (see
+# featurestore/__init__.py for the boundary).
+FEAST_VENV := .venv-feast
+FEAST_PY := $(FEAST_VENV)/bin/python
+
+$(FEAST_VENV)/.installed: featurestore/requirements.lock | $(VENV)/.installed
+	@test -x $(FEAST_PY) || $(PYTHON) -m venv $(FEAST_VENV)
+	$(UV) pip install -q --python $(FEAST_PY) -r featurestore/requirements.lock
+	@touch $@
+
+.PHONY: feast
+feast: $(FEAST_VENV)/.installed ## Build .venv-feast/ (Feast) from featurestore/requirements.lock; its pins clash with the main lock.
+
+.PHONY: feast-lock
+feast-lock: $(VENV)/.installed ## Recompile featurestore/requirements.lock from featurestore/requirements.txt.
+	$(UV) pip compile -q featurestore/requirements.txt --python-version 3.11 -o featurestore/requirements.lock
+
+.PHONY: feast-apply
+feast-apply: feast ## The area aggregates from the spans (make data first), `feast apply` of featurestore/repo, then materialise to the online store.
+	@test -f $(DATA_SPANS)/span-001.csv || $(MAKE) --no-print-directory data
+	$(FEAST_PY) -m featurestore generate --spans "$(DATA_SPANS)"
+	cd featurestore/repo && ../../$(FEAST_VENV)/bin/feast apply
+	$(FEAST_PY) -m featurestore materialize
+
+.PHONY: feast-materialize
+feast-materialize: feast ## Load the feature views' new rows into the online store (what the CronJob runs on a cluster).
+	$(FEAST_PY) -m featurestore materialize
+
+FEAST_PORT ?= 6566
+.PHONY: feast-serve
+feast-serve: feast ## Feast's HTTP feature server on 127.0.0.1:6566 (FEAST_PORT), which the sidecar asks by entity key.
+	cd featurestore/repo && ../../$(FEAST_VENV)/bin/feast serve --host 127.0.0.1 --port $(FEAST_PORT)
+# --- end of feature store -------------------------------------------------------------------
 
 .PHONY: manifests-check
 manifests-check: $(VENV)/.installed tools ## Build every overlay; kubernetes-validate (strict, 1.32), wiring checks, checkov, image locks.
