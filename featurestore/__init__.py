@@ -11,8 +11,11 @@ HTTP. Nothing here imports the rest of Flywheel, and nothing in Flywheel imports
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent / "repo"
-DATA = REPO.parent / "data"
-AREA_STATS = DATA / "area_stats.parquet"
+
+def area_stats(repo: Path = REPO) -> Path:
+    """Where the repository's source table lives (`repo/features.py` says the same)."""
+    return Path(repo).resolve().parent / "data" / "area_stats.parquet"
+
 ENTITY = "pickup_area"
 FEATURE_SERVICE = "taxi_area"
 EVENT_TIMESTAMP = "event_timestamp"

@@ -23,6 +23,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     generate = sub.add_parser("generate", help="the area aggregates from the span CSVs")
     generate.add_argument("--spans", required=True)
+    generate.add_argument("--repo", default=REPO, type=Path)
     join = sub.add_parser("join", help="point-in-time join of an entity-and-label Parquet table")
     join.add_argument("--entities", required=True, type=Path)
     join.add_argument("--timestamp-column", required=True)
@@ -34,9 +35,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":
-            from featurestore import datagen
-            table = datagen.generate(args.spans)
-            print(f"{datagen.AREA_STATS}: {len(table)} rows")
+            from featurestore import area_stats, datagen
+            table = datagen.generate(args.spans, area_stats(args.repo))
+            print(f"{area_stats(args.repo)}: {len(table)} rows")
         elif args.command == "join":
             import pandas as pd
             from featurestore import join as join_mod

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from featurestore import AREA_STATS, ENTITY, EVENT_TIMESTAMP
+from featurestore import ENTITY, EVENT_TIMESTAMP
 
 DAY = 86400
 AREAS = np.arange(1, 78)   # the generator's community areas
@@ -42,7 +42,7 @@ def area_daily(trips: pd.DataFrame) -> pd.DataFrame:
     return stats
 
 
-def generate(spans: str | Path, out: Path = AREA_STATS) -> pd.DataFrame:
+def generate(spans: str | Path, out: Path) -> pd.DataFrame:
     """Read every span CSV under `spans`, write the table to `out` (atomically) and return it."""
     files = sorted(glob.glob(os.path.join(str(spans), "*.csv")))
     if not files:

@@ -53,6 +53,13 @@ class IngestParams:
     pii_mode: str = "drop"        # drop | hash
     split_key: str = ""           # column hashed for the split; "" hashes the whole row
     split_buckets: tuple[int, int, int] = (80, 10, 10)   # train / eval / test, percent
+    # Build the span from the feature store (featurestore/): the input is a table of entities and
+    # labels, and each row gets the feature service's values as of its `feature_timestamp` column,
+    # by a point-in-time join run with the feature store's own Python (`make feast`).
+    features: bool = False
+    feature_timestamp: str = "trip_start_timestamp"
+    feast_python: str = ".venv-feast/bin/python"   # relative to the package root
+    feature_repo: str = "featurestore/repo"          # the Feast repository, relative to the package root
 
 
 @dataclasses.dataclass(frozen=True)

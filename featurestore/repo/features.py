@@ -6,8 +6,7 @@ from pathlib import Path
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64
 
-# One definition of each name, shared with the generator and the join (featurestore/names.py is
-# not importable from here: `feast apply` loads this file on its own).
+# As featurestore.area_stats() says (`feast apply` loads this file on its own, without the package).
 AREA_STATS = Path(__file__).resolve().parent.parent / "data" / "area_stats.parquet"
 
 pickup_area = Entity(name="pickup_area", join_keys=["pickup_area"], value_type=ValueType.INT64,
