@@ -333,6 +333,16 @@ class MonitoringParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class FeatureStoreParams:
+    """Entity features at serving time (monitoring/online_features.py): a predict request whose
+    rows carry `entity` gets the feature service's values from Feast's HTTP feature server."""
+    server_url: str = ""                  # e.g. http://127.0.0.1:6566 (`make feast-serve`); "" = off
+    feature_service: str = "taxi_area"
+    entity: str = "pickup_area"
+    timeout_s: float = 1.0                # a slower feature server answers 503, not a late prediction
+
+
+@dataclasses.dataclass(frozen=True)
 class BatchParams:
     """Offline predictions: `make batch` scores a table with a pushed version in record batches
     (components/batch_score.py), and the sidecar answers predict requests by key from the latest
@@ -407,6 +417,7 @@ class Params:
     release: ReleaseParams = ReleaseParams()
     monitoring: MonitoringParams = MonitoringParams()
     batch: BatchParams = BatchParams()
+    feature_store: FeatureStoreParams = FeatureStoreParams()
     trigger: TriggerParams = TriggerParams()
     loop: LoopParams = LoopParams()
 

@@ -33,3 +33,36 @@ def make_store(root: Path, rows_per_span: int = 2000, spans: int = 2) -> tuple[P
     feast("-c", "from feast.cli.cli import cli; cli()", "apply", cwd=repo)   # `feast apply`
     feast("-m", "featurestore", "materialize", "--repo", str(repo))
     return repo, spans_dir
+
+
+class FeatureServer:
+    """Feast's HTTP feature server (`feast serve`) for `repo` on a free loopback port."""
+
+    def __init__(self, repo: Path, log: Path):
+        from tests.support.net import free_port
+        from tests.support.servers import wait_http
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(log, "wb")
+        self.process = subprocess.Popen(
+            [str(FEAST_PYTHON), "-c", "from feast.cli.cli import cli; cli()", "serve", "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", "1"], cwd=repo, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_http(f"{self.url}/health", timeout_s=120, gone=lambda: self.process.poll() is not None)
+        self.get({"pickup_area": [1]})   # the first answer loads the registry and opens the store: seconds
+
+    def get(self, entities: dict) -> dict:
+        import json
+        import urllib.request
+        request = urllib.request.Request(f"{self.url}/get-online-features", json.dumps(
+            {"feature_service": "taxi_area", "entities": entities}).encode(), {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+        self.log.close()
