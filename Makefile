@@ -367,6 +367,9 @@ FEAST_PORT ?= 6566
 .PHONY: feast-serve
 feast-serve: feast ## Feast's HTTP feature server on 127.0.0.1:6566 (FEAST_PORT), which the sidecar asks by entity key.
 	cd featurestore/repo && ../../$(FEAST_VENV)/bin/feast serve --host 127.0.0.1 --port $(FEAST_PORT)
+.PHONY: bench-online-features
+bench-online-features: $(VENV)/.installed feast ## Added latency of serving by entity key: sidecar + Feast feature server vs rows carrying the features, p50/p99 on loopback (~3 min).
+	$(PY) benchmarks/bench_online_features.py
 # --- end of feature store -------------------------------------------------------------------
 
 .PHONY: manifests-check
