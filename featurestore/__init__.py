@@ -8,13 +8,14 @@ ingest writes the entity-and-label table as Parquet, runs `python -m featurestor
 environment's Python and reads the joined table back; the sidecar asks Feast's feature server over
 HTTP. Nothing here imports the rest of Flywheel, and nothing in Flywheel imports this package.
 """
+import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent / "repo"
 
 def area_stats(repo: Path = REPO) -> Path:
     """Where the repository's source table lives (`repo/features.py` says the same)."""
-    return Path(repo).resolve().parent / "data" / "area_stats.parquet"
+    return Path(os.environ.get("FLYWHEEL_FEATURE_DATA") or Path(repo).resolve().parent / "data") / "area_stats.parquet"
 
 ENTITY = "pickup_area"
 FEATURE_SERVICE = "taxi_area"

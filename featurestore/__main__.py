@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     join.add_argument("--repo", default=REPO, type=Path)
     materialize = sub.add_parser("materialize", help="load what is new into the online store")
     materialize.add_argument("--repo", default=REPO, type=Path)
+    materialize.add_argument("--feature-store-yaml", type=Path, help="instead of the repository's")
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":
@@ -46,7 +47,8 @@ def main(argv=None) -> int:
             _write_atomically(args.lineage, lambda p: p.write_text(json.dumps(record, indent=1)))
         else:
             from featurestore import materialize as materialize_mod
-            print(json.dumps(materialize_mod.run(args.repo, dt.datetime.now(dt.timezone.utc))))
+            print(json.dumps(materialize_mod.run(args.repo, dt.datetime.now(dt.timezone.utc),
+                                                      args.feature_store_yaml)))
     except (ValueError, FileNotFoundError, KeyError) as error:
         print(f"error: featurestore {args.command}: {error}", file=sys.stderr)
         return 1

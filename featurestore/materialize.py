@@ -8,10 +8,11 @@ import datetime as dt
 import pandas as pd
 
 
-def run(repo, now: dt.datetime) -> dict:
+def run(repo, now: dt.datetime, config=None) -> dict:
+    """`config`: a feature_store.yaml other than the repository's (a cluster's, with Redis)."""
     from feast import FeatureStore
 
-    store = FeatureStore(repo_path=str(repo))
+    store = FeatureStore(repo_path=str(repo), fs_yaml_file=config)
     done = {}
     for view in store.list_feature_views():
         if view.most_recent_end_time is None:

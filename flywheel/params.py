@@ -340,6 +340,9 @@ class FeatureStoreParams:
     feature_service: str = "taxi_area"
     entity: str = "pickup_area"
     timeout_s: float = 1.0                # a slower feature server answers 503, not a late prediction
+    # Freshness: the alert FlywheelOnlineFeaturesStale fires when the newest value served is older
+    # (the feature view's TTL: a day's aggregates are stamped at its end, so a day and a bit is normal).
+    max_age_s: float = 2 * 86400.0
 
 
 @dataclasses.dataclass(frozen=True)

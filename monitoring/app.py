@@ -143,7 +143,7 @@ class Sidecar:
                                  mon.queue_size, mon.queue_bytes, mon.linger_s, mon.window_rows_per_request)
         self.metrics.watch(self.state_metrics)
         self.lookup = Lookup(config.model_repository, config.model_name, config.batch, self.metrics, wall_clock)
-        self.online_features = OnlineFeatures(config.feature_store, config.model_name, registry, clock)
+        self.online_features = OnlineFeatures(config.feature_store, self.metrics, clock)
         self.metrics.baseline_loaded.set(0)
         self.metrics.upstream_up.set(0)
         self.metrics.ready.set_function(lambda: float(self.ready()[0]))

@@ -13,7 +13,7 @@ The completed body is what goes to the model and to the prediction log, so drift
 built from the logs see the features the model saw. A key the store does not know (every feature
 NOT_FOUND) answers 422 naming the key, the feature server failing answers 503; neither reaches
 the model. Counted: rows by outcome (found, missing, error), the fetch time, and the newest event
-timestamp among the values served (freshness: the alert `FeatureStoreStale` compares it with now).
+timestamp among the values served (freshness: the alert `FlywheelOnlineFeaturesStale` compares it with now).
 """
 from __future__ import annotations
 
@@ -22,21 +22,14 @@ import dataclasses
 import datetime as dt
 import json
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
 from flywheel.params import FeatureStoreParams
-from monitoring.metrics import LATENCY_BUCKETS
+from monitoring.metrics import ONLINE_FEATURE_OUTCOMES, SidecarMetrics
 from monitoring.upstream import UpstreamError, UpstreamPool
 
 PATH = "/get-online-features"
 PRESENT = "PRESENT"
 NOT_FOUND = "NOT_FOUND"
-FOUND, MISSING, ERROR = "found", "missing", "error"
-OUTCOMES = (FOUND, MISSING, ERROR)
-ROWS = "flywheel_online_feature_rows"                          # {model, outcome}
-FETCH_DURATION = "flywheel_online_feature_fetch_seconds"       # {model}
-NEWEST = "flywheel_online_feature_newest_timestamp_seconds"    # {model}
-FEATURES_HEADER = "X-Flywheel-Online-Features"
+FOUND, MISSING, ERROR = ONLINE_FEATURE_OUTCOMES
 
 
 @dataclasses.dataclass
@@ -47,18 +40,14 @@ class Completed:
 
 
 class OnlineFeatures:
-    def __init__(self, params: FeatureStoreParams, model: str, registry: CollectorRegistry, clock):
+    def __init__(self, params: FeatureStoreParams, metrics: SidecarMetrics, clock):
         self.params = params
         self.enabled = bool(params.server_url)
         self.needle = json.dumps(params.entity).encode()   # the key as it appears in a JSON body
         self.pool = UpstreamPool(params.server_url, params.timeout_s) if self.enabled else None
-        rows = Counter(ROWS, "Rows given entity features from the feature store, by outcome", ["model", "outcome"],
-                       registry=registry)
-        self.rows = {o: rows.labels(model, o) for o in OUTCOMES}
-        self.fetch_duration = Histogram(FETCH_DURATION, "Time to fetch a request's entity features",
-                                        ["model"], buckets=LATENCY_BUCKETS, registry=registry).labels(model)
-        self.newest = Gauge(NEWEST, "Newest event timestamp among the entity feature values served (unix "
-                            "seconds; 0 before the first)", ["model"], registry=registry).labels(model)
+        self.rows = metrics.online_feature_rows
+        self.fetch_duration = metrics.online_feature_fetch
+        self.newest = metrics.online_feature_newest
         self.newest_seen = 0.0
         self.clock = clock
 

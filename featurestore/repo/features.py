@@ -1,13 +1,16 @@
 """The feature definitions: the pickup area, its daily aggregates, and the service that trains
 and serves on them. `make feast-apply` registers them (`feast apply` on this folder)."""
+import os
 from datetime import timedelta
 from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64
 
-# As featurestore.area_stats() says (`feast apply` loads this file on its own, without the package).
-AREA_STATS = Path(__file__).resolve().parent.parent / "data" / "area_stats.parquet"
+# As featurestore.area_stats() says (`feast apply` loads this file on its own, without the
+# package); a cluster keeps the data on its volume (FLYWHEEL_FEATURE_DATA, manifests/addons/featurestore).
+AREA_STATS = Path(os.environ.get("FLYWHEEL_FEATURE_DATA") or Path(__file__).resolve().parent.parent / "data"
+                  ) / "area_stats.parquet"
 
 pickup_area = Entity(name="pickup_area", join_keys=["pickup_area"], value_type=ValueType.INT64,
                      description="Community area where the trip started (1..77)")

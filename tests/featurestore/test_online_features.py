@@ -14,7 +14,8 @@ import pytest
 
 from flywheel import serving_logs
 from monitoring.config import SidecarConfig
-from monitoring.online_features import NEWEST, ROWS
+from monitoring.metrics import ONLINE_FEATURE_NEWEST as NEWEST
+from monitoring.metrics import ONLINE_FEATURE_ROWS as ROWS
 from tests.support.featurestore import FeatureServer, make_store
 from tests.support.net import free_port
 from tests.support.servers import MODEL_NAME, SidecarThread, wait_http
