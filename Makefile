@@ -76,7 +76,12 @@ MODEL ?=
 FORCE ?=
 VERBOSE ?=
 WAIT ?=
-RUN_FLAGS = $(foreach kv,$(SET),--set '$(kv)') $(if $(FORCE),--force) $(if $(VERBOSE),--verbose)
+FEATURES ?=
+# FEATURES=1: each span is built from the feature store (ingest.features: a point-in-time join of
+# the area aggregates, featurestore/), with a schema inferred for the wider table, into a model of
+# its own so the default model's versions are not compared with a model of other inputs.
+FEATURE_SETS = $(if $(FEATURES),ingest.features=true schema.curated= push.model_name=taxi_tips_features)
+RUN_FLAGS = $(foreach kv,$(FEATURE_SETS) $(SET),--set '$(kv)') $(if $(FORCE),--force) $(if $(VERBOSE),--verbose)
 
 RUNNER ?= subprocess
 # RUNNER=docker runs every task in the component image (kfp.local DockerRunner): the image is
@@ -84,9 +89,10 @@ RUNNER ?= subprocess
 RUN_IN := $(if $(filter docker,$(RUNNER)),docker/engine.sh,)
 
 .PHONY: run
-run: $(VENV)/.installed ## Main job: data (dvc repro), pipeline on span 1 then span 2, summary. Own file: DATA=f.csv LABEL=col [MODEL=name] [SET="train.epochs=20 ..."] [FORCE=1] [VERBOSE=1] [RUNNER=subprocess|docker]
+run: $(VENV)/.installed ## Main job: data (dvc repro), pipeline on span 1 then span 2, summary. Own file: DATA=f.csv LABEL=col [MODEL=name] [SET="train.epochs=20 ..."] [FORCE=1] [VERBOSE=1] [RUNNER=subprocess|docker] [FEATURES=1: spans from the feature store]
 ifeq ($(DATA),)
 	$(MAKE) --no-print-directory data
+	$(if $(FEATURES),$(MAKE) --no-print-directory feast-apply)
 else
 	@test -n "$(LABEL)" || { echo "error: give the label column: make run DATA=$(DATA) LABEL=<column>" >&2; exit 2; }
 endif
@@ -244,9 +250,10 @@ SERVE_MODEL ?= $(shell $(PY) -c "from flywheel import params; print(params.load(
 SIDECAR_PORT ?= 8080
 REST_PORT ?= 8501
 GRPC_PORT ?= 8500
+FEATURE_SERVER ?=
 
 .PHONY: serve
-serve: $(VENV)/.installed ## Serve the labelled versions (production, canary, shadow; without labels the newest) on loopback: dev model server (REST 8501, gRPC 8500) + sidecar on 8080 (vars REST_PORT GRPC_PORT SIDECAR_PORT SERVE_REPOSITORY SERVE_MODEL; default params.yaml push:). Ctrl-C stops both cleanly.
+serve: $(VENV)/.installed ## Serve the labelled versions (production, canary, shadow; without labels the newest) on loopback: dev model server (REST 8501, gRPC 8500) + sidecar on 8080 (vars REST_PORT GRPC_PORT SIDECAR_PORT SERVE_REPOSITORY SERVE_MODEL FEATURE_SERVER=http://127.0.0.1:6566 for entity features; default params.yaml push:). Ctrl-C stops both cleanly.
 	@ls -d $(SERVE_REPOSITORY)/$(SERVE_MODEL)/[0-9]* >/dev/null 2>&1 || { \
 	  echo "No model pushed yet under $(SERVE_REPOSITORY)/$(SERVE_MODEL)/ (params.yaml push:). Run 'make run' first."; exit 1; }
 	@echo "model server: REST http://127.0.0.1:$(REST_PORT)  gRPC 127.0.0.1:$(GRPC_PORT)  (direct, unmonitored)"
@@ -257,7 +264,8 @@ serve: $(VENV)/.installed ## Serve the labelled versions (production, canary, sh
 	$(PY) -m devserver --host 127.0.0.1 --rest-port $(REST_PORT) --grpc-port $(GRPC_PORT) \
 	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) & MS=$$!; \
 	$(PY) -m monitoring --port $(SIDECAR_PORT) --upstream http://127.0.0.1:$(REST_PORT) \
-	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) & SC=$$!; \
+	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) \
+	  $(if $(FEATURE_SERVER),--feature-server $(FEATURE_SERVER)) & SC=$$!; \
 	wait
 
 METRICS_URL ?= http://127.0.0.1:$(SIDECAR_PORT)/metrics
