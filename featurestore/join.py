@@ -49,12 +49,10 @@ def join(entities: pd.DataFrame, timestamp_column: str, repo=REPO, service_name:
     service = store.get_feature_service(service_name)
     frame = entities.assign(**{ROW: range(len(entities)),
                                EVENT_TIMESTAMP: event_times(entities[timestamp_column], timestamp_column)})
-    # Feast keeps one row per (key, timestamp) pair: ask for the distinct pairs, then give every
-    # row its pair's values.
+    # Feast keeps one row per (key, timestamp) pair, and leaves out pairs older than every feature
+    # row: ask for the distinct pairs, then give every row its pair's values (none: no features).
     pairs = frame[[ENTITY, EVENT_TIMESTAMP]].drop_duplicates()
     values = store.get_historical_features(entity_df=pairs, features=service).to_df()
-    if len(values) != len(pairs):
-        raise RuntimeError(f"the feature store returned {len(values)} rows for {len(pairs)} (key, time) pairs")
     values[EVENT_TIMESTAMP] = values[EVENT_TIMESTAMP].astype(pairs[EVENT_TIMESTAMP].dtype)
     joined = frame.merge(values, on=[ENTITY, EVENT_TIMESTAMP], how="left", validate="many_to_one")
     joined = joined.sort_values(ROW).drop(columns=[ROW, EVENT_TIMESTAMP]).reset_index(drop=True)

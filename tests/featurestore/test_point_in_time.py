@@ -30,7 +30,7 @@ def joined(store, tmp_path_factory):
     repo, spans = store
     params = IngestParams(features=True, feature_repo=str(repo))
     out = tmp_path_factory.mktemp("examples")
-    metadata = ingest.run_in_memory(str(spans / "span-002.csv"), out, params)
+    metadata = ingest.run_in_memory(str(spans / "span-001.csv"), out, params)   # its first day has no day before
     rows = pd.concat([pd.read_parquet(out / split / names.SPLIT_FILE) for split in names.SPLITS])
     return rows, metadata, spans
 
@@ -45,9 +45,11 @@ def _daily(trips: pd.DataFrame) -> pd.DataFrame:
 
 def _expected(rows: pd.DataFrame, trips: pd.DataFrame, day_offset: int) -> pd.DataFrame:
     keys = pd.MultiIndex.from_arrays([rows["pickup_area"], rows["trip_start_timestamp"] // DAY + day_offset])
-    expected = _daily(trips).reindex(keys)
-    expected["area_trips_1d"] = expected["area_trips_1d"].fillna(0)   # the table has every area every day
-    return expected.reset_index(drop=True)
+    expected = _daily(trips).reindex(keys).reset_index(drop=True)
+    # The table has every area every day from the first day on (0 trips when none); before it, nothing.
+    known = keys.get_level_values(1) >= trips["trip_start_timestamp"].min() // DAY
+    expected.loc[known & expected["area_trips_1d"].isna(), "area_trips_1d"] = 0
+    return expected
 
 
 def test_each_row_gets_the_day_that_ended_before_it_and_nothing_later(joined):
@@ -55,6 +57,8 @@ def test_each_row_gets_the_day_that_ended_before_it_and_nothing_later(joined):
     trips = pd.concat([pd.read_csv(f) for f in sorted(spans.glob("*.csv"))])
     rows = rows.reset_index(drop=True)
     as_of = _expected(rows, trips, -1)
+    first_day = rows["trip_start_timestamp"] // DAY == trips["trip_start_timestamp"].min() // DAY
+    assert first_day.sum() > 100 and rows.loc[first_day, FEATURES].isna().all().all()
     for feature in FEATURES:
         np.testing.assert_allclose(rows[feature].to_numpy(float), as_of[feature].to_numpy(float),
                                    rtol=1e-9, equal_nan=True, err_msg=feature)
@@ -69,7 +73,7 @@ def test_each_row_gets_the_day_that_ended_before_it_and_nothing_later(joined):
 
 def test_the_span_keeps_every_row_and_names_the_feature_views(joined):
     rows, metadata, spans = joined
-    assert len(rows) == len(pd.read_csv(spans / "span-002.csv")) == metadata["rows_read"]
+    assert len(rows) == len(pd.read_csv(spans / "span-001.csv")) == metadata["rows_read"]
     assert set(FEATURES) <= set(metadata["columns"])
     assert "rider_email" not in rows.columns   # PII removed after the join as before
     record = metadata["features"]
