@@ -16,20 +16,18 @@ from flywheel import serving_logs
 from monitoring.config import SidecarConfig
 from monitoring.metrics import ONLINE_FEATURE_NEWEST as NEWEST
 from monitoring.metrics import ONLINE_FEATURE_ROWS as ROWS
-from tests.support.featurestore import FeatureServer, make_store
+from tests.support.featurestore import FeatureServer
 from tests.support.net import free_port
 from tests.support.servers import MODEL_NAME, SidecarThread, wait_http
 from tests.support.upstreams import Upstream, ok
 
-DAY = 86400
 FEATURES = ("area_trips_1d", "area_tip_rate_1d", "area_avg_fare_1d")
 
 
 @pytest.fixture(scope="module")
-def feature_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("online")
-    repo, spans = make_store(root, rows_per_span=1000, spans=1)
-    server = FeatureServer(repo, root / "feast-serve.log")
+def feature_server(store, tmp_path_factory):
+    repo, _ = store
+    server = FeatureServer(repo, tmp_path_factory.mktemp("online") / "feast-serve.log")
     yield server, repo
     server.stop()
 

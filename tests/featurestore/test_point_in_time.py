@@ -14,15 +14,9 @@ from components import ingest
 from flywheel import names
 from flywheel.errors import DataError
 from flywheel.params import IngestParams
-from tests.support.featurestore import make_store
 
 DAY = 86400
 FEATURES = ["area_trips_1d", "area_tip_rate_1d", "area_avg_fare_1d"]
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return make_store(tmp_path_factory.mktemp("featurestore"))
 
 
 @pytest.fixture(scope="module")
