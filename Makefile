@@ -42,7 +42,7 @@ lock: $(VENV)/.installed ## Regenerate requirements.lock from pyproject.toml wit
 .PHONY: test
 test: ## Run the whole test suite (sets itself up first; the test control plane builds in the background meanwhile; installs and starts a Docker engine for the container tests). Prints each stage's time.
 	@t0=$$(date +%s); \
-	$(MAKE) --no-print-directory setup tools browser-deps || exit 1; \
+	$(MAKE) --no-print-directory setup tools feast browser-deps || exit 1; \
 	echo "== set-up (virtual environments, Debian packages): $$(( $$(date +%s) - t0 )) s"; \
 	$(PY) -m controlplane build --background; \
 	docker/engine.sh $(PY) -m pytest -q tests; status=$$?; \
@@ -76,7 +76,12 @@ MODEL ?=
 FORCE ?=
 VERBOSE ?=
 WAIT ?=
-RUN_FLAGS = $(foreach kv,$(SET),--set '$(kv)') $(if $(FORCE),--force) $(if $(VERBOSE),--verbose)
+FEATURES ?=
+# FEATURES=1: each span is built from the feature store (ingest.features: a point-in-time join of
+# the area aggregates, featurestore/), with a schema inferred for the wider table, into a model of
+# its own so the default model's versions are not compared with a model of other inputs.
+FEATURE_SETS = $(if $(FEATURES),ingest.features=true schema.curated= push.model_name=taxi_tips_features)
+RUN_FLAGS = $(foreach kv,$(FEATURE_SETS) $(SET),--set '$(kv)') $(if $(FORCE),--force) $(if $(VERBOSE),--verbose)
 
 RUNNER ?= subprocess
 # RUNNER=docker runs every task in the component image (kfp.local DockerRunner): the image is
@@ -84,9 +89,10 @@ RUNNER ?= subprocess
 RUN_IN := $(if $(filter docker,$(RUNNER)),docker/engine.sh,)
 
 .PHONY: run
-run: $(VENV)/.installed ## Main job: data (dvc repro), pipeline on span 1 then span 2, summary. Own file: DATA=f.csv LABEL=col [MODEL=name] [SET="train.epochs=20 ..."] [FORCE=1] [VERBOSE=1] [RUNNER=subprocess|docker]
+run: $(VENV)/.installed ## Main job: data (dvc repro), pipeline on span 1 then span 2, summary. Own file: DATA=f.csv LABEL=col [MODEL=name] [SET="train.epochs=20 ..."] [FORCE=1] [VERBOSE=1] [RUNNER=subprocess|docker] [FEATURES=1: spans from the feature store]
 ifeq ($(DATA),)
 	$(MAKE) --no-print-directory data
+	$(if $(FEATURES),$(MAKE) --no-print-directory feast-apply)
 else
 	@test -n "$(LABEL)" || { echo "error: give the label column: make run DATA=$(DATA) LABEL=<column>" >&2; exit 2; }
 endif
@@ -244,9 +250,10 @@ SERVE_MODEL ?= $(shell $(PY) -c "from flywheel import params; print(params.load(
 SIDECAR_PORT ?= 8080
 REST_PORT ?= 8501
 GRPC_PORT ?= 8500
+FEATURE_SERVER ?=
 
 .PHONY: serve
-serve: $(VENV)/.installed ## Serve the labelled versions (production, canary, shadow; without labels the newest) on loopback: dev model server (REST 8501, gRPC 8500) + sidecar on 8080 (vars REST_PORT GRPC_PORT SIDECAR_PORT SERVE_REPOSITORY SERVE_MODEL; default params.yaml push:). Ctrl-C stops both cleanly.
+serve: $(VENV)/.installed ## Serve the labelled versions (production, canary, shadow; without labels the newest) on loopback: dev model server (REST 8501, gRPC 8500) + sidecar on 8080 (vars REST_PORT GRPC_PORT SIDECAR_PORT SERVE_REPOSITORY SERVE_MODEL FEATURE_SERVER=http://127.0.0.1:6566 for entity features; default params.yaml push:). Ctrl-C stops both cleanly.
 	@ls -d $(SERVE_REPOSITORY)/$(SERVE_MODEL)/[0-9]* >/dev/null 2>&1 || { \
 	  echo "No model pushed yet under $(SERVE_REPOSITORY)/$(SERVE_MODEL)/ (params.yaml push:). Run 'make run' first."; exit 1; }
 	@echo "model server: REST http://127.0.0.1:$(REST_PORT)  gRPC 127.0.0.1:$(GRPC_PORT)  (direct, unmonitored)"
@@ -257,7 +264,8 @@ serve: $(VENV)/.installed ## Serve the labelled versions (production, canary, sh
 	$(PY) -m devserver --host 127.0.0.1 --rest-port $(REST_PORT) --grpc-port $(GRPC_PORT) \
 	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) & MS=$$!; \
 	$(PY) -m monitoring --port $(SIDECAR_PORT) --upstream http://127.0.0.1:$(REST_PORT) \
-	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) & SC=$$!; \
+	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) \
+	  $(if $(FEATURE_SERVER),--feature-server $(FEATURE_SERVER)) & SC=$$!; \
 	wait
 
 METRICS_URL ?= http://127.0.0.1:$(SIDECAR_PORT)/metrics
@@ -333,6 +341,44 @@ tools: $(TOOLS_VENV)/.installed ## Build .venv-tools/ (checkov) from requirement
 tools-lock: $(VENV)/.installed ## Recompile requirements-tools.lock from requirements-tools.txt.
 	@test -x $(UV) || { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null; $(PY) -m pip install -q "uv==$(UV_VERSION)"; }
 	$(UV) pip compile -q requirements-tools.txt --python-version 3.11 -o requirements-tools.lock
+
+# --- feature store (featurestore/): Feast in its own environment ---------------------------
+# Feast needs numpy>=2 and pyarrow>=16, TFDV numpy 1.26 and pyarrow 10: one process each (see
+# featurestore/__init__.py for the boundary).
+FEAST_VENV := .venv-feast
+FEAST_PY := $(FEAST_VENV)/bin/python
+
+$(FEAST_VENV)/.installed: featurestore/requirements.lock | $(VENV)/.installed
+	@test -x $(FEAST_PY) || $(PYTHON) -m venv $(FEAST_VENV)
+	$(UV) pip install -q --python $(FEAST_PY) -r featurestore/requirements.lock
+	@touch $@
+
+.PHONY: feast
+feast: $(FEAST_VENV)/.installed ## Build .venv-feast/ (Feast) from featurestore/requirements.lock; its pins clash with the main lock.
+
+.PHONY: feast-lock
+feast-lock: $(VENV)/.installed ## Recompile featurestore/requirements.lock from featurestore/requirements.txt.
+	$(UV) pip compile -q featurestore/requirements.txt --python-version 3.11 -o featurestore/requirements.lock
+
+.PHONY: feast-apply
+feast-apply: feast ## The area aggregates from the spans (make data first), `feast apply` of featurestore/repo, then materialise to the online store.
+	@test -f $(DATA_SPANS)/span-001.csv || $(MAKE) --no-print-directory data
+	$(FEAST_PY) -m featurestore generate --spans "$(DATA_SPANS)"
+	cd featurestore/repo && ../../$(FEAST_VENV)/bin/feast apply
+	$(FEAST_PY) -m featurestore materialize
+
+.PHONY: feast-materialize
+feast-materialize: feast ## Load the feature views' new rows into the online store (what the CronJob runs on a cluster).
+	$(FEAST_PY) -m featurestore materialize
+
+FEAST_PORT ?= 6566
+.PHONY: feast-serve
+feast-serve: feast ## Feast's HTTP feature server on 127.0.0.1:6566 (FEAST_PORT), which the sidecar asks by entity key.
+	cd featurestore/repo && ../../$(FEAST_VENV)/bin/feast serve --host 127.0.0.1 --port $(FEAST_PORT)
+.PHONY: bench-online-features
+bench-online-features: $(VENV)/.installed feast ## Added latency of serving by entity key: sidecar + Feast feature server vs rows carrying the features, p50/p99 on loopback (~3 min).
+	$(PY) benchmarks/bench_online_features.py
+# --- end of feature store -------------------------------------------------------------------
 
 .PHONY: manifests-check
 manifests-check: $(VENV)/.installed tools ## Build every overlay; kubernetes-validate (strict, 1.32), wiring checks, checkov, image locks.

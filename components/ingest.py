@@ -122,6 +122,9 @@ def run(data_path: str, output_dir: str | Path, params: IngestParams = IngestPar
     """Read, check, redact, split and write the span; return the metadata to record. The path
     (`engine` in the metadata) is scale.mode, or by the input's size when it is auto."""
     engine = engines.choose(scale, input_size(data_path, data_rev))
+    if params.features and engine != engines.IN_MEMORY:
+        raise DataError(str(data_path), f"ingest.features builds the span in memory; the input is read by the "
+                        f"{engine} path", hint="Set scale.mode: in_memory, or join a smaller table.")
     if engine == engines.STREAMING:
         from components import streaming_ingest
         return streaming_ingest.run(data_path, output_dir, params, scale, data_rev, dvc_repo)
@@ -140,6 +143,10 @@ def run_in_memory(data_path: str, output_dir: str | Path, params: IngestParams =
     df = parse(data, source)
     rows_read = len(df)
     df = check_label(df, params.label, source)
+    features = {}
+    if params.features:
+        from components import feature_join
+        df, features = feature_join.join(df, params, source)
     splits = assign_splits(df, params.split_key, tuple(params.split_buckets), source)  # raw rows, before redaction
     df, redacted = redact_pii(df, tuple(params.pii_columns), params.pii_mode)
     metadata = {
@@ -147,6 +154,7 @@ def run_in_memory(data_path: str, output_dir: str | Path, params: IngestParams =
         "pii_removed": redacted, "pii_mode": params.pii_mode, "rows_read": rows_read,
         "rows_without_label": rows_read - len(df), **data_version.describe(data_path, data, data_rev, dvc_repo),
         "card_notes": data_card.user_notes(str(data_path)) if not data_rev else {},
+        **({"features": features} if features else {}),
     }
     with atomic_dir(output_dir) as staging:
         for split in names.SPLITS:

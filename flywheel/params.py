@@ -53,6 +53,13 @@ class IngestParams:
     pii_mode: str = "drop"        # drop | hash
     split_key: str = ""           # column hashed for the split; "" hashes the whole row
     split_buckets: tuple[int, int, int] = (80, 10, 10)   # train / eval / test, percent
+    # Build the span from the feature store (featurestore/): the input is a table of entities and
+    # labels, and each row gets the feature service's values as of its `feature_timestamp` column,
+    # by a point-in-time join run with the feature store's own Python (`make feast`).
+    features: bool = False
+    feature_timestamp: str = "trip_start_timestamp"
+    feast_python: str = ".venv-feast/bin/python"   # relative to the package root
+    feature_repo: str = "featurestore/repo"          # the Feast repository, relative to the package root
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,6 +333,19 @@ class MonitoringParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class FeatureStoreParams:
+    """Entity features at serving time (monitoring/online_features.py): a predict request whose
+    rows carry `entity` gets the feature service's values from Feast's HTTP feature server."""
+    server_url: str = ""                  # e.g. http://127.0.0.1:6566 (`make feast-serve`); "" = off
+    feature_service: str = "taxi_area"
+    entity: str = "pickup_area"
+    timeout_s: float = 1.0                # a slower feature server answers 503, not a late prediction
+    # Freshness: the alert FlywheelOnlineFeaturesStale fires when the newest value served is older
+    # (the feature view's TTL: a day's aggregates are stamped at its end, so a day and a bit is normal).
+    max_age_s: float = 2 * 86400.0
+
+
+@dataclasses.dataclass(frozen=True)
 class BatchParams:
     """Offline predictions: `make batch` scores a table with a pushed version in record batches
     (components/batch_score.py), and the sidecar answers predict requests by key from the latest
@@ -400,6 +420,7 @@ class Params:
     release: ReleaseParams = ReleaseParams()
     monitoring: MonitoringParams = MonitoringParams()
     batch: BatchParams = BatchParams()
+    feature_store: FeatureStoreParams = FeatureStoreParams()
     trigger: TriggerParams = TriggerParams()
     loop: LoopParams = LoopParams()
 

@@ -43,10 +43,17 @@ def parse_args(argv: list[str] | None = None) -> SidecarConfig:
         kind = {"action": argparse.BooleanOptionalAction} if isinstance(default, bool) else {"type": type(default)}
         parser.add_argument("--" + name.replace("_", "-"), **kind, default=None,
                             help=f"params.yaml monitoring.{name} (default {default!r})")
+    parser.add_argument("--feature-server", default=None, help="Feast feature server URL for entity features "
+                        f"(params.yaml feature_store.server_url, default {defaults.feature_store.server_url!r})")
     assert set(FLAGS) <= set(fields)
     args = vars(parser.parse_args(argv))
     args.pop("params")
-    return SidecarConfig.from_params(params, **args)
+    feature_server = args.pop("feature_server")
+    config = SidecarConfig.from_params(params, **args)
+    if feature_server is None:
+        return config
+    return dataclasses.replace(config, feature_store=dataclasses.replace(config.feature_store,
+                                                                         server_url=feature_server))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,7 @@ from monitoring.config import SidecarConfig, read_token
 from monitoring.feedback import FeedbackError, FeedbackLog, FeedbackState, GroupCommit, parse_body
 from monitoring.fleet import FleetDrift, FleetView
 from monitoring.lookup import ANSWERED_BY, Lookup
+from monitoring.online_features import OnlineFeatures
 from monitoring.observer import Observer, Record
 from monitoring.redaction import Redactor
 from monitoring.segments import REPEAT_LOG_S, SegmentWriter, Shipper
@@ -142,6 +143,7 @@ class Sidecar:
                                  mon.queue_size, mon.queue_bytes, mon.linger_s, mon.window_rows_per_request)
         self.metrics.watch(self.state_metrics)
         self.lookup = Lookup(config.model_repository, config.model_name, config.batch, self.metrics, wall_clock)
+        self.online_features = OnlineFeatures(config.feature_store, self.metrics, clock)
         self.metrics.baseline_loaded.set(0)
         self.metrics.upstream_up.set(0)
         self.metrics.ready.set_function(lambda: float(self.ready()[0]))
@@ -397,6 +399,11 @@ class Sidecar:
         ours = match is not None and match["name"] == self.config.model_name
         version = None
         sent = body
+        if ours and self.online_features.enabled:   # entity keys -> the features, as training got them
+            completed = await self.online_features.complete(body)
+            if completed is not None and completed.refused:
+                return error_answer(*completed.refused, answer_headers)
+            body = completed.body if completed is not None else body
         if ours:
             found = None if match["version"] or match["label"] else self.lookup.outcome(body, self.served_version)
             if found is not None and found.answer is not None:   # precomputed: answered here, logged as any
@@ -700,6 +707,7 @@ class Sidecar:
         await loop.run_in_executor(None, lambda: self.shipper.ship(force=True, deadline=deadline))
         segments, records = self.shipper.unshipped()
         self.upstream_pool.close()
+        self.online_features.close()
         try:
             self.fleet.withdraw()
         except OSError:

@@ -9,7 +9,7 @@ import time
 
 from flywheel import names, serving_logs
 from flywheel import params as flywheel_params
-from flywheel.params import BatchParams, DriftParams, MonitoringParams, ReleaseParams
+from flywheel.params import BatchParams, DriftParams, FeatureStoreParams, MonitoringParams, ReleaseParams
 
 _RUNTIME = ("upstream", "model_repository", "model_name", "host", "port", "feedback_port", "metrics_port", "pod",
             "token")
@@ -44,6 +44,7 @@ class SidecarConfig:
     drift: DriftParams = DriftParams()
     release: ReleaseParams = ReleaseParams()
     batch: BatchParams = BatchParams()    # the lookup of precomputed answers (monitoring/lookup.py)
+    feature_store: FeatureStoreParams = FeatureStoreParams()   # entity features (monitoring/online_features.py)
     started_ms: int = dataclasses.field(default_factory=lambda: int(time.time() * 1000))
 
     @classmethod
@@ -62,7 +63,8 @@ class SidecarConfig:
             monitoring = dataclasses.replace(monitoring, pii_fields=tuple(params.ingest.pii_columns))
         runtime = {"model_repository": params.push.model_repository, "model_name": params.push.model_name,
                    **{k: v for k, v in overrides.items() if k in _RUNTIME}}
-        return cls(monitoring=monitoring, drift=params.drift, release=params.release, batch=params.batch, **runtime)
+        return cls(monitoring=monitoring, drift=params.drift, release=params.release, batch=params.batch,
+                   feature_store=params.feature_store, **runtime)
 
     def with_monitoring(self, **changes) -> "SidecarConfig":
         return dataclasses.replace(self, monitoring=dataclasses.replace(self.monitoring, **changes))

@@ -79,6 +79,10 @@ LOOKUP_LOADS = "flywheel_lookup_loads"                          # {model, outcom
 LOOKUP_BATCH_AGE = "flywheel_lookup_batch_age_seconds"          # {model}
 LOOKUP_KEYS = "flywheel_lookup_keys"                            # {model}
 LOOKUP_VERSION = "flywheel_lookup_version"                      # {model}
+# Entity features from the feature store (monitoring/online_features.py).
+ONLINE_FEATURE_ROWS = "flywheel_online_feature_rows"                         # {model, outcome}
+ONLINE_FEATURE_FETCH = "flywheel_online_feature_fetch_seconds"               # {model}
+ONLINE_FEATURE_NEWEST = "flywheel_online_feature_newest_timestamp_seconds"   # {model}
 
 ERROR_KINDS = ("bad_json", "bad_request", "unknown_model", "too_large", "upstream_down", "upstream_timeout",
                "upstream_error", "overloaded", "body_timeout", "unsupported_encoding", "internal")
@@ -93,6 +97,8 @@ LOG_OUTCOMES = ("written", "dropped")
 LOOKUP_ROW_OUTCOMES = ("hit", "miss", "stale", "other_version")
 LOOKUP_REQUEST_OUTCOMES = ("answered", "fallback")
 LOOKUP_LOAD_OUTCOMES = ("loaded", "failed")
+# Rows given entity features: all found, the key unknown to the store, the feature server failing.
+ONLINE_FEATURE_OUTCOMES = ("found", "missing", "error")
 SEGMENT_OUTCOMES = ("shipped", "failed", "lost")
 # The sidecar adds well under a millisecond; TF Serving answers in milliseconds to seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -209,6 +215,14 @@ class SidecarMetrics:
         self.lookup_keys = Gauge(LOOKUP_KEYS, "Keys in the loaded batch", ["model"], registry=registry).labels(model)
         self.lookup_version = Gauge(LOOKUP_VERSION, "Model version that scored the loaded batch (NaN: none)",
                                     ["model"], registry=registry).labels(model)
+        rows = Counter(ONLINE_FEATURE_ROWS, "Rows given entity features from the feature store, by outcome",
+                       ["model", "outcome"], registry=registry)
+        self.online_feature_rows = {o: rows.labels(model, o) for o in ONLINE_FEATURE_OUTCOMES}
+        self.online_feature_fetch = Histogram(ONLINE_FEATURE_FETCH, "Time to fetch a request's entity features",
+                                              ["model"], buckets=LATENCY_BUCKETS, registry=registry).labels(model)
+        self.online_feature_newest = Gauge(ONLINE_FEATURE_NEWEST, "Newest event timestamp among the entity feature "
+                                           "values served (unix seconds; 0 before the first)", ["model"],
+                                           registry=registry).labels(model)
         self._by_code: dict[int, object] = {}
         self._anomaly: dict[tuple[str, str], object] = {}
 

@@ -25,7 +25,7 @@ import yaml
 
 from flywheel import params as flywheel_params
 from flywheel.drift.compare import PSI_FLOOR  # as the PSI the sidecar and the pipeline compute
-from flywheel.params import BatchParams, DriftParams, MonitoringParams
+from flywheel.params import BatchParams, DriftParams, FeatureStoreParams, MonitoringParams
 from monitoring import metrics as m
 
 HERE = Path(__file__).resolve().parent
@@ -116,7 +116,22 @@ def offline_rules(mon: MonitoringParams, batch: BatchParams) -> list[dict]:
     ]
 
 
-def alert_groups(mon: MonitoringParams, drift: DriftParams, batch: BatchParams = BatchParams()) -> list[dict]:
+def feature_store_rules(features: FeatureStoreParams) -> list[dict]:
+    """Entity features at serving time (monitoring/online_features.py): values older than
+    feature_store.max_age_s, which means the materialisation stopped."""
+    return [
+        _alert("FlywheelOnlineFeaturesStale",
+               f"time() - max by (namespace, model) ({m.ONLINE_FEATURE_NEWEST} > 0) > {_g(features.max_age_s)}",
+               "10m", "warning",
+               "The newest entity feature value served for {{ $labels.model }} is {{ $value | humanizeDuration }} "
+               f"old (> feature_store.max_age_s {_g(features.max_age_s)}s).",
+               "Check the materialisation CronJob (flywheel-feast-materialize; make feast-materialize on a laptop): "
+               "a failed job, or a source table that stopped growing."),
+    ]
+
+
+def alert_groups(mon: MonitoringParams, drift: DriftParams, batch: BatchParams = BatchParams(),
+                 features: FeatureStoreParams = FeatureStoreParams()) -> list[dict]:
     enough_rows = (f"and on (namespace, model) max by (namespace, model) ({m.FLEET_DRIFT_ROWS}) "
                    f">= {mon.min_drift_rows}")
     drifted = f'{m.FLEET_FEATURE_DRIFT}{{measure="drifted"}}'
@@ -256,7 +271,8 @@ def alert_groups(mon: MonitoringParams, drift: DriftParams, batch: BatchParams =
             {"name": "flywheel-serving", "rules": serving_rules},
             {"name": "flywheel-freshness", "rules": freshness},
             {"name": "flywheel-releases", "rules": releases},
-            {"name": "flywheel-offline", "rules": offline_rules(mon, batch)}]
+            {"name": "flywheel-offline", "rules": offline_rules(mon, batch)},
+            {"name": "flywheel-features", "rules": feature_store_rules(features)}]
 
 
 # --- YAML -----------------------------------------------------------------------------------
@@ -501,7 +517,7 @@ def serving_dashboard(mon: MonitoringParams, batch: BatchParams = BatchParams())
 def render(params: flywheel_params.Params | None = None) -> dict[Path, str]:
     """Every generated file and its content."""
     params = params or flywheel_params.load()
-    groups = alert_groups(params.monitoring, params.drift, params.batch)
+    groups = alert_groups(params.monitoring, params.drift, params.batch, params.feature_store)
     dashboards = {"flywheel-drift.json": drift_dashboard(params.monitoring, params.drift),
                   "flywheel-serving.json": serving_dashboard(params.monitoring, params.batch)}
     out = {RULES_FILE: rules_file(groups), PROMETHEUS_RULE_FILE: prometheus_rule(groups)}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from flywheel.params import ROOT
 
-PACKAGES = ("flywheel", "components", "pipelines", "serving", "monitoring", "devserver", "trigger")
+PACKAGES = ("flywheel", "components", "pipelines", "serving", "monitoring", "devserver", "trigger", "featurestore")
 ALLOWED = {
     "flywheel": {"flywheel"},
     "components": {"flywheel", "components"},
@@ -20,6 +20,7 @@ ALLOWED = {
     "monitoring": {"flywheel", "monitoring"},
     "devserver": {"flywheel", "devserver"},
     "trigger": {"flywheel", "pipelines", "trigger"},
+    "featurestore": {"featurestore"},   # its own environment (Feast): reached through files and HTTP only
 }
 # Single arrows across the layers, each with its reason.
 EXCEPTIONS = {
