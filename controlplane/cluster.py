@@ -77,6 +77,9 @@ class ControlPlane:
     # outlive it and `python -m controlplane down` stops them (`make controlplane-up`).
     tie_to_parent: bool = True
     say: Callable[[str], None] = print
+    # Where the API server listens and what it advertises (the `kubernetes` Service's endpoint):
+    # loopback for kwok's fake nodes; an address pods can reach for a real node (node.py).
+    address: str = "127.0.0.1"
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
@@ -87,7 +90,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports['apiserver']}"
+        return f"https://{self.address}:{self.ports['apiserver']}"
 
     def env(self) -> dict[str, str]:
         """Environment for kubectl and `make deploy`: these binaries first on PATH, this cluster."""
@@ -127,7 +130,7 @@ class ControlPlane:
         self.ca = pki.ca("ca")
         self.front_proxy_ca = pki.ca("front-proxy-ca")
         self.apiserver_cert = pki.issue("apiserver", self.ca, "kube-apiserver", server_names=(
-            "127.0.0.1", "localhost", "10.0.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+            *{self.address, "127.0.0.1"}, "localhost", "10.0.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local"))
         self.front_proxy_client = pki.issue("front-proxy-client", self.front_proxy_ca, "front-proxy-client")
         self.service_account_key = pki.signing_key("service-account")
@@ -179,15 +182,16 @@ class ControlPlane:
         self.ports["apiserver"] = port
         self._spawn("kube-apiserver", [
             str(self.bin_dir / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={port}",
+            f"--bind-address={self.address}", f"--advertise-address={self.address}", f"--secure-port={port}",
             f"--cert-dir={self.run_dir / 'apiserver-certs'}",
             f"--tls-cert-file={self.apiserver_cert.cert}", f"--tls-private-key-file={self.apiserver_cert.key}",
             f"--client-ca-file={self.ca.cert}",
-            f"--service-account-issuer=https://127.0.0.1:{port}",
+            f"--service-account-issuer={self.server}",
             f"--service-account-key-file={self.service_account_key.cert}",
             f"--service-account-signing-key-file={self.service_account_key.key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=RBAC",
+            # Node: a kubelet reads only what its own pods need (with the NodeRestriction admission).
+            "--authorization-mode=Node,RBAC",
             # Privileged pods are a Pod Security question here, as on kubeadm clusters: admission
             # (not a global switch) is what refuses them in a "restricted" namespace.
             "--allow-privileged=true",
@@ -267,6 +271,8 @@ class ControlPlane:
                      stdin=yaml.safe_dump_all(objects))
 
     def add_nodes(self, nodes: tuple[FakeNode, ...]) -> None:
+        if not nodes:
+            return
         self.apply([fake_node(n) for n in nodes])
         names = [n.name for n in nodes]
 
