@@ -133,6 +133,9 @@ class ControlPlane:
             *{self.address, "127.0.0.1"}, "localhost", "10.0.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local"))
         self.front_proxy_client = pki.issue("front-proxy-client", self.front_proxy_ca, "front-proxy-client")
+        # The API server's identity towards kubelets (logs, exec, port-forward), as kubeadm issues it.
+        self.kubelet_client = pki.issue("apiserver-kubelet-client", self.ca, "kube-apiserver-kubelet-client",
+                                        groups=("system:masters",))
         self.service_account_key = pki.signing_key("service-account")
         self.clients = {
             ADMIN: pki.issue(ADMIN, self.ca, "flywheel-test-admin", groups=("system:masters",)),
@@ -186,6 +189,10 @@ class ControlPlane:
             f"--cert-dir={self.run_dir / 'apiserver-certs'}",
             f"--tls-cert-file={self.apiserver_cert.cert}", f"--tls-private-key-file={self.apiserver_cert.key}",
             f"--client-ca-file={self.ca.cert}",
+            # A real node's name resolves nowhere: reach its kubelet (logs, exec) by its IP.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            f"--kubelet-client-certificate={self.kubelet_client.cert}",
+            f"--kubelet-client-key={self.kubelet_client.key}",
             f"--service-account-issuer={self.server}",
             f"--service-account-key-file={self.service_account_key.cert}",
             f"--service-account-signing-key-file={self.service_account_key.key}",

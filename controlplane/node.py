@@ -46,6 +46,7 @@ CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 CNI_PLUGINS = ("bridge", "host-local", "loopback")
 SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
 LOCK = Path("/run/flywheel-node.lock")
+DOCKER_ID_LABEL = "flywheel.docker-image-id"
 K8S_NAMESPACE = "k8s.io"   # containerd's namespace for the CRI's images and containers
 
 
@@ -149,12 +150,20 @@ def pause_archive(out_dir: Path, go_mod_cache: Path) -> Path:
 # --- the node -----------------------------------------------------------------------------------
 @dataclass
 class Node:
-    plane: ControlPlane
+    """`open()` first (the network: the API server listens on HOST_IP), then the control plane,
+    then `start(plane)`; `stop()` undoes whatever of it was done."""
     run_dir: Path
+    plane: ControlPlane | None = None
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     saved_sysctls: dict[str, str] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
     netns_before: set[str] = field(default_factory=set)   # pods' namespaces that are not this node's
+
+    @property
+    def image_root(self) -> Path:
+        """containerd's root (content and snapshots) outlives the run, in the build cache beside the
+        binaries, so an image Docker has not changed since the last run is not imported again."""
+        return build.cache_dir().parent / "node" / "containerd-root"
 
     @property
     def socket(self) -> Path:
@@ -163,8 +172,8 @@ class Node:
     def _in_netns(self, *args: str) -> list[str]:
         return ["nsenter", f"--net=/run/netns/{NETNS}", *args]
 
-    def start(self, images: tuple[str, ...] = ()) -> None:
-        """Start the node and import `images` (names Docker has); any failure stops it again."""
+    def open(self) -> None:
+        """Check the machine, take the node lock, make the network namespace and its link."""
         missing = missing_requirements()
         if missing:
             raise NodeUnavailable("this machine cannot run a kubelet node: " + "; ".join(missing))
@@ -179,6 +188,17 @@ class Node:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         try:
             self._network()
+        except BaseException:
+            self.stop()
+            raise
+        self.times["network_s"] = time.monotonic() - started
+
+    def start(self, plane: ControlPlane, images: tuple[str, ...] = ()) -> None:
+        """Start containerd, import the pause image and `images` (names Docker has), start kubelet
+        (until the Node is Ready) and kube-proxy; any failure stops the node again."""
+        self.plane = plane
+        started = time.monotonic()
+        try:
             self._containerd()
             t = time.monotonic()
             self.import_archive(pause_archive(self.run_dir / "pause", build.cache_dir() / "go-mod"))
@@ -228,7 +248,7 @@ class Node:
         root.mkdir(parents=True, exist_ok=True)
         config = root / "config.toml"
         config.write_text(f"""version = 2
-root = "{root / 'root'}"
+root = "{self.image_root}"
 state = "{root / 'state'}"
 disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",
                     "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
@@ -266,7 +286,15 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         self.ctr("images", "import", "--no-unpack", str(archive))
 
     def import_docker_image(self, image: str) -> None:
-        """`docker save IMAGE | ctr images import`: the same image, digest and all, for the node."""
+        """`docker save IMAGE | ctr images import`: the same image, digest and all, for the node;
+        skipped when the node has it from an earlier run with the same Docker image ID."""
+        inspected = _run("docker", "image", "inspect", "--format", "{{.Id}}", image, check=False)
+        if inspected.returncode != 0:
+            raise NodeUnavailable(f"Docker has no image {image}: {inspected.stderr.strip()} "
+                                  "(`make images` builds Flywheel's images)")
+        label = f"{DOCKER_ID_LABEL}={inspected.stdout.strip()}"
+        if label in self.ctr("images", "ls", f"name=={image}").stdout:
+            return
         save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         imported = self.ctr("images", "import", "-", stdin=save.stdout, check=False)
         save.stdout.close()
@@ -275,6 +303,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                                   "(`make images` builds Flywheel's images)")
         if imported.returncode != 0:
             raise RuntimeError(f"ctr images import of {image} failed: {imported.stderr.strip()}")
+        self.ctr("images", "label", image, label)
 
     # --- kubelet and kube-proxy -----------------------------------------------------------------
     def _client_kubeconfig(self, name: str, user: str, groups: tuple[str, ...] = ()) -> Path:
@@ -389,24 +418,19 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             proc.wait()
 
     def _kill_tasks(self) -> None:
-        """Every container's task killed and deleted (its shim exits), then the containers."""
-        listed = self.ctr("tasks", "ls", "-q", check=False).stdout.split()
-        for task in listed:
-            self.ctr("tasks", "kill", "-s", "SIGKILL", task, check=False, timeout=30)
-        for task in listed:
-            wait_until(lambda t=task: "STOPPED" in self.ctr("tasks", "ls", check=False).stdout.split(t, 1)[-1][:80]
-                       or t not in self.ctr("tasks", "ls", "-q", check=False).stdout, 30, f"task {task} to stop")
-            self.ctr("tasks", "delete", task, check=False, timeout=30)
+        """Every container's task killed and deleted (its shim exits with it), then the containers."""
+        for task in self.ctr("tasks", "ls", "-q", check=False).stdout.split():
+            self.ctr("tasks", "delete", "--force", task, check=False, timeout=60)
         for container in self.ctr("containers", "ls", "-q", check=False).stdout.split():
-            self.ctr("containers", "delete", container, check=False, timeout=30)
+            self.ctr("containers", "delete", container, check=False, timeout=60)
 
     def _unmount(self) -> None:
         """Unmount what containerd and kubelet mounted under the run directory and the pods'
         network namespaces, deepest first."""
-        prefix = str(self.run_dir.resolve())
+        prefixes = (str(self.run_dir.resolve()), str(self.image_root))
         mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
         pod_netns = set(_pod_netns()) - self.netns_before
-        for point in sorted((m for m in mounts if m.startswith(prefix) or m in pod_netns), key=len, reverse=True):
+        for point in sorted((m for m in mounts if m.startswith(prefixes) or m in pod_netns), key=len, reverse=True):
             _run("umount", "-l", point, check=False)
         for path in pod_netns:
             Path(path).unlink(missing_ok=True)
