@@ -311,6 +311,8 @@ class ControlPlane:
             time.sleep(0.5)
 
     def add_volumes(self, count: int) -> None:
+        if not count:
+            return
         self.apply([{
             "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"rwx-volume-{i}"},
             "spec": {"capacity": {"storage": VOLUME_SIZE}, "accessModes": ["ReadWriteMany"],
