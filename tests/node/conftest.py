@@ -75,7 +75,8 @@ def cluster(tmp_path_factory, pytestconfig):
     up = time.monotonic()
     try:
         node.open()
-        plane.start(nodes=())
+        # No kwok nodes, and no NFS volumes: claims bind to what the tests provide on the node.
+        plane.start(nodes=(), volumes=0)
         node.start(plane, images=IMAGES)
         TIMES["up_s"] = time.monotonic() - up
         TIMES.update({f"node_{k}": v for k, v in node.times.items()})
