@@ -178,11 +178,13 @@ class Node:
         if missing:
             raise NodeUnavailable("this machine cannot run a kubelet node: " + "; ".join(missing))
         LOCK.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = LOCK.open("w")
+        lock = LOCK.open("w")
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            lock.close()
             raise NodeUnavailable(f"another kubelet node runs on this machine ({LOCK} is locked)") from None
+        self._lock = lock
         started = time.monotonic()
         self.netns_before = set(_pod_netns())
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -386,7 +388,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 
     # --- stop -----------------------------------------------------------------------------------
     def stop(self) -> None:
-        """Stop the pods, the node's processes, and put back what the node changed on the machine."""
+        """Stop the pods, the node's processes, and put back what the node changed on the machine.
+        Nothing, unless this object holds the node lock (the namespace may be another run's)."""
+        if getattr(self, "_lock", None) is None:
+            return
         if "containerd" in self.procs and self.procs["containerd"].poll() is None:
             for name in ("kube-proxy", "kubelet"):
                 self._terminate(name)
