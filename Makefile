@@ -27,13 +27,15 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 setup: $(VENV)/.installed system-deps ## Build .venv from requirements.lock and install Debian packages (idempotent).
 
 .PHONY: system-deps
-system-deps: ## Install Debian packages the tests need (prometheus, promtool, alertmanager; protoc and MariaDB for KFP's backend) if missing.
+system-deps: ## Install Debian packages the tests need (prometheus, promtool, alertmanager; protoc and MariaDB for KFP's backend; containerd, runc, CNI plugins, iptables and gcc for the kubelet node) if missing.
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null \
-	  && command -v protoc >/dev/null && command -v mariadbd >/dev/null || { \
+	  && command -v protoc >/dev/null && command -v mariadbd >/dev/null \
+	  && command -v containerd >/dev/null && command -v runc >/dev/null && command -v iptables >/dev/null \
+	  && command -v gcc >/dev/null && [ -x /usr/lib/cni/bridge ] || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager \
-	    protobuf-compiler mariadb-server >/dev/null; }
+	    protobuf-compiler mariadb-server containerd runc containernetworking-plugins iptables gcc libc6-dev >/dev/null; }
 
 .PHONY: lock
 lock: $(VENV)/.installed ## Regenerate requirements.lock from pyproject.toml with uv pip compile.
@@ -422,7 +424,7 @@ cluster-test: $(VENV)/.installed tools ## Run all cluster checks (tests/cluster)
 
 # --- test control plane: Kubernetes built from its Go modules, on loopback (controlplane/) -----
 .PHONY: controlplane-build
-controlplane-build: $(VENV)/.installed ## Build or reuse etcd, kube-apiserver, -controller-manager, -scheduler, kubectl, kwok, prometheus-adapter and KFP's compiler (cache: ~/.cache/flywheel/controlplane).
+controlplane-build: $(VENV)/.installed ## Build or reuse etcd, kube-apiserver, -controller-manager, -scheduler, kubectl, kubelet, kube-proxy, kwok, prometheus-adapter and KFP's compiler (cache: ~/.cache/flywheel/controlplane).
 	$(PY) -m controlplane build
 
 .PHONY: controlplane-up
@@ -440,6 +442,10 @@ kfp-workflow: $(VENV)/.installed ## The Argo Workflow KFP's API server (2.14.3, 
 .PHONY: test-kfp
 test-kfp: $(VENV)/.installed ## Run only the tests of the pipelines against KFP's backend (its compiler, its API server with MariaDB and moto) on the control plane (tests/controlplane/test_kfp_backend.py).
 	$(PY) -m pytest -q tests/controlplane/test_kfp_backend.py
+
+.PHONY: node-test
+node-test: $(VENV)/.installed ## Run only the real-pod tests: the control plane with a kubelet node, containerd and a CNI bridge (tests/node; root; builds the control plane and the sidecar image when missing).
+	docker/engine.sh $(PY) -m pytest -q tests/node
 
 .PHONY: controlplane-test
 controlplane-test: $(VENV)/.installed ## Run only the tests against the control plane (tests/controlplane; builds it first when missing).

@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MAIN_MODULE = HERE                          # Kubernetes, kubectl, kwok, etcd
 ADAPTER_MODULE = HERE / "prometheus-adapter"
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok",
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy", "kwok",
             "prometheus-adapter")
 CACHE_ENV = "FLYWHEEL_CONTROLPLANE_CACHE"
 STAMP = "build.json"

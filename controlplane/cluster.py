@@ -77,6 +77,9 @@ class ControlPlane:
     # outlive it and `python -m controlplane down` stops them (`make controlplane-up`).
     tie_to_parent: bool = True
     say: Callable[[str], None] = print
+    # Where the API server listens and what it advertises (the `kubernetes` Service's endpoint):
+    # loopback for kwok's fake nodes; an address pods can reach for a real node (node.py).
+    address: str = "127.0.0.1"
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
@@ -87,7 +90,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports['apiserver']}"
+        return f"https://{self.address}:{self.ports['apiserver']}"
 
     def env(self) -> dict[str, str]:
         """Environment for kubectl and `make deploy`: these binaries first on PATH, this cluster."""
@@ -127,9 +130,12 @@ class ControlPlane:
         self.ca = pki.ca("ca")
         self.front_proxy_ca = pki.ca("front-proxy-ca")
         self.apiserver_cert = pki.issue("apiserver", self.ca, "kube-apiserver", server_names=(
-            "127.0.0.1", "localhost", "10.0.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+            *{self.address, "127.0.0.1"}, "localhost", "10.0.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local"))
         self.front_proxy_client = pki.issue("front-proxy-client", self.front_proxy_ca, "front-proxy-client")
+        # The API server's identity towards kubelets (logs, exec, port-forward), as kubeadm issues it.
+        self.kubelet_client = pki.issue("apiserver-kubelet-client", self.ca, "kube-apiserver-kubelet-client",
+                                        groups=("system:masters",))
         self.service_account_key = pki.signing_key("service-account")
         self.clients = {
             ADMIN: pki.issue(ADMIN, self.ca, "flywheel-test-admin", groups=("system:masters",)),
@@ -179,15 +185,20 @@ class ControlPlane:
         self.ports["apiserver"] = port
         self._spawn("kube-apiserver", [
             str(self.bin_dir / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={port}",
+            f"--bind-address={self.address}", f"--advertise-address={self.address}", f"--secure-port={port}",
             f"--cert-dir={self.run_dir / 'apiserver-certs'}",
             f"--tls-cert-file={self.apiserver_cert.cert}", f"--tls-private-key-file={self.apiserver_cert.key}",
             f"--client-ca-file={self.ca.cert}",
-            f"--service-account-issuer=https://127.0.0.1:{port}",
+            # A real node's name resolves nowhere: reach its kubelet (logs, exec) by its IP.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            f"--kubelet-client-certificate={self.kubelet_client.cert}",
+            f"--kubelet-client-key={self.kubelet_client.key}",
+            f"--service-account-issuer={self.server}",
             f"--service-account-key-file={self.service_account_key.cert}",
             f"--service-account-signing-key-file={self.service_account_key.key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=RBAC",
+            # Node: a kubelet reads only what its own pods need (with the NodeRestriction admission).
+            "--authorization-mode=Node,RBAC",
             # Privileged pods are a Pod Security question here, as on kubeadm clusters: admission
             # (not a global switch) is what refuses them in a "restricted" namespace.
             "--allow-privileged=true",
@@ -267,6 +278,8 @@ class ControlPlane:
                      stdin=yaml.safe_dump_all(objects))
 
     def add_nodes(self, nodes: tuple[FakeNode, ...]) -> None:
+        if not nodes:
+            return
         self.apply([fake_node(n) for n in nodes])
         names = [n.name for n in nodes]
 
@@ -298,6 +311,8 @@ class ControlPlane:
             time.sleep(0.5)
 
     def add_volumes(self, count: int) -> None:
+        if not count:
+            return
         self.apply([{
             "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"rwx-volume-{i}"},
             "spec": {"capacity": {"storage": VOLUME_SIZE}, "accessModes": ["ReadWriteMany"],

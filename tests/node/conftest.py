@@ -1,0 +1,99 @@
+"""Real pods: a control plane with one kubelet node (controlplane/node.py) and no kwok nodes, so
+every pod these tests create runs its containers under containerd and runc.
+
+The node needs root, network namespaces, containerd, runc, the CNI plugins and a Docker engine
+holding Flywheel's images (`make test` provides all of them here); where the machine lacks one,
+the tests skip naming exactly what is missing. They run after the rest of the suite, as the
+control-plane tests do, since they wait for the same background build. The terminal summary
+prints the node's set-up time and the tests' time.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from controlplane import build
+from controlplane.cluster import ControlPlane
+from controlplane.node import HOST_IP, Node, missing_requirements
+from flywheel import names
+from tests.support.containers import ROOT
+
+HERE = Path(__file__).resolve().parent
+BUILD_TIMEOUT_S = 3600
+HPA_SYNC_PERIOD_S = 5
+IMAGES = (names.SIDECAR_IMAGE, names.COMPONENT_IMAGE)
+TIMES: dict[str, float] = {}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    mine = [i for i in items if HERE in Path(str(i.fspath)).parents]
+    if mine:
+        items[:] = [i for i in items if i not in mine] + mine
+        for item in mine:
+            item.add_marker(pytest.mark.slow)
+        # The first waits for the control-plane build and the images.
+        mine[0].add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S))
+
+
+def _say(pytestconfig):
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+
+    def say(line: str) -> None:
+        reporter.ensure_newline()
+        reporter.write_line(line)
+    return say
+
+
+def _build_images() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "docker" / "build.py"), "component", "sidecar"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, f"docker/build.py failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory, pytestconfig):
+    """(control plane, node): the API server on the node's link, kubelet Ready."""
+    missing = missing_requirements()
+    if os.environ.get("FLYWHEEL_NO_DOCKER"):
+        missing.append(os.environ["FLYWHEEL_NO_DOCKER"] + " (the node imports Flywheel's images from Docker)")
+    if missing:
+        pytest.skip("no kubelet node on this machine: " + "; ".join(missing))
+    say = _say(pytestconfig)
+    started = time.monotonic()
+    bin_dir = build.build(say=say)
+    _build_images()
+    TIMES["waited_s"] = time.monotonic() - started
+    run_dir = tmp_path_factory.mktemp("node")
+    node = Node(run_dir / "node")
+    plane = ControlPlane(run_dir / "controlplane", bin_dir, hpa_sync_period_s=HPA_SYNC_PERIOD_S, address=HOST_IP,
+                         say=say)
+    up = time.monotonic()
+    try:
+        node.open()
+        # No kwok nodes, and no NFS volumes: claims bind to what the tests provide on the node.
+        plane.start(nodes=(), volumes=0)
+        node.start(plane, images=IMAGES)
+        TIMES["up_s"] = time.monotonic() - up
+        TIMES.update({f"node_{k}": v for k, v in node.times.items()})
+        TIMES["tests_started"] = time.monotonic()
+        yield plane, node
+    finally:
+        node.stop()
+        plane.stop()
+        if "tests_started" in TIMES:
+            TIMES["tests_s"] = time.monotonic() - TIMES["tests_started"]
+
+
+def pytest_terminal_summary(terminalreporter):
+    if "tests_s" not in TIMES:
+        return
+    terminalreporter.write_sep("-", "kubelet node")
+    terminalreporter.write_line(
+        f"stages: waited for the build and images {TIMES['waited_s'] / 60:.1f} min | control plane + node up "
+        f"{TIMES['up_s']:.0f} s (images imported {TIMES.get('node_images_s', 0):.0f} s) | real-pod tests "
+        f"{TIMES['tests_s'] / 60:.1f} min")
