@@ -233,6 +233,7 @@ def joint_profile(values: Mapping[str, Any], profiles: Mapping[str, Profile], pa
     # Floored at the normal-theory value (1 - r^2)^2: fourth moments of a few hundred rows are
     # noisy, and an underestimate would make the test fire on noise.
     tau2 = np.maximum(tau2, (1 - correlation ** 2) ** 2)
+    np.fill_diagonal(tau2, 0.0)         # a column with itself is never tested
     shares = np.asarray([0.5 if c.level is None else m for c, m in zip(columns, x[:, keep].mean(axis=0))])
     return JointProfile(tuple(columns), float(n), correlation, tau2, shares, dict(profiles))
 
