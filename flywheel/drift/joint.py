@@ -174,10 +174,17 @@ def _encode(columns: tuple[Column, ...], profiles: Mapping[str, Profile], values
             out[:, j] = scores[column.feature]
         else:
             if column.feature not in keys:
-                keys[column.feature] = (np.asarray([_key(v) for v in np.asarray(raw, dtype=object).reshape(-1)],
-                                                   dtype=object) if raw is not None else np.full(rows, None))
+                keys[column.feature] = _keys(raw) if raw is not None else np.full(rows, None)
             out[:, j] = keys[column.feature] == column.level
     return out
+
+
+def _keys(raw: Any) -> np.ndarray:
+    """Each value as the categorical statistics name it (profiles._key), worked out once per
+    distinct value: a window's column holds a few distinct values many times."""
+    values = np.asarray(raw, dtype=object).reshape(-1).tolist()
+    named = {v: _key(v) for v in set(values)}
+    return np.asarray([named[v] for v in values], dtype=object)
 
 
 def normal_scores(profile: NumericProfile, x: np.ndarray) -> np.ndarray:
