@@ -135,3 +135,20 @@ def test_normal_quantile_matches_scipy():
     assert np.max(np.abs(normal_quantile(p) - special.ndtri(p)) / np.maximum(1, np.abs(special.ndtri(p)))) < 1e-8
     assert normal_quantile([0.5])[0] == pytest.approx(0.0, abs=1e-12)
     assert normal_quantile([stats.norm.cdf(1.5)])[0] == pytest.approx(1.5, rel=1e-8)
+
+
+def test_the_sidecars_joint_window_holds_the_summary_of_the_rows_it_keeps():
+    from monitoring.joint_window import JointWindow
+    rng = np.random.default_rng(10)
+    ref, _ = reference(rng, 1000)
+    window = JointWindow(ref)
+    batches = [table(rng, 100) for _ in range(5)]
+    for batch in batches:
+        window.push(window.summarize(100, {k: list(v) for k, v in batch.items()}))
+    window.pop()
+    window.pop()
+    kept = {k: np.concatenate([b[k] for b in batches[2:]]) for k in batches[0]}
+    expected = ref.summarize(kept)
+    assert window.total.n == 300
+    np.testing.assert_allclose(window.total.products, expected.products, atol=1e-9)
+    np.testing.assert_allclose(window.total.sums, expected.sums, atol=1e-9)
