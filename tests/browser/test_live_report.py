@@ -93,7 +93,7 @@ def test_live_report_from_the_sidecar(served, browser, screenshots, tmp_path):
     assert scraped["joint"]["compared"] == 1 and sorted(pairs) == sorted(scraped["joint_pairs"]) and pairs
     first_pair = scraped["joint_pairs"][pairs[0]]
     text = page.evaluate("document.querySelector('#joint article.card').textContent")
-    assert f"r reference{first_pair['r_ref']:+.3f}" in text.replace(" ", "")
+    assert f"rreference{first_pair['r_ref']:+.3f}" in text.replace(" ", "")
     # The summary puts the shifted features first (largest PSI), and shows the scraped numbers.
     first = page.evaluate("Array.from(document.querySelectorAll('#summary ~ table tbody tr')).slice(0, 2)"
                           ".map(r => r.cells[2].textContent)")
