@@ -3,31 +3,17 @@ validate reports a change the per-feature rule cannot see, in report.json, measu
 the HTML page."""
 import json
 
-import numpy as np
-
 from components import schema, validate
 from flywheel import artifacts, bundle, names
 from pipelines import chain
 from tests.support.spans import CURATED, LABEL, SETTINGS, span, write_span
-
-
-def flipped(df):
-    """Fares handed out in the reverse order of the trip's miles: every value of both columns is
-    kept (the same marginals), their correlation goes from about +1 to about -1."""
-    out = df.copy()
-    both = (out["fare"].notna() & out["trip_miles"].notna()).to_numpy()
-    rows = np.flatnonzero(both)
-    by_miles = rows[np.argsort(out["trip_miles"].to_numpy()[rows], kind="stable")]
-    fare = out["fare"].to_numpy().copy()
-    fare[by_miles] = np.sort(fare[rows])[::-1]
-    out["fare"] = fare
-    return out
+from tests.support.taxi_rows import fares_reversed
 
 
 def test_validate_reports_joint_drift_the_per_feature_rule_cannot_see(tmp_path):
     reference = chain.run(str(write_span(tmp_path / "a", span(1, rows=3000))), tmp_path / "ref", SETTINGS,
                           until="statistics").statistics
-    current = chain.run(str(write_span(tmp_path / "b", flipped(span(2, rows=3000)))), tmp_path / "cur", SETTINGS,
+    current = chain.run(str(write_span(tmp_path / "b", fares_reversed(span(2, rows=3000)))), tmp_path / "cur", SETTINGS,
                         until="statistics").statistics
     profiles_file = str(artifacts.profiles_file(reference, names.TRAIN))
     joint_reference = bundle.read_joint(profiles_file)

@@ -9,11 +9,9 @@ the sidecars received, as a table. Cost: one version trained (~40 s) and a Prome
 from __future__ import annotations
 
 import json
-import random
 import time
 import urllib.request
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,20 +20,15 @@ from flywheel.drift import joint
 from monitoring import metrics as sidecar_metrics
 from tests.support.bundles import train_versions
 from tests.support.prometheus import Prometheus
-from tests.support.servers import MODEL_NAME, start_dev_server
-from tests.support.taxi_rows import LABEL, make_frame
+from tests.support.servers import MODEL_NAME, predict_spread, start_dev_server
+from tests.support.taxi_rows import LABEL, fares_reversed, make_frame
 
 SETTINGS = params.load().drift
 
 
 def flipped_rows(n: int, seed: int) -> list[dict]:
-    frame = make_frame(n, seed=seed).drop(columns=[LABEL])
-    both = (frame["fare"].notna() & frame["trip_miles"].notna()).to_numpy()
-    rows = np.flatnonzero(both)
-    by_miles = rows[np.argsort(frame["trip_miles"].to_numpy()[rows], kind="stable")]
-    fare = frame["fare"].to_numpy().copy()
-    fare[by_miles] = np.sort(fare[rows])[::-1]
-    return json.loads(frame.assign(fare=fare).to_json(orient="records", double_precision=15))
+    return json.loads(fares_reversed(make_frame(n, seed=seed)).drop(columns=[LABEL])
+                      .to_json(orient="records", double_precision=15))
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +38,6 @@ def model(tmp_path_factory):
     server = start_dev_server(versions[1].parent.parent, root)
     yield versions[1], server
     server.stop()
-
-
-def send(sidecar, rows: list[dict]) -> None:
-    req = urllib.request.Request(f"{sidecar.url}/v1/models/{MODEL_NAME}:predict",
-                                 data=json.dumps({"instances": rows}).encode())
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        assert resp.status == 200
 
 
 def assert_same(ours: joint.JointDrift, theirs: joint.JointDrift) -> None:
@@ -71,11 +57,7 @@ def test_the_fleet_gives_the_pipelines_joint_decision_and_prometheus_alerts(mode
     prometheus = Prometheus(tmp_path, {f"pod{i}": f"127.0.0.1:{p.config.port}" for i, p in enumerate(pods)})
     try:
         rows = flipped_rows(1800, seed=11)
-        rng = random.Random(3)
-        for start in range(0, len(rows), 20):
-            send(rng.choice(pods), rows[start:start + 20])
-        for pod in pods:
-            pod.drain()
+        predict_spread(pods, rows)
         table = pd.DataFrame(rows)
         theirs = joint.compare_joint(reference, reference.summarize({c: table[c].to_numpy() for c in table}),
                                      SETTINGS)
