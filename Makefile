@@ -178,7 +178,7 @@ rollback: $(VENV)/.installed ## Make an earlier version production again (moves 
 QUICK ?=
 
 .PHONY: bench-drift
-bench-drift: $(VENV)/.installed ## Drift rule vs TFDV thresholds: detection, false alarms, false blocks, resolution (~2 min; QUICK=1 ~30 s).
+bench-drift: $(VENV)/.installed ## Drift rule vs TFDV thresholds: detection, false alarms, false blocks, resolution; joint drift (255 s on 2 shared cores; QUICK=1 80 s).
 	$(PY) benchmarks/bench_drift.py $(if $(QUICK),--quick)
 
 .PHONY: bench-report

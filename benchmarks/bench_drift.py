@@ -1,6 +1,7 @@
 """Detection and false-alarm rates of the drift rule, beside TFDV's fixed-threshold rule.
 
     .venv/bin/python benchmarks/bench_drift.py [--reps 400] [--quick] [--sizes 50,200,1000,5000]
+        [--joint-reps 300] [--joint-sizes 200,1000,5000] [--joint-only]
     make bench-drift [QUICK=1]
 
 1. Controlled grid. Reference and current samples of equal size n, five features: normal,
@@ -19,6 +20,16 @@
    old skew thresholds (JSD 0.2, L-infinity 0.1).
 3. Resolution. Detection with numeric profiles of Q quantile buckets against Q = n (every value
    its own boundary: the exact empirical CDF), to show Q is enough.
+4. Joint drift (flywheel/drift/joint.py), reference and current of n rows each: two numeric
+   features with rank correlation +0.6 (one normal, one lognormal), a zero-inflated one, a
+   5-level category and a numeric whose mean depends on it, a 20-level category. Shifts whose
+   marginals stay (nearly) put: the correlation flips to -0.6; 5% of rows come from a new
+   cluster where the reference had none (+2 sd, -2 sd: 0.005% of the reference lies that far off
+   its correlation), or almost none (+1.5 sd, -1.5 sd: 0.4%); within one level (25% of rows) the
+   numeric moves +0.5 sd,
+   the level's share unchanged. Printed per n: how often the joint check fires (with a Wilson
+   95% interval), how often it names the moved features first, and how often the per-feature
+   rule flags anything on the same samples; then the cost of one decision at n = 5,000.
 """
 from __future__ import annotations
 
@@ -33,6 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flywheel import drift, params  # noqa: E402
+from flywheel.drift import joint  # noqa: E402
 from monitoring.drift import equi_width_histogram, histogram_jsd, linf  # noqa: E402
 
 OLD_JSD, OLD_LINF = 0.15, 0.1                  # TFDV comparators as validate used them for drift
@@ -240,6 +252,106 @@ def print_resolution(rates, errors, sizes, quantiles):
         print(f"{n:>6} {'mean |W1 - W1 exact| sd':<24} " + " ".join(f"{errors[(n, q)][1]:>8.4f}" for q in quantiles))
 
 
+JOINT_SHIFTS = ("no shift", "correlation +0.6 -> -0.6", "new cluster 5%, 2 sd off", "new cluster 5%, 1.5 sd off",
+                "within l1: +0.5 sd")
+CLUSTERS = {"new cluster 5%, 2 sd off": 2.0, "new cluster 5%, 1.5 sd off": 1.5}
+JOINT_MOVED = {"correlation +0.6 -> -0.6": {"a", "b"}, "within l1: +0.5 sd": {"group", "w"},
+               **{shift: {"a", "b"} for shift in CLUSTERS}}
+GROUP = np.array([f"l{i}" for i in range(5)], dtype=object)
+GROUP_P = np.array([0.35, 0.25, 0.20, 0.12, 0.08])
+GROUP_MEAN = np.array([0.0, 0.3, -0.2, 0.5, -0.4])
+
+
+def joint_sample(rng: np.random.Generator, n: int, shift: str = "no shift") -> dict[str, np.ndarray]:
+    rho = -0.6 if shift == "correlation +0.6 -> -0.6" else 0.6
+    u = rng.normal(size=n)
+    v = rho * u + np.sqrt(1 - rho * rho) * rng.normal(size=n)
+    if shift in CLUSTERS:
+        new, at = rng.random(n) < 0.05, CLUSTERS[shift]
+        u[new] = rng.normal(at, 0.25, new.sum())
+        v[new] = rng.normal(-at, 0.25, new.sum())
+    group = rng.choice(5, n, p=GROUP_P)
+    w = GROUP_MEAN[group] + rng.normal(size=n)
+    if shift == "within l1: +0.5 sd":
+        w = w + 0.5 * (group == 1)
+    levels20 = np.array([f"v{i:02d}" for i in range(20)], dtype=object)
+    return {"a": u, "b": np.exp(v), "zeros": np.where(rng.random(n) < 0.6, 0.0, rng.exponential(1.0, n)),
+            "group": GROUP[group], "w": w, "store": levels20[rng.choice(20, n, p=CAT20)]}
+
+
+def joint_rates(sizes: list[int], reps: int, settings: params.DriftParams, seed: int):
+    """rates[(shift, n)] = (joint fires, joint names the moved features first, per-feature rule fires)."""
+    rates = {}
+    for n in sizes:
+        for cell, shift in enumerate(JOINT_SHIFTS):
+            _progress(f"joint n={n}: {shift}")
+            rng = np.random.default_rng([seed, n, 7, cell])
+            fired = named = marginal = 0
+            for _ in range(reps):
+                ref, cur = joint_sample(rng, n), joint_sample(rng, n, shift)
+                profiles = drift.profiles_from_values(ref, settings.quantiles)
+                reference = joint.joint_profile(ref, profiles, settings)
+                result = joint.compare_joint(reference, reference.summarize(cur), settings)
+                fired += result.drifted
+                named += result.drifted and set(result.features[:2]) == JOINT_MOVED.get(shift)
+                marginal += any(r.drifted for r in drift.compare(profiles, drift.summarize(profiles, cur), settings))
+            rates[(shift, n)] = (fired, named, marginal, reps)
+    return rates
+
+
+def joint_cost(settings: params.DriftParams, seed: int, n: int = 5000, reps: int = 50) -> dict[str, float]:
+    """Median milliseconds: the reference built from n rows (statistics step); n current rows
+    summarised as the sidecar's observer thread receives them (lists of JSON values), by the
+    per-feature summaries and by the joint summary (the joint check's added work per row); one
+    decision from the summaries, per-feature and joint (the sidecar's work per scrape)."""
+    rng = np.random.default_rng([seed, 11])
+    ref, cur = joint_sample(rng, n), joint_sample(rng, n)
+    served = {k: v.tolist() for k, v in cur.items()}
+    profiles = drift.profiles_from_values(ref, settings.quantiles)
+    reference = joint.joint_profile(ref, profiles, settings)
+    summary = reference.summarize(served)
+    summaries = {k: p.summarize(np.asarray(served[k], dtype=object) if p.kind == drift.CATEGORICAL
+                                else np.asarray(served[k], float)) for k, p in profiles.items()}
+
+    def median_ms(work) -> float:
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - t)
+        return 1000 * float(np.median(times))
+    return {"joint reference": median_ms(lambda: joint.joint_profile(ref, profiles, settings)),
+            "per-feature summaries": median_ms(lambda: {k: p.summarize(
+                np.asarray(served[k], dtype=object) if p.kind == drift.CATEGORICAL else np.asarray(served[k], float))
+                for k, p in profiles.items()}),
+            "joint summary": median_ms(lambda: reference.summarize(served)),
+            "per-feature decision": median_ms(lambda: drift.compare(profiles, summaries, settings)),
+            "joint decision": median_ms(lambda: joint.compare_joint(reference, summary, settings)),
+            "columns": len(reference.columns)}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a rate k / n."""
+    p = k / n
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def print_joint(rates, sizes, cost):
+    print("\n4. Joint drift: the joint check fires [95% interval]; names = the two features it ranks first are"
+          " the moved ones; per-feature = the per-feature rule flags any feature on the same samples")
+    print(f"{'shift':<28} {'n':>5} {'joint fires':>24} {'names':>7} {'per-feature':>12}")
+    for shift in JOINT_SHIFTS:
+        for n in sizes:
+            fired, named, marginal, reps = rates[(shift, n)]
+            low, high = wilson(fired, reps)
+            names_col = "-" if shift == "no shift" else _pct(named / reps)
+            print(f"{shift:<28} {n:>5} {_pct(fired / reps):>7} [{_pct(low)}, {_pct(high)}] {names_col:>7} "
+                  f"{_pct(marginal / reps):>12}")
+    print(f"cost at n = 5,000 rows, {cost['columns']} encoded columns (median ms): " +
+          ", ".join(f"{k} {v:.2f}" for k, v in cost.items() if k != "columns"))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=400, help="repetitions per grid cell (300-500 for the record)")
@@ -248,24 +360,39 @@ def main(argv=None) -> int:
     parser.add_argument("--tables", default="150,300,600,1500", help="rows of the stationary tables")
     parser.add_argument("--block-reps", type=int, default=1000, help="re-splits per table size")
     parser.add_argument("--resolution-reps", type=int, default=200)
+    parser.add_argument("--joint-reps", type=int, default=300, help="repetitions per joint-drift cell")
+    parser.add_argument("--joint-sizes", default="200,1000,5000")
+    parser.add_argument("--joint-only", action="store_true", help="only section 4 (joint drift)")
     parser.add_argument("--seed", type=int, default=2024)
     args = parser.parse_args(argv)
     if args.quick:
-        args.reps, args.block_reps, args.resolution_reps = 100, 300, 60
+        args.reps, args.block_reps, args.resolution_reps, args.joint_reps = 100, 300, 60, 100
     sizes = [int(s) for s in args.sizes.split(",")]
     tables = [int(s) for s in args.tables.split(",")]
+    joint_sizes = [int(s) for s in args.joint_sizes.split(",")]
     settings = params.load().drift
     start = time.perf_counter()
+    if args.joint_only:
+        rates = joint_rates(joint_sizes, args.joint_reps, settings, args.seed)
+        print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
+        print(f"drift rule: {settings}\n{args.joint_reps} repetitions per joint cell, seed {args.seed}")
+        print_joint(rates, joint_sizes, joint_cost(settings, args.seed))
+        print(f"\n{time.perf_counter() - start:.0f} s")
+        return 0
     grid_rates = grid(sizes, args.reps, settings, args.seed)
     block_rates = false_blocks(tables, args.block_reps, settings, args.seed)
     quantiles = [10, 25, 50, settings.quantiles]
     res_rates, res_errors = resolution([1000, 5000], quantiles, args.resolution_reps, settings, args.seed)
+    joint_found = joint_rates(joint_sizes, args.joint_reps, settings, args.seed)
+    cost = joint_cost(settings, args.seed)
     print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
     print(f"drift rule: {settings}")
     print(f"{args.reps} repetitions per grid cell, {args.block_reps} re-splits per table size, seed {args.seed}")
     print_grid(grid_rates, sizes)
     print_false_blocks(block_rates)
     print_resolution(res_rates, res_errors, [1000, 5000], quantiles)
+    print(f"{args.joint_reps} repetitions per joint-drift cell")
+    print_joint(joint_found, joint_sizes, cost)
     print(f"\n{time.perf_counter() - start:.0f} s")
     return 0
 

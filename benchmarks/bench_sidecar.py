@@ -46,7 +46,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flywheel import datagen, params  # noqa: E402
+from flywheel import datagen, names, params  # noqa: E402
 from flywheel.loopback import free_port  # noqa: E402
 
 CONNECTIONS = 16
@@ -281,6 +281,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=3, help="alternating direct/sidecar runs per rate (median)")
     parser.add_argument("--saturate-seconds", type=float, default=10.0)
+    parser.add_argument("--without-joint", action="store_true",
+                        help="serve the version without its joint drift reference (the sidecar skips the joint "
+                             "check): run with and without to measure what the check costs")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-sidecar-"))
     print(f"training a version with the pipeline's steps (logs in {work}) ...", flush=True)
@@ -297,6 +300,13 @@ def main() -> int:
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
     print(f"version pushed in {time.time() - started:.0f} s")
+    if args.without_joint:
+        removed = 0
+        for profiles_file in repository.glob(f"*/*/assets.extra/{names.BASELINE_PROFILES}"):
+            document = json.loads(profiles_file.read_text())
+            removed += document.pop("joint", None) is not None
+            profiles_file.write_text(json.dumps(document))
+        print(f"joint drift check off: the joint reference removed from {removed} version(s)")
     model = params.load().push.model_name
     path = f"/v1/models/{model}:predict"
     body = json.dumps({"instances": [row]}).encode()

@@ -15,7 +15,9 @@ statistics (top values, rank histogram), which the drift rule reads as categorie
 Each split also gets `profiles.json`: the drift rule's reference profiles (flywheel/drift), exact,
 from the split's raw values in memory (read off TFDV's sketches on the other paths), with `quantiles` bins per numeric column (params.yaml
 `drift.quantiles`) and the parts of the time columns (flywheel/time_features.py) in place of their
-values. Validate and the sidecar read them (a pushed version carries its training split's). Time
+values, and (in memory) the joint drift reference of the split's features without the label
+(flywheel/drift/joint.py: how they move together). Validate and the sidecar read them (a pushed
+version carries its training split's). Time
 columns are the schema's time features, or those detected in the train split when there is no
 schema; `time_columns.json` records which they are. TFDV's numeric histograms use the same
 number of quantile buckets.
@@ -30,7 +32,7 @@ from components import streaming_statistics
 from components.artifact_io import atomic_dir, atomic_file
 from components.kfp_component import flywheel_component
 from flywheel import artifacts, bundle, engines, names, schema_view, time_features
-from flywheel.params import ScaleParams
+from flywheel.params import DriftParams, ScaleParams
 
 # Rows of the train split time columns are detected on when the split is not held in memory
 # (detection looks at a sample of 1,000 values: flywheel/timeparts.py).
@@ -56,6 +58,14 @@ def profiles(df, times: dict[str, str], schema=None, quantiles: int = 100) -> di
     categorical = {f.name for f in schema_view.features(schema, names.ENV_TRAINING) if f.categorical} \
         if schema is not None else set()
     return drift.profiles_from_values(columns, quantiles, categorical)
+
+
+def joint_reference(df, profiles: dict, times: dict[str, str], label: str, params: DriftParams):
+    """The joint drift reference of a split's features (not the label, not the time columns):
+    None when fewer than two features can take part."""
+    from flywheel.drift import joint
+    features = [c for c in df.columns if c not in times and c != label]
+    return joint.joint_profile({c: df[c].to_numpy() for c in features}, profiles, params)
 
 
 def time_columns(train, label: str, schema=None) -> dict[str, str]:
@@ -91,7 +101,7 @@ def page(train_profiles: dict, eval_current: dict, rows: dict[str, int], times: 
 def run(examples_dir: str | Path, output_dir: str | Path, html_path: str | Path | None = None,
         schema_path: str | Path | None = None, label: str = "", quantiles: int = 100,
         facets_path: str | Path | None = None, source: str = "", scale: ScaleParams = ScaleParams(),
-        engine: str | None = None) -> dict:
+        engine: str | None = None, drift_params: DriftParams = DriftParams()) -> dict:
     """Statistics of every split under `examples_dir`; returns rows per split, the time columns and
     the path taken (`engine`: scale.mode, or what ingest chose when it is auto). `html_path`: the
     self-contained page of the splits; `facets_path`: TFDV's Facets page."""
@@ -102,6 +112,8 @@ def run(examples_dir: str | Path, output_dir: str | Path, html_path: str | Path 
         times = time_columns(frames[names.TRAIN], label, schema)
         computed = {split: compute(df, split, schema, quantiles) for split, df in frames.items()}
         profiled = {split: profiles(df, times, schema, quantiles) for split, df in frames.items()}
+        joint_refs = {split: joint_reference(frames[split], profiled[split], times, label, drift_params)
+                      for split in names.SPLITS}
         eval_current = lambda: time_features.with_parts(frames[names.EVAL], times)  # noqa: E731
     else:
         sample = streaming_statistics.first_rows(examples_dir, names.TRAIN, DETECTION_ROWS)
@@ -114,6 +126,7 @@ def run(examples_dir: str | Path, output_dir: str | Path, html_path: str | Path 
                                                                   scale.batch_rows, scale.workers)
                      for split in names.SPLITS}
         computed = {split: stats for split, (stats, _) in found.items()}
+        joint_refs = {}   # needs the rows together: in memory only
         profiled = {split: profiles for split, (_, profiles) in found.items()}
         eval_current = lambda: streaming_statistics.summarize_batches(  # noqa: E731
             profiled[names.TRAIN], artifacts.split_batches(examples_dir, names.EVAL, scale.batch_rows), times)
@@ -123,7 +136,8 @@ def run(examples_dir: str | Path, output_dir: str | Path, html_path: str | Path 
         for split in names.SPLITS:
             os.makedirs(staging / split)
             artifacts.stats_file(staging, split).write_bytes(computed[split].SerializeToString())
-            bundle.write_profiles(str(artifacts.profiles_file(staging, split)), profiled[split])
+            bundle.write_profiles(str(artifacts.profiles_file(staging, split)), profiled[split],
+                                  joint_refs.get(split))
     if html_path:
         with atomic_file(html_path) as tmp:
             tmp.write_text(page(profiled[names.TRAIN], eval_current(), rows, times, source))
@@ -149,12 +163,13 @@ def statistics_component(examples: dsl.Input[dsl.Dataset], params: dict, drift: 
     from flywheel import schema_view
 
     curated = flywheel_params.build(flywheel_params.SchemaParams, params, "schema").curated
-    quantiles = flywheel_params.build(flywheel_params.DriftParams, drift, "drift").quantiles
+    rule = flywheel_params.build(flywheel_params.DriftParams, drift, "drift")
+    quantiles = rule.quantiles
     found = run(examples_dir=examples.path, output_dir=statistics.path, html_path=statistics_html.path,
                 schema_path=schema_view.resolve_curated(curated), label=examples.metadata.get("label", ""),
                 quantiles=quantiles, facets_path=facets_html.path, source=examples.metadata.get("source", ""),
                 scale=flywheel_params.build(flywheel_params.ScaleParams, scale, "scale"),
-                engine=examples.metadata.get("engine"))
+                engine=examples.metadata.get("engine"), drift_params=rule)
     # Carry the data's identity along, so validate can name the file in its errors.
     carried = {k: examples.metadata[k] for k in ("data_path", "source", "data_version", "label") if k in examples.metadata}
     statistics.metadata.update({**carried, **found})

@@ -145,15 +145,19 @@ def split_statistics(examples_dir, split: str, times: dict[str, str], schema=Non
     return _finish(mine.result(split), part_names, times)
 
 
+def batch_columns(batch) -> dict:
+    """{column: numpy values} of a pyarrow RecordBatch or a DataFrame."""
+    if hasattr(batch, "num_rows") and hasattr(batch, "schema"):   # a pyarrow RecordBatch
+        return {n: c.to_numpy(zero_copy_only=False) for n, c in zip(batch.schema.names, batch.columns)}
+    return {c: batch[c].to_numpy() for c in batch.columns}
+
+
 def summarize_batches(profiles: dict[str, drift.Profile], batches: Iterable, times: dict[str, str]) -> dict:
     """{name: summary} of record batches (or DataFrames) in the profiles' bins, time columns by
     their parts; summaries add up, so memory stays bounded whatever the split's size."""
     summaries: dict[str, drift.Summary] = {}
     for batch in batches:
-        if hasattr(batch, "num_rows") and hasattr(batch, "schema"):   # a pyarrow RecordBatch
-            columns = {n: c.to_numpy(zero_copy_only=False) for n, c in zip(batch.schema.names, batch.columns)}
-        else:
-            columns = {c: batch[c].to_numpy() for c in batch.columns}
+        columns = batch_columns(batch)
         columns.update(time_features.all_parts(columns, times))
         for name, profile in profiles.items():
             if name in columns:

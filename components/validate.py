@@ -21,6 +21,12 @@ What is reported and does not block: drift against production (it is why the fly
 the evaluator keeps a worse model out; `validate.block_on_drift` makes it block), and columns
 that look wrong for what they hold (flywheel/column_checks.py).
 
+Joint drift and joint skew (flywheel/drift/joint.py: the same two samples compared by how their
+features move together, pair by pair) are reported beside them when the reference carries a joint
+reference (the statistics step writes one on the in-memory path). Joint drift blocks with
+`validate.block_on_drift`; joint skew never blocks: its false-block rate on train/eval re-splits
+is not measured.
+
 Outputs: `anomalies.pbtxt` (TFDV Anomalies of train), `anomalies_eval.pbtxt`, `anomalies_test.pbtxt`,
 `report.json` (the anomalies: split, feature, kind, anomaly, description, value, threshold,
 blocking, and for drift and skew the test, p-values, effect and n), `measurements.json` (every
@@ -39,6 +45,7 @@ from components import streaming_statistics, validation_report
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
 from flywheel import artifacts, bundle, column_checks, data_card, drift, names, schema_view, time_features
+from flywheel.drift import joint
 from flywheel.errors import DataError
 from flywheel.params import DriftParams, ScaleParams, ValidateParams
 
@@ -178,12 +185,52 @@ def load_baseline(path: str):
         raise DataError(path, f"the baseline statistics are not usable ({error})") from error
 
 
+def _profiles_file(stats_file: str) -> Path:
+    """profiles.json beside a statistics artifact's stats.pb, baseline_profiles.json in a bundle."""
+    beside = {names.BASELINE_STATS: names.BASELINE_PROFILES, names.STATS_FILE: names.PROFILES_FILE}
+    return Path(stats_file).with_name(beside.get(Path(stats_file).name, names.PROFILES_FILE))
+
+
+def joint_reference(stats_file: str) -> joint.JointProfile | None:
+    """The joint drift reference beside a statistics file; None when there is none."""
+    profiles_file = _profiles_file(stats_file)
+    if not profiles_file.exists():
+        return None
+    try:
+        return bundle.read_joint(str(profiles_file))
+    except ValueError as error:
+        raise DataError(str(profiles_file), f"the joint drift reference is not usable ({error})") from error
+
+
+def decide_joint(reference: joint.JointProfile | None, examples_dir, split: str, params: DriftParams,
+                 batch_rows: int) -> joint.JointDrift:
+    """The joint check of a split's rows against `reference`, summed batch by batch."""
+    summary = None
+    if reference is not None:
+        for batch in current_batches(examples_dir, split, set(reference.features), batch_rows):
+            part = reference.summarize(streaming_statistics.batch_columns(batch), batch.num_rows
+                                       if hasattr(batch, "num_rows") else len(batch))
+            summary = part if summary is None else summary + part
+    return joint.compare_joint(reference, summary, params)
+
+
+def joint_anomalies(kind: str, result: joint.JointDrift, blocking: bool, split: str, what_moved: str) -> list[dict]:
+    """The joint check's change as one report entry naming the features that moved."""
+    if not result.drifted:
+        return []
+    best = result.top[0]
+    return [{"split": split, "feature": ", ".join(result.features), "kind": kind, "anomaly": kind,
+             "description": f"{kind.replace('_', ' ')}: {what_moved}: {result.reason}",
+             "value": round(abs(best.change), 6), "threshold": result.min_change, "blocking": blocking,
+             "test": "correlation z", "p_value": best.p_value, "p_corrected": best.p_corrected,
+             "effect": "correlation_change", "n_ref": result.n_ref, "n_cur": result.n_cur}]
+
+
 def reference_profiles(stats_file: str) -> dict[str, drift.Profile]:
     """The drift profiles beside a statistics file (profiles.json in a statistics artifact,
     baseline_profiles.json in a bundle); a baseline pushed before profiles existed falls back to
     profiles read off its TFDV statistics."""
-    beside = {names.BASELINE_STATS: names.BASELINE_PROFILES, names.STATS_FILE: names.PROFILES_FILE}
-    profiles_file = Path(stats_file).with_name(beside.get(Path(stats_file).name, names.PROFILES_FILE))
+    profiles_file = _profiles_file(stats_file)
     if profiles_file.exists():
         try:
             return bundle.read_profiles(str(profiles_file))
@@ -234,20 +281,31 @@ def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | P
 
     decisions: dict[str, list[drift.FeatureDrift]] = {DRIFT: [], SKEW: []}
     compared = {}   # kind -> (reference profiles, current summaries), for the HTML report
+    joints: dict[str, joint.JointDrift] = {}
     if examples_dir is not None:
         features = _compared_features(schema, label)
         wanted = features | set(times)
-        compared[SKEW] = decide(SKEW, reference_profiles(str(artifacts.stats_file(statistics_dir, names.TRAIN))),
+        train_stats = str(artifacts.stats_file(statistics_dir, names.TRAIN))
+        compared[SKEW] = decide(SKEW, reference_profiles(train_stats),
                                 current_batches(examples_dir, names.EVAL, wanted, scale.batch_rows),
                                 features, times, drift_params)
+        joints[names.JOINT_SKEW] = decide_joint(joint_reference(train_stats), examples_dir, names.EVAL,
+                                                drift_params, scale.batch_rows)
         if baseline_stats:
             compared[DRIFT] = decide(DRIFT, reference_profiles(baseline_stats),
                                      current_batches(examples_dir, names.TRAIN, wanted, scale.batch_rows),
                                      features, times, drift_params)
+            joints[names.JOINT_DRIFT] = decide_joint(joint_reference(baseline_stats), examples_dir, names.TRAIN,
+                                                     drift_params, scale.batch_rows)
         decisions.update({kind: results for kind, (_, _, results) in compared.items()})
         compared = {kind: (profiles, summaries) for kind, (profiles, summaries, _) in compared.items()}
     report += rule_anomalies(SKEW, decisions[SKEW], blocking=True)
     report += rule_anomalies(DRIFT, decisions[DRIFT], blocking=params.block_on_drift)
+    if names.JOINT_SKEW in joints:
+        report += joint_anomalies(names.JOINT_SKEW, joints[names.JOINT_SKEW], False, names.EVAL, WHAT_MOVED[SKEW])
+    if names.JOINT_DRIFT in joints:
+        report += joint_anomalies(names.JOINT_DRIFT, joints[names.JOINT_DRIFT], params.block_on_drift, names.TRAIN,
+                                  WHAT_MOVED[DRIFT])
     report += suspicious_anomalies(stats[names.TRAIN], frozenset({label, *times}))
 
     with atomic_dir(output_dir) as staging:
@@ -258,9 +316,10 @@ def run(statistics_dir: str | Path, schema_path: str | Path, output_dir: str | P
         (staging / names.MEASUREMENTS_FILE).write_text(json.dumps(
             {"baseline": baseline_stats or "", "time_columns": times,
              **{kind: [r.as_dict() for r in results] for kind, results in decisions.items()},
+             **{kind: result.as_dict() for kind, result in joints.items()},
              "tfdv": tfdv_measurements(per_split[names.TRAIN])}, indent=2, default=_json) + "\n")
         validation_report.write(staging / names.REPORT_HTML, source, baseline_stats, report, decisions, compared,
-                                times, drift_params)
+                                times, drift_params, joints=joints)
         write_data_card(staging, ingest or {"source": source}, stats, schema, label, statistics_dir, times, report)
 
     blocking = [a for a in report if a["blocking"]]

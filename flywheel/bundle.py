@@ -84,8 +84,28 @@ def read_profiles(file: str) -> dict:
         raise ValueError(f"{file} is not a drift profiles file ({error})") from error
 
 
-def write_profiles(file: str, profiles: dict) -> None:
-    storage.write_text(file, json.dumps({"profiles": {k: v.to_dict() for k, v in profiles.items()}}))
+def read_joint(file: str, profiles: dict | None = None):
+    """The joint drift reference (flywheel/drift/joint.py) kept beside the profiles in the same
+    file, or None when the file has none (written by the streaming or Beam path, or before)."""
+    from flywheel.drift import joint
+
+    try:
+        raw = json.loads(storage.read_bytes(file))
+        if raw.get("joint") is None:
+            return None
+        profiles = read_profiles(file) if profiles is None else profiles
+        return joint.joint_profile_from_dict(raw["joint"], profiles)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{file} holds no usable joint drift reference ({error})") from error
+
+
+def write_profiles(file: str, profiles: dict, joint=None) -> None:
+    """The profiles and, when given, the joint reference built on them (one file: the joint
+    reference encodes numeric features by these profiles, so they travel together)."""
+    document = {"profiles": {k: v.to_dict() for k, v in profiles.items()}}
+    if joint is not None:
+        document["joint"] = joint.to_dict()
+    storage.write_text(file, json.dumps(document))
 
 
 def read_stats(file: str) -> statistics_pb2.DatasetFeatureStatisticsList:

@@ -31,6 +31,8 @@ INFRA_BLESSING_FILE = "infra_blessing.json"  # <infra_validation>/infra_blessing
 # --- What validate compares (anomaly kinds in report.json, keys of measurements.json) -------
 DRIFT = "drift"                        # this run's train split against the production model's training split
 SKEW = "skew"                          # this run's eval split against its train split
+JOINT_DRIFT = "joint_drift"            # the same two samples as DRIFT, by how features move together
+JOINT_SKEW = "joint_skew"              # the same two samples as SKEW, by how features move together
 
 # --- TFDV schema environments -------------------------------------------------------------
 ENV_TRAINING = "TRAINING"

@@ -106,6 +106,17 @@ class DriftParams:
     # n = 1,000 the KS distance is within 0.0016 and W1 within 0.006 sd of the exact CDF's
     # (Q = 10: 0.0067 and 0.05 sd).
     quantiles: int = 100
+    # Joint drift (flywheel/drift/joint.py): Holm over the pairs of features at joint_alpha, and a
+    # pair's correlation of normal scores moved by joint_min_change. At 0.05 the no-shift false
+    # alarms measured 5.0% at n = 200 and 1,000 (200 runs): the tails of a correlation's test are
+    # a little heavier than normal at those sizes. A +0.6 -> -0.6 flip moves the correlation ~1.2,
+    # a 5% cluster 2 sd off it ~0.25; rates: make bench-drift, section 4.
+    joint_alpha: float = 0.01
+    joint_min_change: float = 0.1
+    # Indicators per categorical feature in the joint check: its commonest levels whose share is
+    # in [joint_min_share, 1 - joint_min_share] (a rarer level holds too few rows of a window).
+    joint_levels: int = 4
+    joint_min_share: float = 0.05
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,6 +42,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from flywheel import serving_logs
+from flywheel.drift import joint as joint_drift
 from monitoring import baseline as baseline_io
 from monitoring import metrics as m
 from monitoring import routing
@@ -138,6 +139,7 @@ class Sidecar:
         self._failed_version: int | None = None
         self._rename_needles: list[bytes] = []
         self._decisions: tuple = (None, [], [])  # (window generation, features, predictions)
+        self._joint_decision: tuple = (None, None)   # (window generation, JointDrift)
         self.observer = Observer(config.model_name, self.instance, self.metrics, self.writer, self.feedback,
                                  lambda: (self.baseline, self.window), Redactor(mon.pii_fields, mon.pii_patterns),
                                  mon.queue_size, mon.queue_bytes, mon.linger_s, mon.window_rows_per_request)
@@ -533,6 +535,7 @@ class Sidecar:
             _, features, predictions = self._decisions
             out[m.DRIFT_WINDOW_ROWS].append(([model], rows))
             self._decision_samples(out[m.FEATURE_DRIFT], out[m.PREDICTION_DRIFT], features, predictions)
+            self._joint_samples(out[m.JOINT_DRIFT], out[m.JOINT_DRIFT_PAIR], self.joint_decision(window))
             version = str(baseline.version)
             _, exported, missing = window.exported_counts()
             for name, item in window.items.items():
@@ -548,6 +551,7 @@ class Sidecar:
         if view is not None:
             self._decision_samples(out[m.FLEET_FEATURE_DRIFT], out[m.FLEET_PREDICTION_DRIFT], view.features,
                                    view.predictions)
+            self._joint_samples(out[m.FLEET_JOINT_DRIFT], out[m.FLEET_JOINT_DRIFT_PAIR], view.joint)
             out[m.FLEET_DRIFT_ROWS].append(([model], float(view.rows)))
             out[m.FLEET_DRIFT_INSTANCES].append(([model], float(view.instances)))
             out[m.FLEET_DRIFT_AGE].append(([model], max(0.0, self.wall_clock() - view.computed_at)))
@@ -566,6 +570,25 @@ class Sidecar:
         out[m.LOG_UNSHIPPED_SEGMENTS].append(([], float(self.shipper.unshipped()[0])))
         out[m.LOG_OLDEST_UNSHIPPED].append(([], self.shipper.oldest_unshipped_age()))
         return out
+
+    def joint_decision(self, window: DriftWindow):
+        """The joint check on this pod's window, computed again only when the window changed."""
+        generation, summary = window.joint_summary()
+        if window.joint is None:
+            return None
+        if self._joint_decision[0] != generation:
+            self._joint_decision = (generation, joint_drift.compare_joint(window.joint.profile, summary,
+                                                                          self.config.drift))
+        return self._joint_decision[1]
+
+    def _joint_samples(self, overall_samples: list, pair_samples: list, result) -> None:
+        if result is None:
+            return
+        model = self.config.model_name
+        overall, pairs = m.joint_measures(result)
+        overall_samples += [([model, measure], value) for measure, value in overall.items()]
+        pair_samples += [([model, pair, measure], value) for pair, values in pairs.items()
+                         for measure, value in values.items()]
 
     def _decision_samples(self, feature_samples: list, prediction_samples: list, features: list,
                           predictions: list) -> None:
@@ -659,11 +682,13 @@ class Sidecar:
         if baseline is None or window is None:
             return
         _, rows, summaries = window.summaries()
-        self.fleet.publish(baseline.version, rows, summaries)
+        self.fleet.publish(baseline.version, rows, summaries, window.joint_summary()[1])
         view = self.fleet.collect(baseline)
         if baseline is not self.baseline:
             return   # the served version changed meanwhile
         view.features, view.predictions = decide(baseline, view.summaries, self.config.drift)
+        if baseline.joint is not None:
+            view.joint = joint_drift.compare_joint(baseline.joint, view.joint_summary, self.config.drift)
         self.fleet_view = view
 
     def ship(self) -> None:

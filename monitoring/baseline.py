@@ -8,7 +8,9 @@ keys, task), and the drift references the pipeline compares with:
 - the ones validate compares (`flywheel.time_features.compared_profiles`): the features, and a
   time feature's cyclical parts (`<column>:<part>`) whose cycle the reference covers, never its
   distinct values; served values go through the same `time_features.parts`;
-- the predictions' profile from the evaluation scores (`flywheel.drift.numeric_profile`).
+- the predictions' profile from the evaluation scores (`flywheel.drift.numeric_profile`);
+- the joint drift reference pushed beside the profiles (flywheel/drift/joint.py), when the
+  training split was profiled in memory.
 For Prometheus each profile's bins are also grouped into a few exported bins (`ExportBins`):
 a numeric feature's reference deciles (the groups PSI is computed over), a categorical
 feature's commonest `export_levels - 1` levels and one pool for the rest, so the number of
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from flywheel import bundle, drift, names, schema_view, storage, time_features
+from flywheel.drift import joint as joint_drift
 from flywheel import model_repository as repo
 from flywheel.schema_view import Feature
 from monitoring.feedback import LabelDomain
@@ -99,6 +102,7 @@ class Baseline:
     column_to_key: dict[str, str]
     task: str = names.BINARY
     pushed_at: float = math.nan
+    joint: joint_drift.JointProfile | None = None   # how the training split's features move together
 
 
 def _inputs(features: dict[str, Feature], profiles: dict[str, drift.Profile], levels: int) -> list[DriftInput]:
@@ -120,6 +124,12 @@ def reference_profiles(found: bundle.Bundle) -> dict[str, drift.Profile]:
     return drift.profiles_from_statistics(found.stats)
 
 
+def joint_reference(found: bundle.Bundle) -> joint_drift.JointProfile | None:
+    """The joint drift reference pushed with the version, or None."""
+    pushed = bundle.path(found.version_dir, names.BASELINE_PROFILES)
+    return bundle.read_joint(pushed) if storage.exists(pushed) else None
+
+
 def from_bundle(model_name: str, version: int, found: bundle.Bundle, quantiles: int, export_levels: int) -> Baseline:
     features = schema_view.by_name(found.schema, names.ENV_SERVING)
     metadata = found.metadata
@@ -132,7 +142,8 @@ def from_bundle(model_name: str, version: int, found: bundle.Bundle, quantiles: 
     return Baseline(model_name, version, features, metadata,
                     _inputs(features, reference_profiles(found), export_levels), predictions,
                     LabelDomain.from_metadata(metadata), {k: c for c, k in differing.items()}, differing,
-                    metadata.get("task", names.BINARY), float(metadata.get("pushed_at", math.nan)))
+                    metadata.get("task", names.BINARY), float(metadata.get("pushed_at", math.nan)),
+                    joint_reference(found))
 
 
 def load(repository: str, model_name: str, version: int, quantiles: int, export_levels: int) -> Baseline:

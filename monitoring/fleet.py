@@ -7,7 +7,9 @@ window's summaries (counts in the baseline's bins: they add up) to
 model version published within `fleet_stale_s`, and runs `flywheel.drift.compare` on the sum:
 the fleet's numbers are the pipeline's rule on the union of the replicas' windows. Every replica
 computes the same result, so alerts take the max over pods. Files of replicas gone for ten
-times `fleet_stale_s` are deleted by whichever replica sees them.
+times `fleet_stale_s` are deleted by whichever replica sees them. The joint drift check's
+summary (count, sums, sums of products: monitoring/joint_window.py) travels in the same file and
+is summed the same way, so the fleet's joint decision is the rule on the union of the windows.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ class FleetView:
     computed_at: float = 0.0
     features: list = field(default_factory=list)       # FeatureDrift per feature input
     predictions: list = field(default_factory=list)
+    joint_summary: object = None                        # JointSummary of every window, when there is a reference
+    joint: object = None                                # JointDrift on it
 
 
 class FleetDrift:
@@ -42,9 +46,11 @@ class FleetDrift:
         self.stale_s = stale_s
         self.clock = clock
 
-    def publish(self, version: int, rows: int, summaries: dict[str, drift.Summary]) -> None:
+    def publish(self, version: int, rows: int, summaries: dict[str, drift.Summary], joint_summary=None) -> None:
         document = {"instance": self.instance, "time": self.clock(), "version": version, "rows": rows,
                     "summaries": {name: s.to_dict() for name, s in summaries.items()}}
+        if joint_summary is not None:
+            document["joint"] = joint_summary.to_dict()
         storage.write_bytes(storage.join(self.directory, f"{self.instance}.json"), json.dumps(document).encode())
 
     def withdraw(self) -> None:
@@ -57,6 +63,8 @@ class FleetDrift:
         if baseline.predictions is not None:
             items[baseline.predictions.name] = baseline.predictions
         view = FleetView(baseline.version, summaries={n: i.profile.empty() for n, i in items.items()})
+        if baseline.joint is not None:
+            view.joint_summary = baseline.joint.empty()
         now = self.clock()
         for name in storage.listdir(self.directory):
             if not name.endswith(".json") or name.startswith("."):
@@ -77,11 +85,15 @@ class FleetDrift:
                 continue
             try:
                 summaries = {n: items[n].profile.from_dict(d) for n, d in document["summaries"].items() if n in items}
+                joint_part = (baseline.joint.summary_from_dict(document["joint"])
+                              if baseline.joint is not None and document.get("joint") else None)
             except (ValueError, KeyError, TypeError) as error:
                 log.warning("fleet drift: %s left out (%s)", name, error)
                 continue
             for n, summary in summaries.items():
                 view.summaries[n] = view.summaries[n] + summary
+            if joint_part is not None:
+                view.joint_summary = view.joint_summary + joint_part
             view.instances += 1
             view.rows += int(document.get("rows", 0))
         view.computed_at = now

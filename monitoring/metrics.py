@@ -41,6 +41,12 @@ FLEET_PREDICTION_DRIFT = "flywheel_fleet_prediction_drift"      # {model, measur
 FLEET_DRIFT_ROWS = "flywheel_fleet_drift_rows"                  # {model}
 FLEET_DRIFT_INSTANCES = "flywheel_fleet_drift_instances"        # {model}
 FLEET_DRIFT_AGE = "flywheel_fleet_drift_age_seconds"            # {model}
+# Joint drift (flywheel/drift/joint.py): the check on this pod's window and on the fleet's; per
+# pair of the pairs that moved most (at most flywheel.drift.joint.TOP), its correlations and test.
+JOINT_DRIFT = "flywheel_joint_drift"                            # {model, measure}
+JOINT_DRIFT_PAIR = "flywheel_joint_drift_pair"                  # {model, pair, measure}
+FLEET_JOINT_DRIFT = "flywheel_fleet_joint_drift"                # {model, measure}
+FLEET_JOINT_DRIFT_PAIR = "flywheel_fleet_joint_drift_pair"      # {model, pair, measure}
 # Drift: what Prometheus sums across pods (recording rules turn them into fleet distances).
 DRIFT_VALUES = "flywheel_drift_values"                          # {model, version, feature, bin}
 DRIFT_MISSING = "flywheel_drift_missing_values"                 # {model, version, feature}
@@ -90,6 +96,12 @@ ANOMALY_KINDS = ("missing", "unknown", "wrong_type", "out_of_domain", "nan")
 # The drift rule's numbers per feature (flywheel.drift.FeatureDrift): drifted is 1 when the change
 # is real and material; materiality is the larger effect size over its threshold (>= 1: material).
 DRIFT_MEASURES = ("drifted", "p_value", "p_corrected", "wasserstein_sd", "linf", "psi", "materiality", "rows")
+# The joint check's measures: drifted (1: some pair changed really and materially), compared (0:
+# too few rows or no reference), pairs tested, the smallest Holm-corrected p, the largest change of a
+# correlation over joint_min_change (>= 1: material), rows; per pair: r_ref, r_cur, change,
+# p_corrected, drifted.
+JOINT_MEASURES = ("drifted", "compared", "pairs", "p_corrected", "materiality", "rows")
+JOINT_PAIR_MEASURES = ("r_ref", "r_cur", "change", "p_corrected", "drifted")
 FEEDBACK_OUTCOMES = ("accepted", "duplicate", "rejected", "unauthorized", "unavailable")
 LOG_OUTCOMES = ("written", "dropped")
 # Keyed rows: found and fresh, not found, found in a batch older than batch.max_age_s, scored by
@@ -115,6 +127,18 @@ def decision_measures(result) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
 
 
+def joint_measures(result) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """A JointDrift as the exported measures: (overall, per pair labelled `a ~ b`)."""
+    overall = {"drifted": float(result.drifted), "compared": float(result.compared), "pairs": float(result.pairs),
+               "rows": float(result.n_cur)}
+    if result.top:
+        overall["p_corrected"] = min(p.p_corrected for p in result.top)
+        overall["materiality"] = max(abs(p.change) for p in result.top) / result.min_change
+    pairs = {f"{p.a} ~ {p.b}": {"r_ref": p.r_ref, "r_cur": p.r_cur, "change": p.change, "p_corrected": p.p_corrected,
+                                "drifted": float(p.drifted)} for p in result.top}
+    return overall, pairs
+
+
 # Metrics read from state at scrape time: name -> (type, help, labels).
 STATE_METRICS = {
     FEATURE_DRIFT: ("gauge", "The drift rule on this pod's window, per feature (see DRIFT_MEASURES)",
@@ -128,6 +152,12 @@ STATE_METRICS = {
     FLEET_DRIFT_ROWS: ("gauge", "Rows in the fleet's drift windows", ("model",)),
     FLEET_DRIFT_INSTANCES: ("gauge", "Pods whose windows the fleet's drift includes", ("model",)),
     FLEET_DRIFT_AGE: ("gauge", "Seconds since the fleet's drift was computed", ("model",)),
+    JOINT_DRIFT: ("gauge", "The joint drift check on this pod's window (see JOINT_MEASURES)", ("model", "measure")),
+    JOINT_DRIFT_PAIR: ("gauge", "The joint drift check on this pod's window: the pairs that moved most",
+                       ("model", "pair", "measure")),
+    FLEET_JOINT_DRIFT: ("gauge", "The joint drift check on the sum of every pod's window", ("model", "measure")),
+    FLEET_JOINT_DRIFT_PAIR: ("gauge", "The joint drift check on every pod's window: the pairs that moved most",
+                             ("model", "pair", "measure")),
     DRIFT_VALUES: ("counter", "Served values counted into the reference's exported bins (sum across pods)",
                    ("model", "version", "feature", "bin")),
     DRIFT_MISSING: ("counter", "Served values absent or unusable, per feature", ("model", "version", "feature")),

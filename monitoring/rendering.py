@@ -149,6 +149,19 @@ def alert_groups(mon: MonitoringParams, drift: DriftParams, batch: BatchParams =
                "Open the Flywheel drift dashboard: the reason, p-value and effect size per feature are there. Check "
                "whether the shift is real (an upstream change, seasonality) or a data bug; if real, start a training "
                "run on the newest data."),
+        _alert("FlywheelJointDrift",
+               f'abs(max by (namespace, model, pair) ({m.FLEET_JOINT_DRIFT_PAIR}{{measure="change"}}))\n'
+               f"and on (namespace, model, pair) max by (namespace, model, pair) "
+               f'({m.FLEET_JOINT_DRIFT_PAIR}{{measure="drifted"}}) == 1\n'
+               f"{enough_rows}",
+               "15m", "warning",
+               "Features {{ $labels.pair }} of model {{ $labels.model }} no longer move together as in the training "
+               "baseline across the fleet for 15 minutes (their correlation moved by {{ $value | printf \"%.2f\" }}; "
+               f"Holm-corrected over the pairs of features at {_g(drift.joint_alpha)} and a change of at least "
+               f"{_g(drift.joint_min_change)}).",
+               "Open the Flywheel drift dashboard (joint drift): the pair's correlation before and now is there. Per-"
+               "feature panels may stay green: look for a new segment of traffic or a changed upstream join; if real, "
+               "start a training run on the newest data."),
         _alert("FlywheelPredictionDrift",
                f'max by (namespace, model) ({m.FLEET_PREDICTION_DRIFT}{{measure="materiality"}})\n'
                f'and on (namespace, model) max by (namespace, model) ({m.FLEET_PREDICTION_DRIFT}{{measure="drifted"}}) == 1\n'
@@ -415,6 +428,14 @@ def drift_dashboard(mon: MonitoringParams, drift: DriftParams) -> dict:
                f"PSI); line: {_g(drift.psi)}, the PSI threshold of the rule.",
                [(recorded % PSI, "{{feature}}")], (16, 17, 8, 8),
                thresholds=_thresholds(("green", None), ("red", drift.psi))),
+        _panel("timeseries", "Joint drift (fleet): pairs of features whose correlation moved",
+               "How features move together: the change of each pair's correlation (normal scores) from the training "
+               f"baseline, for the pairs that moved most, over the fleet's window; lines at +-{_g(drift.joint_min_change)} "
+               f"(material). A pair drifts when its Holm-corrected test over all pairs is at or below "
+               f"{_g(drift.joint_alpha)} too (the alert). Per-feature panels cannot see these changes.",
+               [(f'max by (pair) ({m.FLEET_JOINT_DRIFT_PAIR}{{{SEL}, measure="change"}}){fleet_enough}', "{{pair}}"),
+                (f'max({m.FLEET_JOINT_DRIFT}{{{SEL}, measure="drifted"}})', "drifted (any pair)")], (0, 41, 24, 8),
+               minimum=None, thresholds=_thresholds(("green", None), ("red", drift.joint_min_change))),
         _panel("timeseries", "Prediction drift (fleet): effect size / threshold",
                "Served scores against the model's evaluation scores, the same rule.",
                [(f'max({m.FLEET_PREDICTION_DRIFT}{{{SEL}, measure="materiality"}})', "effect / threshold"),

@@ -18,6 +18,7 @@ import numpy as np
 
 from flywheel import drift
 from monitoring.baseline import Baseline, DriftInput
+from monitoring.joint_window import JointWindow
 
 RECOMPUTE_EVERY = 1000   # evictions between exact re-sums of the window (float sums drift slowly)
 
@@ -51,6 +52,8 @@ class DriftWindow:
                          for name, item in self.items.items() if item.bins is not None}
         self.missing_total = {name: 0 for name in self.items}
         self.rows_total = 0
+        # The joint check's summaries of the same chunks (None: the baseline has no joint reference).
+        self.joint = JointWindow(baseline.joint) if baseline.joint is not None else None
 
     def add(self, rows: int, columns: dict[str, list]) -> None:
         """One batch: `rows` rows, and per column (and PREDICTIONS) its values, None where absent."""
@@ -65,7 +68,10 @@ class DriftWindow:
             values = columns.get(item.column)
             if values:
                 chunk[name] = item.summarize(values, parts)
+        joint_part = self.joint.summarize(rows, columns) if self.joint is not None else None
         with self._lock:
+            if joint_part is not None:
+                self.joint.push(joint_part)
             for name, summary in chunk.items():
                 self._totals[name] = self._totals[name] + summary
                 if name in self.exported:
@@ -79,6 +85,8 @@ class DriftWindow:
                 self.rows -= old_rows
                 for name, summary in old.items():
                     self._totals[name] = _minus(self._totals[name], summary)
+                if self.joint is not None:
+                    self.joint.pop()
                 self._evictions += 1
             if self._evictions >= RECOMPUTE_EVERY:
                 self._recompute_locked()
@@ -95,6 +103,11 @@ class DriftWindow:
         """(generation, rows, summary per input) of the window now."""
         with self._lock:
             return self.generation, self.rows, dict(self._totals)
+
+    def joint_summary(self) -> tuple[int, object]:
+        """(generation, the joint summary of the window now, or None without a joint reference)."""
+        with self._lock:
+            return self.generation, (self.joint.total if self.joint is not None else None)
 
     def exported_counts(self) -> tuple[int, dict[str, np.ndarray], dict[str, int]]:
         with self._lock:

@@ -74,7 +74,7 @@ def run(data_path: str, workdir: str | Path, params: Params, until: str = "push"
     if "statistics" in steps:
         step("statistics", statistics.run, chain.examples, chain.statistics,
              schema_path=schema_view.resolve_curated(curated), label=label, quantiles=params.drift.quantiles,
-             scale=params.scale, engine=results["ingest"].get("engine"))
+             scale=params.scale, engine=results["ingest"].get("engine"), drift_params=params.drift)
     if "schema" in steps:
         step("schema", schema.run, chain.statistics, chain.out("schema"), label, curated)
     if "validate" in steps:

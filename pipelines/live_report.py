@@ -21,8 +21,9 @@ from pathlib import Path
 
 from flywheel import bundle, drift, model_repository, names, storage
 from flywheel import params as params_mod
-from flywheel.report import live, render
-from monitoring.metrics import DRIFT_WINDOW_ROWS, FEATURE_DRIFT, MODEL_VERSION, PREDICTION_DRIFT, SCHEMA_ANOMALIES
+from flywheel.report import joint, live, render
+from monitoring.metrics import (DRIFT_WINDOW_ROWS, FEATURE_DRIFT, JOINT_DRIFT, JOINT_DRIFT_PAIR, MODEL_VERSION,
+                                PREDICTION_DRIFT, SCHEMA_ANOMALIES)
 
 MAX_BYTES = 64 * 1024 * 1024    # a scrape larger than this is not a sidecar's: refuse it, bounded memory
 TIMEOUT_S = 10.0
@@ -46,9 +47,11 @@ def scrape(url: str) -> str:
 def read_metrics(text: str, model: str) -> dict:
     """The sidecar's drift numbers for `model`: {"measures": {feature: {measure: value}},
     "rows": window rows, "predictions": {measure: value}, "version": served version or None,
-    "anomalies": {(feature, kind): served values that broke the schema}}."""
+    "anomalies": {(feature, kind): served values that broke the schema}, "joint": {measure: value} and
+    "joint_pairs": {pair: {measure: value}} of the joint drift check}."""
     from prometheus_client.parser import text_string_to_metric_families
-    found = {"measures": {}, "rows": 0.0, "predictions": {}, "version": None, "anomalies": {}, "models": set()}
+    found = {"measures": {}, "rows": 0.0, "predictions": {}, "version": None, "anomalies": {}, "models": set(),
+             "joint": {}, "joint_pairs": {}}
     try:
         families = list(text_string_to_metric_families(text))
     except ValueError as error:
@@ -66,6 +69,10 @@ def read_metrics(text: str, model: str) -> dict:
                 found["rows"] = float(sample.value)
             elif sample.name == PREDICTION_DRIFT and "measure" in labels:
                 found["predictions"][labels["measure"]] = float(sample.value)
+            elif sample.name == JOINT_DRIFT and "measure" in labels:
+                found["joint"][labels["measure"]] = float(sample.value)
+            elif sample.name == JOINT_DRIFT_PAIR and "pair" in labels and "measure" in labels:
+                found["joint_pairs"].setdefault(labels["pair"], {})[labels["measure"]] = float(sample.value)
             elif sample.name == MODEL_VERSION and sample.value > 0:
                 found["version"] = int(sample.value)
             elif sample.name == f"{SCHEMA_ANOMALIES}_total" and "feature" in labels and "kind" in labels:
@@ -101,8 +108,11 @@ def make(metrics_url: str, repository: str, model: str, version: int | None, out
     if not version:
         raise ReportError(f"{metrics_url}: the sidecar names no served version of '{model}'; pass --version")
     profiles = baseline_profiles(repository, model, version, set(found["measures"]))
+    rule = params_mod.load().drift
+    joint_check = (joint.from_measures(found["joint"], found["joint_pairs"], rule.joint_alpha, rule.joint_min_change)
+                   if found["joint"] else None)
     page = live.report(model, version, metrics_url, profiles, found["measures"], found["rows"], found["predictions"],
-                       params_mod.load().drift.psi, found["anomalies"])
+                       rule.psi, found["anomalies"], joint_check)
     out = out or Path("build") / "reports" / f"live-{model}-v{version}-{time.strftime('%Y%m%d-%H%M%S')}.html"
     render.write(page, out)
     return out, found

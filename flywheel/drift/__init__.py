@@ -9,6 +9,8 @@ The pipeline (validate) and the monitoring sidecar use the same code, so their n
 - `profile.summarize(values)`: current values in the profile's bins; summaries add up (`a + b`).
 - `compare(profiles, summaries, params.drift)`: one `FeatureDrift` per feature, with the test,
   p-values, effect size, threshold, sample sizes, the decision and a one-line reason.
+- `flywheel.drift.joint`: how features move together (pairwise correlations), for the changes no
+  per-feature test sees: `joint_profile`, `JointProfile.summarize`, `compare_joint`.
 """
 from flywheel.drift.compare import (CHI2, KS, KS_CHI2, LINF, NONE, WASSERSTEIN_SD, FeatureDrift, chi2_two_sample,
                                     compare, decile_groups, format_table, pool_levels, psi,

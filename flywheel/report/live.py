@@ -14,6 +14,7 @@ from typing import Mapping
 
 from flywheel.drift import Profile
 from flywheel.report import build, charts
+from flywheel.report import joint as joint_section
 from flywheel.report.charts import number
 from flywheel.report.model import (
     CHANGED,
@@ -64,10 +65,11 @@ def feature_view(feature: str, profile: Profile | None, values: Mapping[str, flo
 def report(model: str, version: int | str, source: str, profiles: Mapping[str, Profile],
            measures: Mapping[str, Mapping[str, float]], window_rows: float,
            predictions: Mapping[str, float] | None = None, psi_threshold: float = 0.25,
-           schema_anomalies: Mapping[tuple[str, str], float] | None = None) -> Report:
+           schema_anomalies: Mapping[tuple[str, str], float] | None = None, joint=None) -> Report:
     """`measures`: feature -> {measure: value} as the sidecar exports them; `profiles`: the served
     version's reference profiles; `schema_anomalies`: (feature, kind) -> served values that broke
-    the SERVING schema since the sidecar started."""
+    the SERVING schema since the sidecar started; `joint`: the sidecar's joint drift check
+    (flywheel/report/joint.py `from_measures`), drawn as a section of its own."""
     features = tuple(feature_view(name, profiles.get(name), values, psi_threshold)
                      for name, values in sorted(measures.items()))
     note = (f"The sidecar exports its window's measures, not the window's values: the charts show the reference "
@@ -81,4 +83,9 @@ def report(model: str, version: int | str, source: str, profiles: Mapping[str, P
         facts.append(("prediction drift", ", ".join(f"{k} {number(v)}" for k, v in sorted(predictions.items()))))
     anomalies = tuple(Anomaly(feature, "schema", kind, f"{number(count)} served values since the sidecar started")
                       for (feature, kind), count in sorted((schema_anomalies or {}).items()) if count > 0)
-    return Report(f"Live drift report: {model} v{version}", tuple(facts), anomalies, (comparison,), build.now())
+    sections = (comparison,)
+    if joint is not None:
+        sections += (joint_section.comparison(
+            "joint", f"Live joint drift of {model} v{version}: how features move together",
+            f"baseline (training split of v{version})", "live window", joint),)
+    return Report(f"Live drift report: {model} v{version}", tuple(facts), anomalies, sections, build.now())

@@ -86,8 +86,14 @@ def test_live_report_from_the_sidecar(served, browser, screenshots, tmp_path):
 
     page = browser.open(out)
     drawn = assert_offline_and_drawn(page, out)
-    cards = page.evaluate("Array.from(document.querySelectorAll('article.card h3')).map(h => h.textContent)")
+    cards = page.evaluate("Array.from(document.querySelectorAll('#live article.card h3')).map(h => h.textContent)")
     assert sorted(cards) == sorted(scraped["measures"]) and len(drawn) == len(cards)
+    # The joint check's section: the pairs the sidecar exports, each with its correlations.
+    pairs = page.evaluate("Array.from(document.querySelectorAll('#joint article.card h3')).map(h => h.textContent)")
+    assert scraped["joint"]["compared"] == 1 and sorted(pairs) == sorted(scraped["joint_pairs"]) and pairs
+    first_pair = scraped["joint_pairs"][pairs[0]]
+    text = page.evaluate("document.querySelector('#joint article.card').textContent")
+    assert f"rreference{first_pair['r_ref']:+.3f}" in text.replace(" ", "")
     # The summary puts the shifted features first (largest PSI), and shows the scraped numbers.
     first = page.evaluate("Array.from(document.querySelectorAll('#summary ~ table tbody tr')).slice(0, 2)"
                           ".map(r => r.cells[2].textContent)")

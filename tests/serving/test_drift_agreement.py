@@ -34,7 +34,7 @@ from monitoring import rendering
 from monitoring.window import decide
 from tests.support.bundles import train_versions
 from tests.support.prometheus import Prometheus
-from tests.support.servers import MODEL_NAME, start_dev_server
+from tests.support.servers import MODEL_NAME, predict, predict_spread, start_dev_server
 from tests.support.taxi_rows import LABEL, make_frame
 
 SETTINGS = params.load().drift
@@ -89,19 +89,12 @@ def model(tmp_path_factory):
     server.stop()
 
 
-def send(sidecar, rows: list[dict]) -> None:
-    req = urllib.request.Request(f"{sidecar.url}/v1/models/{MODEL_NAME}:predict",
-                                 data=json.dumps({"instances": rows}).encode())
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        assert resp.status == 200
-
-
 def test_one_sidecar_gives_the_pipelines_numbers_on_the_same_rows(model, sidecar_factory):
     version_dir, server = model
     sidecar = sidecar_factory(server.rest_url, server.repository, window_rows=5000, window_rows_per_request=1000)
     rows = served_rows(1500, seed=7)
     for start in range(0, len(rows), 50):
-        send(sidecar, rows[start:start + 50])
+        predict(sidecar.url, rows[start:start + 50])
     sidecar.drain()
     baseline = sidecar.state.baseline
     _, n, summaries = sidecar.state.window.summaries()
@@ -128,11 +121,7 @@ def test_the_fleet_gives_the_pipelines_numbers_on_the_union_and_prometheus_tfdvs
     prometheus = Prometheus(tmp_path, {f"pod{i}": f"127.0.0.1:{p.config.port}" for i, p in enumerate(pods)})
     try:
         rows = served_rows(1800, seed=11)
-        rng = random.Random(3)
-        for start in range(0, len(rows), 20):
-            send(rng.choice(pods), rows[start:start + 20])
-        for pod in pods:
-            pod.drain()
+        predict_spread(pods, rows)
         theirs = pipeline_report(version_dir, rows)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not all(

@@ -17,6 +17,25 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL_NAME = names.DEFAULT_MODEL_NAME
 
 
+def predict(url: str, rows: list[dict], model: str = MODEL_NAME) -> None:
+    """One REST predict call of `rows` to a sidecar or model server at `url`; it must answer 200."""
+    import json
+    request = urllib.request.Request(f"{url}/v1/models/{model}:predict", data=json.dumps({"instances": rows}).encode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+
+
+def predict_spread(sidecars: list, rows: list[dict], batch: int = 20, seed: int = 3) -> None:
+    """`rows` in requests of `batch` rows, each to a sidecar chosen at random (as a Service spreads
+    them over replicas); returns when every sidecar has processed what it received."""
+    import random
+    rng = random.Random(seed)
+    for start in range(0, len(rows), batch):
+        predict(rng.choice(sidecars).url, rows[start:start + batch])
+    for sidecar in sidecars:
+        sidecar.drain()
+
+
 def push_version(exported: dict[int, Path], repository: Path, version: int) -> Path:
     """Copy a version in the way the push step does: stage under a dot-name, then one rename."""
     model_dir = repository / MODEL_NAME

@@ -38,3 +38,16 @@ def make_frame(n: int, seed: int, miles_scale: float = 1.0, cash_share: float = 
 def rows_of(frame: pd.DataFrame) -> list[dict]:
     """JSON-ready rows without the label, as a client sends them."""
     return json.loads(frame.drop(columns=[LABEL]).to_json(orient="records"))
+
+
+def fares_reversed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Fares handed out in the reverse order of the trips' miles: every value of both columns is
+    kept (the same marginals: no per-feature test can see it), their correlation flips sign."""
+    out = frame.copy()
+    both = (out["fare"].notna() & out["trip_miles"].notna()).to_numpy()
+    rows = np.flatnonzero(both)
+    by_miles = rows[np.argsort(out["trip_miles"].to_numpy()[rows], kind="stable")]
+    fare = out["fare"].to_numpy().copy()
+    fare[by_miles] = np.sort(fare[rows])[::-1]
+    out["fare"] = fare
+    return out
