@@ -290,7 +290,7 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params:
             outputs = _eval_outputs(family, trained[family][0], x_eval, specs, task) if len(eval_df) else None
             candidates[family] = families.scored(family, task, y_eval, outputs, time.time() - family_started)
         print(f"[train] {family}: {candidates[family].describe()}", flush=True)
-    choice = families.select(candidates, task, y_all if kfold else y_eval, params)
+    choice = families.select(candidates, task, y_all if kfold else y_eval, params, pooled)
     print(f"[train] chosen: {choice.family} ({choice.reason})", flush=True)
     if kfold:
         trained[choice.family] = fit(choice.family, x_train, y_train, x_eval, y_eval)
