@@ -256,7 +256,7 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params:
                                                x_val, y_val, *plan, params, strategy, streaming)
         if family == families.LINEAR:
             return build_linear(specs, x, y, task, len(vocabulary), params), {}
-        return tree_model.fit(x, y, specs, task, params.gbt_trees, params.seed), {}
+        return tree_model.fit(x, y, specs, task, params.gbt_trees, params.seed, params.max_vocab), {}
 
     # Below kfold_below_rows train+eval rows the eval split is too few rows to choose on: every
     # family is scored out of fold on all of them instead, then the chosen one is fitted on train.

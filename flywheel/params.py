@@ -136,7 +136,7 @@ class TrainParams:
     patience: int = 10                    # epochs without a better eval loss before stopping; 0 = never stop early
     learning_rate: float = 0.003
     hidden_units: tuple[int, ...] = (32, 16)
-    max_vocab: int = 100
+    max_vocab: int = 100                  # values kept per string column (network and trees); the rest: one "other"
     seed: int = 7
     # --- model families (components/train.py): each is trained on the train split and scored on the
     # eval split; the selection rule picks one, and only that one is exported.
