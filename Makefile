@@ -189,7 +189,7 @@ FAIRNESS_SIZES ?= 500,10000,100000,1000000
 FAIRNESS_SEEDS ?= 50
 
 .PHONY: bench-models
-bench-models: $(VENV)/.installed ## The chosen model on 10 public tables shipped in PyPI packages (344 to 336,776 rows; every task) vs LightGBM defaults and the linear baseline on the same split; training time, peak RSS (~15 min).
+bench-models: $(VENV)/.installed ## The chosen model on 12 public tables shipped in PyPI packages (344 to 336,776 rows; every task) vs LightGBM defaults and the linear baseline on the same split; training time, peak RSS (~15 min).
 	$(PY) -W ignore benchmarks/bench_models.py
 
 .PHONY: bench-fairness

@@ -256,7 +256,7 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params:
                                                x_val, y_val, *plan, params, strategy, streaming)
         if family == families.LINEAR:
             return build_linear(specs, x, y, task, len(vocabulary), params), {}
-        return tree_model.fit(x, y, specs, task, params.gbt_trees, params.seed), {}
+        return tree_model.fit(x, y, specs, task, params.gbt_trees, params.seed, params.max_vocab), {}
 
     # Below kfold_below_rows train+eval rows the eval split is too few rows to choose on: every
     # family is scored out of fold on all of them instead, then the chosen one is fitted on train.
@@ -290,7 +290,7 @@ def run(examples_dir: str, schema_path: str, label: str, model_dir: str, params:
             outputs = _eval_outputs(family, trained[family][0], x_eval, specs, task) if len(eval_df) else None
             candidates[family] = families.scored(family, task, y_eval, outputs, time.time() - family_started)
         print(f"[train] {family}: {candidates[family].describe()}", flush=True)
-    choice = families.select(candidates, task, y_all if kfold else y_eval, params)
+    choice = families.select(candidates, task, y_all if kfold else y_eval, params, pooled)
     print(f"[train] chosen: {choice.family} ({choice.reason})", flush=True)
     if kfold:
         trained[choice.family] = fit(choice.family, x_train, y_train, x_eval, y_eval)

@@ -116,8 +116,10 @@ def lead_interval(metric: str, labels: np.ndarray, a: dict, b: dict, confidence:
     return float(lead[0]), float(low), float(high)
 
 
-def select(candidates: dict[str, Candidate], task: str, labels: np.ndarray, params) -> Choice:
-    """The family params.selection picks among the scored candidates (in params.families' order)."""
+def select(candidates: dict[str, Candidate], task: str, labels: np.ndarray, params, table_rows: int) -> Choice:
+    """The family params.selection picks among the scored candidates (in params.families' order).
+    `simplest` keeps a simpler family only on tables of fewer than params.simplest_below_rows
+    train+eval rows (`table_rows`); from there on it takes the best eval score, like `best`."""
     metric = em.primary_metric(task)
     summary = {f: c.to_dict() for f, c in candidates.items()}
     usable = [c for c in candidates.values() if c.status == "trained"]
@@ -132,6 +134,10 @@ def select(candidates: dict[str, Candidate], task: str, labels: np.ndarray, para
     best = better(scored_, key=lambda c: c.score)
     if params.selection == BEST or best is scored_[0]:
         return Choice(best.family, params.selection, metric, f"the best eval {metric} ({best.score:.4f})", summary)
+    if table_rows >= params.simplest_below_rows:
+        return Choice(best.family, params.selection, metric,
+                      f"the best eval {metric} ({best.score:.4f}); {table_rows} train+eval rows >= "
+                      f"train.simplest_below_rows {params.simplest_below_rows}, so no lead is needed", summary)
     for simpler in scored_:
         if simpler is best:
             break

@@ -50,13 +50,17 @@ def test_simplest_rule_keeps_the_linear_model_unless_another_leads_beyond_noise(
     much = y + rng.normal(0, 0.3, 400)                                # far better
     params = TrainParams()
     close = _candidates(y, {"linear": signal, "gbt": slightly})
-    choice = model_families.select(close, names.BINARY, y, params)
+    choice = model_families.select(close, names.BINARY, y, params, 400)
     assert choice.family == "linear" and "within its 95% interval" in choice.reason
     clear = _candidates(y, {"linear": signal, "gbt": much})
-    assert model_families.select(clear, names.BINARY, y, params).family == "gbt"
+    assert model_families.select(clear, names.BINARY, y, params, 400).family == "gbt"
     best_rule = dataclasses.replace(params, selection="best")
     assert close["gbt"].score > close["linear"].score
-    assert model_families.select(close, names.BINARY, y, best_rule).family == "gbt"
+    assert model_families.select(close, names.BINARY, y, best_rule, 400).family == "gbt"
+    # On a table of simplest_below_rows train+eval rows or more, `simplest` takes the best score too.
+    large = model_families.select(close, names.BINARY, y, params, params.simplest_below_rows)
+    assert large.family == "gbt" and "simplest_below_rows" in large.reason
+    assert model_families.select(close, names.BINARY, y, params, params.simplest_below_rows - 1).family == "linear"
 
 
 def test_a_candidate_answering_nan_is_refused_with_its_rows_named():
@@ -66,7 +70,7 @@ def test_a_candidate_answering_nan_is_refused_with_its_rows_named():
     candidate = model_families.scored("gbt", names.BINARY, y, {names.OUTPUT_SCORE: answers}, 0.5)
     assert candidate.status == "refused" and "2 row(s) (positions 3, 7)" in candidate.note
     fine = model_families.scored("linear", names.BINARY, y, {names.OUTPUT_SCORE: np.linspace(0, 1, 20)}, 0.5)
-    assert model_families.select({"gbt": candidate, "linear": fine}, names.BINARY, y, TrainParams()).family == "linear"
+    assert model_families.select({"gbt": candidate, "linear": fine}, names.BINARY, y, TrainParams(), 20).family == "linear"
 
 
 def test_unknown_family_or_rule_is_a_clear_error():
