@@ -56,13 +56,22 @@ def test_validation_report_of_the_drifted_span(drifted, browser, screenshots):
 
     # A card per feature and comparison, with the rule's decision; the summary most severe first.
     cards = page.evaluate(CARDS)
+    joint_kinds = (names.JOINT_DRIFT, names.JOINT_SKEW)
+    joint_cards = [card for card in cards if card[0] in joint_kinds]
+    cards = [card for card in cards if card[0] not in joint_kinds]
     assert sorted((kind, feature) for kind, feature, _ in cards) == sorted(compared)
+    # A card per pair the joint check ranks, with its decision.
+    pairs = {(kind, f"{p['a']} ~ {p['b']}"): p["drifted"] for kind in joint_kinds
+             for p in measured[kind].get("top", [])}
+    assert sorted((kind, pair) for kind, pair, _ in joint_cards) == sorted(pairs)
+    for kind, pair, decision in joint_cards:
+        assert (decision == model.CHANGED) == pairs[(kind, pair)], (kind, pair, decision)
     decided = {(kind, r["feature"]): r["drifted"] for kind in (names.DRIFT, names.SKEW) for r in measured[kind]}
     for kind, feature, decision in cards:
         assert (decision == model.CHANGED) == decided[(kind, feature)], (kind, feature, decision)
     assert {f for k, f, d in cards if d == model.CHANGED} >= {"trip_miles", "payment_type"}  # the shifts
     severities = page.evaluate(SUMMARY)
-    assert len(severities) == len(compared) and severities == sorted(severities, reverse=True)
+    assert len(severities) == len(compared) + len(pairs) and severities == sorted(severities, reverse=True)
     verdict = page.evaluate("document.querySelector('.verdict').textContent")
     assert verdict.startswith("Not blocked, but") and "changed" in verdict
     anomalies_shown = page.evaluate("document.querySelectorAll('#anomalies + table tbody tr').length")
