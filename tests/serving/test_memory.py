@@ -109,9 +109,11 @@ def test_rss_stays_bounded_under_large_invalid_and_large_valid_requests(exported
         with ThreadPoolExecutor(8) as pool:
             valid = list(pool.map(lambda _: _post(url, big), range(1500)))
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:    # let the observer finish what is queued
+        # Let the observer finish what is queued: a record leaves the queue's depth when its batch
+        # is taken, and is counted written when the batch's lines are, so wait for the counts.
+        while time.monotonic() < deadline:
             text = _metrics(port)
-            if _value(text, "flywheel_prediction_log_queue_depth") == 0:
+            if _value(text, "flywheel_prediction_log_queue_depth") == 0 and _accounted(text) >= 1600:
                 break
             time.sleep(0.5)
         final_mib = _rss_mib(proc.pid)
@@ -126,7 +128,7 @@ def test_rss_stays_bounded_under_large_invalid_and_large_valid_requests(exported
     assert invalid == [400] * 100 and valid == [200] * 1500
     written = _value(text, 'flywheel_prediction_log_records_total{outcome="written"}')
     dropped = _value(text, 'flywheel_prediction_log_records_total{outcome="dropped"}')
-    assert written + dropped == 1600
+    assert _accounted(text) == written + dropped == 1600
     memory = _value(text, 'flywheel_feedback_memory_bytes{model="taxi_tips"}')
     window = _value(text, 'flywheel_drift_window_rows{model="taxi_tips"}')
     print(f"\nRSS: {started_mib:.0f} MiB ready, peak {max(peak[0], high_water):.0f} MiB (limit {RSS_LIMIT_MIB}), "
@@ -153,3 +155,9 @@ def _value(text: str, sample: str) -> float:
         if line.startswith(sample + " ") or (("{" not in sample) and line.startswith(sample + "{")):
             return float(line.rsplit(" ", 1)[1])
     pytest.fail(f"{sample} not in /metrics")
+
+
+def _accounted(text: str) -> float:
+    """Records the prediction log wrote or dropped so far."""
+    return sum(_value(text, f'flywheel_prediction_log_records_total{{outcome="{outcome}"}}')
+               for outcome in ("written", "dropped"))
