@@ -281,7 +281,9 @@ live-report: $(VENV)/.installed ## Drift report of the sidecar's live window as 
 BENCH_SECONDS ?= 10
 
 .PHONY: bench-sidecar
-bench-sidecar: $(VENV)/.installed ## Sidecar vs direct with Poisson arrivals over 16 connections at 100/500/1000 req/s, CPU per request, capacity per core; a real version trained by the pipeline's steps (~4 min).
+bench-sidecar: $(VENV)/.installed ## Sidecar vs direct with Poisson arrivals over 16 connections at 100/500/1000 req/s, CPU per request, capacity per core with wrk (installed from Debian if missing); a real version trained by the pipeline's steps (~6 min).
+	@command -v wrk >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
 	$(PY) benchmarks/bench_sidecar.py --rates 100 500 1000 --seconds $(BENCH_SECONDS) --repeats 3
 
 
