@@ -5,6 +5,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The `flywheel` command (flywheel_cli/; the console script of the same name once installed).
+FLYWHEEL := $(PY) -m flywheel_cli
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 # kfp.local starts each task with the `python3` on PATH: put the venv first.
@@ -101,7 +103,7 @@ endif
 ifeq ($(RUNNER),docker)
 	docker/engine.sh $(PY) docker/build.py component
 endif
-	$(RUN_IN) $(PY) -m pipelines.cli $(if $(DATA),run --data "$(DATA)" --label "$(LABEL)" $(if $(MODEL),--model-name "$(MODEL)"),main) $(RUN_FLAGS) --runner $(RUNNER)
+	$(RUN_IN) $(FLYWHEEL) run $(if $(DATA),--data "$(DATA)" --label "$(LABEL)" $(if $(MODEL),--model-name "$(MODEL)")) $(RUN_FLAGS) --runner $(RUNNER)
 
 DEMO_DIR := build/readme-demo
 .PHONY: readme-demo
@@ -117,40 +119,40 @@ FILE ?=
 
 .PHONY: span
 span: $(VENV)/.installed ## Next span from the serving logs: predictions joined with feedback, PII redacted, `dvc add`ed under data/log_spans/; prints the counts [MODEL=name] [SINCE=YYYY-MM-DD] [UNTIL=YYYY-MM-DD]
-	$(PY) -m pipelines.span_from_logs $(if $(MODEL),--model-name "$(MODEL)") $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)")
+	$(FLYWHEEL) span $(if $(MODEL),--model-name "$(MODEL)") $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)")
 
 .PHONY: label-export
 label-export: $(VENV)/.installed ## Unlabeled logged predictions, least confident first, as Label Studio tasks and CSV in runs/labels/ [N=rows] [MODEL=name]
-	$(PY) -m pipelines.labels_io export $(if $(MODEL),--model-name "$(MODEL)") $(if $(N),--limit "$(N)")
+	$(FLYWHEEL) labels export $(if $(MODEL),--model-name "$(MODEL)") $(if $(N),--limit "$(N)")
 
 .PHONY: label-import
 label-import: $(VENV)/.installed ## Raters' labels into the feedback log: FILE=Label Studio JSON export or CSV (request_id,label[,row]) [MODEL=name]
 	@test -n "$(FILE)" || { echo "error: give the file: make label-import FILE=export.json|labels.csv" >&2; exit 2; }
-	$(PY) -m pipelines.labels_io import --file "$(FILE)" $(if $(MODEL),--model-name "$(MODEL)")
+	$(FLYWHEEL) labels import --file "$(FILE)" $(if $(MODEL),--model-name "$(MODEL)")
 
 TRIGGER_PORT ?= 9095
 DATA_SPANS ?= $(shell $(PY) -c "from flywheel import params; print(params.load().data.output_dir)" 2>/dev/null)
 
 .PHONY: trigger
 trigger: $(VENV)/.installed ## Run the retraining trigger on loopback: Alertmanager webhook at http://127.0.0.1:9095/api/v1/alerts (TRIGGER_PORT); runs here with kfp.local, or on KFP with SET="trigger.kfp_host=URL" [MODEL=name] [SET="k=v ..."]
-	$(PY) -m trigger --port $(TRIGGER_PORT) $(if $(MODEL),--model-name "$(MODEL)") $(foreach kv,$(SET),--set '$(kv)')
+	$(FLYWHEEL) trigger --port $(TRIGGER_PORT) $(if $(MODEL),--model-name "$(MODEL)") $(foreach kv,$(SET),--set '$(kv)')
 
 .PHONY: loop
 loop: $(VENV)/.installed ## The whole flywheel on loopback (<= 6 min; `make run` first when nothing is pushed): serve the first pushed version (a copy), drifted traffic + feedback, Prometheus + Alertmanager fire, the trigger retrains on the logs' span; stage times and runs/loop/<time>/timeline.png [MODEL=name] [SET="loop.traffic_rows=3000 ..."]
 	@test -f $(DATA_SPANS)/span-003.csv || $(MAKE) --no-print-directory data
 	@ls -d $(SERVE_REPOSITORY)/$(SERVE_MODEL)/[0-9]* >/dev/null 2>&1 || $(MAKE) --no-print-directory run
-	$(PY) -m pipelines.loop $(if $(MODEL),--model-name "$(MODEL)") $(foreach kv,$(SET),--set '$(kv)')
+	$(FLYWHEEL) loop $(if $(MODEL),--model-name "$(MODEL)") $(foreach kv,$(SET),--set '$(kv)')
 
 VERSION ?=
 
 .PHONY: lineage
 lineage: $(VENV)/.installed ## Where the served model (or VERSION=n) came from: data, code, settings, trigger, back through the versions it replaced; a picture in runs/lineage.png [MODEL=name] [REPOSITORY=path, e.g. the one `make loop` printed]
-	$(PY) -m pipelines.lineage $(if $(MODEL),--model-name "$(MODEL)") $(if $(VERSION),--version "$(VERSION)") $(if $(REPOSITORY),--model-repository "$(REPOSITORY)")
+	$(FLYWHEEL) lineage $(if $(MODEL),--model-name "$(MODEL)") $(if $(VERSION),--version "$(VERSION)") $(if $(REPOSITORY),--model-repository "$(REPOSITORY)")
 
 .PHONY: compile
 compile: $(VENV)/.installed ## Compile pipelines/training_pipeline.yaml and pipelines/batch_pipeline.yaml (IMAGE=name:tag sets the component image; then under build/).
-	$(PY) -m pipelines.cli compile --image "$(IMAGE)" $(if $(filter ghcr.io/flywheel-mlops/flywheel-component:0.1.0,$(IMAGE)),,--output build/training_pipeline.yaml)
-	$(PY) -m pipelines.cli compile --pipeline batch --image "$(IMAGE)" $(if $(filter ghcr.io/flywheel-mlops/flywheel-component:0.1.0,$(IMAGE)),,--output build/batch_pipeline.yaml)
+	$(FLYWHEEL) compile --image "$(IMAGE)" $(if $(filter ghcr.io/flywheel-mlops/flywheel-component:0.1.0,$(IMAGE)),,--output build/training_pipeline.yaml)
+	$(FLYWHEEL) compile --pipeline batch --image "$(IMAGE)" $(if $(filter ghcr.io/flywheel-mlops/flywheel-component:0.1.0,$(IMAGE)),,--output build/batch_pipeline.yaml)
 
 BATCH_RUNNER ?= inprocess
 REV ?=
@@ -158,22 +160,22 @@ REV ?=
 .PHONY: batch
 batch: $(VENV)/.installed ## Offline predictions: score DATA (file, folder, glob, or DVC path with REV=) with the served version (or VERSION=n) of MODEL; report, predictions, lineage under <repository>/<model>/batch/ [BATCH_RUNNER=inprocess|subprocess|docker] [SET="batch.key_column=id ..."]
 	@test -n "$(DATA)" || { echo "usage: make batch DATA=path.csv [MODEL=name] [VERSION=n] [REV=git-rev] [SET=\"batch.key=value\"]" >&2; exit 2; }
-	$(PY) -m pipelines.batch_cli "$(DATA)" $(if $(MODEL),--model-name "$(MODEL)") $(if $(VERSION),--version "$(VERSION)") $(if $(REV),--data-rev "$(REV)") $(foreach kv,$(SET),--set '$(kv)') --runner $(BATCH_RUNNER) $(if $(VERBOSE),--verbose)
+	$(FLYWHEEL) batch "$(DATA)" $(if $(MODEL),--model-name "$(MODEL)") $(if $(VERSION),--version "$(VERSION)") $(if $(REV),--data-rev "$(REV)") $(foreach kv,$(SET),--set '$(kv)') --runner $(BATCH_RUNNER) $(if $(VERBOSE),--verbose)
 
 .PHONY: submit
 submit: $(VENV)/.installed ## Submit one run to Kubeflow: KFP_HOST=url MODEL_REPOSITORY=gs://… [DATA=path as the cluster sees it] [PACKAGE=yaml] [SET="k=v …"] [SERVICE_ACCOUNT=flywheel-pipeline] [WAIT=1: wait, print the summary]
 	@test -n "$(KFP_HOST)" -a -n "$(MODEL_REPOSITORY)" || { echo "error: KFP_HOST and MODEL_REPOSITORY are required" >&2; exit 2; }
-	$(PY) -m pipelines.cli submit --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" $(if $(SERVICE_ACCOUNT),--service-account "$(SERVICE_ACCOUNT)") $(if $(DATA),--data "$(DATA)") $(if $(PACKAGE),--package "$(PACKAGE)") $(foreach kv,$(SET),--set '$(kv)') $(if $(WAIT),--wait)
+	$(FLYWHEEL) submit --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" $(if $(SERVICE_ACCOUNT),--service-account "$(SERVICE_ACCOUNT)") $(if $(DATA),--data "$(DATA)") $(if $(PACKAGE),--package "$(PACKAGE)") $(foreach kv,$(SET),--set '$(kv)') $(if $(WAIT),--wait)
 
 .PHONY: schedule
 schedule: $(VENV)/.installed ## Create a recurring run: KFP_HOST=url MODEL_REPOSITORY=gs://… [CRON="0 0 3 * * *"] [PACKAGE=yaml] [SET="k=v …"] [SERVICE_ACCOUNT=flywheel-pipeline]
 	@test -n "$(KFP_HOST)" -a -n "$(MODEL_REPOSITORY)" || { echo "error: KFP_HOST and MODEL_REPOSITORY are required" >&2; exit 2; }
-	$(PY) -m pipelines.cli schedule --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" $(if $(SERVICE_ACCOUNT),--service-account "$(SERVICE_ACCOUNT)") --cron "$(CRON)" $(if $(DATA),--data "$(DATA)") $(if $(PACKAGE),--package "$(PACKAGE)") $(foreach kv,$(SET),--set '$(kv)')
+	$(FLYWHEEL) schedule --host "$(KFP_HOST)" --model-repository "$(MODEL_REPOSITORY)" $(if $(SERVICE_ACCOUNT),--service-account "$(SERVICE_ACCOUNT)") --cron "$(CRON)" $(if $(DATA),--data "$(DATA)") $(if $(PACKAGE),--package "$(PACKAGE)") $(foreach kv,$(SET),--set '$(kv)')
 
 .PHONY: rollback
 rollback: $(VENV)/.installed ## Make an earlier version production again (moves the `production` label; nothing is copied): TO=<version>
 	@test -n "$(TO)" || { echo "error: give the version: make rollback TO=1" >&2; exit 2; }
-	$(PY) -m pipelines.cli rollback --to "$(TO)"
+	$(FLYWHEEL) rollback --to "$(TO)"
 
 QUICK ?=
 
@@ -221,14 +223,14 @@ data: $(VENV)/.installed ## Generate the default data spans with DVC (dvc repro 
 .PHONY: validate
 validate: $(VENV)/.installed ## Ingest+statistics+schema+validate a file, print the anomaly report and the HTML report's path: DATA=f.csv LABEL=col [PREVIOUS=old.csv] [SCHEMA=s.pbtxt]
 	@test -n "$(DATA)" -a -n "$(LABEL)" || { echo "usage: make validate DATA=path.csv LABEL=col [PREVIOUS=old.csv] [SCHEMA=schema.pbtxt]" >&2; exit 2; }
-	$(PY) -m pipelines.validate_cli "$(DATA)" --label "$(LABEL)" $(if $(PREVIOUS),--previous "$(PREVIOUS)") $(if $(SCHEMA),--schema "$(SCHEMA)")
+	$(FLYWHEEL) validate "$(DATA)" --label "$(LABEL)" $(if $(PREVIOUS),--previous "$(PREVIOUS)") $(if $(SCHEMA),--schema "$(SCHEMA)")
 
 ACCEPT ?=
 
 .PHONY: schema-update
 schema-update: $(VENV)/.installed ## Propose (and with ACCEPT=f1,f2|all write) the curated schema's changes for new data: DATA=f.csv [LABEL=col] [PREVIOUS=old.csv] [SCHEMA=s.pbtxt]
 	@test -n "$(DATA)" || { echo "usage: make schema-update DATA=path.csv [LABEL=col] [PREVIOUS=old.csv] [SCHEMA=schema.pbtxt] [ACCEPT=f1,f2|all]" >&2; exit 2; }
-	$(PY) -m pipelines.schema_update "$(DATA)" $(if $(LABEL),--label "$(LABEL)") $(if $(PREVIOUS),--previous "$(PREVIOUS)") $(if $(SCHEMA),--schema "$(SCHEMA)") $(if $(ACCEPT),--accept "$(ACCEPT)")
+	$(FLYWHEEL) schema-update "$(DATA)" $(if $(LABEL),--label "$(LABEL)") $(if $(PREVIOUS),--previous "$(PREVIOUS)") $(if $(SCHEMA),--schema "$(SCHEMA)") $(if $(ACCEPT),--accept "$(ACCEPT)")
 
 .PHONY: test-data
 test-data: $(VENV)/.installed ## Run only the data component tests (tests/data_components).
@@ -256,26 +258,15 @@ FEATURE_SERVER ?=
 
 .PHONY: serve
 serve: $(VENV)/.installed ## Serve the labelled versions (production, canary, shadow; without labels the newest) on loopback: dev model server (REST 8501, gRPC 8500) + sidecar on 8080 (vars REST_PORT GRPC_PORT SIDECAR_PORT SERVE_REPOSITORY SERVE_MODEL FEATURE_SERVER=http://127.0.0.1:6566 for entity features; default params.yaml push:). Ctrl-C stops both cleanly.
-	@ls -d $(SERVE_REPOSITORY)/$(SERVE_MODEL)/[0-9]* >/dev/null 2>&1 || { \
-	  echo "No model pushed yet under $(SERVE_REPOSITORY)/$(SERVE_MODEL)/ (params.yaml push:). Run 'make run' first."; exit 1; }
-	@echo "model server: REST http://127.0.0.1:$(REST_PORT)  gRPC 127.0.0.1:$(GRPC_PORT)  (direct, unmonitored)"
-	@echo "sidecar:      http://127.0.0.1:$(SIDECAR_PORT)/v1/models/$(SERVE_MODEL):predict  /metrics  /healthz/ready  POST /v1/feedback"
-	@# Ctrl-C reaches both servers (one process group); each stops on its own signal handler. The
-	@# trap only waits for them, and answers a stray TERM by passing it on once.
-	@trap 'trap "" INT TERM; kill -TERM $$MS $$SC 2>/dev/null; wait' TERM; trap 'wait' INT; \
-	$(PY) -m devserver --host 127.0.0.1 --rest-port $(REST_PORT) --grpc-port $(GRPC_PORT) \
-	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) & MS=$$!; \
-	$(PY) -m monitoring --port $(SIDECAR_PORT) --upstream http://127.0.0.1:$(REST_PORT) \
-	  --model-repository $(SERVE_REPOSITORY) --model-name $(SERVE_MODEL) \
-	  $(if $(FEATURE_SERVER),--feature-server $(FEATURE_SERVER)) & SC=$$!; \
-	wait
+	$(FLYWHEEL) serve --rest-port $(REST_PORT) --grpc-port $(GRPC_PORT) --port $(SIDECAR_PORT) \
+	  --model-repository "$(SERVE_REPOSITORY)" --model-name "$(SERVE_MODEL)" $(if $(FEATURE_SERVER),--feature-server $(FEATURE_SERVER))
 
 METRICS_URL ?= http://127.0.0.1:$(SIDECAR_PORT)/metrics
 VERSION ?=
 
 .PHONY: live-report
 live-report: $(VENV)/.installed ## Drift report of the sidecar's live window as one HTML page (path printed): [METRICS_URL=http://127.0.0.1:8080/metrics] [VERSION=N] (SERVE_REPOSITORY SERVE_MODEL)
-	$(PY) -m pipelines.live_report --metrics "$(METRICS_URL)" --model-repository "$(SERVE_REPOSITORY)" \
+	$(FLYWHEEL) live-report --metrics "$(METRICS_URL)" --model-repository "$(SERVE_REPOSITORY)" \
 	  --model-name "$(SERVE_MODEL)" $(if $(VERSION),--version "$(VERSION)")
 
 BENCH_SECONDS ?= 10
@@ -339,12 +330,16 @@ $(TOOLS_VENV)/.installed: requirements-tools.lock | $(VENV)/.installed
 	@touch $@
 
 .PHONY: tools
-tools: $(TOOLS_VENV)/.installed ## Build .venv-tools/ (checkov) from requirements-tools.lock; its pins clash with the main lock.
+tools: $(TOOLS_VENV)/.installed ## Build .venv-tools/ (checkov, mkdocs) from requirements-tools.lock; its pins clash with the main lock.
 
 .PHONY: tools-lock
 tools-lock: $(VENV)/.installed ## Recompile requirements-tools.lock from requirements-tools.txt.
 	@test -x $(UV) || { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null; $(PY) -m pip install -q "uv==$(UV_VERSION)"; }
 	$(UV) pip compile -q requirements-tools.txt --python-version 3.11 -o requirements-tools.lock
+
+.PHONY: docs
+docs: $(TOOLS_VENV)/.installed ## Build the documentation site (mkdocs.yml, docs/) with `mkdocs build --strict` into build/site/.
+	$(TOOLS_VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
 
 # --- feature store (featurestore/): Feast in its own environment ---------------------------
 # Feast needs numpy>=2 and pyarrow>=16, TFDV numpy 1.26 and pyarrow 10: one process each (see
@@ -395,7 +390,7 @@ alerts-check: ## promtool check rules + promtool test rules on monitoring/rules/
 
 .PHONY: monitoring-config
 monitoring-config: $(VENV)/.installed ## Render alert/recording rules, the PrometheusRule and the Grafana dashboards from params.yaml (monitoring: and drift:).
-	$(PY) -m monitoring.rendering
+	$(FLYWHEEL) monitoring-config
 
 .PHONY: deploy
 deploy: $(VENV)/.installed ## Apply an overlay with kubectl to the current KUBECONFIG context (OVERLAY=dev|prod|gpu) and wait for rollout; ALLOW_PLACEHOLDER_DIGESTS=fake-nodes on a kwok-only test cluster.

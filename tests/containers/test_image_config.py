@@ -19,8 +19,8 @@ from tests.support.containers import ROOT, load_build_module
 # Top-level entries of the installed project wheel: pyproject's packages (with devserver/, which
 # infra validation starts; tests/ is not among them), its metadata, and the `flywheel` console
 # script (bin/, reached as ../../../bin).
-PROJECT_PACKAGES = {"..", "components", "devserver", "flywheel", "flywheel-0.1.0.dist-info", "monitoring", "pipelines",
-                    "serving", "trigger"}
+PROJECT_PACKAGES = {"..", "components", "devserver", "flywheel", "flywheel-0.1.0.dist-info", "flywheel_cli", "monitoring",
+                    "pipelines", "serving", "trigger"}
 
 
 def inspect(docker_client, image: str) -> dict:
@@ -128,7 +128,7 @@ def test_build_context_is_what_the_dockerfile_installs(docker_client, images, tm
         docker_client.images.remove(probe, force=True)
     top = {path.split("/")[1] for path in listing if path.count("/") >= 1}
     assert top == {"requirements.lock", "pyproject.toml", "docker", "flywheel", "components", "pipelines", "serving",
-                   "monitoring", "trigger", "devserver"}, top
+                   "monitoring", "trigger", "devserver", "flywheel_cli"}, top
     docker_files = {path for path in listing if path.startswith("./docker/") and path.count("/") == 2}
     assert docker_files == {"./docker/requirements-build.lock", "./docker/requirements-gpu.lock",
                             "./docker/requirements-sidecar.lock", "./docker/install-wheels", "./docker/wheelhouse"}
