@@ -27,8 +27,8 @@ def test_drift_alert_retrains_and_the_new_version_names_its_trigger(tmp_path, ex
     settings = params.override(params.load(), {"loop.traffic_rows": 1500, "loop.min_labeled_rows": 600,
                                                "loop.epochs": 3, "loop.timeout_s": 150.0})
     result = loop.run(str(repository), MODEL_NAME, str(traffic), "big_tipper", settings, tmp_path / "loop",
-                      run_sets=("evaluate.allowed_regression=1.0", "evaluate.min_auc=0.0", "evaluate.slice_features=[]",
-                                "evaluate.slice_crosses=[]"), span_dir=str(tmp_path / "spans"),
+                      run_sets=("evaluate.allowed_regression=1.0", "evaluate.min_auc=0.0", "evaluate.baselines_gate=false",
+                                "evaluate.slice_features=[]", "evaluate.slice_crosses=[]"), span_dir=str(tmp_path / "spans"),
                       progress=lambda line: None)
     assert not result.error, "\n".join(result.lines()) + f"\nlogs: {tmp_path / 'loop'}"
     assert result.new_version == 2 and repo.production_version(str(repository), MODEL_NAME) == 2
