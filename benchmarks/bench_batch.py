@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from flywheel import datagen, names, params  # noqa: E402
+from flywheel import datagen, names, params, serving_protocol  # noqa: E402
 from flywheel.loopback import free_port  # noqa: E402
 
 KEY = "trip_id"
@@ -132,7 +132,7 @@ def lookup_bench(repository: Path, batch_root: Path, data: Path, work: Path, req
         wait(sidecar, "/healthz/ready")
         rows = pd.read_csv(data, nrows=requests).drop(columns=[datagen.LABEL, datagen.PII_COLUMN])
         records = json.loads(rows.to_json(orient="records"))
-        path = f"/v1/models/{names.DEFAULT_MODEL_NAME}:predict"
+        path = serving_protocol.predict_path(names.DEFAULT_MODEL_NAME)
         keyed = [json.dumps({"instances": [r]}).encode() for r in records]
         online = [json.dumps({"instances": [{k: v for k, v in r.items() if k != KEY}]}).encode() for r in records]
         latencies(sidecar, path, keyed[:200] + online[:200])          # warm-up (and the lookup loaded)

@@ -13,7 +13,7 @@
      chi-squared at family-wise alpha, and an effect size at or above its threshold;
    - the old rule, measured in the same run on the same samples: TFDV's approximate
      Jensen-Shannon divergence > 0.15 on 10 equal-width buckets (numeric), L-infinity > 0.1
-     (categorical), from the ports of TFDV's comparators in monitoring/drift.py.
+     (categorical), from the ports of TFDV's comparators in benchmarks/tfdv_measures.py.
 2. False blocks. Stationary generated tables of 150 to 1,500 rows with realistic mixed columns
    and a string label, randomly re-split 80/10/10; train is compared with eval (the label
    included) at `skew_alpha`. Printed: the share of splits with any feature flagged, beside the
@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flywheel import drift, params  # noqa: E402
 from flywheel.drift import joint  # noqa: E402
-from monitoring.drift import equi_width_histogram, histogram_jsd, linf  # noqa: E402
+from benchmarks.tfdv_measures import equi_width_histogram, histogram_jsd, linf  # noqa: E402
 
 OLD_JSD, OLD_LINF = 0.15, 0.1                  # TFDV comparators as validate used them for drift
 OLD_SKEW_JSD, OLD_SKEW_LINF = 0.2, 0.1

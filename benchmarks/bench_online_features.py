@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flywheel import names  # noqa: E402
+from flywheel import names, serving_protocol  # noqa: E402
 from flywheel.loopback import free_port  # noqa: E402
 from tests.support.featurestore import FeatureServer, make_store  # noqa: E402
 from tests.support.servers import wait_http  # noqa: E402
@@ -91,7 +91,7 @@ def main() -> int:
                 names_ = answer["metadata"]["feature_names"]
                 online[area] = {n: r["values"][0] for n, r in zip(names_, answer["results"]) if n in FEATURES}
             rng = np.random.default_rng(7)
-            path = f"/v1/models/{MODEL}:predict"
+            path = serving_protocol.predict_path(MODEL)
             connections = {tag: http.client.HTTPConnection("127.0.0.1", port, timeout=30) for tag, port in
                            (("keyed", keyed_sidecar.port), ("plain", plain_sidecar.port), ("feast", server.port))}
             times = {tag: [] for tag in connections}

@@ -46,7 +46,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flywheel import datagen, names, params  # noqa: E402
+from flywheel import datagen, names, params, serving_protocol  # noqa: E402
 from flywheel.loopback import free_port  # noqa: E402
 
 CONNECTIONS = 16
@@ -308,7 +308,7 @@ def main() -> int:
             profiles_file.write_text(json.dumps(document))
         print(f"joint drift check off: the joint reference removed from {removed} version(s)")
     model = params.load().push.model_name
-    path = f"/v1/models/{model}:predict"
+    path = serving_protocol.predict_path(model)
     body = json.dumps({"instances": [row]}).encode()
     stub_port, sidecar_port = free_port(), free_port()
     stub = multiprocessing.get_context("fork").Process(target=run_stub, args=(stub_port,), daemon=True)

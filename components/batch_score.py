@@ -156,7 +156,7 @@ class _Pass:
         table = pa.RecordBatch.from_pydict(columns)
         if self.writer is None:
             self.outputs = list(outputs)
-            self.writer = streaming_ingest.ShardWriter(self.staging / names.PREDICTIONS_DIR, table.schema,
+            self.writer = streaming_ingest.ShardWriter(self.staging / names.BATCH_PREDICTIONS_DIR, table.schema,
                                                        self.params.shard_rows)
         self.writer.write(table)
         if self.index is not None:
@@ -252,7 +252,7 @@ def run(data_path: str, version_dir: str, output_dir: str | Path, model_name: st
             raise DataError(source.source, f"drift against version {version}'s training data in {drifted} "
                             "(batch.block_on_drift)", column=drifted[0])
 
-        shards = state.writer.close(staging, names.PREDICTIONS_DIR) if state.writer else 0
+        shards = state.writer.close(staging, names.BATCH_PREDICTIONS_DIR) if state.writer else 0
         _write_bad_rows(staging / names.BAD_ROWS_FILE, state.problems)
         described = data_version.describe_md5(str(source.data_path), tables.combined_md5(md5s), data_rev, dvc_repo,
                                               several=len(md5s) > 1)

@@ -35,15 +35,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 from kfp import dsl
 
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import bundle, loopback, machine_load, model_card, model_inputs, model_repository, names, storage
+from flywheel import (bundle, http_client, loopback, machine_load, model_card, model_inputs, model_repository, names,
+                      serving_protocol, storage)
 from flywheel.params import InfraValidateParams
 
 SANDBOX_VERSION = 1
@@ -61,14 +60,14 @@ def server_command(params: InfraValidateParams, repository: str, model_name: str
 
 
 def _get_json(url: str, timeout_s: float = 5.0) -> tuple[int, dict]:
+    """(status, document); an error answer that is not JSON reads as {}."""
+    answer = http_client.request(url, timeout_s=timeout_s)
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        try:
-            return error.code, json.loads(error.read())
-        except ValueError:
-            return error.code, {}
+        return answer.status, answer.json()
+    except ValueError:
+        if answer.ok:
+            raise
+        return answer.status, {}
 
 
 def wait_loaded(process: subprocess.Popen, url: str, timeout_s: float) -> str:
@@ -93,12 +92,8 @@ def wait_loaded(process: subprocess.Popen, url: str, timeout_s: float) -> str:
 
 
 def _post(url: str, body: bytes, timeout_s: float = 30.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+    answer = http_client.request(url, body, headers={"Content-Type": http_client.JSON}, timeout_s=timeout_s)
+    return answer.status, answer.body
 
 
 def _scores(outputs) -> np.ndarray:
@@ -254,13 +249,13 @@ def decide(loaded: str, comparison: dict | None, timing: dict | None, params: In
 
 def _start(model_dir: str, sandbox: str, model_name: str, params: InfraValidateParams, log_path) -> tuple:
     """A model server on a copy of the model (the server never sees the pipeline's artifact):
-    (process, base url)."""
+    (process, the server's root URL)."""
     storage.copy_tree(model_dir, os.path.join(sandbox, model_name, str(SANDBOX_VERSION)))
     port = loopback.free_port()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(server_command(params, sandbox, model_name, port), stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return process, f"http://127.0.0.1:{port}/v1/models/{model_name}"
+    return process, serving_protocol.local_url(port)
 
 
 def production_version_dir(evaluation_dir: str, repository: str, model_name: str) -> str | None:
@@ -301,10 +296,10 @@ def run(examples_dir: str, model_dir: str, evaluation_dir: str, output_dir: str,
             process, base = _start(model_dir, os.path.join(sandbox, "candidate"), model_name, params,
                                    staging / "model_server.log")
             processes.append(process)
-            loaded = wait_loaded(process, base, params.load_timeout_s)
+            loaded = wait_loaded(process, base + serving_protocol.model_path(model_name), params.load_timeout_s)
             load_seconds = time.perf_counter() - load_started
             if not loaded:
-                predict_url = f"{base}/versions/{SANDBOX_VERSION}:predict"
+                predict_url = base + serving_protocol.predict_path(model_name, SANDBOX_VERSION)
                 comparison = compare(predict_url, inputs, expected, params.batch_rows)
             if not loaded and not comparison.get("error"):
                 urls = {"candidate": predict_url}
@@ -312,9 +307,10 @@ def run(examples_dir: str, model_dir: str, evaluation_dir: str, output_dir: str,
                     production, production_base = _start(production_dir, os.path.join(sandbox, "production"),
                                                          model_name, params, staging / "production_server.log")
                     processes.append(production)
-                    production_note = wait_loaded(production, production_base, params.load_timeout_s)
+                    production_note = wait_loaded(production, production_base + serving_protocol.model_path(model_name),
+                                                  params.load_timeout_s)
                     if not production_note:
-                        urls["production"] = f"{production_base}/versions/{SANDBOX_VERSION}:predict"
+                        urls["production"] = production_base + serving_protocol.predict_path(model_name, SANDBOX_VERSION)
                 with machine_load.Sampler([p.pid for p in processes]) as sampler:
                     measured = latency(urls, inputs, params)
                 timing = {"candidate": measured["candidate"], "production": measured.get("production"),

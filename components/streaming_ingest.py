@@ -15,7 +15,6 @@ import dataclasses
 import os
 from pathlib import Path
 
-import numpy as np
 
 from components.artifact_io import atomic_dir
 from components.ingest_checks import check_csv_head, check_pii_mode, pii_hash, too_few_rows

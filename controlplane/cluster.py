@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from controlplane import modules
-from flywheel.loopback import free_port, wait_until
+from controlplane.loopback import free_port, wait_until
 from controlplane.pki import PKI
 
 SERVICE_CIDR = "10.0.0.0/24"

@@ -34,7 +34,7 @@ import yaml
 
 from controlplane import build
 from controlplane.cluster import SERVICE_CIDR, ControlPlane
-from flywheel.loopback import wait_until
+from controlplane.loopback import wait_until
 
 NETNS = "flywheel-node"
 HOST_VETH, NODE_VETH = "fw-node-host", "fw-node"

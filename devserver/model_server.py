@@ -23,20 +23,21 @@ from devserver.grpc_api import make_grpc_server
 from devserver.rest_api import make_rest_app
 from devserver.servables import ServableManager
 from flywheel import model_repository as repo
-from flywheel import names
-from flywheel import params as flywheel_params
+from flywheel import names, options, serving_protocol
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    push = flywheel_params.load().push
     parser = argparse.ArgumentParser(prog="python -m devserver", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rest-port", type=int, default=8501)
-    parser.add_argument("--grpc-port", type=int, default=8500, help="0 disables gRPC")
+    parser.add_argument("--rest-port", type=int, default=serving_protocol.REST_PORT)
+    parser.add_argument("--grpc-port", type=int, default=serving_protocol.GRPC_PORT, help="0 disables gRPC")
     parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--model-repository", default=push.model_repository)
-    parser.add_argument("--model-name", default=push.model_name or names.DEFAULT_MODEL_NAME)
+    options.add_model(parser)
+    options.add_params(parser)
     parser.add_argument("--poll-seconds", type=float, default=2.0, help="how often to look for new versions")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    repository, model_name = options.model(args, options.load(args))
+    args.model_repository, args.model_name = repository, model_name or names.DEFAULT_MODEL_NAME
+    return args
 
 
 async def serve(args: argparse.Namespace) -> None:

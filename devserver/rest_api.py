@@ -14,21 +14,19 @@ import asyncio
 import base64
 import json
 import logging
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from aiohttp import web
 
 from devserver.servables import InvalidArgument, ServableManager, ServingError
-from flywheel import names
+from flywheel import names, serving_protocol
 
-ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
-                   r"(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$")
+ROUTE = serving_protocol.MODEL_ROUTE
 
 
 def error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return web.json_response(serving_protocol.error_body(message), status=status)
 
 
 def _scalar(name: str, value, dtype) -> object:

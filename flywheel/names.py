@@ -68,7 +68,7 @@ TF_SERVING_MOUNT = "/models"                 # where a TF Serving container sees
 # --- Offline predictions (make batch): <repo>/<model>/batch/<run>/, TF Serving ignores the directory
 BATCH_DIR = "batch"                          # <repo>/<model>/batch/: one directory per batch run
 BATCH_LATEST = "LATEST.json"                 # <repo>/<model>/batch/LATEST.json: the run the lookup serves, written last
-PREDICTIONS_DIR = "predictions"              # <run>/predictions/data-NNNNN-of-MMMMM.parquet: key, row, model, version, outputs
+BATCH_PREDICTIONS_DIR = "predictions"        # <run>/predictions/data-NNNNN-of-MMMMM.parquet: key, row, model, version, outputs
 BAD_ROWS_FILE = "bad_rows.parquet"           # <run>/bad_rows.parquet: row, key, column, value, reason
 BATCH_SUMMARY = "summary.json"               # <run>/summary.json: counts, timing, drifted features, output
 LOOKUP_INDEX = "lookup.sqlite"               # <run>/lookup.sqlite: key -> the row's answer (with a key column)
@@ -97,3 +97,8 @@ SIDECAR_IMAGE = "ghcr.io/flywheel-mlops/flywheel-sidecar:0.1.0"
 # Runs submitted to Kubeflow run as this account: manifests/base/pipeline-rbac.yaml grants it what the
 # push step needs (KFP's own default, pipeline-runner, has none of it).
 PIPELINE_SERVICE_ACCOUNT = "flywheel-pipeline"
+
+# --- Files of the repository the processes share (paths relative to its root) ---------------
+# The alert rules monitoring/rendering.py writes, which Prometheus loads: the cluster's, and the
+# closed loop's with shortened windows (pipelines/loop_stack.py).
+ALERT_RULES_FILE = "monitoring/rules/flywheel-alerts.rules.yml"

@@ -318,6 +318,10 @@ class MonitoringParams:
     min_body_rate_bytes_s: int = 16384    # ...which, after body_grace_s, must arrive at least this fast on average
     body_grace_s: float = 2.0             # (else 408 and the connection closed: slow bodies hold no budget)
     idle_timeout_s: float = 75.0          # an idle keep-alive connection, or a new one that sends nothing
+    # On SIGTERM, answer this long more, every answer with `Connection: close`, before closing what
+    # is left: a kept-alive client then moves to another pod after its answer, instead of sending
+    # its next request on a connection closed under it (which fails even a client that is polite).
+    closing_s: float = 2.0
     ready_after_failures: int = 3         # readiness drops after this many consecutive failed upstream calls
     version_poll_s: float = 5.0           # how often the sidecar asks TF Serving which version it serves
     # --- privacy ----------------------------------------------------------------------------------

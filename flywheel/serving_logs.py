@@ -71,7 +71,7 @@ from flywheel import storage
 FORMAT = 1
 PREDICTION, FEEDBACK = "prediction", "feedback"
 LOGS_DIR = "logs"                       # <repository>/<model>/logs
-PREDICTIONS_DIR = "predictions"
+LOGGED_PREDICTIONS_DIR = "predictions"  # <logs>/predictions/<day>/: what the sidecar saw and answered, online
 FEEDBACK_DIR = "feedback"
 SEGMENT_SUFFIX = ".jsonl.gz"
 FEEDBACK_SUFFIX = ".jsonl"
@@ -99,7 +99,7 @@ def file_name(instance: str, seq: int, suffix: str) -> str:
 
 
 def segment_path(root: str, time_s: float, instance: str, seq: int) -> str:
-    return storage.join(day_dir(root, PREDICTIONS_DIR, day(time_s)), file_name(instance, seq, SEGMENT_SUFFIX))
+    return storage.join(day_dir(root, LOGGED_PREDICTIONS_DIR, day(time_s)), file_name(instance, seq, SEGMENT_SUFFIX))
 
 
 def feedback_path(root: str, time_s: float, instance: str, seq: int) -> str:
@@ -256,7 +256,7 @@ def read_file(path: str) -> tuple[list[dict], int]:
 
 
 def list_files(root: str, kind_dir: str, since: str = "", until: str = "") -> list[str]:
-    """Log files of one kind (PREDICTIONS_DIR or FEEDBACK_DIR) whose date is within [since, until]
+    """Log files of one kind (LOGGED_PREDICTIONS_DIR or FEEDBACK_DIR) whose date is within [since, until]
     (YYYY-MM-DD, inclusive; "" = unbounded), in date then name order."""
     out = []
     base = storage.join(root, kind_dir)

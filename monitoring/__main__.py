@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import sys
 
+from flywheel import options
 from flywheel import params as flywheel_params
 from flywheel.params import MonitoringParams
 from monitoring.config import SidecarConfig
@@ -21,20 +22,20 @@ FLAGS = ("log_dir", "log_destination", "window_rows", "window_rows_per_request",
 
 def parse_args(argv: list[str] | None = None) -> SidecarConfig:
     first = argparse.ArgumentParser(add_help=False)
-    first.add_argument("--params", default=str(flywheel_params.PARAMS_FILE))
+    options.add_params(first)
     known, argv = first.parse_known_args(argv)
     params = flywheel_params.load(known.params)
     defaults = SidecarConfig.from_params(params)
     parser = argparse.ArgumentParser(prog="python -m monitoring", description="Flywheel monitoring sidecar: "
                                      "proxy for TF Serving REST with prediction logging, drift and metrics.")
-    parser.add_argument("--params", default=known.params, help="params.yaml to read (monitoring:, drift:, batch:)")
+    options.add_params(parser, help="params.yaml to read (monitoring:, drift:, batch:)")
     parser.add_argument("--host", default=defaults.host, help="address to listen on (default loopback)")
     parser.add_argument("--port", type=int, default=defaults.port, help="predictions (and, by default, the rest)")
     parser.add_argument("--feedback-port", type=int, default=0, help="POST /v1/feedback on its own port (0: --port)")
     parser.add_argument("--metrics-port", type=int, default=0, help="/metrics on its own port (0: --port)")
     parser.add_argument("--upstream", default=defaults.upstream, help="TF Serving REST base URL")
-    parser.add_argument("--model-repository", default=defaults.model_repository, help="local path, gs:// or s3://")
-    parser.add_argument("--model-name", default=defaults.model_name)
+    options.add_model(parser, repository_help=f"local path, gs:// or s3:// (default {defaults.model_repository!r})",
+                      name_help=f"default {defaults.model_name!r}")
     parser.add_argument("--pod", default="", help="this replica's name in log file names (default $POD_NAME, "
                         "$HOSTNAME, the host name)")
     fields = {f.name: f for f in dataclasses.fields(MonitoringParams)}

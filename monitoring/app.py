@@ -41,8 +41,9 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from flywheel import serving_logs
+from flywheel import serving_logs, serving_protocol
 from flywheel.drift import joint as joint_drift
+from flywheel.redaction import Redactor
 from monitoring import baseline as baseline_io
 from monitoring import metrics as m
 from monitoring import routing
@@ -53,14 +54,12 @@ from monitoring.fleet import FleetDrift, FleetView
 from monitoring.lookup import ANSWERED_BY, Lookup
 from monitoring.online_features import OnlineFeatures
 from monitoring.observer import Observer, Record
-from monitoring.redaction import Redactor
 from monitoring.segments import REPEAT_LOG_S, SegmentWriter, Shipper
 from monitoring.upstream import UpstreamError, UpstreamPool
 from monitoring.window import DriftWindow, decide
 
 log = logging.getLogger(__name__)
-PREDICT = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
-                     r":predict$")
+PREDICT = serving_protocol.PREDICT_ROUTE
 # Hop-by-hop fields (RFC 9110 7.6.1), and the framing of the client's message: the sidecar
 # frames what it sends itself (Host, Content-Length). `Expect` is answered by the sidecar
 # (`Sidecar.expect`), never forwarded: the body is already read, and an upstream's interim
@@ -75,12 +74,12 @@ REQUEST_ID = "X-Request-Id"
 NOT_FORWARDED = HOP_BY_HOP | {REQUEST_ID.lower(), "content-encoding", "accept-encoding", "authorization"}
 ENCODINGS = frozenset(("", "identity", "gzip", "x-gzip", "deflate"))
 CLIENT_REQUEST_ID = re.compile(r"[!-~]{1,256}")
-FEEDBACK = "/v1/feedback"
+FEEDBACK = serving_protocol.FEEDBACK_PATH
 HEALTH = ("/healthz/live", "/healthz/ready")
 
 
 def json_error(status: int, message: str, headers: dict | None = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
+    return web.json_response(serving_protocol.error_body(message), status=status, headers=headers)
 
 
 def _closing(response: web.Response) -> web.Response:
@@ -100,7 +99,7 @@ class Held:
 
 def error_answer(status: int, message: str, headers=()) -> tuple[int, str, bytes, list[tuple[str, str]]]:
     """json_error as `forward` answers: (status, content type, body, headers)."""
-    return status, "application/json", json.dumps({"error": message}).encode(), list(headers)
+    return status, "application/json", serving_protocol.error_bytes(message), list(headers)
 
 
 class Sidecar:
@@ -134,6 +133,7 @@ class Sidecar:
         self.failures = 0                       # consecutive failed upstream calls
         self.upstream_up = False
         self.in_flight = 0
+        self.closing = False                    # stopping: every answer says `Connection: close`
         self.in_flight_bytes = 0
         self._loading = False
         self._failed_version: int | None = None
@@ -173,7 +173,7 @@ class Sidecar:
 
     async def refresh_versions(self) -> int | None:
         """Ask TF Serving which versions are AVAILABLE; route to the newest from now on."""
-        path = f"/v1/models/{self.config.model_name}"
+        path = serving_protocol.model_path(self.config.model_name)
         try:
             status, _, payload = await self.upstream_pool.request("GET", path, b"", [])
             document = json.loads(payload) if status == 200 else {}
@@ -418,7 +418,7 @@ class Sidecar:
                 version = int(match["version"])
             elif not match["label"] and self.served_version is not None:
                 version = self.routing.choose(self.served_version)   # production, or the canary for its share
-                path_qs = f"/v1/models/{match['name']}/versions/{version}:predict"
+                path_qs = serving_protocol.version_predict_path(match['name'], version)
         for attempt in (0, 1):
             upstream_start = self.clock()
             try:
@@ -444,7 +444,7 @@ class Sidecar:
                 await self.refresh_versions()
                 if self.served_version is not None and self.served_version != version:
                     version = self.served_version
-                    path_qs = f"/v1/models/{match['name']}/versions/{version}:predict"
+                    path_qs = serving_protocol.version_predict_path(match['name'], version)
                     continue
             break
         if answer is not None:   # TF Serving did not answer (502, 504): logged all the same, in short
@@ -464,7 +464,7 @@ class Sidecar:
 
     async def _predict_version(self, version: int, body: bytes, headers: list) -> tuple[int, bytes]:
         status, _, payload = await self.upstream_pool.request(
-            "POST", f"/v1/models/{self.config.model_name}/versions/{version}:predict", body, headers)
+            "POST", serving_protocol.version_predict_path(self.config.model_name, version), body, headers)
         return status, payload
 
     def _finish(self, response: web.Response, start: float) -> web.Response:

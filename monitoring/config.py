@@ -7,7 +7,7 @@ import os
 import socket
 import time
 
-from flywheel import names, serving_logs
+from flywheel import names, serving_logs, serving_protocol
 from flywheel import params as flywheel_params
 from flywheel.params import BatchParams, DriftParams, FeatureStoreParams, MonitoringParams, ReleaseParams
 
@@ -29,12 +29,12 @@ def read_token(path: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class SidecarConfig:
-    upstream: str = "http://127.0.0.1:8501"
+    upstream: str = serving_protocol.local_url(serving_protocol.REST_PORT)
     model_repository: str = flywheel_params.PushParams().model_repository
     model_name: str = names.DEFAULT_MODEL_NAME
     # Loopback unless told otherwise: a pod passes --host=0.0.0.0 (manifests/base).
     host: str = "127.0.0.1"
-    port: int = 8080                      # predictions (the proxy); also feedback and metrics unless given their own
+    port: int = serving_protocol.SIDECAR_PORT   # predictions (the proxy); also feedback and metrics unless given their own
     feedback_port: int = 0                # 0: POST /v1/feedback on `port`
     metrics_port: int = 0                 # 0: /metrics on `port`
     pod: str = ""                         # "" = $POD_NAME, else $HOSTNAME, else this host's name

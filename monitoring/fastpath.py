@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 
+from flywheel import serving_protocol
+
 MAX_HEAD = 16384   # a head longer than this is aiohttp's to judge
-_TARGET = re.compile(r"/v1/models/[!-$&-~]*")                           # no space, no '%' escape
+_TARGET = serving_protocol.PLAIN_TARGET                                # no space, no '%' escape
 _HEADER = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([ -~\t]*?)[ \t]*")
 _NOT_PLAIN = frozenset(("transfer-encoding", "expect", "upgrade"))
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}

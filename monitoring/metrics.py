@@ -18,6 +18,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+# The names other processes read (the live report, the closed loop) are defined with them; the
+# rest are the sidecar's own.
+from flywheel.metric_names import (DRIFT_WINDOW_ROWS, FEATURE_DRIFT, FLEET_DRIFT_ROWS,  # noqa: F401
+                                   FLEET_FEATURE_DRIFT, JOINT_DRIFT, JOINT_DRIFT_PAIR, MODEL_VERSION,
+                                   PREDICTION_DRIFT, SCHEMA_ANOMALIES)
+
 # prometheus_client appends _total to counter names.
 REQUESTS = "flywheel_requests"                                  # {model, code}
 REQUEST_DURATION = "flywheel_request_duration_seconds"          # {model}
@@ -25,26 +31,17 @@ UPSTREAM_DURATION = "flywheel_upstream_duration_seconds"        # {model}
 ERRORS = "flywheel_errors"                                      # {model, kind}
 IN_FLIGHT = "flywheel_in_flight_requests"                       # {model}
 IN_FLIGHT_BYTES = "flywheel_in_flight_bytes"                    # {model}
-SCHEMA_ANOMALIES = "flywheel_schema_anomalies"                  # {model, feature, kind}
-MODEL_VERSION = "flywheel_model_version"                        # {model}
 MODEL_PUSHED = "flywheel_model_pushed_timestamp_seconds"        # {model}
 BASELINE_LOADED = "flywheel_baseline_loaded"                    # {model}
 SCHEMA_VERSION = "flywheel_schema_version"                      # {model}: the curated schema version it was trained on
 UPSTREAM_UP = "flywheel_upstream_up"                            # {model}
 READY = "flywheel_ready"                                        # {model}
 # Drift: the rule's numbers on this pod's window and on the fleet's (monitoring/fleet.py).
-FEATURE_DRIFT = "flywheel_feature_drift"                        # {model, feature, measure}
-PREDICTION_DRIFT = "flywheel_prediction_drift"                  # {model, measure}
-DRIFT_WINDOW_ROWS = "flywheel_drift_window_rows"                # {model}
-FLEET_FEATURE_DRIFT = "flywheel_fleet_feature_drift"            # {model, feature, measure}
 FLEET_PREDICTION_DRIFT = "flywheel_fleet_prediction_drift"      # {model, measure}
-FLEET_DRIFT_ROWS = "flywheel_fleet_drift_rows"                  # {model}
 FLEET_DRIFT_INSTANCES = "flywheel_fleet_drift_instances"        # {model}
 FLEET_DRIFT_AGE = "flywheel_fleet_drift_age_seconds"            # {model}
 # Joint drift (flywheel/drift/joint.py): the check on this pod's window and on the fleet's; per
 # pair of the pairs that moved most (at most flywheel.drift.joint.TOP), its correlations and test.
-JOINT_DRIFT = "flywheel_joint_drift"                            # {model, measure}
-JOINT_DRIFT_PAIR = "flywheel_joint_drift_pair"                  # {model, pair, measure}
 FLEET_JOINT_DRIFT = "flywheel_fleet_joint_drift"                # {model, measure}
 FLEET_JOINT_DRIFT_PAIR = "flywheel_fleet_joint_drift_pair"      # {model, pair, measure}
 # Drift: what Prometheus sums across pods (recording rules turn them into fleet distances).

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from flywheel import names, serving_logs
+from flywheel.redaction import Redactor
 from monitoring import baseline as baseline_io
 from monitoring.baseline import PREDICTIONS, Baseline
 from monitoring.feedback import FeedbackState, predicted_classes
 from monitoring.metrics import SidecarMetrics
-from monitoring.redaction import Redactor
 from monitoring.schema_check import check_rows
 from monitoring.segments import SegmentWriter
 from monitoring.window import DriftWindow

@@ -23,13 +23,14 @@ from pathlib import Path
 
 import yaml
 
+from flywheel import names
 from flywheel import params as flywheel_params
 from flywheel.drift.compare import PSI_FLOOR  # as the PSI the sidecar and the pipeline compute
 from flywheel.params import BatchParams, DriftParams, FeatureStoreParams, MonitoringParams
 from monitoring import metrics as m
 
 HERE = Path(__file__).resolve().parent
-RULES_FILE = HERE / "rules" / "flywheel-alerts.rules.yml"
+RULES_FILE = flywheel_params.ROOT / names.ALERT_RULES_FILE
 PROMETHEUS_RULE_FILE = HERE / "rules" / "prometheusrule.yaml"
 DASHBOARD_DIR = HERE / "dashboards"
 PROMETHEUS_RULE_NAME = "flywheel-alerts"
@@ -548,7 +549,7 @@ def render(params: flywheel_params.Params | None = None) -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monitoring.rendering", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="flywheel monitoring-config", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if a committed file differs from its rendering")
     args = parser.parse_args(argv)
     stale = []

@@ -14,9 +14,11 @@ aiohttp's connection handler is extended in three ways:
   decode as its Content-Encoding says) are TF Serving-shaped JSON like the sidecar's own, and
   counted, instead of text/plain.
 
-`run(config)` serves until SIGTERM or SIGINT, then stops accepting, lets requests in flight
-finish, drains the observer, closes and ships the prediction log (monitoring/app.py), and
-returns: a second signal during the stop is ignored rather than turned into tracebacks.
+`run(config)` serves until SIGTERM or SIGINT, then answers `closing_s` more with `Connection:
+close` on every answer (kept-alive clients leave after their answer rather than finding their
+connection closed under their next request), stops accepting, lets requests in flight finish,
+drains the observer, closes and ships the prediction log (monitoring/app.py), and returns: a
+second signal during the stop is ignored rather than turned into tracebacks.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from http import HTTPStatus
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from flywheel import serving_protocol
 from monitoring import fastpath
 from monitoring.app import SIDECAR, Sidecar, error_answer, make_app
 from monitoring.config import SidecarConfig
@@ -133,6 +136,10 @@ class _Handler(RequestHandler):
         self._in_flight = None
         if self.transport is None or self.transport.is_closing():
             return
+        if sidecar.closing:
+            self.transport.write(fastpath.response(status, content_type, body, [*headers, ("Connection", "close")]))
+            self.force_close()
+            return
         self.transport.write(answer)
         self._idle_timer = self._loop.call_later(self._keepalive_timeout, self._idle_expired)
         if self._paused:
@@ -200,7 +207,7 @@ class _Handler(RequestHandler):
         self._on_error(status)
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
         detail = message or (str(exc) if exc is not None and status < 500 else "")
-        text = json.dumps({"error": f"{phrase}: {detail}" if detail else phrase})
+        text = json.dumps(serving_protocol.error_body(f"{phrase}: {detail}" if detail else phrase))
         response = web.Response(status=status, text=text, content_type="application/json")
         response.force_close()
         return response
@@ -238,9 +245,16 @@ def ports(config: SidecarConfig) -> list[int]:
     return sorted({config.port, config.feedback_port or config.port, config.metrics_port or config.port})
 
 
+async def _close_when_closing(request: web.Request, response: web.StreamResponse) -> None:
+    if request.app[SIDECAR].closing:
+        response.force_close()   # this closes the connection after the answer; the headers are made already:
+        response.headers["Connection"] = "close"
+
+
 async def start(app: web.Application, config: SidecarConfig) -> web.AppRunner:
     """Listen on every configured port; returns the runner (`await runner.cleanup()` stops)."""
     mon = config.monitoring
+    app.on_response_prepare.append(_close_when_closing)
     runner = _Runner(app, access_log=None, keepalive_timeout=mon.idle_timeout_s,
                      shutdown_timeout=mon.upstream_timeout_s + mon.body_timeout_s)
     await runner.setup()
@@ -271,7 +285,8 @@ def run(config: SidecarConfig) -> int:
     async def main() -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
-        runner = await start(make_app(config), config)
+        app = make_app(config)
+        runner = await start(app, config)
         # What is here now (modules, the app, the first baseline) lives as long as the process:
         # out of the collector's sight, a full collection scans only what came later (measured:
         # from about 45 ms, a stall every request in flight waits out, to a few).
@@ -279,6 +294,8 @@ def run(config: SidecarConfig) -> int:
         log.info("sidecar for %s on %s port(s) %s -> %s", config.model_name, config.host,
                  ",".join(map(str, ports(config))), config.upstream)
         await stop.wait()
+        app[SIDECAR].closing = True
+        await asyncio.sleep(config.monitoring.closing_s)
         await runner.cleanup()
         for signum in (signal.SIGTERM, signal.SIGINT):   # stopping already: later signals change nothing
             loop.remove_signal_handler(signum)

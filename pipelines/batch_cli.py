@@ -21,6 +21,7 @@ import warnings
 
 from flywheel import batch_runs, names, storage
 from flywheel import model_repository as repo
+from flywheel import options
 from flywheel import params as params_module
 from flywheel.errors import DataError
 from pipelines import console, local_runners, runner
@@ -116,7 +117,7 @@ def describe(summary: dict, run_dir: str) -> str:
     report = os.path.join(run_dir, names.ANOMALY_REPORT)
     if storage.exists(report):
         lines += ["", format_report(json.loads(storage.read_bytes(report)))]
-    lines += ["", f"predictions: {storage.join(run_dir, names.PREDICTIONS_DIR)}{os.sep}",
+    lines += ["", f"predictions: {storage.join(run_dir, names.BATCH_PREDICTIONS_DIR)}{os.sep}",
               f"bad rows:    {storage.join(run_dir, names.BAD_ROWS_FILE)}",
               f"report:      {storage.join(run_dir, names.REPORT_HTML)} (open in a browser, works offline)",
               f"lineage:     {storage.join(run_dir, names.RUN_RECORD)}"]
@@ -124,28 +125,24 @@ def describe(summary: dict, run_dir: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.cli import parse_sets, settings_and_run_arguments
-
-    parser = argparse.ArgumentParser(prog="python -m pipelines.batch_cli", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="flywheel batch", description=__doc__.split("\n")[0])
     parser.add_argument("data", help="CSV or Parquet file, folder of shards, glob, or DVC-tracked path (--data-rev)")
     parser.add_argument("--data-rev", default="", help="git revision of a DVC-tracked path")
-    parser.add_argument("--model-name", default="", help="default: push.model_name in params.yaml")
-    parser.add_argument("--model-repository", default="", help="default: push.model_repository in params.yaml")
+    options.add_model(parser)
     parser.add_argument("--version", type=int, default=0, help="version to score with (default: the served one)")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="a setting: section.key=value")
+    options.add_sets(parser)
     parser.add_argument("--runner", choices=RUNNERS, default="inprocess")
     parser.add_argument("--pipeline-root", default=runner.DEFAULT_PIPELINE_ROOT)
     parser.add_argument("--host", default="", help="submit to this KFP endpoint instead of running here")
-    parser.add_argument("--params", default=str(params_module.PARAMS_FILE))
-    parser.add_argument("--verbose", action="store_true")
+    options.add_params(parser)
+    options.add_verbose(parser)
     args = parser.parse_args(argv)
     console.quiet(args.verbose)
     try:
-        params = params_module.load(args.params)
-        overrides = {k: v for k, v in (("push.model_name", args.model_name),
-                                       ("push.model_repository", args.model_repository)) if v}
-        params, run_arguments = settings_and_run_arguments(params_module.override(params, overrides),
-                                                           parse_sets(args.set))
+        params = options.load(args)
+        repository, model_name = options.model(args, params)
+        params = params_module.override(params, {"push.model_repository": repository, "push.model_name": model_name})
+        params, run_arguments = options.settings_and_run_arguments(params, options.parse_sets(args.set))
         run_arguments["trigger"]["command"] = f"batch {args.data}"
         if args.host:
             from pipelines import batch_pipeline, remote

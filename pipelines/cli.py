@@ -1,4 +1,4 @@
-"""`python -m pipelines.cli` (also the `flywheel` script): run, compile, submit, schedule, rollback.
+"""`python -m pipelines.cli` (`flywheel run|compile|submit|schedule|rollback`): the pipeline's commands.
 
 `main` is the job behind `make run`: the pipeline on the first span (version 1 is pushed), then
 on a later span (a new model is evaluated against version 1 and pushed only if blessed), then a
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import getpass
 import glob
 import json
 import os
@@ -17,44 +16,15 @@ import sys
 
 from flywheel import bundle, names, storage
 from flywheel import model_repository as repo
+from flywheel import options
 from flywheel import params as params_module
+from flywheel.options import parse_sets, settings_and_run_arguments
 from pipelines import console, local_runners, runner, summary
 from pipelines.training_pipeline import arguments as pipeline_arguments
 
 LAST_RUN_FILE = os.path.join("runs", "last_run.json")
 METRICS_FILE = os.path.join("runs", "metrics.json")   # DVC metrics of the last run (dvc.yaml stage `pipeline`)
 PLOTS_DIR = os.path.join("runs", "plots")              # DVC plots: roc.csv, training.csv
-RUN_ARGUMENTS = ("data_rev", "force_push", "trigger", "train_accelerator_type", "train_accelerator_limit",
-                 "train_node_selector", "train_tolerations")
-
-
-def parse_sets(pairs: list[str] | None) -> dict:
-    """`--set key=value` assignments: `section.key=value` for a params.yaml setting, or a run-level
-    pipeline parameter (force_push, train_accelerator_type, ...). A value is read as JSON when
-    it parses (numbers, lists, objects, true/false), else as a string:
-    --set train.epochs=20 --set 'train_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"}'."""
-    parsed = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set takes key=value, got {pair!r}")
-        if "." not in key and key not in RUN_ARGUMENTS:
-            raise ValueError(f"--set {key}: not a params.yaml setting (section.key) nor one of {list(RUN_ARGUMENTS)}")
-        try:
-            parsed[key] = json.loads(value)
-        except ValueError:
-            parsed[key] = value
-    return parsed
-
-
-def settings_and_run_arguments(params: params_module.Params, sets: dict,
-                               trigger: str = "manual") -> tuple[params_module.Params, dict]:
-    """The settings with `section.key` overrides applied, and the run-level arguments (the
-    trigger recorded in the run's lineage defaults to this command and who ran it)."""
-    dotted = {k: v for k, v in sets.items() if "." in k}
-    run_arguments = {k: v for k, v in sets.items() if "." not in k}
-    run_arguments.setdefault("trigger", {"kind": trigger, "by": getpass.getuser(), "command": " ".join(sys.argv[1:3])})
-    return params_module.override(params, dotted), run_arguments
 
 
 def local_paths(params: params_module.Params) -> params_module.Params:
@@ -106,6 +76,8 @@ def model_name_for(path: str) -> str:
 
 
 def cmd_main(args, params) -> int:
+    repository, model_name = options.model(args, params)
+    params = params_module.override(params, {"push.model_repository": repository, "push.model_name": model_name})
     params, run_arguments = settings_and_run_arguments(params, parse_sets(args.set))
     params = local_paths(params)
     spans = sorted(glob.glob(os.path.join(params.data.output_dir, "span-*.csv")))
@@ -142,7 +114,11 @@ def production_schema(params: params_module.Params) -> str:
 def cmd_run(args, params) -> int:
     """One pipeline run on a user's file (or one span): any CSV/Parquet with a header and a label.
     With MODEL naming a pushed model, the file is a new span for it: validated against its schema,
-    drift against its baseline, evaluated against it."""
+    drift against its baseline, evaluated against it. Without a file, the make-run job (`cmd_main`)."""
+    if not args.data:
+        return cmd_main(args, params)
+    if not args.label:
+        raise ValueError("--data needs --label (the label column)")
     sets = parse_sets(args.set)
     assignments = {"ingest.label": args.label, "ingest.pii_columns": args.pii or [],
                    "evaluate.slice_features": args.slice or [], "evaluate.slice_crosses": [],
@@ -185,7 +161,8 @@ def _remote_arguments(args, params) -> dict:
     if args.command == "schedule":
         run_arguments["trigger"]["cron"] = args.cron
     run_arguments["trigger"]["submitted_to"] = args.host
-    params = params_module.override(params, {"push.model_repository": args.model_repository})
+    params = params_module.override(params, {"push.model_repository": args.model_repository,
+                                             "push.model_name": args.model_name or params.push.model_name})
     return pipeline_arguments(params, args.data, **run_arguments)
 
 
@@ -217,71 +194,74 @@ def cmd_schedule(args, params) -> int:
 def cmd_rollback(args, params) -> int:
     from components.push import rollback
 
-    result = rollback(args.model_repository or params.push.model_repository,
-                      args.model_name or params.push.model_name, args.to)
+    result = rollback(*options.model(args, params), args.to)
     print(result.reason, f"({result.path})")
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flywheel", description=__doc__.split("\n")[0])
-    p.add_argument("--params", default=str(params_module.PARAMS_FILE), help="params.yaml to read")
     sub = p.add_subparsers(dest="command", required=True)
-    set_help = "a setting for this run: section.key=value (e.g. train.epochs=20) or a run-level parameter"
 
-    def local_run(command, **kwargs):
+    def command(name, **kwargs):
+        """A subcommand; each reads its settings from --params."""
+        sp = sub.add_parser(name, **kwargs)
+        options.add_params(sp)
+        return sp
+
+    def local_run(name, **kwargs):
         """A command that runs the pipeline here, with the flags every local run takes."""
-        sp = sub.add_parser(command, **kwargs)
+        sp = command(name, **kwargs)
         sp.add_argument("--pipeline-root", default=runner.DEFAULT_PIPELINE_ROOT)
+        sp.add_argument("--later-span", type=int, default=0,
+                        help="the make-run job: 1-based span number of the second run (default 2)")
         sp.add_argument("--force", action="store_true", help="push even when a version was trained on the same data")
-        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
-        sp.add_argument("--verbose", action="store_true", help="show every task's full output on the console")
+        options.add_sets(sp)
+        options.add_verbose(sp, help="show every task's full output on the console")
         sp.add_argument("--runner", choices=local_runners.RUNNERS, default="subprocess",
                         help="where each task runs: a subprocess of this environment, or the component image")
         return sp
 
     m = local_run("main", help="the make-run job: first span, then a later one, then a summary")
-    m.add_argument("--later-span", type=int, default=0, help="1-based span number of the second run (default 2)")
+    options.add_model(m)
     m.set_defaults(func=cmd_main)
 
-    r = local_run("run", help="run the pipeline locally on one file")
-    r.add_argument("--data", required=True, help="CSV or Parquet file, or a DVC-tracked path (with --data-rev)")
-    r.add_argument("--label", required=True, help="label column (numeric or string)")
+    r = local_run("run", help="run the pipeline locally on one file (without --data: the make-run job)")
+    r.add_argument("--data", default="", help="CSV or Parquet file, or a DVC-tracked path (with --data-rev)")
+    r.add_argument("--label", default="", help="label column (numeric or string); required with --data")
     r.add_argument("--data-rev", default="", help="git revision of a DVC-tracked path")
-    r.add_argument("--model-name", default="", help="default: the file's stem; name a pushed model to retrain it")
-    r.add_argument("--model-repository", default="", help="default: push.model_repository in params.yaml")
+    options.add_model(r, name_help="default: the file's stem; name a pushed model to retrain it")
     r.add_argument("--curated-schema", default="", help="schema.pbtxt to import (default: the model's, else inferred)")
     r.add_argument("--pii", nargs="*", help="columns to drop before anything is written")
     r.add_argument("--slice", action="append", help="feature to slice evaluation metrics and fairness by (repeatable)")
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("compile", help="compile the pipeline to KFP YAML")
+    c = command("compile", help="compile the pipeline to KFP YAML")
     c.add_argument("--output", default="", help="default: pipelines/<pipeline>_pipeline.yaml")
     c.add_argument("--pipeline", choices=("training", "batch"), default="training")
     c.add_argument("--image", default=names.COMPONENT_IMAGE, help="component image (name:tag or @digest)")
     c.set_defaults(func=cmd_compile)
 
     for name, func in (("submit", cmd_submit), ("schedule", cmd_schedule)):
-        s = sub.add_parser(name, help=f"{name} the compiled pipeline on a KFP endpoint")
+        s = command(name, help=f"{name} the compiled pipeline on a KFP endpoint")
         s.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
         s.add_argument("--data", default="data/spans/span-001.csv", help="data path as the cluster sees it")
-        s.add_argument("--model-repository", required=True, help="gs://…, s3://… or a mounted path in the cluster")
+        options.add_model(s, required=True, repository_help="gs://…, s3://… or a mounted path in the cluster")
         s.add_argument("--experiment", default="flywheel")
         s.add_argument("--service-account", default=names.PIPELINE_SERVICE_ACCOUNT,
                        help="the runs' Kubernetes service account (manifests/base/pipeline-rbac.yaml)")
         s.add_argument("--package", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                          "training_pipeline.yaml"))
-        s.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
+        options.add_sets(s)
         if name == "schedule":
             s.add_argument("--cron", default="0 0 3 * * *", help="KFP cron (six fields, seconds first)")
         else:
             s.add_argument("--wait", action="store_true", help="wait for the run and print its summary")
         s.set_defaults(func=func)
 
-    b = sub.add_parser("rollback", help="make an earlier version production again (moves the production label)")
+    b = command("rollback", help="make an earlier version production again (moves the production label)")
     b.add_argument("--to", type=int, required=True, help="version to serve again")
-    b.add_argument("--model-repository", default="")
-    b.add_argument("--model-name", default="")
+    options.add_model(b)
     b.set_defaults(func=cmd_rollback)
     return p
 
@@ -290,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     console.quiet(getattr(args, "verbose", False))
     try:
-        params = params_module.load(args.params)
+        params = options.load(args)
         return args.func(args, params)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -27,7 +27,7 @@ from xml.sax.saxutils import quoteattr
 
 from flywheel import bundle, names, serving_logs, storage
 from flywheel import model_repository as repo
-from flywheel import params as params_module
+from flywheel import options
 from flywheel.errors import DataError
 from pipelines import span_from_logs
 
@@ -270,17 +270,20 @@ def import_labels(path: str, repository: str, model_name: str, logs: str = "", n
 
 
 def main(argv: list[str] | None = None) -> int:
-    params = params_module.load()
-    parser = argparse.ArgumentParser(prog="python -m pipelines.labels_io", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="flywheel labels", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("export", "import"))
-    parser.add_argument("--model-repository", default=params.push.model_repository)
-    parser.add_argument("--model-name", default=params.push.model_name)
-    parser.add_argument("--logs", default=params.monitoring.log_destination)
+    options.add_model(parser)
+    options.add_params(parser)
+    parser.add_argument("--logs", default=None, help="log root (default: monitoring.log_destination in params.yaml)")
     parser.add_argument("--output-dir", default=os.path.join("runs", "labels"), help="export: where the files go")
     parser.add_argument("-n", "--limit", type=int, default=0, help="export: at most this many rows (0: all)")
     parser.add_argument("--since", default="", help="export: logs from this date, YYYY-MM-DD")
     parser.add_argument("--file", default="", help="import: a Label Studio JSON export or a CSV")
     args = parser.parse_args(argv)
+    params = options.load(args)
+    args.model_repository, args.model_name = options.model(args, params)
+    if args.logs is None:
+        args.logs = params.monitoring.log_destination
     try:
         if args.command == "export":
             counts = export(args.model_repository, args.model_name, args.output_dir, args.limit, args.since, args.logs)

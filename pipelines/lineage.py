@@ -18,7 +18,7 @@ import sys
 from flywheel import bundle, names, storage
 from pipelines import summary
 from flywheel import model_repository as repo
-from flywheel import params as params_module
+from flywheel import options
 
 
 def record_of(repository: str, model_name: str, version: int) -> dict:
@@ -125,16 +125,13 @@ def draw(chain: list[tuple[int, dict, dict]], path: str, model_name: str) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.lineage", description=__doc__.split("\n")[0])
-    parser.add_argument("--model-repository", default="")
-    parser.add_argument("--model-name", default="")
+    parser = argparse.ArgumentParser(prog="flywheel lineage", description=__doc__.split("\n")[0])
+    options.add_model(parser)
     parser.add_argument("--version", type=int, default=0, help="default: the served (production) version")
     parser.add_argument("--picture", default=os.path.join("runs", "lineage.png"))
-    parser.add_argument("--params", default=str(params_module.PARAMS_FILE))
+    options.add_params(parser)
     args = parser.parse_args(argv)
-    settings = params_module.load(args.params).push
-    repository = args.model_repository or settings.model_repository
-    model_name = args.model_name or settings.model_name
+    repository, model_name = options.model(args, options.load(args))
     served = repo.production_version(repository, model_name)
     version = args.version or served
     if version is None or version not in repo.versions(repository, model_name):

@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from flywheel import bundle, drift, model_repository, names, storage
+from flywheel import bundle, drift, http_client, model_repository, names, options, serving_protocol, storage
 from flywheel import params as params_mod
 from flywheel.report import joint, live, render
-from monitoring.metrics import (DRIFT_WINDOW_ROWS, FEATURE_DRIFT, JOINT_DRIFT, JOINT_DRIFT_PAIR, MODEL_VERSION,
-                                PREDICTION_DRIFT, SCHEMA_ANOMALIES)
+from flywheel.metric_names import (DRIFT_WINDOW_ROWS, FEATURE_DRIFT, JOINT_DRIFT, JOINT_DRIFT_PAIR, MODEL_VERSION,
+                                   PREDICTION_DRIFT, SCHEMA_ANOMALIES)
 
 MAX_BYTES = 64 * 1024 * 1024    # a scrape larger than this is not a sidecar's: refuse it, bounded memory
 TIMEOUT_S = 10.0
@@ -35,10 +33,12 @@ class ReportError(Exception):
 
 def scrape(url: str) -> str:
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            body = response.read(MAX_BYTES + 1)
-    except (urllib.error.URLError, OSError) as error:
-        raise ReportError(f"{url}: the sidecar did not answer ({getattr(error, 'reason', error)})") from error
+        answer = http_client.request(url, timeout_s=TIMEOUT_S, max_bytes=MAX_BYTES)
+    except http_client.Unreachable as error:
+        raise ReportError(f"{url}: the sidecar did not answer ({error.reason})") from error
+    if not answer.ok:
+        raise ReportError(f"{url}: the sidecar did not answer (HTTP {answer.status})")
+    body = answer.body
     if len(body) > MAX_BYTES:
         raise ReportError(f"{url}: more than {MAX_BYTES} bytes of metrics; not a sidecar's /metrics")
     return body.decode("utf-8", errors="replace")
@@ -119,17 +119,18 @@ def make(metrics_url: str, repository: str, model: str, version: int | None, out
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = params_mod.load()
-    parser = argparse.ArgumentParser(prog="python -m pipelines.live_report",
+    parser = argparse.ArgumentParser(prog="flywheel live-report",
                                      description="Write a monitoring sidecar's live drift report as one HTML page.")
-    parser.add_argument("--metrics", default="http://127.0.0.1:8080/metrics", help="the sidecar's /metrics URL")
-    parser.add_argument("--model-repository", default=settings.push.model_repository)
-    parser.add_argument("--model-name", default=settings.push.model_name)
+    parser.add_argument("--metrics", default=serving_protocol.local_url(serving_protocol.SIDECAR_PORT, "/metrics"),
+                        help="the sidecar's /metrics URL")
+    options.add_model(parser)
+    options.add_params(parser)
     parser.add_argument("--version", type=int, default=None, help="default: the version the sidecar serves")
     parser.add_argument("--out", type=Path, default=None, help="default build/reports/live-<model>-v<N>-<time>.html")
     args = parser.parse_args(argv)
+    repository, model_name = options.model(args, options.load(args))
     try:
-        out, found = make(args.metrics, args.model_repository, args.model_name, args.version, args.out)
+        out, found = make(args.metrics, repository, model_name, args.version, args.out)
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

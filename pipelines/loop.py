@@ -18,18 +18,18 @@ import os
 import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from flywheel import model_repository as repo
+from flywheel import options
 from flywheel import params as params_module
-from flywheel import storage
+from flywheel import http_client, metric_names, serving_protocol, storage
 from pipelines import console, loop_stack
-from pipelines.loop_stack import Alertmanager, Prometheus, free_port, get_json, python, wait_for
+from pipelines.loop_stack import Alertmanager, Prometheus, free_port, python, wait_for
 
 NAMESPACE = "flywheel-loop"
-DRIFT = "flywheel_fleet_feature_drift"
+DRIFT = metric_names.FLEET_FEATURE_DRIFT
 
 
 @dataclasses.dataclass
@@ -66,13 +66,10 @@ class LoopResult:
 
 
 def _post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, {"error": error.read()[:300].decode(errors="replace")}
+    answer = http_client.post_json(url, body, headers=headers, timeout_s=30)
+    if not answer.ok:
+        return answer.status, serving_protocol.error_body(answer.body[:300].decode(errors="replace"))
+    return answer.status, answer.json()
 
 
 def traffic_rows(path: str, label: str, limit: int, features: list[str]) -> tuple[list[dict], list]:
@@ -95,8 +92,8 @@ class Client:
     """Predictions through the sidecar; each request's labels posted as feedback after a delay."""
 
     def __init__(self, sidecar: str, model_name: str, feedback_delay_s: float, prefix: str):
-        self.predict = f"{sidecar}/v1/models/{model_name}:predict"
-        self.feedback = f"{sidecar}/v1/feedback"
+        self.predict = sidecar + serving_protocol.predict_path(model_name)
+        self.feedback = sidecar + serving_protocol.FEEDBACK_PATH
         self.delay, self.prefix = feedback_delay_s, prefix
         self.sent = self.failed = self.labeled = 0
         self.last_error = ""
@@ -133,8 +130,7 @@ def _metric(url: str, name: str, labels: dict | None = None) -> list[float]:
     """Values of one metric in a /metrics page (text format), filtered by labels."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
+    text = http_client.get(url, timeout_s=5).decode()
     return [s.value for family in text_string_to_metric_families(text) for s in family.samples
             if s.name == name and all(s.labels.get(k) == v for k, v in (labels or {}).items())]
 
@@ -172,7 +168,7 @@ def draw_timeline(prometheus: Prometheus, result: LoopResult, path: str, model_n
     alert_ax.set_yticks([0, 1, 2], ["-", "pending", "firing"])
     alert_ax.set_ylim(-0.2, 2.6)
     alert_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    for _, xs, ys in series(f'max(flywheel_model_version{{model="{model_name}"}})'):
+    for _, xs, ys in series(f'max({metric_names.MODEL_VERSION}{{model="{model_name}"}})'):
         version_ax.step(xs, ys, where="post", color="#1d4ed8")
     version_ax.yaxis.get_major_locator().set_params(integer=True)
     version_ax.set_ylabel("served version")
@@ -247,8 +243,8 @@ def run(repository: str, model_name: str, traffic: str, label: str, params: para
         sidecar_url = f"http://127.0.0.1:{sidecar_port}"
         alertmanager = Alertmanager(work, f"{trigger_url}/api/v1/alerts", lp.group_wait_s, "5s", lp.repeat_interval)
         processes.append(alertmanager)
-        wait_for(lambda: get_json(f"{trigger_url}/status") is not None, 60, "the trigger service", trigger)
-        wait_for(lambda: urllib.request.urlopen(f"{sidecar_url}/healthz/ready", timeout=2).status == 200,
+        wait_for(lambda: http_client.get_json(f"{trigger_url}/status", timeout_s=5) is not None, 60, "the trigger service", trigger)
+        wait_for(lambda: http_client.request(f"{sidecar_url}/healthz/ready", timeout_s=2).ok,
                  lp.timeout_s, f"the sidecar ready with v{served}", sidecar)
         rules = loop_stack.shorten_rules(loop_stack.RULES.read_text(), lp.alert_for, lp.rules_window)
         prometheus = Prometheus(work, {"flywheel-serving-metrics": [(f"127.0.0.1:{sidecar_port}", {
@@ -277,7 +273,7 @@ def run(repository: str, model_name: str, traffic: str, label: str, params: para
         mark(f"alert firing ({result.alert})")
 
         def events():
-            result.events = get_json(f"{trigger_url}/status")["events"]
+            result.events = http_client.get_json(f"{trigger_url}/status", timeout_s=5)["events"]
             return result.events
 
         def event(kind: str):
@@ -298,7 +294,7 @@ def run(repository: str, model_name: str, traffic: str, label: str, params: para
                  f"{'pushed v' + str(result.new_version) if result.new_version else 'nothing pushed'}")
         if not finished.get("succeeded") or not result.new_version:
             raise RuntimeError(f"the run did not push a new version; its log: {finished.get('log', '?')}")
-        wait_for(lambda: result.new_version in _metric(f"{sidecar_url}/metrics", "flywheel_model_version"),
+        wait_for(lambda: result.new_version in _metric(f"{sidecar_url}/metrics", metric_names.MODEL_VERSION),
                  lp.timeout_s, f"v{result.new_version} served", sidecar)
         mark(f"v{result.new_version} served")
 
@@ -306,7 +302,7 @@ def run(repository: str, model_name: str, traffic: str, label: str, params: para
 
         def calm():   # measured on enough rows of the new version, and no feature drifted
             metrics = f"{sidecar_url}/metrics"
-            rows_seen = _metric(metrics, "flywheel_fleet_drift_rows")
+            rows_seen = _metric(metrics, metric_names.FLEET_DRIFT_ROWS)
             values = _metric(metrics, DRIFT, {"measure": "drifted"})
             return (rows_seen and max(rows_seen) >= params.monitoring.min_drift_rows and values
                     and not any(v == 1 for v in values))
@@ -339,21 +335,18 @@ def seed_repository(source: str, model_name: str, work: Path, version: int = 0) 
 
 def main(argv: list[str] | None = None) -> int:
     params = params_module.load()
-    parser = argparse.ArgumentParser(prog="python -m pipelines.loop", description=__doc__.splitlines()[0])
-    parser.add_argument("--model-repository", default=params.push.model_repository,
-                        help="where the served version is copied from (the loop retrains into a copy)")
-    parser.add_argument("--model-name", default=params.push.model_name)
+    parser = argparse.ArgumentParser(prog="flywheel loop", description=__doc__.splitlines()[0])
+    options.add_model(parser, repository_help="where the served version is copied from (the loop retrains into a "
+                      "copy; default: push.model_repository in params.yaml)")
     parser.add_argument("--seed-version", type=int, default=0, help="the version served first (default the first)")
     parser.add_argument("--traffic", default=os.path.join(params.data.output_dir, "span-003.csv"),
                         help="a span replayed as traffic (default the generated span that drifts)")
     parser.add_argument("--label", default=params.ingest.label)
     parser.add_argument("--work", default="", help="the loop's directory (default runs/loop/<time>)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="a params.yaml setting, e.g. loop.traffic_rows=3000 (loop.* here, others for the run)")
+    options.add_sets(parser, help="a params.yaml setting, e.g. loop.traffic_rows=3000 (loop.* here, others for the run)")
     args = parser.parse_args(argv)
-    from pipelines import cli
-
-    sets = cli.parse_sets(args.set)
+    args.model_repository, args.model_name = options.model(args, params)
+    sets = options.parse_sets(args.set)
     params = params_module.override(params, {k: v for k, v in sets.items() if k.startswith("loop.")})
     run_sets = tuple(a for a in args.set if not a.startswith("loop."))
     if not os.path.exists(args.traffic):

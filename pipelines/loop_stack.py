@@ -8,20 +8,19 @@ are the product's own.
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import yaml
 
+from flywheel import http_client, names
 from flywheel.loopback import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-RULES = ROOT / "monitoring" / "rules" / "flywheel-alerts.rules.yml"
+RULES = ROOT / names.ALERT_RULES_FILE
 RANGE = re.compile(r"\[(\d+[smhdwy])\]")
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
 
@@ -33,11 +32,6 @@ def binary(*candidates: str) -> str:
             return found
     raise RuntimeError(f"{candidates[0]} is not installed: run `make system-deps` (Debian packages prometheus, "
                        "prometheus-alertmanager)")
-
-
-def get_json(url: str, timeout: float = 5.0):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.load(response)
 
 
 def wait_for(check, timeout_s: float, what: str, process: "Process | None" = None):
@@ -106,13 +100,12 @@ class Alertmanager(Process):
                                           f"--storage.path={work / 'alertmanager-data'}",
                                           f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
                                           "--log.level=warn"], work / "alertmanager.log", cwd=work)
-        wait_for(lambda: get_json(f"{self.url}/api/v2/status"), 30, "Alertmanager's API", self)
+        wait_for(lambda: http_client.get_json(f"{self.url}/api/v2/status", timeout_s=5), 30, "Alertmanager's API", self)
 
     def post_alerts(self, alerts: list[dict]) -> None:
-        request = urllib.request.Request(f"{self.url}/api/v2/alerts", data=json.dumps(alerts).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
-        with urllib.request.urlopen(request, timeout=5):
-            pass
+        answer = http_client.post_json(f"{self.url}/api/v2/alerts", alerts, timeout_s=5)
+        if not answer.ok:
+            raise http_client.HttpStatusError(f"{self.url}/api/v2/alerts", answer.status, answer.body)
 
 
 class Prometheus(Process):
@@ -142,7 +135,7 @@ class Prometheus(Process):
 
     def api(self, path: str, **params) -> dict:
         from urllib.parse import urlencode
-        body = get_json(f"{self.url}{path}{'?' + urlencode(params) if params else ''}")
+        body = http_client.get_json(f"{self.url}{path}{'?' + urlencode(params) if params else ''}", timeout_s=5)
         if body.get("status") != "success":
             raise RuntimeError(f"Prometheus {path}: {body}")
         return body["data"]

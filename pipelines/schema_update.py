@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from flywheel import artifacts, bundle, names, schema_changes, schema_view
+from flywheel import options
 from flywheel import params as params_mod
 from flywheel.errors import DataError
 from pipelines import chain, console
@@ -51,17 +52,17 @@ def print_changes(changes: list[schema_changes.Change], accepted: list[schema_ch
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.schema_update", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="flywheel schema-update", description=__doc__.split("\n")[0])
     parser.add_argument("data", help="CSV or Parquet file with the new data")
     parser.add_argument("--label", default="", help="label column (default: params.yaml ingest.label)")
     parser.add_argument("--previous", default="", help="an earlier file: drift is shown against it")
     parser.add_argument("--schema", default="", help="the curated schema to update (default: params.yaml schema.curated)")
     parser.add_argument("--accept", default="", help="comma-separated features to accept, or 'all'")
     parser.add_argument("--out", default="", help="where the validation artifacts go (default runs/schema-update/...)")
-    parser.add_argument("--params", default=str(params_mod.PARAMS_FILE))
+    options.add_params(parser)
     args = parser.parse_args(argv)
     console.quiet()
-    settings = params_mod.load(args.params)
+    settings = options.load(args)
     label = args.label or settings.ingest.label
     try:
         schema_path = schema_view.resolve_curated(args.schema or settings.schema.curated)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from flywheel import bundle, serving_logs, storage
 from flywheel import model_repository as repo
-from flywheel import params as params_module
+from flywheel import options
 from flywheel.errors import DataError
 
 SPAN_PREFIX = "span-logs-"     # data/<dir>/span-logs-<UTC time>.csv
@@ -131,10 +131,10 @@ def joined_rows(root: str, since: str = "", until: str = "", report: SpanReport 
     Feedback is read from `since` on with no end: ground truth arrives after its prediction."""
     report = report or SpanReport()
     report.since, report.until = since, until
-    predictions, report.prediction_files = _read(root, serving_logs.PREDICTIONS_DIR, since, until, report)
+    predictions, report.prediction_files = _read(root, serving_logs.LOGGED_PREDICTIONS_DIR, since, until, report)
     feedback, report.feedback_files = _read(root, serving_logs.FEEDBACK_DIR, since, "", report)
     if not report.prediction_files:
-        raise DataError(storage.join(root, serving_logs.PREDICTIONS_DIR),
+        raise DataError(storage.join(root, serving_logs.LOGGED_PREDICTIONS_DIR),
                         f"no prediction log segments{' from ' + since if since else ''}"
                         f"{' until ' + until if until else ''}",
                         hint="The sidecar ships closed segments there (monitoring.segment_max_age_s); check "
@@ -230,7 +230,7 @@ def build(repository: str, model_name: str, output_dir: str, since: str = "", un
     """Write the labeled span from the logs of `model_name` (under `logs`, default
     <repository>/<model>/logs); the report says what went in. DataError (and no file) when there
     are no logs or fewer than `min_rows` labeled rows."""
-    from monitoring.redaction import Redactor
+    from flywheel.redaction import Redactor
 
     report = SpanReport(label=label or label_of(repository, model_name))
     root = logs or serving_logs.logs_root(repository, model_name)
@@ -261,18 +261,22 @@ def build(repository: str, model_name: str, output_dir: str, since: str = "", un
 
 
 def main(argv: list[str] | None = None) -> int:
-    params = params_module.load()
-    parser = argparse.ArgumentParser(prog="python -m pipelines.span_from_logs", description=__doc__.splitlines()[0])
-    parser.add_argument("--model-repository", default=params.push.model_repository)
-    parser.add_argument("--model-name", default=params.push.model_name)
+    parser = argparse.ArgumentParser(prog="flywheel span", description=__doc__.splitlines()[0])
+    options.add_model(parser)
+    options.add_params(parser)
     parser.add_argument("--since", default="", help="first log date, YYYY-MM-DD (default: all)")
     parser.add_argument("--until", default="", help="last log date of the predictions, YYYY-MM-DD (default: all)")
     parser.add_argument("--label", default="", help="label column (default: the served model's metadata)")
-    parser.add_argument("--output-dir", default=params.trigger.span_dir)
-    parser.add_argument("--logs", default=params.monitoring.log_destination, help="log root (default <repository>/<model>/logs)")
+    parser.add_argument("--output-dir", default=None, help="default: trigger.span_dir in params.yaml")
+    parser.add_argument("--logs", default=None, help="log root (default: monitoring.log_destination in params.yaml, "
+                        "else <repository>/<model>/logs)")
     parser.add_argument("--min-rows", type=int, default=1)
     parser.add_argument("--no-dvc", action="store_true", help="do not `dvc add` the span")
     args = parser.parse_args(argv)
+    params = options.load(args)
+    args.model_repository, args.model_name = options.model(args, params)
+    args.output_dir = params.trigger.span_dir if args.output_dir is None else args.output_dir
+    args.logs = params.monitoring.log_destination if args.logs is None else args.logs
     for name in ("since", "until"):
         value = getattr(args, name)
         if value and not _is_date(value):

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from flywheel import artifacts, drift, names
+from flywheel import options
 from flywheel import params as params_mod
 from flywheel.errors import DataError
 from pipelines import chain, console
@@ -85,15 +86,15 @@ def _print_artifacts(out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.validate_cli",
+    parser = argparse.ArgumentParser(prog="flywheel validate",
                                      description="Validate a CSV or Parquet file with TFDV and print the anomaly report.")
     parser.add_argument("data", help="CSV or Parquet file")
     parser.add_argument("--label", required=True, help="label column")
     parser.add_argument("--previous", default="", help="an earlier file of the same data: drift reference and schema source")
     parser.add_argument("--schema", default="", help="text Schema proto to validate against (default: inferred)")
     parser.add_argument("--out", default="", help="where the artifacts go (default runs/validate/<name>-<time>)")
-    parser.add_argument("--params", default=str(params_mod.PARAMS_FILE), help="params.yaml for thresholds and PII columns")
-    parser.add_argument("--verbose", action="store_true", help="show library start-up output and warnings")
+    options.add_params(parser, help="params.yaml for thresholds and PII columns")
+    options.add_verbose(parser, help="show library start-up output and warnings")
     args = parser.parse_args(argv)
     console.quiet(args.verbose)
     out = Path(args.out or Path("runs") / "validate" / f"{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -15,14 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from flywheel import names
+from flywheel.serving_protocol import GRPC_PORT, REST_PORT
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 BATCHING_CONFIG = CONFIG_DIR / "batching.config"
 MONITORING_CONFIG = CONFIG_DIR / "monitoring.config"
 CONFIG_FILES = (BATCHING_CONFIG, MONITORING_CONFIG)
 
-REST_PORT = 8501
-GRPC_PORT = 8500
 METRICS_PATH = "/monitoring/prometheus/metrics"
 # Where the container sees the files (ConfigMap mount) and the model repository (volume).
 MOUNTED_CONFIG_DIR = "/etc/tfserving"

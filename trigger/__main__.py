@@ -7,6 +7,7 @@ import sys
 
 from aiohttp import web
 
+from flywheel import options
 from flywheel import params as params_module
 from flywheel import storage
 from trigger import runs, service
@@ -25,24 +26,22 @@ def kfp_host(path: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     params = params_module.load()
-    parser = argparse.ArgumentParser(prog="python -m trigger", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="flywheel trigger", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (a pod passes 0.0.0.0)")
     parser.add_argument("--port", type=int, default=9095)
-    parser.add_argument("--model-repository", default=params.push.model_repository)
-    parser.add_argument("--model-name", default=params.push.model_name)
+    options.add_model(parser)
     parser.add_argument("--logs", default=params.monitoring.log_destination, help="log root (default <repository>/<model>/logs)")
     parser.add_argument("--events", default="runs/trigger/events.jsonl", help="event file (JSON lines)")
     parser.add_argument("--run-logs", default="runs/trigger", help="where the logs of local runs go")
     parser.add_argument("--kfp-host-file", default="", help="a file holding the KFP API endpoint (a mounted "
                         "Secret): runs go there; an empty or missing file is an error")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="a params.yaml setting: trigger.* for the service, any other for the runs it starts")
+    options.add_sets(parser, help="a params.yaml setting: trigger.* for the service, any other for the runs it starts")
     args = parser.parse_args(argv)
+    args.model_repository, args.model_name = options.model(args, params)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from pipelines import cli
 
     try:
-        sets = cli.parse_sets(args.set)
+        sets = options.parse_sets(args.set)
         own = {k: v for k, v in sets.items() if k.startswith("trigger.")}
         if args.kfp_host_file:
             own["trigger.kfp_host"] = kfp_host(args.kfp_host_file)

@@ -16,6 +16,7 @@ import sys
 import time
 
 from flywheel import model_repository as repo
+from flywheel import options
 from flywheel import params as params_module
 from pipelines import span_from_logs
 from trigger.decide import Alert
@@ -86,13 +87,13 @@ class ClusterRun:
 
     def __init__(self, target: Target, params: params_module.Params, span: span_from_logs.SpanReport, trigger: dict,
                  host: str):
-        from pipelines import cli, remote
+        from pipelines import remote
         from pipelines.training_pipeline import arguments as pipeline_arguments
 
         settings = params_module.override(params, {"push.model_repository": target.repository,
                                                    "push.model_name": target.model_name,
                                                    "ingest.label": span.label,
-                                                   **{k: v for k, v in cli.parse_sets(list(target.sets)).items()
+                                                   **{k: v for k, v in options.parse_sets(list(target.sets)).items()
                                                       if "." in k}})
         self.arguments = pipeline_arguments(settings, span.path, trigger={**trigger, "submitted_to": host})
         self.host = host

@@ -55,8 +55,8 @@ def test_every_row_scored_as_the_model_scores_it_with_drift_reported(tmp_path, r
     summary, run_dir = batch_cli.run_inprocess(str(shards), chosen, 1)
     run_dir = Path(run_dir)
 
-    predictions = pq.read_table(run_dir / names.PREDICTIONS_DIR).to_pandas()
-    assert len(list((run_dir / names.PREDICTIONS_DIR).glob("data-*-of-00003.parquet"))) == 3
+    predictions = pq.read_table(run_dir / names.BATCH_PREDICTIONS_DIR).to_pandas()
+    assert len(list((run_dir / names.BATCH_PREDICTIONS_DIR).glob("data-*-of-00003.parquet"))) == 3
     assert len(predictions) == len(frame) == summary["rows_scored"] == summary["rows_read"]
     assert list(predictions[names.KEY_COLUMN]) == list(frame[KEY])
     assert list(predictions[names.ROW_COLUMN]) == list(range(len(frame)))
@@ -101,7 +101,7 @@ def test_bad_rows_are_listed_and_left_out_below_the_threshold(tmp_path, reposito
     listed = {(r.row, r.column) for r in bad.itertuples()}
     assert (10, "fare") in listed and (30, KEY) in listed
     assert bad.set_index("row").loc[10, "value"] == "twelve"
-    scored = pq.read_table(Path(run_dir) / names.PREDICTIONS_DIR).to_pandas()
+    scored = pq.read_table(Path(run_dir) / names.BATCH_PREDICTIONS_DIR).to_pandas()
     assert summary["bad_rows"] == len({r for r, _ in listed}) and len(scored) == 1000 - summary["bad_rows"]
     assert not {10, 30} & set(scored[names.ROW_COLUMN])
     report = json.loads((Path(run_dir) / names.ANOMALY_REPORT).read_text())
@@ -182,7 +182,7 @@ def test_the_compiled_dag_runs_with_kfp_local_and_publishes(tmp_path, repository
     assert code == 0
     latest = batch_runs.read_latest(batch_runs.root(str(repository), MODEL_NAME))
     run_dir = Path(batch_runs.run_dir(batch_runs.root(str(repository), MODEL_NAME), latest["run"]))
-    predictions = pq.read_table(run_dir / names.PREDICTIONS_DIR).to_pandas()
+    predictions = pq.read_table(run_dir / names.BATCH_PREDICTIONS_DIR).to_pandas()
     assert len(predictions) == 400 and latest["lookup"] and latest["version"] == 1
     record = json.loads((run_dir / names.RUN_RECORD).read_text())
     assert record["run_id"] and record["trigger"]["command"] == f"batch {data}"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flywheel import params
+from flywheel import names, params
 
 from tests.support.cluster import ROOT, metric_names_in, sidecar_metric_names
 
@@ -31,7 +31,7 @@ def test_dashboard_is_importable(path):
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_panels_read_only_metrics_the_sidecar_exports(path):
     import yaml
-    rules = yaml.safe_load((ROOT / "monitoring/rules/flywheel-alerts.rules.yml").read_text())
+    rules = yaml.safe_load((ROOT / names.ALERT_RULES_FILE).read_text())
     recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
     exported = sidecar_metric_names() | {"up"} | recorded
     for panel in json.loads(path.read_text())["panels"]:

@@ -266,5 +266,5 @@ def test_dashboards_are_provisioned_from_the_json_files(objects):
 def test_prometheus_rule_is_the_rules_file(objects):
     rule = find(objects, "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    source = yaml.safe_load((ROOT / "monitoring/rules/flywheel-alerts.rules.yml").read_text())
+    source = yaml.safe_load((ROOT / names.ALERT_RULES_FILE).read_text())
     assert rule["spec"]["groups"] == source["groups"]

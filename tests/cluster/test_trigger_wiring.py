@@ -8,11 +8,11 @@ import urllib.parse
 import pytest
 import yaml
 
-from flywheel import params
+from flywheel import names, params
 from tests.support.cluster import OVERLAYS, ROOT, containers, find
 from trigger import service
 
-RULES = ROOT / "monitoring/rules/flywheel-alerts.rules.yml"
+RULES = ROOT / names.ALERT_RULES_FILE
 
 
 @pytest.fixture(params=OVERLAYS)

@@ -194,8 +194,8 @@ def test_make_schedule_creates_a_recurring_run_and_its_scheduled_workflow(kubefl
     assert new[0]["spec"]["noCatchup"] is True
     # KFP 2.14.3 drops a recurring run's service account (its Argo compiler names the default
     # runner first, and the job's account only fills an empty one), so scheduled runs run as the
-    # API server's default account; README "On Kubeflow" says how to set it. When this fails,
-    # KFP honours the account: correct the README.
+    # API server's default account; docs/kubeflow.md says how to set it. When this fails,
+    # KFP honours the account: correct docs/kubeflow.md.
     assert recurring.service_account == "pipeline-runner"
     assert new[0]["spec"]["serviceAccount"] == "pipeline-runner"
 

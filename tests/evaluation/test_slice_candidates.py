@@ -8,7 +8,7 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 from flywheel import data_card, fairness, model_card, names
 from flywheel.drift.profiles import CategoricalProfile
 from flywheel.params import EvaluateParams
-from pipelines.cli import parse_sets
+from flywheel.options import parse_sets
 
 
 def mortgage_table(rows=800, seed=0) -> pd.DataFrame:

@@ -99,7 +99,7 @@ def test_keys_get_the_online_features_the_model_and_the_log_see_them(feature_ser
         sidecar.stop()
         upstream.stop()
 
-    records, skipped = serving_logs.read_all(str(tmp_path / "logs"), serving_logs.PREDICTIONS_DIR)
+    records, skipped = serving_logs.read_all(str(tmp_path / "logs"), serving_logs.LOGGED_PREDICTIONS_DIR)
     first = min(records, key=lambda r: r["time"])
     assert skipped == 0 and first["status"] == 200
     assert first["features"] == received[0]    # the log holds what the model saw

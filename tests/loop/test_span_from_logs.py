@@ -6,7 +6,6 @@ import csv
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd

@@ -3,8 +3,6 @@ real pipeline run once however often the alert is sent."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor

@@ -87,7 +87,7 @@ def test_submit_and_schedule_against_a_real_endpoint():
 
 
 def test_set_pairs_become_typed_pipeline_arguments():
-    from pipelines.cli import parse_sets
+    from flywheel.options import parse_sets
 
     assert parse_sets(["train_accelerator_limit=1", "train_accelerator_type=nvidia.com/gpu",
                        'train_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"}', "force_push=true"]) == {

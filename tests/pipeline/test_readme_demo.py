@@ -53,3 +53,18 @@ def test_decisions_are_each_spans_blessing_and_push_and_the_labels():
     assert readme_demo.decisions(block) == ["span-001.csv: blessed yes, pushed v1 as production",
                                             "span-002.csv: blessed yes, pushed v2 as canary",
                                             "versions: [1, 2]  production: v1  canary: v2"]
+
+
+def test_the_repository_readme_carries_the_demo_block_and_check_reads_it(tmp_path):
+    """README.md itself: the block after "**`make run`**" holds a summary whose decisions --check
+    compares (both spans and the labels), and a log with those decisions passes it."""
+    readme = (ROOT / "README.md").read_text()
+    first, last = readme_demo.readme_block(readme)
+    shown = readme.splitlines()[first:last]
+    assert shown[0] == readme_demo.HEADER
+    spans, labels = readme_demo.decisions(shown)[:-1], readme_demo.decisions(shown)[-1]
+    assert [span.split(":")[0] for span in spans] == ["span-001.csv", "span-002.csv"]
+    assert labels.startswith("versions: [1, 2]  production: v1")
+    (tmp_path / "run.log").write_text("make run output\n" + "\n".join(shown) + "\n")
+    (tmp_path / "README.md").write_text(readme)
+    assert readme_demo.main([str(tmp_path / "run.log"), str(tmp_path / "README.md"), "--check"]) == 0

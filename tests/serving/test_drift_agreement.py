@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 import urllib.request
 

@@ -248,7 +248,7 @@ def test_string_labels_and_original_column_names(multiclass, sidecar_factory):
     assert status == 200 and body["live_accuracy"] == sum(p == y for p, y in zip(predicted, labels)) / 3
     status, body = post(f"{sidecar.url}/v1/feedback", {"request_id": "other", "label": "HIGH"})
     assert status == 400 and "['high', 'low', 'mid']" in body["error"]
-    records, _ = serving_logs.read_all(sidecar.config.log_destination, serving_logs.PREDICTIONS_DIR)
+    records, _ = serving_logs.read_all(sidecar.config.log_destination, serving_logs.LOGGED_PREDICTIONS_DIR)
     local = [serving_logs.parse_records(p.read_bytes())[0] for p in Path(sidecar.state.writer.dir).glob("*.jsonl")]
     (record,) = records + [r for found in local for r in found]
     assert "distance (km)" in record["features"][0] and "distance__km_" not in record["features"][0]

@@ -67,7 +67,7 @@ def test_push_under_load_swaps_version_and_logs_the_version_that_answered(export
         assert sidecar.state.window.baseline.version == 2
         sidecar.drain()
         time.sleep(1.5)   # the open segment ages past segment_max_age_s and ships
-        records, _ = serving_logs.read_all(sidecar.config.log_destination, serving_logs.PREDICTIONS_DIR)
+        records, _ = serving_logs.read_all(sidecar.config.log_destination, serving_logs.LOGGED_PREDICTIONS_DIR)
         logged = [(r["version"], r["predictions"]) for r in records if r["status"] == 200]
         assert len(logged) == len(results) and {v for v, _ in logged} == {1, 2}
         wrong = [v for v, p in logged if p != {1: first, 2: second}[v]]

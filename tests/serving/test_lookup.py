@@ -77,7 +77,7 @@ def test_keys_answered_from_the_batch_else_online_logged_and_counted(dev_server,
         assert headers.get(ANSWERED_BY) == "batch"
         np.testing.assert_allclose(np.asarray(answered["predictions"], float),
                                    np.asarray(online["predictions"], float), atol=1e-6)
-        scored = pq.read_table(run_dir / names.PREDICTIONS_DIR).to_pandas().set_index(names.KEY_COLUMN)
+        scored = pq.read_table(run_dir / names.BATCH_PREDICTIONS_DIR).to_pandas().set_index(names.KEY_COLUMN)
         np.testing.assert_allclose(np.asarray(answered["predictions"], float).reshape(-1),
                                    scored.loc[list(frame[KEY].iloc[:20]), names.OUTPUT_SCORE], atol=1e-6)
 
@@ -117,7 +117,7 @@ def test_keys_answered_from_the_batch_else_online_logged_and_counted(dev_server,
         sidecar.stop()
 
     # Every prediction is in the log, the answered one too, with its rows (without the key).
-    records, skipped = serving_logs.read_all(str(tmp_path / "logs"), serving_logs.PREDICTIONS_DIR)
+    records, skipped = serving_logs.read_all(str(tmp_path / "logs"), serving_logs.LOGGED_PREDICTIONS_DIR)
     assert skipped == 0 and len(records) == 4
     first = min(records, key=lambda r: r["time"])
     assert first["status"] == 200 and first["version"] == 1 and first["rows"] == 20

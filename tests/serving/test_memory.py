@@ -138,7 +138,7 @@ def test_rss_stays_bounded_under_large_invalid_and_large_valid_requests(exported
     assert window <= 2000
     # the 50 rejected requests of 1.4 million empty rows each counted no "missing" anomaly
     assert 'flywheel_schema_anomalies_total{feature="fare",kind="missing"' not in text
-    records, skipped = serving_logs.read_all(str(tmp_path / "logs"), serving_logs.PREDICTIONS_DIR)
+    records, skipped = serving_logs.read_all(str(tmp_path / "logs"), serving_logs.LOGGED_PREDICTIONS_DIR)
     assert skipped == 0 and len(records) == written
     rejected = [r for r in records if r["status"] == 400]
     assert len(rejected) == 100 and all("features" not in r and r["request_bytes"] > 3 * MIB for r in rejected)

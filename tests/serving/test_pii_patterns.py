@@ -7,8 +7,8 @@ import pytest
 
 from flywheel import params as flywheel_params
 from flywheel.datagen import generate_span
+from flywheel.redaction import Redactor
 from flywheel.serving_logs import PII, REDACTED
-from monitoring.redaction import Redactor
 
 PATTERNS = flywheel_params.load().monitoring.pii_patterns
 

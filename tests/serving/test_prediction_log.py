@@ -4,6 +4,7 @@ bounded; and the sidecar process itself: SIGTERM under load ships every acknowle
 SIGINT stops without a traceback, kill -9 loses at most what was queued."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -42,18 +43,18 @@ def test_segments_close_by_size_and_age_and_ship_to_dated_paths(tmp_path):
     for i in range(30):
         assert writer.write([line(i, clock.now)], clock.now)
     shipper.ship()                                   # the closed (full) segments go; the open one stays
-    shipped = serving_logs.list_files(str(tmp_path / "dest"), serving_logs.PREDICTIONS_DIR)
+    shipped = serving_logs.list_files(str(tmp_path / "dest"), serving_logs.LOGGED_PREDICTIONS_DIR)
     assert len(shipped) >= 2 and shipper.unshipped()[0] == 1
     clock.now += 86400 + 61                           # next day: the open segment is old enough
     writer.write([line(30, clock.now)], clock.now)
     clock.now += 61
     shipper.ship()
-    records, skipped = serving_logs.read_all(str(tmp_path / "dest"), serving_logs.PREDICTIONS_DIR)
+    records, skipped = serving_logs.read_all(str(tmp_path / "dest"), serving_logs.LOGGED_PREDICTIONS_DIR)
     assert skipped == 0 and [r["request_id"] for r in records] == [f"r{i}" for i in range(31)]
     days = sorted(p.parent.name for p in map(Path, serving_logs.list_files(str(tmp_path / "dest"),
-                                                                         serving_logs.PREDICTIONS_DIR)))
+                                                                         serving_logs.LOGGED_PREDICTIONS_DIR)))
     assert days[0] == "date=2026-01-06" and days[-1] == "date=2026-01-07"
-    names = [Path(p).name for p in serving_logs.list_files(str(tmp_path / "dest"), serving_logs.PREDICTIONS_DIR)]
+    names = [Path(p).name for p in serving_logs.list_files(str(tmp_path / "dest"), serving_logs.LOGGED_PREDICTIONS_DIR)]
     assert all(n.startswith("pod-a-1-") and n.endswith(".jsonl.gz") for n in names)
     assert shipper.stats["shipped"] == len(names) and shipper.stats["failed"] == 0 and shipper.unshipped() == (0, 0)
     assert not list((tmp_path / "local").glob("*.jsonl*"))  # shipped segments leave the pod's disk
@@ -87,7 +88,7 @@ def test_a_crashed_processes_segment_is_cut_closed_and_shipped_by_the_next(tmp_p
     assert not list(local.glob(f"*{OPEN_SUFFIX}")) and len(list(local.glob(f"*{CLOSED_SUFFIX}"))) == 1
     shipper = Shipper(writer, str(tmp_path / "dest"), max_local_bytes=1 << 20, retry_s=5)
     shipper.ship()
-    records, skipped = serving_logs.read_all(str(tmp_path / "dest"), serving_logs.PREDICTIONS_DIR)
+    records, skipped = serving_logs.read_all(str(tmp_path / "dest"), serving_logs.LOGGED_PREDICTIONS_DIR)
     assert [r["request_id"] for r in records] == ["r1"] and skipped == 0
 
 
@@ -108,7 +109,7 @@ def test_shipping_failures_are_counted_retried_and_bounded_on_local_disk(tmp_pat
     blocked.unlink()
     clock.now += 10                                  # past the retry wait
     shipper.ship()
-    records, _ = serving_logs.read_all(str(blocked), serving_logs.PREDICTIONS_DIR)
+    records, _ = serving_logs.read_all(str(blocked), serving_logs.LOGGED_PREDICTIONS_DIR)
     kept = {r["request_id"] for r in records}
     assert len(kept) + shipper.stats["lost_records"] + writer.records == 40   # shipped + lost + still open
 
@@ -159,13 +160,56 @@ def test_sigterm_under_load_ships_every_acknowledged_prediction(dev_server, tmp_
     finally:
         if proc.poll() is None:
             proc.kill()
-    records, skipped = serving_logs.read_all(str(tmp_path / "dest"), serving_logs.PREDICTIONS_DIR)
+    records, skipped = serving_logs.read_all(str(tmp_path / "dest"), serving_logs.LOGGED_PREDICTIONS_DIR)
     logged = {r["request_id"] for r in records}
     assert len(acknowledged) > 20 and skipped == 0
     assert set(acknowledged) <= logged, f"{len(set(acknowledged) - logged)} acknowledged predictions not shipped"
     text = log.read_text()
     assert "Traceback" not in text and "0 not shipped (0 records), 0 lost" in text
     assert not list((tmp_path / "local").glob("*.jsonl*"))
+
+
+def _kept_alive(port: int, body: bytes, stop: threading.Event, answers: list, errors: list) -> None:
+    """Requests on one kept-alive connection, idle 20 ms between them (as most are, most of the
+    time), a new one only when the server says `Connection: close`; what a reused connection fails
+    with is an error the client could not have avoided."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    while not stop.wait(0.02):
+        try:
+            conn.request("POST", f"/v1/models/{MODEL_NAME}:predict", body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            answers.append((resp.status, resp.getheader("Connection")))
+        except ConnectionRefusedError:
+            break   # a new connection after the sidecar stopped listening: the pod is gone, as it should be
+        except (http.client.HTTPException, OSError) as err:
+            errors.append(repr(err))
+            conn.close()
+    conn.close()
+
+
+def test_sigterm_tells_kept_alive_clients_to_leave_before_closing_their_connections(dev_server, tmp_path):
+    port = free_port()
+    proc = _start(_sidecar_args(dev_server, port, tmp_path), tmp_path / "sidecar.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz/ready", 60)
+        body = json.dumps({"instances": rows_of(make_frame(2, seed=5))}).encode()
+        stop, answers, errors = threading.Event(), [], []
+        clients = [threading.Thread(target=_kept_alive, args=(port, body, stop, answers, errors)) for _ in range(4)]
+        for c in clients:
+            c.start()
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        stop.set()
+        for c in clients:
+            c.join()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not errors, errors[:5]
+    assert {status for status, _ in answers} == {200}
+    assert sum(connection == "close" for _, connection in answers) >= 4, "each client told to leave"
 
 
 def test_sigint_stops_without_a_traceback(dev_server, tmp_path):
@@ -212,7 +256,7 @@ def test_kill_9_loses_at_most_what_was_queued_and_the_rest_ships_on_restart(dev_
     finally:
         if again.poll() is None:
             again.kill()
-    records, skipped = serving_logs.read_all(str(tmp_path / "dest"), serving_logs.PREDICTIONS_DIR)
+    records, skipped = serving_logs.read_all(str(tmp_path / "dest"), serving_logs.LOGGED_PREDICTIONS_DIR)
     lost = set(acknowledged) - {r["request_id"] for r in records}
     # What was acknowledged but still in the observer's queue (at most one linger period of traffic
     # and the batch being written) is all a kill -9 may lose.
@@ -249,11 +293,11 @@ def test_a_poison_record_stays_alone_in_its_batch(exported_versions, tmp_path):
     from prometheus_client import CollectorRegistry
 
     from flywheel.params import MonitoringParams
+    from flywheel.redaction import Redactor
     from monitoring import baseline as baseline_io
     from monitoring.feedback import FeedbackState
     from monitoring.metrics import SidecarMetrics
     from monitoring.observer import Observer, Record
-    from monitoring.redaction import Redactor
     from monitoring.window import DriftWindow
 
     baseline = baseline_io.load(str(exported_versions[1].parent.parent), MODEL_NAME, 1, 100, 20)
@@ -283,10 +327,10 @@ def test_non_finite_predictions_are_flagged_whether_answered_as_null_or_nan(tmp_
     from prometheus_client import CollectorRegistry
 
     from flywheel.params import MonitoringParams
+    from flywheel.redaction import Redactor
     from monitoring.feedback import FeedbackState
     from monitoring.metrics import SidecarMetrics
     from monitoring.observer import Observer, Record
-    from monitoring.redaction import Redactor
 
     writer = SegmentWriter(tmp_path, "pod", 1 << 20, 60)
     observer = Observer(MODEL_NAME, "pod", SidecarMetrics(MODEL_NAME, CollectorRegistry()), writer,

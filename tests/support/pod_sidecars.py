@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controlplane.cluster import ControlPlane, wait_until
-from flywheel import loopback, names
+from flywheel import loopback, names, serving_protocol
 from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,7 +183,7 @@ class Load:
         async with in_flight:
             self.sent += 1
             try:
-                async with session.post(f"{url}/v1/models/{MODEL}:predict", data=self.body,
+                async with session.post(url + serving_protocol.predict_path(MODEL), data=self.body,
                                         headers={"Content-Type": "application/json"}) as resp:
                     await resp.read()
                     if resp.status == 200:

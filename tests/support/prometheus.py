@@ -8,11 +8,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from flywheel import loopback
+from flywheel import loopback, names
 from tests.support.cluster import ROOT, require_tool
 from tests.support.net import free_port, wait_until
 
-RULES = ROOT / "monitoring/rules/flywheel-alerts.rules.yml"
+RULES = ROOT / names.ALERT_RULES_FILE
 JOB = "flywheel-serving-metrics"
 
 

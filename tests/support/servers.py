@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from flywheel import loopback, names
+from flywheel import loopback, names, serving_protocol
 from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +20,7 @@ MODEL_NAME = names.DEFAULT_MODEL_NAME
 def predict(url: str, rows: list[dict], model: str = MODEL_NAME) -> None:
     """One REST predict call of `rows` to a sidecar or model server at `url`; it must answer 200."""
     import json
-    request = urllib.request.Request(f"{url}/v1/models/{model}:predict", data=json.dumps({"instances": rows}).encode())
+    request = urllib.request.Request(url + serving_protocol.predict_path(model), data=json.dumps({"instances": rows}).encode())
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 200
 
@@ -83,7 +83,7 @@ def start_dev_server(repository: Path, log_dir: Path, poll_seconds: float = 0.5,
                             "--model-name", model_name, "--poll-seconds", str(poll_seconds)],
                            log_dir / f"model_server_{rest}.log")
     try:
-        wait_http(f"http://127.0.0.1:{rest}/v1/models/{model_name}", timeout_s=120)
+        wait_http(serving_protocol.local_url(rest, serving_protocol.model_path(model_name)), timeout_s=120)
     except TimeoutError:
         server.stop()
         raise AssertionError("model server did not start:\n" + server.log.read_text()[-3000:])

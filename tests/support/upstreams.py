@@ -14,7 +14,7 @@ import math
 import threading
 from typing import Callable
 
-from flywheel import names
+from flywheel import names, serving_protocol
 from tests.support.app_thread import AppThread
 from tests.support.net import free_port
 
@@ -96,7 +96,7 @@ class SmallUpstream:
             try:
                 body = json.loads(await request.read())
             except ValueError as err:  # as TF Serving answers a body that is not JSON
-                return web.json_response({"error": f"JSON Parse error: {err}"}, status=400)
+                return web.json_response(serving_protocol.error_body(f"JSON Parse error: {err}"), status=400)
             return web.json_response({"predictions": [score(r) for r in body["instances"]]})
 
         async def metrics(request):  # TF Serving's own Prometheus endpoint, minimal
@@ -104,9 +104,9 @@ class SmallUpstream:
 
         self.port = free_port()
         app = web.Application()
-        app.router.add_get(f"/v1/models/{MODEL}", status)
-        app.router.add_post(f"/v1/models/{MODEL}:predict", predict)
-        app.router.add_post(f"/v1/models/{MODEL}/versions/1:predict", predict)   # the sidecar names the version
+        app.router.add_get(serving_protocol.model_path(MODEL), status)
+        app.router.add_post(serving_protocol.predict_path(MODEL), predict)
+        app.router.add_post(serving_protocol.predict_path(MODEL, 1), predict)   # the sidecar names the version
         app.router.add_get("/monitoring/prometheus/metrics", metrics)
         self.server = AppThread(app, self.port, timeout=20, what="small upstream")
 

@@ -1,4 +1,5 @@
-"""Drift measures, computed the way TFDV computes them, plus PSI.
+"""Drift measures computed the way TFDV computes them, plus PSI: what the drift benchmark
+compares the drift rule with (benchmarks/bench_drift.py).
 
 - `linf`: L-infinity distance between two categorical distributions (TFDV's LInftyDistance:
   counts normalised separately, largest absolute difference of any value).
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flywheel.drift.compare import PSI_FLOOR, psi  # one PSI, offline and online
+from flywheel.drift.compare import psi  # one PSI, offline and online
 
 
 
