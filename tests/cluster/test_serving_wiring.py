@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.support.cluster import MANIFESTS, OVERLAYS, ROOT, containers, find
-from flywheel import names, serving_logs
+from flywheel import names, params, serving_logs
 from serving import tf_serving
 
 SIDECAR_PORT = 8080
@@ -218,6 +218,26 @@ def test_pod_security_restricted_and_no_token(objects, deployment):
     assert serving_sa["automountServiceAccountToken"] is False
     namespace = find(objects, "Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def _pre_stop_sleep_s(container: dict) -> float:
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep", f"{container['name']}: preStop is not a sleep: {command}"
+    return float(command[1])
+
+
+def test_tf_serving_outlives_the_sidecar_that_forwards_to_it(objects):
+    """Kubernetes sends SIGTERM to every container of a pod at once, after each one's preStop.
+    TF Serving stops at once on it, so without a longer preStop of its own the sidecar would
+    forward the requests of its last seconds to a closed port."""
+    deployment = find(objects, "Deployment", "flywheel-serving")
+    pod = containers(deployment)
+    mon = params.load().monitoring
+    sidecar_forwards_s = _pre_stop_sleep_s(pod["sidecar"]) + mon.closing_s + mon.upstream_timeout_s
+    assert _pre_stop_sleep_s(pod["tf-serving"]) > sidecar_forwards_s
+    sidecar_stops_s = sidecar_forwards_s + 2 * mon.drain_timeout_s
+    grace_s = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace_s > max(sidecar_stops_s, _pre_stop_sleep_s(pod["tf-serving"]))
 
 
 def test_every_container_has_requests_and_limits_and_room_for_two_versions(objects):
