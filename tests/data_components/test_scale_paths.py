@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components import ingest, statistics, validate
-from flywheel import artifacts, bundle, engines, names, params, splits
-from flywheel.drift import agreement
+from benchmarks import drift_agreement
+from components import engines, ingest, splits, statistics, validate
+from flywheel import artifacts, bundle, names, params
 from flywheel.errors import DataError
 from flywheel.params import IngestParams, ScaleParams
 from pipelines import chain
