@@ -213,7 +213,7 @@ def agreement_with(reference: Path, other: Path) -> dict:
     from flywheel import artifacts, bundle, names
     numeric, w1, categorical, counts_equal = 0.0, 0.0, 0.0, True
     for split in names.SPLITS:
-        found = agreement.gaps(bundle.read_profiles(str(artifacts.profiles_file(reference / "statistics", split))),
+        found = drift_agreement.gaps(bundle.read_profiles(str(artifacts.profiles_file(reference / "statistics", split))),
                                bundle.read_profiles(str(artifacts.profiles_file(other / "statistics", split))))
         for gap in found.values():
             if gap["kind"] == "numeric":
