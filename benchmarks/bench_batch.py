@@ -9,7 +9,7 @@ Model: a version of the default dataset trained and pushed by the pipeline's ste
 Each measurement runs in a fresh process (so peak RSS is that run's own): `batch` is
 components/batch_score.py with the key column (streamed reading, the SERVING checks, TFDV
 statistics, the drift rule, Parquet shards, the SQLite index); `baseline` is the whole CSV read
-with pandas and scored in one in-memory call of the same SavedModel (flywheel/model_inputs.py,
+with pandas and scored in one in-memory call of the same SavedModel (components/model_inputs.py,
 what evaluate does). Time counts from after the imports to the end; peak RSS is the process's
 resident set sampled every 5 ms while it works (benchmarks/bench_data.py), and its growth over
 the resident size after the imports.
@@ -37,8 +37,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from flywheel import datagen, names, params, serving_protocol  # noqa: E402
+from flywheel import names, params, serving_protocol  # noqa: E402
 from flywheel.loopback import free_port  # noqa: E402
+from tools import datagen  # noqa: E402
 
 KEY = "trip_id"
 
@@ -50,8 +51,7 @@ def child(mode: str, data: str, version_dir: str, out: str) -> None:
     import tensorflow  # noqa: F401  (imports are not counted: both paths need them)
     import tensorflow_data_validation  # noqa: F401
 
-    from components import batch_score
-    from flywheel import model_inputs
+    from components import batch_score, model_inputs
     from bench_data import PeakRss
     with PeakRss() as memory:
         started = time.perf_counter()

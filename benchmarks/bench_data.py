@@ -19,8 +19,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from components import ingest, schema, statistics, validate  # noqa: E402
-from flywheel import artifacts, datagen, names  # noqa: E402
+from flywheel import artifacts, names  # noqa: E402
 from flywheel.params import ROOT, DataParams, IngestParams, SchemaParams, ValidateParams  # noqa: E402
+from tools import datagen  # noqa: E402
 
 CURATED = ROOT / SchemaParams().curated
 INGEST = IngestParams(label=datagen.LABEL)

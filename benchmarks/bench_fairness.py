@@ -1,4 +1,4 @@
-"""The fairness gate's error rates, and the cost of the assessment (flywheel/fairness.py) by
+"""The fairness gate's error rates, and the cost of the assessment (flywheel/evaluation/fairness.py) by
 test-split size with what the row cap of the bootstrap buys.
 
     .venv/bin/python benchmarks/bench_fairness.py --sizes 500,10000,100000,1000000 --seeds 50
@@ -26,8 +26,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from flywheel import evaluation_metrics as em
-from flywheel import fairness, names, params
+from flywheel import names, params
+from flywheel.evaluation import evaluation_metrics as em
+from flywheel.evaluation import fairness
 
 UNCAPPED_UP_TO = 100_000
 

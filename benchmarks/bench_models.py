@@ -149,9 +149,10 @@ def lightgbm_outputs(task: str, x_fit: pd.DataFrame, y_fit: np.ndarray, x_test: 
 
 def one(name: str, settings: dict) -> dict:
     """The figures of one table (run in a process of its own)."""
-    from components import evaluate, train, tree_model
-    from flywheel import baselines, labels, model_families, model_inputs, names
-    from flywheel import evaluation_metrics as em
+    from components import evaluate, model_families, model_inputs, train, tree_model
+    from flywheel import labels, names
+    from flywheel.evaluation import baselines
+    from flywheel.evaluation import evaluation_metrics as em
     from tests.support.frames import workspace
 
     loader, label, _ = TABLES[name]

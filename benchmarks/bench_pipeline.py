@@ -15,8 +15,9 @@ import os
 import sys
 import tempfile
 
-from flywheel import datagen, params
+from flywheel import params
 from flywheel.params import DataParams, IngestParams
+from tools import datagen
 
 STEPS = ("ingest", "resolve", "statistics", "schema", "validate", "train", "evaluate", "push")
 

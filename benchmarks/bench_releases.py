@@ -21,11 +21,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components import evaluate, infra_validate  # noqa: E402
-from flywheel import bundle, datagen, labels, model_inputs, names, params  # noqa: E402
-from flywheel import evaluation_metrics as em  # noqa: E402
-from flywheel import performance_estimation as pe  # noqa: E402
+from components import evaluate, infra_validate, model_inputs  # noqa: E402
+from flywheel import bundle, labels, names, params  # noqa: E402
+from flywheel.evaluation import evaluation_metrics as em  # noqa: E402
+from flywheel.evaluation import performance_estimation as pe  # noqa: E402
 from flywheel.params import DataParams, InfraValidateParams, Shift  # noqa: E402
+from tools import datagen  # noqa: E402
 from pipelines import chain  # noqa: E402
 
 SHIFTS = {"none": (), "covariate": (Shift(2, "covariate", "trip_miles", 0.5), Shift(2, "covariate", "payment_type", 0.2)),

@@ -4,7 +4,7 @@ and how far the paths' artifacts agree.
     .venv/bin/python benchmarks/bench_scale.py --sizes 1000000,10000000
     make bench-scale [SCALE_SIZES=1000000,10000000] [PATHS=in_memory,streaming,beam]
 
-Data: the default generator's rows (flywheel/datagen.py), one CSV of N rows made of 1M-row
+Data: the default generator's rows (tools/datagen.py), one CSV of N rows made of 1M-row
 chunks with different seeds (written once per size into the work directory). Every step runs as
 its own process, as a KFP task does: its time is the step alone (imports excluded), its peak
 RSS is the process's maximum resident set (imports included); on Beam it is the largest of the
@@ -28,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flywheel import engines  # noqa: E402
+from components import engines  # noqa: E402
 from flywheel.params import ROOT, DataParams, IngestParams, ScaleParams, SchemaParams  # noqa: E402
 
 CURATED = ROOT / SchemaParams().curated
@@ -43,7 +43,7 @@ LABEL = "big_tipper"
 def chunk_file(work: Path, index: int) -> Path:
     import pyarrow as pa
     import pyarrow.csv as pacsv
-    from flywheel import datagen
+    from tools import datagen
     path = work / f"chunk-{index:03d}.csv"
     if not path.exists():
         frame = datagen.generate_span(DataParams(rows_per_span=CHUNK, seed=7 + index, shifts=()), 1)
@@ -73,7 +73,8 @@ def data_file(work: Path, rows: int) -> Path:
 def baseline(work: Path) -> Path:
     """Train statistics of a 2,000-row span: what validate measures drift against."""
     from components import ingest, statistics
-    from flywheel import artifacts, datagen, names
+    from flywheel import artifacts, names
+    from tools import datagen
     stats = work / "baseline_stats"
     if not stats.exists():
         data = work / "baseline.csv"
@@ -194,7 +195,8 @@ def split_fingerprints(examples: Path) -> dict[str, tuple[int, int]]:
     """(rows, sum of row hashes mod 2^64) per split: equal when the splits hold the same rows,
     whatever their order and sharding."""
     import numpy as np
-    from flywheel import artifacts, names, splits
+    from components import splits
+    from flywheel import artifacts, names
     out = {}
     for split in names.SPLITS:
         rows, total = 0, 0
@@ -207,11 +209,11 @@ def split_fingerprints(examples: Path) -> dict[str, tuple[int, int]]:
 
 
 def agreement_with(reference: Path, other: Path) -> dict:
+    from benchmarks import drift_agreement
     from flywheel import artifacts, bundle, names
-    from flywheel.drift import agreement
     numeric, w1, categorical, counts_equal = 0.0, 0.0, 0.0, True
     for split in names.SPLITS:
-        found = agreement.gaps(bundle.read_profiles(str(artifacts.profiles_file(reference / "statistics", split))),
+        found = drift_agreement.gaps(bundle.read_profiles(str(artifacts.profiles_file(reference / "statistics", split))),
                                bundle.read_profiles(str(artifacts.profiles_file(other / "statistics", split))))
         for gap in found.values():
             if gap["kind"] == "numeric":

@@ -46,8 +46,9 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flywheel import datagen, names, params, serving_protocol  # noqa: E402
+from flywheel import names, params, serving_protocol  # noqa: E402
 from flywheel.loopback import free_port  # noqa: E402
+from tools import datagen  # noqa: E402
 
 CONNECTIONS = 16
 TARGET_CAPACITY = 8000        # requests/s per core, logging and drift on

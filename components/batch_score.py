@@ -10,7 +10,7 @@ input's size. Per batch:
   SERVING environment) and into the drift rule's summaries against the version's training
   profiles (components/validate.py `decide`, the rule of the pipeline and the sidecar);
 - they are scored with the version's SavedModel through `serving_default`, the call TF Serving
-  makes (flywheel/model_inputs.py), and appended to Parquet shards of predictions: key, row,
+  makes (components/model_inputs.py), and appended to Parquet shards of predictions: key, row,
   model, version and one column per output; with batch.key_column, each row's answer as TF
   Serving's REST API would give it also goes into a SQLite index for the sidecar's lookup.
 At the end: the anomalies and drift report (report.json, measurements.json, report.html,
@@ -31,9 +31,10 @@ import pandas as pd
 from kfp import dsl
 
 from components import batch_rows, streaming_ingest, streaming_statistics, validate, validation_report
+from components import model_inputs, tables
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import bundle, data_version, model_inputs, names, provenance, schema_view, tables
+from flywheel import bundle, data_version, names, provenance, schema_view
 from flywheel.errors import DataError
 from flywheel.params import ROOT, BatchParams, DriftParams, section_dict
 

@@ -21,9 +21,9 @@ import io
 import tempfile
 from pathlib import Path
 
-from components import streaming_ingest, streaming_statistics
+from components import engines, streaming_ingest, streaming_statistics, tables
 from components.artifact_io import atomic_dir
-from flywheel import artifacts, engines, names, storage, tables
+from flywheel import artifacts, names, storage
 from flywheel.errors import DataError
 from flywheel.params import IngestParams, ScaleParams
 

@@ -1,7 +1,7 @@
 """Evaluate: metrics on the test split, per slice, against the production model; the blessing.
 
 The blessing also needs the fairness criteria over slices of the test rows to pass
-(flywheel/fairness.py): its reason then names the criterion and the slice that failed.
+(flywheel/evaluation/fairness.py): its reason then names the criterion and the slice that failed.
 
 Both models are scored through their `serving_default` signature, the same call TF Serving
 makes, so what is evaluated is what would be served. The production model is the one the
@@ -17,13 +17,16 @@ import numpy as np
 import pandas as pd
 from kfp import dsl
 
+from components import model_families, model_inputs
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, baselines, bundle, fairness, fairness_chart, labels, model_card, model_families, model_inputs, names
-from flywheel import evaluation_metrics as em
-from flywheel import performance_estimation as pe
+from flywheel import artifacts, bundle, labels, names
 from flywheel.errors import DataError
+from flywheel.evaluation import baselines, fairness, fairness_chart
+from flywheel.evaluation import evaluation_metrics as em
+from flywheel.evaluation import performance_estimation as pe
 from flywheel.params import EvaluateParams
+from flywheel.report import model_card
 
 
 @dataclasses.dataclass

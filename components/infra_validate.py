@@ -39,11 +39,12 @@ import time
 import numpy as np
 from kfp import dsl
 
+from components import machine_load, model_inputs
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import (bundle, http_client, loopback, machine_load, model_card, model_inputs, model_repository, names,
-                      serving_protocol, storage)
+from flywheel import bundle, http_client, loopback, model_repository, names, serving_protocol, storage
 from flywheel.params import InfraValidateParams
+from flywheel.report import model_card
 
 SANDBOX_VERSION = 1
 

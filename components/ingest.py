@@ -6,11 +6,11 @@ KFP wrapper. Output layout: flywheel/artifacts.py (`<output_dir>/<split>/*.parqu
 Why these choices:
 - The data version is the md5 of the bytes read (flywheel/data_version.py): for a file, its DVC md5.
 - The split hashes each raw row (or the `split_key` column), never a random draw
-  (flywheel/splits.py says why).
+  (components/splits.py says why).
 - PII is removed in memory before anything is written, so no artifact ever holds it.
 - Small inputs are held whole in pandas (here); large ones stream in record batches
   (components/streaming_ingest.py) or run on Apache Beam (components/beam_data.py), chosen by
-  params.yaml `scale` (flywheel/engines.py), with the same splits and artifacts.
+  params.yaml `scale` (components/engines.py), with the same splits and artifacts.
 """
 import io
 import os
@@ -20,13 +20,15 @@ import numpy as np
 import pandas as pd
 from kfp import dsl
 
+from components import engines, tables
 from components.artifact_io import atomic_dir
 from components.ingest_checks import check_csv_head, check_pii_mode, pii_hash, too_few_rows
 from components.kfp_component import flywheel_component
-from flywheel import data_card, data_version, engines, names, storage, tables
+from components.splits import assign_splits
+from flywheel import data_version, names, storage
 from flywheel.errors import DataError
 from flywheel.params import ROOT, IngestParams, ScaleParams
-from flywheel.splits import assign_splits
+from flywheel.report import data_card
 
 
 # --- reading --------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from kfp import dsl
 
+from components import column_checks
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, bundle, column_checks, names, schema_view
+from flywheel import artifacts, bundle, names, schema_view
 from flywheel.errors import DataError
 
 # A value seen fewer times than this in the training split makes a column's values an open set.

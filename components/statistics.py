@@ -3,7 +3,7 @@ one (flywheel/report: inline SVG, opens anywhere) and TFDV's Facets page (needs 
 
 Output layout: flywheel/artifacts.py (`<output_dir>/<split>/stats.pb`, each a binary
 DatasetFeatureStatisticsList whose one dataset is named after the split). The path is ingest's
-(`scale` params, flywheel/engines.py): in memory, `generate_statistics_from_dataframe` on the
+(`scale` params, components/engines.py): in memory, `generate_statistics_from_dataframe` on the
 whole split, which avoids starting an Apache Beam pipeline for data that fits; streaming, TFDV's
 generators fed record batch by batch (components/streaming_statistics.py); Beam, TFDV's
 `GenerateStatistics` PTransform (components/beam_data.py). The protos are the same on every path.
@@ -14,7 +14,7 @@ statistics (top values, rank histogram), which the drift rule reads as categorie
 
 Each split also gets `profiles.json`: the drift rule's reference profiles (flywheel/drift), exact,
 from the split's raw values in memory (read off TFDV's sketches on the other paths), with `quantiles` bins per numeric column (params.yaml
-`drift.quantiles`) and the parts of the time columns (flywheel/time_features.py) in place of their
+`drift.quantiles`) and the parts of the time columns (flywheel/temporal/time_features.py) in place of their
 values, and (in memory) the joint drift reference of the split's features without the label
 (flywheel/drift/joint.py: how they move together). Validate and the sidecar read them (a pushed
 version carries its training split's). Time
@@ -28,14 +28,15 @@ from pathlib import Path
 
 from kfp import dsl
 
-from components import streaming_statistics
+from components import engines, streaming_statistics
 from components.artifact_io import atomic_dir, atomic_file
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, bundle, engines, names, schema_view, time_features
+from flywheel import artifacts, bundle, names, schema_view
 from flywheel.params import DriftParams, ScaleParams
+from flywheel.temporal import time_features
 
 # Rows of the train split time columns are detected on when the split is not held in memory
-# (detection looks at a sample of 1,000 values: flywheel/timeparts.py).
+# (detection looks at a sample of 1,000 values: flywheel/temporal/timeparts.py).
 DETECTION_ROWS = 100_000
 
 

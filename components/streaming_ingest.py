@@ -2,9 +2,9 @@
 `scale.in_memory_max_bytes` on one machine): the in-memory ingest's artifacts, never the whole span.
 
 Two passes over the input. The first decides the column types as pandas would over the whole file
-(flywheel/tables.py) and hashes the bytes (the data version); the second reads typed record
+(components/tables.py) and hashes the bytes (the data version); the second reads typed record
 batches and, batch by batch, drops unlabelled rows, hashes each raw row to its split
-(flywheel/splits.py: the same hash, so the same rows land in the same splits as in memory),
+(components/splits.py: the same hash, so the same rows land in the same splits as in memory),
 removes PII and appends to Parquet shards of `scale.shard_rows` rows per split. Memory is a
 few batches (`scale.batch_rows`), whatever the input's size. Everything is written into a
 staging directory renamed into place at the end, so bad input leaves nothing behind.
@@ -16,11 +16,13 @@ import os
 from pathlib import Path
 
 
+from components import engines, splits, tables
 from components.artifact_io import atomic_dir
 from components.ingest_checks import check_csv_head, check_pii_mode, pii_hash, too_few_rows
-from flywheel import artifacts, data_card, data_version, engines, names, splits, storage, tables
+from flywheel import artifacts, data_version, names, storage
 from flywheel.errors import DataError
 from flywheel.params import ROOT, IngestParams, ScaleParams
+from flywheel.report import data_card
 
 HEAD_BYTES = 64 * 1024
 # pyarrow's CSV block: about `batch_rows` rows of the first block's average width, within these.

@@ -3,7 +3,7 @@
 TFDV's own in-process generators (the ones `generate_statistics_from_dataframe` runs) get one
 record batch at a time and keep their accumulators (counts, a quantiles sketch, a Misra-Gries
 sketch of the top values), so memory does not grow with the rows. The time columns' parts
-(flywheel/time_features.py) ride along as extra columns of each batch: TFDV summarises them
+(flywheel/temporal/time_features.py) ride along as extra columns of each batch: TFDV summarises them
 too, and the drift profiles of every column and part are read off these statistics
 (flywheel/drift `profiles_from_statistics`): exact counts for categorical features (up to
 TFDV's rank histogram, 1,000 levels), TFDV's quantiles for numeric ones, where the in-memory
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from flywheel import artifacts, drift, time_features
+from flywheel import artifacts, drift
+from flywheel.temporal import time_features
 
 # A split this large is shared among `scale.workers` processes; below it, starting them (each
 # imports TFDV) costs more than it saves.

@@ -3,7 +3,7 @@
 Normalisation, imputation and vocabularies are Keras preprocessing layers adapted on the train
 split, so the exported SavedModel takes raw named features and the training and serving paths
 cannot diverge. The task (binary, multiclass, regression) is read off the label. The families
-(flywheel/model_families.py): the linear model evaluate fits as its baseline, gradient-boosted
+(components/model_families.py): the linear model evaluate fits as its baseline, gradient-boosted
 trees (components/tree_model.py) and the wide-and-deep network; each is scored on the eval split
 and the selection rule exports one, with the same `serving_default` signature whichever it is.
 """
@@ -16,14 +16,17 @@ import time
 import numpy as np
 from kfp import dsl
 
+from components import engines, model_inputs, training_data
+from components import model_families as families
+from components import tree_model
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from components import tree_model
-from flywheel import model_families as families
-from flywheel import artifacts, baselines, bundle, engines, labels, model_inputs, names, schema_view, time_encoding, training_data
+from flywheel import artifacts, bundle, labels, names, schema_view
 from flywheel.errors import DataError
+from flywheel.evaluation import baselines
 from flywheel.params import TrainParams
 from flywheel.schema_view import Feature
+from flywheel.temporal import time_encoding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +111,7 @@ def build_linear(specs: list[Feature], x_train: dict, y_train: np.ndarray, task:
                  params: TrainParams):
     """The serving model of evaluate's linear baseline fitted on the network's own encoding: ridge
     for regression, L2 logistic regression (one-vs-rest, then softmax) for classes, by Newton's
-    method in flywheel/baselines.py, so the fit is exact and the same on every run."""
+    method in flywheel/evaluation/baselines.py, so the fit is exact and the same on every run."""
     import keras
     from keras import layers
 
@@ -397,7 +400,7 @@ def _is_chief() -> bool:
 
 def _streamed_inputs(examples_dir: str, specs: list[Feature], fills: dict, label: str, task: str, vocabulary: list,
                      x_sample: dict, y_sample: np.ndarray, batch_size: int, params: TrainParams) -> dict:
-    """tf.data pipelines of the train and eval splits (flywheel/training_data.py), with as many steps
+    """tf.data pipelines of the train and eval splits (components/training_data.py), with as many steps
     per epoch on every worker (each worker repeats its share, so none runs dry first)."""
     import tensorflow as tf
 

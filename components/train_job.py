@@ -5,7 +5,7 @@
 
 The operator gives every replica TF_CONFIG naming all of them; components/train.py then trains
 with MultiWorkerMirroredStrategy, each worker reading its own row groups of the Parquet shards
-(flywheel/training_data.py), and the chief (the first task) exports the model to --model-dir,
+(components/training_data.py), and the chief (the first task) exports the model to --model-dir,
 which the workers share (an object-store path on a cluster). Exit status 0 on success; a
 DataError (bad input) exits 1 with its message, as the KFP components do.
 """

@@ -4,7 +4,7 @@ Trained with YDF, the library TF-DF 1.9 is built on (it reads the pandas frame d
 tf.data pass), and exported through TF-DF's inference ops inside a module whose `serving_default`
 takes the same raw named features as the Keras models and answers the same names.OUTPUT_* dict.
 Trees need no scaling or one-hot: strings stay categories, a missing float stays NaN (trees route
-it), and a time column becomes its parts (flywheel/time_encoding.py in the model, flywheel/timeparts.py
+it), and a time column becomes its parts (flywheel/temporal/time_encoding.py in the model, flywheel/temporal/timeparts.py
 for the train rows; the tests hold the two equal).
 """
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from flywheel import names, timeparts
+from flywheel import names
 from flywheel.schema_view import STRING, Feature
+from flywheel.temporal import timeparts
 
 # The parts of a time column the trees see: trend (fractional year), day of the year, weekday, hour.
 TIME_PARTS = (timeparts.TREND, timeparts.DAY_OF_YEAR, timeparts.WEEKDAY, timeparts.HOUR)
@@ -65,7 +66,7 @@ def _time_columns(spec: Feature, raw):
     """The TIME_PARTS of a raw time column, in TensorFlow ops (NaN where missing or unparsable)."""
     import tensorflow as tf
 
-    from flywheel import time_encoding
+    from flywheel.temporal import time_encoding
 
     seconds, valid = time_encoding.seconds_and_valid(raw, spec.kind == STRING)
     p = time_encoding.parts(tf.where(valid, seconds, tf.zeros_like(seconds)))

@@ -7,7 +7,7 @@ material (an effect size in readable units at or above its threshold: Wasserstei
 reference standard deviations, the largest change of a value's share, PSI). The reference is a
 profile of TFDV statistics (the production model's training split for drift, this run's training
 split for skew); the current sample is the raw values of this run's train (drift) or eval (skew)
-split. Time columns are compared on their cyclical parts (flywheel/time_features.py). TFDV's own
+split. Time columns are compared on their cyclical parts (flywheel/temporal/time_features.py). TFDV's own
 L-infinity and Jensen-Shannon numbers are computed too and kept in measurements.json for readers
 who know them; they decide nothing.
 
@@ -19,7 +19,7 @@ What blocks (raises DataError, so the KFP task fails and nothing downstream runs
   material difference between them is a defect in the data or the pipeline, never news.
 What is reported and does not block: drift against production (it is why the flywheel retrains;
 the evaluator keeps a worse model out; `validate.block_on_drift` makes it block), and columns
-that look wrong for what they hold (flywheel/column_checks.py).
+that look wrong for what they hold (components/column_checks.py).
 
 Joint drift and joint skew (flywheel/drift/joint.py: the same two samples compared by how their
 features move together, pair by pair) are reported beside them when the reference carries a joint
@@ -41,13 +41,15 @@ from typing import Iterable
 import numpy as np
 from kfp import dsl
 
-from components import streaming_statistics, validation_report
+from components import column_checks, streaming_statistics, validation_report
 from components.artifact_io import atomic_dir
 from components.kfp_component import flywheel_component
-from flywheel import artifacts, bundle, column_checks, data_card, drift, names, schema_view, time_features
+from flywheel import artifacts, bundle, drift, names, schema_view
 from flywheel.drift import joint
 from flywheel.errors import DataError
 from flywheel.params import DriftParams, ScaleParams, ValidateParams
+from flywheel.report import data_card
+from flywheel.temporal import time_features
 
 SCHEMA = "schema"
 DRIFT, SKEW = names.DRIFT, names.SKEW
@@ -247,7 +249,7 @@ def _compared_features(schema, label: str) -> set[str]:
 
 def write_data_card(directory: Path, ingest: dict, stats: dict, schema, label: str, statistics_dir,
                     times: dict, report: list[dict]) -> None:
-    """data_card.md and data_card.html (flywheel/data_card.py) beside the report."""
+    """data_card.md and data_card.html (flywheel/report/data_card.py) beside the report."""
     profiles_file = artifacts.profiles_file(statistics_dir, names.TRAIN)
     profiles = bundle.read_profiles(str(profiles_file)) if profiles_file.exists() else {}
     card = data_card.build(ingest, stats, schema_view.by_name(schema, names.ENV_TRAINING), label, profiles, times,

@@ -32,7 +32,7 @@ class Shift:
 
 @dataclasses.dataclass(frozen=True)
 class DataParams:
-    """The generator of the default dataset (flywheel/datagen.py, DVC stage `generate`)."""
+    """The generator of the default dataset (tools/datagen.py, DVC stage `generate`)."""
     rows_per_span: int = 5000
     spans: int = 3
     seed: int = 7
@@ -193,7 +193,7 @@ class EvaluateParams:
     # false: the trivial and linear baselines are reported, not gating (a version served only to test
     # the release machinery, such as one trained on shuffled labels)
     baselines_gate: bool = True
-    # --- fairness: slices of the test rows (flywheel/fairness.py) ----------------------------------
+    # --- fairness: slices of the test rows (flywheel/evaluation/fairness.py) ----------------------------------
     # Features sliced on one at a time; a name the data lacks is reported and skipped.
     slice_features: tuple[str, ...] = ("payment_type", "company", "trip_miles")
     slice_crosses: tuple[str, ...] = ("payment_type:trip_miles",)   # crossed pairs, "a:b"
@@ -204,7 +204,7 @@ class EvaluateParams:
     bootstrap_resamples: int = 200        # per slice: the cost is resamples x rows...
     bootstrap_max_rows: int = 10000       # ...with rows capped here (a subsample, the interval rescaled)
     bootstrap_seed: int = 7
-    # --- fairness: criteria (flywheel/fairness.py) ----------------------------------------------
+    # --- fairness: criteria (flywheel/evaluation/fairness.py) ----------------------------------------------
     # Each judged slice is compared with the other slices of its grouping, the floor and
     # production; every comparison is a one-sided test, and Holm's correction over all of them
     # keeps the chance of refusing a model fair by construction at most 1 - confidence
@@ -224,7 +224,7 @@ class EvaluateParams:
     max_slice_rmse: float = 0.0           # ceiling per slice for regression; 0 = none
     # How much worse than production a candidate may be on any slice (paired on the same rows).
     slice_allowed_regression: float = 0.05
-    # Confidence-based performance estimation (flywheel/performance_estimation.py): a calibration
+    # Confidence-based performance estimation (flywheel/evaluation/performance_estimation.py): a calibration
     # map is fitted on the eval split and checked on the test split; the estimate is trusted when
     # the calibrated expected calibration error stays within its bound and the estimated accuracy
     # is within max_estimate_error (plus the test split's own 95% sampling band) of the realised.

@@ -19,7 +19,7 @@ from flywheel.params import ROOT
 
 FLOAT, INT, STRING = "float", "int", "string"
 # Time features (schema `time_domain`): integer epoch seconds, or ISO-8601 strings whose format the
-# schema records in strftime notation (flywheel/timeparts.py recognises and parses them).
+# schema records in strftime notation (flywheel/temporal/timeparts.py recognises and parses them).
 UNIX_SECONDS = "unix_seconds"
 ISO_DATE, ISO_DATETIME = "%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"
 

@@ -5,7 +5,7 @@ gs://, s3://): the schema's SERVING environment, the model metadata (label vocab
 keys, task), and the drift references the pipeline compares with:
 - the training split's profiles pushed with the version (baseline_profiles.json; a version pushed
   before those existed: profiles read off its TFDV statistics);
-- the ones validate compares (`flywheel.time_features.compared_profiles`): the features, and a
+- the ones validate compares (`flywheel.temporal.time_features.compared_profiles`): the features, and a
   time feature's cyclical parts (`<column>:<part>`) whose cycle the reference covers, never its
   distinct values; served values go through the same `time_features.parts`;
 - the predictions' profile from the evaluation scores (`flywheel.drift.numeric_profile`);
@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from flywheel import bundle, drift, names, schema_view, storage, time_features
-from flywheel.drift import joint as joint_drift
+from flywheel import bundle, drift, names, schema_view, storage
 from flywheel import model_repository as repo
+from flywheel.drift import joint as joint_drift
 from flywheel.schema_view import Feature
+from flywheel.temporal import time_features
 from monitoring.feedback import LabelDomain
 
 PREDICTIONS = "__predictions__"   # the name of the predictions' drift input

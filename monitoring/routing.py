@@ -12,7 +12,7 @@ labels (flywheel/model_repository.py) say which version is production, canary an
   version in the background; its answer is compared with production's (score difference, class
   agreement), counted, and discarded;
 - per label and version: requests, 5xx errors, latency, and the accuracy expected from the
-  answers' probabilities (CBPE, flywheel/performance_estimation.py, with the calibration map
+  answers' probabilities (CBPE, flywheel/evaluation/performance_estimation.py, with the calibration map
   stored beside each version);
 - once the canary has answered `min_requests` and taken traffic for `min_seconds`, it is compared
   with production on the same window (the window starts when the canary does): promoted (the
@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from flywheel import bundle, names, storage
 from flywheel import model_repository as repo
-from flywheel import performance_estimation as pe
+from flywheel.evaluation import performance_estimation as pe
 from flywheel.params import ReleaseParams
 from monitoring import metrics as m
 

@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from flywheel import params as params_module
+from flywheel import serving_protocol
 from flywheel.errors import DataError
 from trigger import decide, runs
 
@@ -127,7 +128,7 @@ class Trigger:
             payload = json.loads(await request.read())
             notification = decide.parse(payload)
         except (ValueError, UnicodeDecodeError, decide.NotificationError) as error:
-            return web.json_response({"error": str(error)[:500]}, status=400)
+            return web.json_response(serving_protocol.error_body(str(error)[:500]), status=400)
         return web.json_response(await self.notify(notification))
 
     async def status(self, request: web.Request) -> web.Response:

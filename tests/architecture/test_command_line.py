@@ -14,12 +14,12 @@ from flywheel.params import ROOT
 from flywheel_cli import main as cli
 from flywheel_cli.commands import COMMANDS
 
-PRODUCT = ("flywheel", "components", "pipelines", "serving", "monitoring", "devserver", "trigger", "flywheel_cli")
+PRODUCT = ("flywheel", "components", "pipelines", "serving", "monitoring", "devserver", "trigger", "flywheel_cli", "tools")
 SHARED = ("--params", "--model-repository", "--model-name", "--set", "--verbose")
 # Options of the same name that are not the shared ones, each with its reason.
 OWN = {
     ("components/train_job.py", "--params"),   # the train section as JSON, passed by the TFJob's launcher
-    ("flywheel/datagen.py", "--params"),       # the DVC generate stage: its code is its dependencies (dvc.yaml)
+    ("tools/datagen.py", "--params"),       # the DVC generate stage: its code is its dependencies (dvc.yaml)
 }
 # Targets that run a product module without the `flywheel` command, each with its reason.
 NOT_COMMANDS = {"readme-demo"}   # rewrites README.md's demo block: maintenance of the repository

@@ -4,9 +4,11 @@ serving/ and monitoring/ (what runs beside the model server) and devserver/ (the
 model server) use only flywheel/; trigger/ (the retraining trigger) starts pipelines; flywheel_cli/
 (the `flywheel` command) sits on top of them all and nothing but the tests imports it; docker/
 (the images' build) reads flywheel/'s names; featurestore/ (its own environment) and
-controlplane/ (the cluster the product is tested against) import nothing of Flywheel; tests/ and
-benchmarks/ may import everything. Every top-level folder with Python has its rule. No module
-imports one that imports it back, also through imports inside functions."""
+controlplane/ (the cluster the product is tested against) import nothing of Flywheel; tools/ (the
+default data's generator) uses components/ and flywheel/; tests/ and benchmarks/ may import
+everything. Every top-level folder with Python has its rule. Inside flywheel/, the contract (the
+modules directly in it) imports no domain package (drift/, temporal/, evaluation/, report/). No
+module imports one that imports it back, also through imports inside functions."""
 from __future__ import annotations
 
 import ast
@@ -15,7 +17,7 @@ from pathlib import Path
 from flywheel.params import ROOT
 
 PACKAGES = ("flywheel", "components", "pipelines", "serving", "monitoring", "devserver", "trigger", "featurestore",
-            "flywheel_cli", "controlplane", "docker", "tests", "benchmarks")
+            "flywheel_cli", "controlplane", "docker", "tools", "tests", "benchmarks")
 EVERYTHING = set(PACKAGES)
 ALLOWED = {
     "flywheel": {"flywheel"},
@@ -30,13 +32,18 @@ ALLOWED = {
                      "flywheel_cli"},
     "controlplane": {"controlplane"},   # the test cluster stands alone: it runs what the tests deploy
     "docker": {"flywheel", "docker"},   # the images' build reads the image names
+    "tools": {"flywheel", "components", "tools"},
     "tests": EVERYTHING,
     "benchmarks": EVERYTHING,
 }
 # Single arrows across the layers, each with its reason.
 EXCEPTIONS = {
     ("pipelines.labels_io", "monitoring.feedback"),    # raters' labels appended by the sidecar's durable feedback writer
+    # Inside flywheel/: a bundle holds its version's drift references and loads them (lazily).
+    ("flywheel.bundle", "flywheel.drift"),
+    ("flywheel.bundle", "flywheel.drift.joint"),
 }
+DOMAIN = ("flywheel.drift", "flywheel.temporal", "flywheel.evaluation", "flywheel.report")
 
 
 def _modules() -> dict[str, Path]:
@@ -70,6 +77,17 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
 def graph() -> dict[str, set[str]]:
     modules = _modules()
     return {name: _imports(path, modules) - {name} for name, path in modules.items()}
+
+
+def _domain(module: str) -> bool:
+    return any(module == package or module.startswith(package + ".") for package in DOMAIN)
+
+
+def test_the_contract_stands_under_the_domain_packages():
+    contract = {name for name in graph() if name.startswith("flywheel.") and not _domain(name)}
+    assert "flywheel.names" in contract and "flywheel.drift.joint" not in contract
+    wrong = sorted(f"{a} -> {b}" for a in contract for b in graph()[a] if _domain(b) and (a, b) not in EXCEPTIONS)
+    assert not wrong, wrong
 
 
 def test_no_arrow_against_the_layers():

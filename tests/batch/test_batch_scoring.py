@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from components import batch_score
-from flywheel import batch_runs, model_inputs, names, params
+from components import batch_score, model_inputs
+from flywheel import batch_runs, names, params
 from flywheel.errors import DataError
 from pipelines import batch_cli, remote
 from tests.support.servers import MODEL_NAME, push_version

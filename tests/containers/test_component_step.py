@@ -12,8 +12,9 @@ import pytest
 import yaml
 from kfp import dsl
 
-from flywheel import artifacts, datagen, names
+from flywheel import artifacts, names
 from flywheel.params import DataParams
+from tools import datagen
 from pipelines.remote import PIPELINE_YAML
 from tests.support.containers import run_container
 

@@ -7,9 +7,10 @@ import os
 
 import pytest
 
-from flywheel import datagen, names, params
 from flywheel import model_repository as repo
+from flywheel import names, params
 from flywheel.params import DataParams, IngestParams
+from tools import datagen
 from pipelines import runner
 from pipelines.training_pipeline import arguments as pipeline_arguments
 

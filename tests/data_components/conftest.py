@@ -11,8 +11,9 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from components import schema, validate  # noqa: E402
-from flywheel import artifacts, datagen, names, params  # noqa: E402
+from flywheel import artifacts, names, params  # noqa: E402
 from flywheel.params import DataParams  # noqa: E402
+from tools import datagen  # noqa: E402
 from pipelines import chain  # noqa: E402
 from tests.support.spans import CURATED, LABEL, SETTINGS  # noqa: E402
 

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flywheel import datagen
 from flywheel.params import DataParams, Shift
+from tools import datagen
 
 
 def test_same_params_same_rows_and_spans_differ():

@@ -16,7 +16,7 @@ from flywheel import params
 from flywheel.params import IngestParams
 from tests.support.spans import LABEL, span, write_span
 
-COPIED = ("flywheel", "components", "dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore")
+COPIED = ("flywheel", "components", "tools", "dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore")
 BIN = Path(sys.executable).parent
 
 

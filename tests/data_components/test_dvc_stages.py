@@ -11,7 +11,7 @@ import yaml
 
 from flywheel.params import ROOT
 
-PROJECT = ("flywheel", "components", "pipelines", "serving", "monitoring")
+PROJECT = ("flywheel", "components", "pipelines", "serving", "monitoring", "tools")
 
 
 def _module_file(name: str) -> Path | None:
@@ -48,7 +48,7 @@ def _covered(path: Path, deps: list[str]) -> bool:
 
 def test_every_stage_depends_on_the_modules_its_command_imports():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    commands = {"generate": "flywheel.datagen", "pipeline": "pipelines.cli"}
+    commands = {"generate": "tools.datagen", "pipeline": "pipelines.cli"}
     for stage, module in commands.items():
         assert stages[stage]["cmd"] == f"python -m {module}" or stages[stage]["cmd"].startswith(f"python -m {module} ")
         missing = sorted(str(p) for p in imported_closure(module) if not _covered(p, stages[stage]["deps"]))

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components import ingest, statistics, validate
-from flywheel import artifacts, bundle, engines, names, params, splits
-from flywheel.drift import agreement
+from benchmarks import drift_agreement
+from components import engines, ingest, splits, statistics, validate
+from flywheel import artifacts, bundle, names, params
 from flywheel.errors import DataError
 from flywheel.params import IngestParams, ScaleParams
 from pipelines import chain
@@ -168,7 +168,7 @@ def _stats_agree(a, b) -> None:
             assert (x.num_stats.min, x.num_stats.max, x.num_stats.num_zeros) == \
                 (y.num_stats.min, y.num_stats.max, y.num_stats.num_zeros), name
             assert x.num_stats.mean == pytest.approx(y.num_stats.mean, rel=1e-9), name
-            gap = agreement.gap(drift.profile_from_feature_stats(x), drift.profile_from_feature_stats(y))
+            gap = drift_agreement.gap(drift.profile_from_feature_stats(x), drift.profile_from_feature_stats(y))
             assert gap["gap"] <= QUANTILE_TOLERANCE, (name, gap)
         else:
             cx, cy = x.string_stats.common_stats, y.string_stats.common_stats
@@ -179,7 +179,7 @@ def _stats_agree(a, b) -> None:
 
 
 def _profiles_agree(exact, sketched) -> None:
-    gaps = agreement.gaps(exact, sketched)
+    gaps = drift_agreement.gaps(exact, sketched)
     for name, found in gaps.items():
         if found["kind"] == "categorical":
             assert found["counts_equal"], (name, found)

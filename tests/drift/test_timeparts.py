@@ -4,7 +4,8 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from flywheel import drift, params, timeparts as tp
+from flywheel import drift, params
+from flywheel.temporal import timeparts as tp
 
 
 def dates(start: str, days: int, step: int = 1) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Fairness over slices (flywheel/fairness.py): intervals, the Holm-corrected gate, floors, too-small
+"""Fairness over slices (flywheel/evaluation/fairness.py): intervals, the Holm-corrected gate, floors, too-small
 slices, crossed pairs, quantile bins, the comparison with production. Synthetic scores, no model."""
 import dataclasses
 
@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flywheel import evaluation_metrics as em
-from flywheel import fairness, names
+from flywheel import names
+from flywheel.evaluation import evaluation_metrics as em
+from flywheel.evaluation import fairness
 from flywheel.params import EvaluateParams
 
 PARAMS = EvaluateParams(slice_features=("group",), slice_crosses=(), bootstrap_resamples=200)

@@ -6,8 +6,10 @@ import pandas as pd
 from matplotlib import image
 
 from components.evaluate import with_fairness
-from flywheel import fairness, model_card, names
+from flywheel import names
+from flywheel.evaluation import fairness
 from flywheel.params import EvaluateParams
+from flywheel.report import model_card
 from pipelines import summary
 
 PARAMS = EvaluateParams(slice_features=("group",), slice_crosses=())
@@ -52,7 +54,7 @@ def test_card_lists_every_slice_with_its_interval_and_the_failure(tmp_path):
 
 
 def test_chart_is_a_png_with_one_panel_per_grouping(tmp_path):
-    from flywheel import fairness_chart
+    from flywheel.evaluation import fairness_chart
     path = tmp_path / names.FAIRNESS_CHART
     fairness_chart.write_png(report(unfair=True, production=True), str(path))
     picture = image.imread(path)

@@ -1,14 +1,16 @@
-"""Slices proposed for users' tables (flywheel/slice_candidates.py): when none of the configured
+"""Slices proposed for users' tables (flywheel/evaluation/slice_candidates.py): when none of the configured
 slice columns exist, the fairness summary, the model card and the data card name the columns
 that could be slices, why, and the exact SET= to use."""
 import numpy as np
 import pandas as pd
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from flywheel import data_card, fairness, model_card, names
+from flywheel import names
 from flywheel.drift.profiles import CategoricalProfile
-from flywheel.params import EvaluateParams
+from flywheel.evaluation import fairness
 from flywheel.options import parse_sets
+from flywheel.params import EvaluateParams
+from flywheel.report import data_card, model_card
 
 
 def mortgage_table(rows=800, seed=0) -> pd.DataFrame:

@@ -7,8 +7,8 @@ import pytest
 
 from components import evaluate, push, resolve, train
 from flywheel import bundle, names, storage
-from flywheel import evaluation_metrics as em
 from flywheel import model_repository as repo
+from flywheel.evaluation import evaluation_metrics as em
 from flywheel.params import EvaluateParams, TrainParams
 from tests.support.frames import make_frame, workspace
 

@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from components import evaluate, push, resolve, train
-from flywheel import bundle, fairness, names, params
+from flywheel import bundle, names, params
+from flywheel.evaluation import fairness
 from flywheel.params import TrainParams
 
 FAST = TrainParams(epochs=3, batch_size=128, min_steps=0)

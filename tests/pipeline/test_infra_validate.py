@@ -10,9 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from components import evaluate, infra_validate, push, resolve, train
+from components import evaluate, infra_validate, machine_load, push, resolve, train
 from flywheel import model_repository as repo
-from flywheel import machine_load, names
+from flywheel import names
 from flywheel.params import EvaluateParams, InfraValidateParams, TrainParams
 
 FAST = TrainParams(epochs=3, batch_size=128, min_steps=0)

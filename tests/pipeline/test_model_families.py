@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from components import evaluate, train
-from flywheel import labels, model_families, model_inputs, names
-from flywheel import evaluation_metrics as em
+from components import evaluate, model_families, model_inputs, train
+from flywheel import labels, names
+from flywheel.evaluation import evaluation_metrics as em
 from flywheel.params import EvaluateParams, TrainParams
 
 FAST = TrainParams(epochs=3, batch_size=128, min_steps=0)

@@ -14,8 +14,9 @@ import sys
 import numpy as np
 import pytest
 
-from flywheel import artifacts, model_inputs, names, training_data
-from flywheel.evaluation_metrics import auc
+from components import model_inputs, training_data
+from flywheel import artifacts, names
+from flywheel.evaluation.evaluation_metrics import auc
 from tests.support.frames import make_frame, workspace
 from tests.support.net import free_port
 

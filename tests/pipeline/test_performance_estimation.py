@@ -1,4 +1,4 @@
-"""Confidence-based performance estimation (flywheel/performance_estimation.py) against labelled
+"""Confidence-based performance estimation (flywheel/evaluation/performance_estimation.py) against labelled
 data: on probabilities that are calibrated by construction, after fitting a calibration map to
 miscalibrated ones, and on a model the pipeline trained on the default data, under the
 generator's covariate shift (tracked) and concept shift (missed, as documented). Cost: one model
@@ -6,10 +6,10 @@ trained on 5,000 rows (~25 s); the rest is numpy."""
 import numpy as np
 import pytest
 
-from components import evaluate
-from flywheel import bundle, labels, model_inputs, names, params
-from flywheel import evaluation_metrics as em
-from flywheel import performance_estimation as pe
+from components import evaluate, model_inputs
+from flywheel import bundle, labels, names, params
+from flywheel.evaluation import evaluation_metrics as em
+from flywheel.evaluation import performance_estimation as pe
 from flywheel.params import Shift
 from pipelines import chain
 from tests.support.spans import span, write_span

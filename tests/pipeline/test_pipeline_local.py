@@ -3,9 +3,10 @@ import os
 
 import pytest
 
-from flywheel import bundle, datagen, names, params
+from flywheel import bundle, names, params
 from flywheel import model_repository as repo
 from flywheel.params import DataParams, IngestParams, Shift
+from tools import datagen
 from pipelines import runner
 from pipelines.summary import describe
 from pipelines.training_pipeline import arguments as pipeline_arguments

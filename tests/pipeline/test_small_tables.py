@@ -10,9 +10,11 @@ import pytest
 import tensorflow as tf
 
 from components import evaluate, train
-from flywheel import baselines, names, time_encoding, timeparts
+from flywheel import names
+from flywheel.evaluation import baselines
 from flywheel.params import EvaluateParams, TrainParams
 from flywheel.schema_view import ISO_DATE, ISO_DATETIME, UNIX_SECONDS, Feature
+from flywheel.temporal import time_encoding, timeparts
 from tests.support.frames import workspace
 
 NO_SLICES = EvaluateParams(slice_features=(), slice_crosses=())

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from flywheel import params as flywheel_params
-from flywheel.datagen import generate_span
 from flywheel.redaction import Redactor
 from flywheel.serving_logs import PII, REDACTED
+from tools.datagen import generate_span
 
 PATTERNS = flywheel_params.load().monitoring.pii_patterns
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flywheel import datagen
 from flywheel.params import ROOT, DataParams, IngestParams
+from tools import datagen
 
 FEAST_PYTHON = ROOT / IngestParams().feast_python
 

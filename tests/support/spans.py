@@ -1,4 +1,4 @@
-"""Spans of the default generated dataset (flywheel/datagen.py) for the data-step tests."""
+"""Spans of the default generated dataset (tools/datagen.py) for the data-step tests."""
 from __future__ import annotations
 
 import sys
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from flywheel import datagen, params
+from flywheel import params
 from flywheel.params import DataParams, Shift
+from tools import datagen
 
 LABEL = datagen.LABEL
 CURATED = params.ROOT / params.SchemaParams().curated

@@ -5,7 +5,7 @@
   adaptation (normalisation, vocabularies), the fill values, the task and label vocabulary.
 - `dataset`: the split as a tf.data pipeline: the row groups of every shard are listed, shared
   among the workers (`TF_CONFIG`: each worker reads its own row groups, so no row is read twice),
-  read in parallel (interleave), turned into model inputs in chunks (flywheel/model_inputs.py, the
+  read in parallel (interleave), turned into model inputs in chunks (components/model_inputs.py, the
   same conversion as in memory), shuffled in a bounded buffer, batched and prefetched. Memory is
   the shuffle buffer and a few chunks, whatever the split's size.
 """

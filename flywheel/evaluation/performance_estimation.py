@@ -147,7 +147,7 @@ class Check:
 
 def check_binary(calibration: Calibration, scores: np.ndarray, labels: np.ndarray, bins: int,
                  max_calibration_error: float, max_estimate_error: float) -> Check:
-    from flywheel import evaluation_metrics as em
+    from flywheel.evaluation import evaluation_metrics as em
 
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.float64)
     calibrated = calibration.apply(scores)

@@ -2,7 +2,7 @@
 the exported SavedModel parses ISO-8601 strings (or reads epoch seconds) itself and serving needs
 no preprocessing.
 
-The parts are those flywheel/timeparts.py derives in numpy for drift (the tests hold the two to
+The parts are those flywheel/temporal/timeparts.py derives in numpy for drift (the tests hold the two to
 the same values): the trend in years, normalised on the train split; the day of the year as a
 point on a circle (sine, cosine), so 31 December sits next to 1 January; the weekday one-hot; and,
 for columns with a time of day, the hour one-hot. A missing or unparsable value takes the train
@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 
-from flywheel import timeparts
 from flywheel.schema_view import Feature
+from flywheel.temporal import timeparts
 
 # What serving may send for a date: YYYY-MM-DD, optionally a time of day (seconds, fraction and
 # offset are read past but not used: the hour is the finest part).

@@ -1,7 +1,7 @@
 """Time columns as the pipeline and the sidecar measure them: which columns hold time, and their parts.
 
 A time column's distribution moves by definition from span to span (every span covers new
-dates), so drift and skew are measured on its parts (flywheel/timeparts.py), never on its values:
+dates), so drift and skew are measured on its parts (flywheel/temporal/timeparts.py), never on its values:
 `col:day_of_year` as a number, `col:month`, `col:weekday` and `col:hour` as categories written as
 decimal strings ("0".."6"), and `col:trend` (fractional years) kept for the record and for the
 coverage of the reference, not compared. numpy only: the sidecar imports it too.
@@ -12,7 +12,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from flywheel import schema_view, timeparts
+from flywheel import schema_view
+from flywheel.temporal import timeparts
 
 TREND = timeparts.TREND
 

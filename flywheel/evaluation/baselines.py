@@ -13,9 +13,10 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from flywheel import evaluation_metrics as em
-from flywheel import labels, names, timeparts
+from flywheel import labels, names
+from flywheel.evaluation import evaluation_metrics as em
 from flywheel.schema_view import Feature
+from flywheel.temporal import timeparts
 
 MAJORITY, MEAN, LINEAR = "majority", "mean", "linear"
 MAX_LEVELS = 50            # one-hot levels per categorical column (the commonest in train)

@@ -10,7 +10,7 @@ section of params.yaml (flywheel/params.py EvaluateParams):
   numeric features with more distinct values than `slice_bins` are cut into quantile bins; the
   most frequent `max_slices` slices of a grouping are kept and the rest pooled, so a feature with
   thousands of values costs no more than one with twenty;
-- each slice has its row count, the task's primary metric (flywheel/evaluation_metrics.py) and a
+- each slice has its row count, the task's primary metric (flywheel/evaluation/evaluation_metrics.py) and a
   percentile bootstrap interval; a slice under `min_slice_rows` rows is reported as too small,
   and one whose metric is undefined (AUC on one class) as undefined; neither is judged;
 - the gate (`judge`): each judged slice is compared with the other judged slices of its
@@ -38,9 +38,10 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from flywheel import evaluation_metrics as em
-from flywheel import names, slice_candidates
+from flywheel import names
 from flywheel.drift.pvalues import holm
+from flywheel.evaluation import evaluation_metrics as em
+from flywheel.evaluation import slice_candidates
 from flywheel.params import EvaluateParams
 
 OK, TOO_SMALL, UNDEFINED = "ok", "too small", "undefined"

@@ -2,7 +2,7 @@
 the candidate, one panel per feature or crossed pair (a small PNG beside model_card.md)."""
 from __future__ import annotations
 
-from flywheel.fairness import OK, FairnessReport
+from flywheel.evaluation.fairness import OK, FairnessReport
 
 CANDIDATE, PRODUCTION, FAILED = "#1f63d1", "#8a929e", "#c62828"
 MAX_HEIGHT_IN = 30          # a grouping has at most max_slices rows, but params may raise that

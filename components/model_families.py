@@ -10,8 +10,8 @@ import dataclasses
 
 import numpy as np
 
-from flywheel import evaluation_metrics as em
-from flywheel import fairness
+from flywheel.evaluation import evaluation_metrics as em
+from flywheel.evaluation import fairness
 
 LINEAR, GBT, WIDE_DEEP = "linear", "gbt", "wide_deep"
 FAMILIES = (LINEAR, GBT, WIDE_DEEP)

@@ -44,7 +44,7 @@ def hash_columns(columns: list[np.ndarray]) -> np.ndarray:
     """The row hashes of a table given as its columns (numpy arrays with pandas' dtypes: int64,
     float64 with NaN, object with None). A row's hash depends only on its values and the
     columns' dtypes, so a table hashed in record batches gets the values it gets hashed whole,
-    when every batch has the whole table's dtypes (flywheel/tables.py sees to that). pandas'
+    when every batch has the whole table's dtypes (components/tables.py sees to that). pandas'
     hash uses a fixed key: the value is the same in every process and on every machine."""
     n_columns = len(columns)
     out = np.full(len(columns[0]) if columns else 0, 0x345678, dtype=np.uint64)

@@ -1,6 +1,6 @@
 """Deterministic taxi-trip-like spans, with known shifts, so drift detection has ground truth.
 
-`python -m flywheel.datagen` (the DVC stage `generate`) writes `data.output_dir/span-001.csv`
+`python -m tools.datagen` (the DVC stage `generate`) writes `data.output_dir/span-001.csv`
 ... one CSV per span of `data.span_days` days, from the `data` section of params.yaml.
 
 The label `big_tipper` ("tip above 20% of the fare") is drawn from a known logistic function
@@ -41,10 +41,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from components.splits import assign_splits
 from flywheel import names
 from flywheel import params as params_mod
 from flywheel.params import DataParams, IngestParams, Shift
-from flywheel.splits import assign_splits
 
 LABEL = "big_tipper"
 PII_COLUMN = "rider_email"

@@ -17,8 +17,10 @@ from pathlib import Path
 import yaml
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from flywheel import slice_candidates, storage, timeparts
+from flywheel import storage
+from flywheel.evaluation import slice_candidates
 from flywheel.params import EvaluateParams
+from flywheel.temporal import timeparts
 
 CARD_SUFFIX = ".card.yaml"
 FOLDER_CARD = "datacard.yaml"
@@ -118,7 +120,7 @@ def build(ingest: dict, stats_by_split: dict, schema_features: dict, label: str,
 
 
 def proposed_slices(profiles: dict, label: str, stats_by_split: dict, settings: EvaluateParams = EvaluateParams()) -> dict:
-    """Columns that could be fairness slices (flywheel/slice_candidates.py), from the training
+    """Columns that could be fairness slices (flywheel/evaluation/slice_candidates.py), from the training
     profiles' level counts scaled to the test split; whether the configured slice columns exist."""
     rows = {split: int(stats.datasets[0].num_examples) for split, stats in stats_by_split.items()}
     scale = rows.get("test", 0) / rows["train"] if rows.get("train") and rows.get("test") else 0.2
