@@ -15,16 +15,17 @@ import subprocess
 import sys
 
 from flywheel import model_repository as repo
-from flywheel import options
+from flywheel import options, serving_protocol
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flywheel serve", description=__doc__.splitlines()[0])
     options.add_model(p)
     options.add_params(p)
-    p.add_argument("--rest-port", type=int, default=8501, help="the model server's REST port")
-    p.add_argument("--grpc-port", type=int, default=8500, help="the model server's gRPC port (0 disables it)")
-    p.add_argument("--port", type=int, default=8080, help="the sidecar's port")
+    p.add_argument("--rest-port", type=int, default=serving_protocol.REST_PORT, help="the model server's REST port")
+    p.add_argument("--grpc-port", type=int, default=serving_protocol.GRPC_PORT,
+                   help="the model server's gRPC port (0 disables it)")
+    p.add_argument("--port", type=int, default=serving_protocol.SIDECAR_PORT, help="the sidecar's port")
     p.add_argument("--feature-server", default="", help="Feast feature server URL for entity features")
     return p
 
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"model server: REST http://127.0.0.1:{args.rest_port}  gRPC 127.0.0.1:{args.grpc_port}  "
           "(direct, unmonitored)")
-    print(f"sidecar:      http://127.0.0.1:{args.port}/v1/models/{model_name}:predict  /metrics  /healthz/ready  "
-          "POST /v1/feedback", flush=True)
+    print(f"sidecar:      {serving_protocol.local_url(args.port, serving_protocol.predict_path(model_name))}  "
+          f"/metrics  /healthz/ready  POST {serving_protocol.FEEDBACK_PATH}", flush=True)
     servers = [subprocess.Popen(command) for command in commands(args, repository, model_name)]
 
     def stop(*_) -> None:

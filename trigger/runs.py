@@ -30,6 +30,7 @@ class Target:
     logs: str = ""                 # "" = <repository>/<model>/logs
     run_log_dir: str = "runs/trigger"
     sets: tuple[str, ...] = ()     # extra `section.key=value` settings for every run
+    params_file: str = str(params_module.PARAMS_FILE)   # the settings every run reads
 
 
 def trigger_record(alert: Alert, key: str) -> dict:
@@ -59,7 +60,8 @@ class LocalRun:
         self.versions_before = set(repo.versions(target.repository, target.model_name))
         command = [sys.executable, "-m", "pipelines.cli", "run", "--data", span.path, "--label", span.label,
                    "--model-name", target.model_name, "--model-repository", target.repository,
-                   "--pii", *params.ingest.pii_columns, "--set", f"trigger={json.dumps(trigger)}"]
+                   "--params", target.params_file, "--pii", *params.ingest.pii_columns,
+                   "--set", f"trigger={json.dumps(trigger)}"]
         for assignment in target.sets:
             command += ["--set", assignment]
         with open(self.log_file, "ab") as log:

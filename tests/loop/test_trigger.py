@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flywheel import serving_logs
+from flywheel import params, serving_logs
 from flywheel.params import TriggerParams
 from pipelines.loop_stack import Alertmanager, free_port, python, wait_for
 from tests.support.log_files import prediction, write_feedback, write_segment
@@ -161,3 +161,36 @@ def test_same_alert_ten_times_through_alertmanager_starts_one_run(service):
         assert answer["action"] == "duplicate"
     finally:
         process.stop()
+
+
+@pytest.mark.parametrize("content", ["surprise: {}\n", None])   # a section it does not know; a directory
+def test_a_params_file_it_cannot_use_is_named_and_nothing_starts(tmp_path, capsys, content):
+    from trigger.__main__ import main
+
+    bad = tmp_path / "settings.yaml"
+    bad.write_text(content) if content is not None else bad.mkdir()
+    assert main(["--params", str(bad), "--port", str(free_port())]) == 2
+    assert str(bad) in capsys.readouterr().err
+
+
+def test_local_runs_read_the_services_params_file(tmp_path, monkeypatch):
+    """A run the trigger starts here reads the settings the service was given, not the working
+    directory's params.yaml."""
+    from trigger import runs
+
+    started = []
+    monkeypatch.setattr(runs.subprocess, "Popen", lambda command, **kw: started.append(command) or _Finished())
+    settings = tmp_path / "settings.yaml"
+    target = runs.Target(str(tmp_path / "repository"), MODEL_NAME, run_log_dir=str(tmp_path / "runs"),
+                         params_file=str(settings))
+    span = type("Span", (), {"path": str(tmp_path / "span.csv"), "label": "big_tipper"})()
+    runs.LocalRun(target, params.load(), span, {"kind": "alert"})
+    command = started[0]
+    assert command[command.index("--params") + 1] == str(settings)
+
+
+class _Finished:
+    pid = 0
+
+    def poll(self):
+        return 0
