@@ -81,11 +81,13 @@ FORCE ?=
 VERBOSE ?=
 WAIT ?=
 FEATURES ?=
+# PARAMS=file.yaml: the settings file run, trigger and loop read instead of params.yaml.
+PARAMS ?=
 # FEATURES=1: each span is built from the feature store (ingest.features: a point-in-time join of
 # the area aggregates, featurestore/), with a schema inferred for the wider table, into a model of
 # its own so the default model's versions are not compared with a model of other inputs.
 FEATURE_SETS = $(if $(FEATURES),ingest.features=true schema.curated= push.model_name=taxi_tips_features)
-RUN_FLAGS = $(foreach kv,$(FEATURE_SETS) $(SET),--set '$(kv)') $(if $(FORCE),--force) $(if $(VERBOSE),--verbose)
+RUN_FLAGS = $(if $(PARAMS),--params '$(PARAMS)') $(foreach kv,$(FEATURE_SETS) $(SET),--set '$(kv)') $(if $(FORCE),--force) $(if $(VERBOSE),--verbose)
 
 RUNNER ?= subprocess
 # RUNNER=docker runs every task in the component image (kfp.local DockerRunner): the image is
@@ -135,13 +137,13 @@ DATA_SPANS ?= $(shell $(PY) -c "from flywheel import params; print(params.load()
 
 .PHONY: trigger
 trigger: $(VENV)/.installed ## Run the retraining trigger on loopback: Alertmanager webhook at http://127.0.0.1:9095/api/v1/alerts (TRIGGER_PORT); runs here with kfp.local, or on KFP with SET="trigger.kfp_host=URL" [MODEL=name] [SET="k=v ..."]
-	$(FLYWHEEL) trigger --port $(TRIGGER_PORT) $(if $(MODEL),--model-name "$(MODEL)") $(foreach kv,$(SET),--set '$(kv)')
+	$(FLYWHEEL) trigger --port $(TRIGGER_PORT) $(if $(PARAMS),--params '$(PARAMS)') $(if $(MODEL),--model-name "$(MODEL)") $(foreach kv,$(SET),--set '$(kv)')
 
 .PHONY: loop
 loop: $(VENV)/.installed ## The whole flywheel on loopback (<= 6 min; `make run` first when nothing is pushed): serve the first pushed version (a copy), drifted traffic + feedback, Prometheus + Alertmanager fire, the trigger retrains on the logs' span; stage times and runs/loop/<time>/timeline.png [MODEL=name] [SET="loop.traffic_rows=3000 ..."]
 	@test -f $(DATA_SPANS)/span-003.csv || $(MAKE) --no-print-directory data
 	@ls -d $(SERVE_REPOSITORY)/$(SERVE_MODEL)/[0-9]* >/dev/null 2>&1 || $(MAKE) --no-print-directory run
-	$(FLYWHEEL) loop $(if $(MODEL),--model-name "$(MODEL)") $(foreach kv,$(SET),--set '$(kv)')
+	$(FLYWHEEL) loop $(if $(PARAMS),--params '$(PARAMS)') $(if $(MODEL),--model-name "$(MODEL)") $(foreach kv,$(SET),--set '$(kv)')
 
 VERSION ?=
 

@@ -16,6 +16,8 @@ import getpass
 import json
 import sys
 
+import yaml
+
 from flywheel import params as params_module
 
 # Pipeline parameters a `--set` may name without a section (pipelines/training_pipeline.py).
@@ -73,8 +75,14 @@ def settings_and_run_arguments(params: params_module.Params, sets: dict,
 
 
 def load(args: argparse.Namespace) -> params_module.Params:
-    """The settings a command runs with: its --params file (default params.yaml)."""
-    return params_module.load(getattr(args, "params", None) or params_module.PARAMS_FILE)
+    """The settings a command runs with: its --params file (default params.yaml). A file that is
+    missing, unreadable or invalid ends the command: its name and the reason on stderr, exit 2."""
+    path = getattr(args, "params", None) or params_module.PARAMS_FILE
+    try:
+        return params_module.load(path)
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        print(f"error: --params {path}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def model(args: argparse.Namespace, settings: params_module.Params) -> tuple[str, str]:

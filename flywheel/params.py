@@ -489,8 +489,12 @@ def section_dict(section) -> dict:
 
 
 def load(path: str | Path = PARAMS_FILE) -> Params:
-    """Read params.yaml; missing sections or keys take the defaults above."""
+    """Read params.yaml; missing sections or keys take the defaults above. The project's own
+    params.yaml may be absent (all defaults); a file named by the caller must exist, so a typo in
+    `--params` is an error rather than a run on defaults."""
     path = Path(path)
+    if not path.exists() and path.absolute() != PARAMS_FILE.absolute():
+        raise FileNotFoundError(f"{path}: no such params file")
     raw = yaml.safe_load(path.read_text()) if path.exists() else {}
     raw = raw or {}
     if not isinstance(raw, dict):

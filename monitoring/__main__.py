@@ -8,7 +8,6 @@ import logging
 import sys
 
 from flywheel import options
-from flywheel import params as flywheel_params
 from flywheel.params import MonitoringParams
 from monitoring.config import SidecarConfig
 from monitoring.server import run
@@ -24,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> SidecarConfig:
     first = argparse.ArgumentParser(add_help=False)
     options.add_params(first)
     known, argv = first.parse_known_args(argv)
-    params = flywheel_params.load(known.params)
+    params = options.load(known)
     defaults = SidecarConfig.from_params(params)
     parser = argparse.ArgumentParser(prog="python -m monitoring", description="Flywheel monitoring sidecar: "
                                      "proxy for TF Serving REST with prediction logging, drift and metrics.")

@@ -193,8 +193,11 @@ def draw_timeline(prometheus: Prometheus, result: LoopResult, path: str, model_n
 
 
 def run(repository: str, model_name: str, traffic: str, label: str, params: params_module.Params, work: Path,
-        run_sets: tuple[str, ...] = (), span_dir: str = "", progress=print) -> LoopResult:
-    """The loop; raises RuntimeError when a stage does not happen within loop.timeout_s."""
+        run_sets: tuple[str, ...] = (), span_dir: str = "", progress=print,
+        params_file: str | Path = params_module.PARAMS_FILE) -> LoopResult:
+    """The loop; raises RuntimeError when a stage does not happen within loop.timeout_s. The model
+    server, the sidecar, the trigger and the runs it starts all read `params_file`; `params` is
+    that file with the caller's loop.* overrides."""
     lp = params.loop
     work = work.absolute()
     work.mkdir(parents=True, exist_ok=True)
@@ -208,6 +211,7 @@ def run(repository: str, model_name: str, traffic: str, label: str, params: para
     features = list(bundle.read_metadata(repo.version_dir(repository, model_name, served))["features"])
     rows, labels = traffic_rows(traffic, label, lp.traffic_rows, features)
     processes = []
+    settings = ["--params", str(Path(params_file).absolute())]
 
     def mark(name: str) -> None:
         result.marks[name] = time.time()
@@ -217,7 +221,7 @@ def run(repository: str, model_name: str, traffic: str, label: str, params: para
         rest, grpc, sidecar_port, trigger_port = free_port(), free_port(), free_port(), free_port()
         devserver = python("model server", ["-m", "devserver", "--host", "127.0.0.1", "--rest-port", str(rest),
                                             "--grpc-port", str(grpc), "--model-repository", repository,
-                                            "--model-name", model_name, "--poll-seconds", "0.5"],
+                                            "--model-name", model_name, "--poll-seconds", "0.5", *settings],
                            work / "model_server.log")
         processes.append(devserver)
         sidecar = python("sidecar", ["-m", "monitoring", "--port", str(sidecar_port),
@@ -226,7 +230,8 @@ def run(repository: str, model_name: str, traffic: str, label: str, params: para
                                      "--log-dir", str(work / "prediction_log"),
                                      "--fleet-interval-s", str(lp.fleet_interval_s),
                                      "--segment-max-age-s", str(lp.segment_max_age_s),
-                                     "--version-poll-s", "0.5", "--feedback-poll-s", "0.5"], work / "sidecar.log")
+                                     "--version-poll-s", "0.5", "--feedback-poll-s", "0.5", *settings],
+                         work / "sidecar.log")
         processes.append(sidecar)
         # Straight to production: on loopback the loop closes in minutes, and a canary would wait for
         # release.min_seconds of traffic before the sidecar promotes it (tests/serving/test_canary.py).
@@ -236,7 +241,7 @@ def run(repository: str, model_name: str, traffic: str, label: str, params: para
             trigger_sets.append(f"trigger.span_dir={span_dir}")
         trigger = python("trigger", ["-m", "trigger", "--port", str(trigger_port), "--model-repository", repository,
                                      "--model-name", model_name, "--events", str(work / "trigger_events.jsonl"),
-                                     "--run-logs", str(work / "runs"),
+                                     "--run-logs", str(work / "runs"), *settings,
                                      *[a for s in trigger_sets for a in ("--set", s)]], work / "trigger.log")
         processes.append(trigger)
         trigger_url = f"http://127.0.0.1:{trigger_port}"
@@ -334,18 +339,22 @@ def seed_repository(source: str, model_name: str, work: Path, version: int = 0) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    params = params_module.load()
     parser = argparse.ArgumentParser(prog="flywheel loop", description=__doc__.splitlines()[0])
+    options.add_params(parser, help="params.yaml the model server, sidecar, trigger and runs read")
     options.add_model(parser, repository_help="where the served version is copied from (the loop retrains into a "
                       "copy; default: push.model_repository in params.yaml)")
     parser.add_argument("--seed-version", type=int, default=0, help="the version served first (default the first)")
-    parser.add_argument("--traffic", default=os.path.join(params.data.output_dir, "span-003.csv"),
-                        help="a span replayed as traffic (default the generated span that drifts)")
-    parser.add_argument("--label", default=params.ingest.label)
+    parser.add_argument("--traffic", default=None,
+                        help="a span replayed as traffic (default the generated span that drifts: span-003.csv "
+                        "in data.output_dir)")
+    parser.add_argument("--label", default=None, help="the label column (default ingest.label)")
     parser.add_argument("--work", default="", help="the loop's directory (default runs/loop/<time>)")
     options.add_sets(parser, help="a params.yaml setting, e.g. loop.traffic_rows=3000 (loop.* here, others for the run)")
     args = parser.parse_args(argv)
+    params = options.load(args)
     args.model_repository, args.model_name = options.model(args, params)
+    args.traffic = args.traffic or os.path.join(params.data.output_dir, "span-003.csv")
+    args.label = args.label or params.ingest.label
     sets = options.parse_sets(args.set)
     params = params_module.override(params, {k: v for k, v in sets.items() if k.startswith("loop.")})
     run_sets = tuple(a for a in args.set if not a.startswith("loop."))
@@ -362,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loop: {args.model_name} v{seed} of {args.model_repository} served from {repository}, traffic "
           f"{args.traffic}; logs in {work}/", flush=True)
     result = run(repository, args.model_name, args.traffic, args.label, params, work, run_sets,
-                 progress=lambda line: print(line, flush=True))
+                 progress=lambda line: print(line, flush=True), params_file=args.params)
     (work / "summary.json").write_text(json.dumps(dataclasses.asdict(result), indent=1, default=str))
     print("\n".join(result.lines()))
     if not result.error:

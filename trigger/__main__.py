@@ -41,14 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    params = options.load(args)   # an unusable --params file: named, exit 2
     try:
-        params = options.load(args)
         sets = options.parse_sets(args.set)
         own = {k: v for k, v in sets.items() if k.startswith("trigger.")}
         if args.kfp_host_file:
             own["trigger.kfp_host"] = kfp_host(args.kfp_host_file)
         params = params_module.override(params, own)
-    except (ValueError, OSError) as error:   # OSError: a --params path that cannot be read
+    except (ValueError, OSError) as error:   # OSError: a --kfp-host-file that cannot be read
         print(f"error: {error}", file=sys.stderr)
         return 2
     args.model_repository, args.model_name = options.model(args, params)

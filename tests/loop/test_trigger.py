@@ -169,7 +169,9 @@ def test_a_params_file_it_cannot_use_is_named_and_nothing_starts(tmp_path, capsy
 
     bad = tmp_path / "settings.yaml"
     bad.write_text(content) if content is not None else bad.mkdir()
-    assert main(["--params", str(bad), "--port", str(free_port())]) == 2
+    with pytest.raises(SystemExit) as exited:
+        main(["--params", str(bad), "--port", str(free_port())])
+    assert exited.value.code == 2
     assert str(bad) in capsys.readouterr().err
 
 
