@@ -141,6 +141,10 @@ def test_sidecar_and_tf_serving_agree_on_ports_and_model(objects):
     assert logs["mountPath"] == flags["log-destination"]
     assert logs["subPath"] == f"{names.DEFAULT_MODEL_NAME}/{serving_logs.LOGS_DIR}"
     assert not any(m["name"] == "model-repository" and not m.get("readOnly") for m in tfs["volumeMounts"])
+    # readOnly on the volume itself would make that one writable mount read-only too.
+    repository_volume = next(v for v in find(objects, "Deployment", "flywheel-serving")["spec"]["template"]["spec"]["volumes"]
+                             if v["name"] == "model-repository")
+    assert not repository_volume["persistentVolumeClaim"].get("readOnly")
     # The feedback token: a file from the (optional) Secret, never an environment variable.
     secret_volume = next(v for v in find(objects, "Deployment", "flywheel-serving")["spec"]["template"]["spec"]["volumes"]
                          if v["name"] == "sidecar-token")
