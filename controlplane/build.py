@@ -234,6 +234,33 @@ def build(say=_print) -> Path:
         return target
 
 
+def build_keyed(target: Path, cache: Path, tag: str, steps, say=_print) -> None:
+    """Build into the keyed directory `target` unless it is complete: under `cache`'s lock, into a
+    staging directory, `steps(staging, log)` writing the files; then a stamp, the rename into place
+    and the removal of other keys' directories beside it (earlier pins). `tag` names the build in
+    its progress lines."""
+    if (target / STAMP).exists():
+        return
+    with _lock(cache, say):
+        if (target / STAMP).exists():  # built by whoever held the lock
+            return
+        started, cpu_before = time.monotonic(), _children_cpu_s()
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        with open(cache / "build.log", "w") as log:
+            steps(staging, log)
+        seconds, cpu_s = time.monotonic() - started, _children_cpu_s() - cpu_before
+        (staging / STAMP).write_text(json.dumps({"seconds": round(seconds, 1), "cpu_seconds": round(cpu_s),
+                                                 "finished": time.time()}))
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        for stale in target.parent.iterdir():
+            if stale != target:
+                shutil.rmtree(stale, ignore_errors=True)
+        say(f"[{tag}] built in {seconds / 60:.1f} min ({cpu_s / 60:.0f} CPU-min)")
+
+
 def start_in_background(complete: bool | None = None) -> str:
     """Start `python -m controlplane build` detached unless what it builds exists (`complete`;
     by default: the control plane's binaries); return what it did."""

@@ -22,12 +22,10 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from controlplane import modules
-from controlplane.build import (STAMP, _children_cpu_s, _list_packages, _lock, _print, _run_go, cache_dir, go_binary,
-                                 go_env)
+from controlplane.build import STAMP, _list_packages, _print, _run_go, build_keyed, cache_dir, go_binary, go_env
 
 MODULE = Path(__file__).resolve().parent / "kfp-compiler"
 GENERATED = MODULE / "gen"
@@ -182,45 +180,30 @@ def download_wheels(dest: Path, log) -> None:
 
 def build(say=_print) -> Path:
     """Return the path of `kfp-compile`, building it and `kfp-apiserver` (beside it) first when missing."""
-    cache = kfp_cache()
     target = binary_path()
-    if (target.parent / STAMP).exists():
-        return target
-    with _lock(cache, say):
-        if (target.parent / STAMP).exists():
-            return target
-        env = go_env(cache_dir())  # the control plane's module and build caches
-        started, cpu_before = time.monotonic(), _children_cpu_s()
-        staging = target.parent.with_name(target.parent.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        say(f"[kfp] building KFP's compiler into {target.parent} (log: {cache / 'build.log'})")
+    env = go_env(cache_dir())  # the control plane's module and build caches
+
+    def steps(staging: Path, log) -> None:
+        say(f"[kfp] building KFP's compiler into {target.parent} (log: {kfp_cache() / 'build.log'})")
         work = staging / "work"  # wheels, descriptors, protoc-gen-go: removed once built
         work.mkdir()
-        with open(cache / "build.log", "w") as log:
-            shutil.rmtree(GENERATED, ignore_errors=True)
-            write_module_files()
-            download_wheels(work / "wheels", log)
-            _run_go(["build", "-o", str(work / "protoc-gen-go"), PROTOC_GEN_GO], MODULE, env, log, say,
-                    "[kfp] compiling protoc-gen-go")
-            generate(work / "wheels", work / "protoc-gen-go", work, log)
-            packages = _list_packages(MODULE, env, ["."], log)
-            _run_go(["build", "-v", "-ldflags", "-s -w", "-o", str(staging / BINARY), "."], MODULE, env, log, say,
-                    "[kfp] compiling KFP's API server template and Argo compiler", packages)
-            # The API server links SQLite through cgo (storage/db.go names its error codes).
-            _run_go(["build", "-ldflags", "-s -w", "-o", str(staging / API_SERVER), API_SERVER_PACKAGE], MODULE,
-                    {**env, "CGO_ENABLED": "1"}, log, say, "[kfp] compiling KFP's API server (cgo)")
+        shutil.rmtree(GENERATED, ignore_errors=True)
+        write_module_files()
+        download_wheels(work / "wheels", log)
+        _run_go(["build", "-o", str(work / "protoc-gen-go"), PROTOC_GEN_GO], MODULE, env, log, say,
+                "[kfp] compiling protoc-gen-go")
+        generate(work / "wheels", work / "protoc-gen-go", work, log)
+        packages = _list_packages(MODULE, env, ["."], log)
+        _run_go(["build", "-v", "-ldflags", "-s -w", "-o", str(staging / BINARY), "."], MODULE, env, log, say,
+                "[kfp] compiling KFP's API server template and Argo compiler", packages)
+        # The API server links SQLite through cgo (storage/db.go names its error codes).
+        _run_go(["build", "-ldflags", "-s -w", "-o", str(staging / API_SERVER), API_SERVER_PACKAGE], MODULE,
+                {**env, "CGO_ENABLED": "1"}, log, say, "[kfp] compiling KFP's API server (cgo)")
         shutil.rmtree(work)
-        seconds, cpu_s = time.monotonic() - started, _children_cpu_s() - cpu_before
-        (staging / STAMP).write_text(json.dumps({"seconds": round(seconds, 1), "cpu_seconds": round(cpu_s),
-                                                 "finished": time.time()}))
-        shutil.rmtree(target.parent, ignore_errors=True)
-        staging.rename(target.parent)
-        for stale in target.parent.parent.iterdir():
-            if stale != target.parent:
-                shutil.rmtree(stale, ignore_errors=True)
-        say(f"[kfp] built in {seconds / 60:.1f} min ({cpu_s / 60:.0f} CPU-min)")
-        return target
+
+    kfp_cache().mkdir(parents=True, exist_ok=True)
+    build_keyed(target.parent, kfp_cache(), "kfp", steps, say)
+    return target
 
 
 def compile_package(package: Path, *args: str) -> subprocess.CompletedProcess:

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from controlplane import build
+from controlplane import build, prometheus_server
 from controlplane.cluster import ControlPlane
 from controlplane.node import HOST_IP, Node, missing_requirements
 from flywheel import names
 from tests.support.containers import ROOT
+from tests.support.node_overlay import deploy
 
 HERE = Path(__file__).resolve().parent
 BUILD_TIMEOUT_S = 3600
@@ -66,6 +67,7 @@ def cluster(tmp_path_factory, pytestconfig):
     say = _say(pytestconfig)
     started = time.monotonic()
     bin_dir = build.build(say=say)
+    prometheus_server.build(say=say)   # the monitoring tests' Prometheus, with Kubernetes discovery
     _build_images()
     TIMES["waited_s"] = time.monotonic() - started
     run_dir = tmp_path_factory.mktemp("node")
@@ -87,6 +89,15 @@ def cluster(tmp_path_factory, pytestconfig):
         plane.stop()
         if "tests_started" in TIMES:
             TIMES["tests_s"] = time.monotonic() - TIMES["tests_started"]
+
+
+@pytest.fixture(scope="session")
+def deployed(cluster, exported_versions, tmp_path_factory):
+    """The local overlay applied on the node (tests/support/node_overlay.py), every Deployment
+    Ready; the tests that load it run after the ones that only read it (file order)."""
+    plane, node = cluster
+    repository = tmp_path_factory.mktemp("local-overlay") / "model-repository"
+    return {**deploy(plane, repository, exported_versions), "node": node, "exported": exported_versions}
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -10,67 +10,16 @@ admin would provision it.
 from __future__ import annotations
 
 import json
-import os
-import time
 import urllib.request
-from pathlib import Path
-
-import pytest
 
 from flywheel import names
 from flywheel.loopback import wait_until
-from tests.support.cluster import MANIFESTS, ROOT
-from tests.support.servers import push_version
+from tests.support.cluster import ROOT
+from tests.support.node_overlay import MODEL, NAMESPACE, deployments, service_url
 from tests.support.taxi_rows import make_frame, rows_of
 
-NAMESPACE = "flywheel-dev"
-OVERLAY = MANIFESTS / "overlays" / "local"
-MODEL = names.DEFAULT_MODEL_NAME
-POD_UID = 10001
 ROWS = rows_of(make_frame(60, seed=5))
 REPORT = ROOT / "build" / "node" / "get-pods.txt"
-KFP_HOST = "http://ml-pipeline.kubeflow:8888"
-
-
-def chown_tree(path: Path, uid: int) -> None:
-    for item in [path, *path.rglob("*")]:
-        os.chown(item, uid, uid)
-
-
-def deployments(plane) -> list[dict]:
-    return json.loads(plane.kubectl("get", "deployments", "-n", NAMESPACE, "-o", "json").stdout)["items"]
-
-
-def all_ready(plane) -> bool:
-    items = deployments(plane)
-    return bool(items) and all(d["status"].get("readyReplicas", 0) == d["spec"]["replicas"] for d in items)
-
-
-@pytest.fixture(scope="module")
-def deployed(cluster, exported_versions, tmp_path_factory):
-    plane, node = cluster
-    repository = tmp_path_factory.mktemp("local-overlay") / "model-repository"
-    push_version(exported_versions, repository, 1)
-    chown_tree(repository, POD_UID)
-    plane.apply([{
-        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "local-model-repository"},
-        "spec": {"capacity": {"storage": "20Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                 "persistentVolumeReclaimPolicy": "Retain",
-                 "hostPath": {"path": str(repository), "type": "Directory"}}}])
-    applied = plane.kubectl("apply", "-k", str(OVERLAY), timeout=300)
-    # The step manifests/base/trigger-kfp-secret.yaml asks for: until `host` is set the trigger
-    # exits at start. No KFP backend runs on this node; the trigger only needs to know where it is.
-    secret = plane.kubectl("create", "secret", "generic", "flywheel-trigger-kfp", "-n", NAMESPACE,
-                           f"--from-literal=host={KFP_HOST}", "--from-literal=token=unused-here",
-                           "--dry-run=client", "-o", "yaml").stdout
-    plane.kubectl("apply", "-f", "-", stdin=secret)
-    started = time.monotonic()
-    wait_until(lambda: all_ready(plane), 600, "every Deployment of the local overlay Ready",
-               detail=lambda: "\n" + plane.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide").stdout
-               + "\n" + plane.kubectl("describe", "pods", "-n", NAMESPACE, check=False).stdout[-4000:],
-               interval_s=2)
-    return {"plane": plane, "node": node, "repository": repository, "applied": applied.stdout,
-            "ready_s": time.monotonic() - started}
 
 
 def test_every_deployment_of_the_local_overlay_becomes_ready(deployed):
@@ -99,8 +48,7 @@ def post(url: str, payload: dict) -> tuple[int, dict, dict]:
 
 def test_predictions_through_the_service_reach_the_sidecar_and_the_model_server(deployed):
     plane = deployed["plane"]
-    service = json.loads(plane.kubectl("get", "service", "flywheel-serving", "-n", NAMESPACE, "-o", "json").stdout)
-    url = f"http://{service['spec']['clusterIP']}/v1/models/{MODEL}:predict"
+    url = f"{service_url(plane)}/v1/models/{MODEL}:predict"
     status, body, headers = wait_until(lambda: post(url, {"instances": ROWS[:10]}), 60, f"a prediction from {url}")
     assert status == 200 and headers.get("X-Request-Id")  # the sidecar's header
     assert len(body["predictions"]) == 10 and all(0.0 <= p <= 1.0 for p in body["predictions"])
