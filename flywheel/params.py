@@ -318,6 +318,10 @@ class MonitoringParams:
     min_body_rate_bytes_s: int = 16384    # ...which, after body_grace_s, must arrive at least this fast on average
     body_grace_s: float = 2.0             # (else 408 and the connection closed: slow bodies hold no budget)
     idle_timeout_s: float = 75.0          # an idle keep-alive connection, or a new one that sends nothing
+    # A kept-alive client connection this old gets `Connection: close` on its next answer: a
+    # Service balances connections, not requests, so without this a client that keeps its
+    # connections never reaches the pods the HPA adds.
+    connection_max_age_s: float = 30.0
     # On SIGTERM, answer this long more, every answer with `Connection: close`, before closing what
     # is left: a kept-alive client then moves to another pod after its answer, instead of sending
     # its next request on a connection closed under it (which fails even a client that is polite).

@@ -10,6 +10,8 @@ aiohttp's connection handler is extended in three ways:
   `header_timeout_s` of their first byte is closed; a new connection that sends nothing is
   closed after `idle_timeout_s`, as one idle between requests is;
 - a cap on open connections (`max_connections`): one more is answered 503 and closed;
+- a connection older than `connection_max_age_s` gets `Connection: close` on its next answer,
+  so kept-alive clients reconnect and a Service spreads them over replicas added since;
 - errors aiohttp answers itself (a malformed request line or header, a body that does not
   decode as its Content-Encoding says) are TF Serving-shaped JSON like the sidecar's own, and
   counted, instead of text/plain.
@@ -54,6 +56,7 @@ class _Handler(RequestHandler):
         self._in_flight: asyncio.Task | None = None
         self._paused = False
         self._idle_timer: asyncio.TimerHandle | None = None   # the keep-alive timeout while short
+        self._close_after = float("inf")      # loop time from which answers close the connection
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -68,6 +71,7 @@ class _Handler(RequestHandler):
             self.force_close()
             transport.close()
             return
+        self._close_after = self._loop.time() + self._manager.connection_max_age
         # Nothing received yet: idle like a kept-alive connection between requests (the short
         # way's own timers, and aiohttp's, start with a first request), so a connection that
         # never sends a byte does not stay open.
@@ -136,7 +140,7 @@ class _Handler(RequestHandler):
         self._in_flight = None
         if self.transport is None or self.transport.is_closing():
             return
-        if sidecar.closing:
+        if self.last_answer():
             self.transport.write(fastpath.response(status, content_type, body, [*headers, ("Connection", "close")]))
             self.force_close()
             return
@@ -148,6 +152,11 @@ class _Handler(RequestHandler):
         if self._waiting:   # pipelined: the next request is already here
             waiting, self._waiting = self._waiting, b""
             self.data_received(waiting)
+
+    def last_answer(self) -> bool:
+        """Whether the answer being sent is this connection's last: the sidecar is stopping, or
+        the connection has reached its maximum age."""
+        return (self._sidecar is not None and self._sidecar.closing) or self._loop.time() >= self._close_after
 
     def _idle_expired(self) -> None:
         self._idle_timer = None
@@ -216,6 +225,7 @@ class _Handler(RequestHandler):
 class _Server(web.Server):
     header_timeout = 10.0
     max_connections = 4096
+    connection_max_age = float("inf")
     open_connections = 0
     on_error = staticmethod(lambda status: None)
     sidecar: Sidecar | None = None
@@ -232,6 +242,7 @@ class _Runner(web.AppRunner):
         sidecar = self.app[SIDECAR]
         server.header_timeout = sidecar.config.monitoring.header_timeout_s
         server.max_connections = sidecar.config.monitoring.max_connections
+        server.connection_max_age = sidecar.config.monitoring.connection_max_age_s
 
         def count(status: int) -> None:
             sidecar.metrics.request(status).inc()
@@ -245,8 +256,8 @@ def ports(config: SidecarConfig) -> list[int]:
     return sorted({config.port, config.feedback_port or config.port, config.metrics_port or config.port})
 
 
-async def _close_when_closing(request: web.Request, response: web.StreamResponse) -> None:
-    if request.app[SIDECAR].closing:
+async def _close_when_last(request: web.Request, response: web.StreamResponse) -> None:
+    if request.app[SIDECAR].closing or request.protocol.last_answer():
         response.force_close()   # this closes the connection after the answer; the headers are made already:
         response.headers["Connection"] = "close"
 
@@ -254,7 +265,7 @@ async def _close_when_closing(request: web.Request, response: web.StreamResponse
 async def start(app: web.Application, config: SidecarConfig) -> web.AppRunner:
     """Listen on every configured port; returns the runner (`await runner.cleanup()` stops)."""
     mon = config.monitoring
-    app.on_response_prepare.append(_close_when_closing)
+    app.on_response_prepare.append(_close_when_last)
     runner = _Runner(app, access_log=None, keepalive_timeout=mon.idle_timeout_s,
                      shutdown_timeout=mon.upstream_timeout_s + mon.body_timeout_s)
     await runner.setup()

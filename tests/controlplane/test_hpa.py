@@ -18,10 +18,8 @@ PNG (build/controlplane/hpa-scaling.png, or $FLYWHEEL_PNG_DIR).
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -30,21 +28,20 @@ import pytest
 import yaml
 
 from tests.support.cluster import ROOT, find, require_tool
+from tests.support.hpa import METRIC, SAMPLE_S, Recorder, hpa_events, save_png, target_rps
 from controlplane.cluster import wait_until
-from tests.support.kubectl import SERVING, in_namespace, server_side_apply, wait_rolled_out
+from tests.support.kubectl import in_namespace, server_side_apply, wait_rolled_out
 from tests.support.net import free_port
 from tests.support.pod_sidecars import Load, PodSidecars
 
 NAMESPACE = "flywheel-hpa"
 ADAPTER_VALUES = ROOT / "manifests/addons/prometheus-adapter/values.yaml"
-METRIC = "flywheel_requests_per_second"
 STABILIZATION_S = 30
 RATE = 160.0            # requests per second over all pods: 3.2 x the 50/s target
 QUIET_S = 15            # before the load: the HPA holds minReplicas
 HOLD_S = 30             # at maxReplicas under load: no flapping
 SCALE_UP_WITHIN_S = 180
 SCALE_DOWN_WITHIN_S = 420
-SAMPLE_S = 2.0
 
 # Stands in for metrics-server: the resource metrics API from the sidecars' own CPU and memory
 # (prometheus_client's process collector), per pod and container, as metrics-server reports them.
@@ -65,17 +62,6 @@ def adapter_config() -> dict:
     values = yaml.safe_load(ADAPTER_VALUES.read_text())
     assert values["rules"]["default"] is False
     return {"rules": values["rules"]["custom"], "resourceRules": RESOURCE_RULES}
-
-
-def target_rps(spec: dict) -> float:
-    (pods,) = [m["pods"] for m in spec["metrics"] if m["type"] == "Pods" and m["pods"]["metric"]["name"] == METRIC]
-    return quantity(pods["target"]["averageValue"])
-
-
-def quantity(text: str) -> float:
-    """A Kubernetes quantity as the HPA status writes metric values ("53133m", "12", "1k")."""
-    suffixes = {"m": 1e-3, "k": 1e3, "M": 1e6}
-    return float(text[:-1]) * suffixes[text[-1]] if text[-1] in suffixes else float(text)
 
 
 class Prometheus:
@@ -99,63 +85,11 @@ class Prometheus:
         self.proc.wait(30)
 
 
-class Recorder:
-    """Every SAMPLE_S: the Deployment's replicas, the HPA's status and the sidecars running."""
-
-    def __init__(self, plane, sidecars: PodSidecars):
-        self.plane, self.sidecars, self.rows = plane, sidecars, []
-        self.t0 = time.monotonic()
-        self.marks: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="hpa-recorder")
-        self._thread.start()
-
-    def mark(self, name: str) -> None:
-        self.marks[name] = time.monotonic() - self.t0
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                self.rows.append(self.sample())
-            except (RuntimeError, KeyError, ValueError, subprocess.TimeoutExpired):
-                pass  # a slow API call: the next sample follows
-            self._stop.wait(SAMPLE_S)
-
-    def sample(self) -> dict:
-        hpa = json.loads(self.plane.kubectl("get", "hpa", SERVING, "-n", NAMESPACE, "-o", "json").stdout)
-        deployment = json.loads(self.plane.kubectl("get", "deployment", SERVING, "-n", NAMESPACE, "-o", "json").stdout)
-        status = hpa.get("status", {})
-        rps = cpu = None
-        for metric in status.get("currentMetrics") or []:
-            if metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == METRIC:
-                rps = quantity(metric["pods"]["current"]["averageValue"])
-            if metric["type"] == "Resource" and metric["resource"]["name"] == "cpu":
-                cpu = metric["resource"]["current"].get("averageUtilization")
-        return {"t": time.monotonic() - self.t0, "replicas": deployment["spec"]["replicas"],
-                "desired": status.get("desiredReplicas"), "rps": rps, "cpu": cpu,
-                "sidecars": len(self.sidecars.ready_urls())}
-
-    def replicas(self) -> int:
-        return self.rows[-1]["replicas"] if self.rows else -1
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(30)
-
-
 def hpa_objects(rendered) -> list[dict]:
     objects = in_namespace(rendered["dev"], NAMESPACE)
     hpa = find(objects, "HorizontalPodAutoscaler")
     hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] = STABILIZATION_S
     return objects
-
-
-def hpa_events(plane) -> list[dict]:
-    events = json.loads(plane.kubectl("get", "events", "-n", NAMESPACE, "--field-selector",
-                                      f"involvedObject.kind=HorizontalPodAutoscaler,involvedObject.name={SERVING}",
-                                      "-o", "json").stdout)["items"]
-    return sorted((e for e in events if e["reason"] == "SuccessfulRescale"),
-                  key=lambda e: e.get("eventTime") or e.get("lastTimestamp") or "")
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +121,7 @@ def scaling_run(plane, rendered, tmp_path_factory):
         plane.start_prometheus_adapter(prometheus.url, adapter_config())
         wait_until(lambda: sidecars.ready_urls(), 90, "the first pod's sidecar ready")
 
-        recorder = Recorder(plane, sidecars)
+        recorder = Recorder(plane, NAMESPACE, lambda: len(sidecars.ready_urls()))
         stack.append(recorder.stop)
         time.sleep(QUIET_S)
         load = Load(sidecars.ready_urls, RATE, json.dumps({"instances": rows_of(make_frame(1, seed=7))}).encode())
@@ -208,8 +142,8 @@ def scaling_run(plane, rendered, tmp_path_factory):
         # The rows are final before anything reads them: the picture's series and the tests'
         # figures come from one list that no longer grows.
         recorder.stop()
-        yield {"recorder": recorder, "spec": spec, "achieved": achieved, "load": load, "events": hpa_events(plane),
-               "sidecar_errors": sidecars.errors, "png": save_png(recorder, spec)}
+        yield {"recorder": recorder, "spec": spec, "achieved": achieved, "load": load, "events": hpa_events(plane, NAMESPACE),
+               "sidecar_errors": sidecars.errors, "png": picture(recorder, spec)}
     finally:
         for stop in reversed(stack):
             stop()
@@ -256,36 +190,9 @@ def test_replicas_over_time_png(scaling_run):
     print(f"HPA scaling picture: {scaling_run['png']}")
 
 
-def save_png(recorder: Recorder, spec: dict) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def picture(recorder, spec: dict) -> Path:
     out_dir = Path(os.environ.get("FLYWHEEL_PNG_DIR") or ROOT / "build" / "controlplane")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = recorder.rows
-    t = [r["t"] for r in rows]
-    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 6.5))
-    top.step(t, [r["replicas"] for r in rows], where="post", label="Deployment replicas", linewidth=2)
-    top.plot(t, [r["sidecars"] for r in rows], linestyle=":", label="sidecar processes serving")
-    top.axhline(spec["maxReplicas"], color="grey", linestyle="--", linewidth=0.8)
-    top.axhline(spec["minReplicas"], color="grey", linestyle="--", linewidth=0.8)
-    top.set_ylabel("replicas")
-    top.set_ylim(0, spec["maxReplicas"] + 1)
-    top.legend(loc="upper right")
-    target = target_rps(spec)
-    bottom.plot(t, [r["rps"] if r["rps"] is not None else math.nan for r in rows], label=f"{METRIC} (per pod, HPA)")
-    bottom.axhline(target, color="red", linestyle="--", linewidth=0.8, label=f"target {target:g}/s")
-    bottom.set_ylabel("requests/s per pod")
-    bottom.set_xlabel("seconds")
-    bottom.legend(loc="upper right")
-    for axis in (top, bottom):
-        axis.axvspan(recorder.marks["load on"], recorder.marks["load off"], color="orange", alpha=0.12)
-    top.set_title(f"HPA on a real control plane: {RATE:g} req/s for "
-                  f"{recorder.marks['load off'] - recorder.marks['load on']:.0f} s (shaded), "
-                  f"scale-down window {STABILIZATION_S} s")
-    fig.tight_layout()
-    out = out_dir / "hpa-scaling.png"
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    title = (f"HPA on a real control plane: {RATE:g} req/s for "
+             f"{recorder.marks['load off'] - recorder.marks['load on']:.0f} s (shaded), "
+             f"scale-down window {STABILIZATION_S} s")
+    return save_png(recorder, spec, title, "sidecar processes serving", out_dir / "hpa-scaling.png")

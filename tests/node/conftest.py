@@ -22,6 +22,7 @@ from controlplane.cluster import ControlPlane
 from controlplane.node import HOST_IP, Node, missing_requirements
 from flywheel import names
 from tests.support.containers import ROOT
+from tests.support.node_monitoring import watching
 from tests.support.node_overlay import deploy
 
 HERE = Path(__file__).resolve().parent
@@ -98,6 +99,13 @@ def deployed(cluster, exported_versions, tmp_path_factory):
     plane, node = cluster
     repository = tmp_path_factory.mktemp("local-overlay") / "model-repository"
     return {**deploy(plane, repository, exported_versions), "node": node, "exported": exported_versions}
+
+
+@pytest.fixture(scope="session")
+def monitored(deployed, tmp_path_factory):
+    """The deployed overlay watched by Prometheus and prometheus-adapter, as the HPA needs it."""
+    with watching(deployed["plane"], tmp_path_factory.mktemp("monitoring")) as watch:
+        yield {**watch, "plane": deployed["plane"], "deployed": deployed}
 
 
 def pytest_terminal_summary(terminalreporter):

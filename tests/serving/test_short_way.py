@@ -116,6 +116,29 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout(sidecar_factory, up
         assert sock.recv(100) == b""   # then idle: closed
 
 
+def test_a_connection_past_its_maximum_age_is_closed_after_its_next_answer(sidecar_factory, upstream,
+                                                                           model_repository):
+    """A Service balances connections: a client that keeps its own must be sent to reconnect now
+    and then to reach replicas added since. Both ways: the short one, and aiohttp's."""
+    sidecar = sidecar_factory(upstream.url, model_repository, connection_max_age_s=1.0)
+    health = b"GET /healthz/live HTTP/1.1\r\nHost: sidecar\r\n\r\n"
+    for first, later in ((request("m0"), request("m1")), (health, health)):
+        with socket.create_connection(("127.0.0.1", sidecar.config.port)) as sock:
+            answers = []
+            for _ in range(3):   # young: kept open
+                sock.sendall(first)
+                answers += read_responses(sock, 1)
+                time.sleep(0.2)
+            assert all(status == 200 and headers.get("connection", "").lower() != "close"
+                       for status, headers, _ in answers), answers
+            time.sleep(1.0)
+            sock.sendall(later)
+            ((status, headers, _),) = read_responses(sock, 1)
+            assert status == 200 and headers["connection"].lower() == "close"
+            sock.settimeout(5)
+            assert sock.recv(100) == b""
+
+
 def test_a_request_in_flight_is_answered_before_the_sidecar_stops(sidecar_factory, model_repository):
     def slow(body: bytes) -> bytes:
         time.sleep(1.0)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
+import urllib.request
 from pathlib import Path
 
 from flywheel import names, serving_logs
 from flywheel.loopback import wait_until
+from monitoring.metrics import REQUESTS
 from tests.support.cluster import MANIFESTS
 from tests.support.servers import push_version
 
@@ -17,7 +20,11 @@ OVERLAY = MANIFESTS / "overlays" / "local"
 MODEL = names.DEFAULT_MODEL_NAME
 SERVING = "flywheel-serving"
 SERVING_SELECTOR = "app.kubernetes.io/name=flywheel-serving"
+METRICS_PORT = 9090   # the sidecar's --metrics-port in the serving Deployment
+REQUESTS_TOTAL = REQUESTS + "_total"  # the counter prometheus_client exports, the adapter rule's series
 POD_UID = 10001
+SIDECAR_TOKEN_SECRET = "flywheel-sidecar-token"   # manifests/base/sidecar-token-secret.yaml
+TRIGGER_KFP_SECRET = "flywheel-trigger-kfp"       # manifests/base/trigger-kfp-secret.yaml
 # Where the trigger would find KFP; no backend is needed for the trigger to start.
 PLACEHOLDER_KFP_HOST = "http://ml-pipeline.kubeflow:8888"
 
@@ -80,12 +87,37 @@ def deploy(plane, repository: Path, exported: dict[int, Path]) -> dict:
     # The step manifests/base/trigger-kfp-secret.yaml asks for: until `host` is set the trigger
     # exits at start.
     set_trigger_kfp_host(plane, PLACEHOLDER_KFP_HOST)
+    # And the feedback token `make deploy` generates when the Secret holds none.
+    token = secrets.token_hex(32)
+    set_secret(plane, SIDECAR_TOKEN_SECRET, token=token)
     ready_s = wait_all_ready(plane, 600, "every Deployment of the local overlay Ready")
-    return {"plane": plane, "repository": repository, "applied": applied.stdout, "ready_s": ready_s}
+    return {"plane": plane, "repository": repository, "applied": applied.stdout, "ready_s": ready_s, "token": token}
+
+
+def set_secret(plane, name: str, **values: str) -> None:
+    secret = plane.kubectl("create", "secret", "generic", name, "-n", NAMESPACE,
+                           *[f"--from-literal={k}={v}" for k, v in values.items()],
+                           "--dry-run=client", "-o", "yaml").stdout
+    plane.kubectl("apply", "-f", "-", stdin=secret)
 
 
 def set_trigger_kfp_host(plane, host: str) -> None:
-    secret = plane.kubectl("create", "secret", "generic", "flywheel-trigger-kfp", "-n", NAMESPACE,
-                           f"--from-literal=host={host}", "--from-literal=token=unused-here",
-                           "--dry-run=client", "-o", "yaml").stdout
-    plane.kubectl("apply", "-f", "-", stdin=secret)
+    set_secret(plane, TRIGGER_KFP_SECRET, host=host, token="unused-here")   # a single-user KFP reads no token
+
+
+def serving_endpoints(plane) -> set[str]:
+    """The pods the serving Service sends requests to: ready endpoints of its EndpointSlices."""
+    slices = json.loads(plane.kubectl("get", "endpointslices", "-n", NAMESPACE, "-l",
+                                      f"kubernetes.io/service-name={SERVING}", "-o", "json").stdout)["items"]
+    return {e["targetRef"]["name"] for s in slices for e in s.get("endpoints") or []
+            if e.get("conditions", {}).get("ready") and e.get("targetRef")}
+
+
+def requests_counted(pod: dict) -> float:
+    """What the pod's sidecar has counted in flywheel_requests_total, from its metrics port."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{pod['status']['podIP']}:{METRICS_PORT}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples if sample.name == REQUESTS_TOTAL)

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,6 +139,7 @@ class Load:
     def __init__(self, urls, rate: float, body: bytes, max_in_flight: int = 64):
         self.urls, self.rate, self.body, self.max_in_flight = urls, rate, body, max_in_flight
         self.sent = self.ok = self.failed = 0
+        self.errors: Counter[str] = Counter()   # what failed, by exception or status
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True, name="load")
 
@@ -177,8 +179,11 @@ class Load:
                 await asyncio.wait(pending, timeout=15)
 
     async def _one(self, session, url: str, in_flight: asyncio.Semaphore) -> None:
+        import aiohttp
+
         if in_flight.locked():  # the sidecars are behind: drop, as a client with a deadline would
             self.failed += 1
+            self.errors["not sent: too many in flight"] += 1
             return
         async with in_flight:
             self.sent += 1
@@ -190,8 +195,10 @@ class Load:
                         self.ok += 1
                     else:
                         self.failed += 1
-            except (OSError, asyncio.TimeoutError):
+                        self.errors[f"HTTP {resp.status}"] += 1
+            except (OSError, asyncio.TimeoutError, aiohttp.ClientError) as err:
                 self.failed += 1
+                self.errors[type(err).__name__] += 1
 
 
 def wait_ready(url: str, timeout_s: float = 60) -> None:
