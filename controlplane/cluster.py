@@ -361,10 +361,11 @@ class ControlPlane:
             self.kubectl("wait", "--for=condition=Available", f"apiservice/{version}.{group}", "--timeout=60s",
                          timeout=90)
 
-    def start_kfp_api_server(self, api_server: Path, namespace: str) -> str:
+    def start_kfp_api_server(self, api_server: Path, namespace: str, address: str = "127.0.0.1") -> str:
         """KFP's API server (single user) creating runs in `namespace` of this cluster, with MariaDB
-        (Debian's) as its database and moto as its S3 object store, on loopback; returns its
-        endpoint, what `make submit KFP_HOST=` names."""
+        (Debian's) as its database and moto as its S3 object store on loopback, its HTTP API on
+        `address` (a node's pods reach the host's link address); returns its endpoint, what `make
+        submit KFP_HOST=` names."""
         data = self.run_dir / "kfp"
         data.mkdir(parents=True, exist_ok=True)
         ports = {name: free_port() for name in ("mariadb", "s3", "http", "grpc")}
@@ -389,10 +390,10 @@ class ControlPlane:
                # Required at start; only the UI's visualizations use it.
                "ML_PIPELINE_VISUALIZATIONSERVER_SERVICE_HOST": "127.0.0.1",
                "ML_PIPELINE_VISUALIZATIONSERVER_SERVICE_PORT": str(free_port())}
-        url = f"http://127.0.0.1:{ports['http']}"
+        url = f"http://{address}:{ports['http']}"
         # The gRPC port without a host: the API server's HTTP gateway dials "localhost" + this flag.
         self._spawn("kfp-apiserver", [str(api_server), f"--config={data}", "--logtostderr",
-                                      f"--httpPortFlag=127.0.0.1:{ports['http']}", f"--rpcPortFlag=:{ports['grpc']}"],
+                                      f"--httpPortFlag={address}:{ports['http']}", f"--rpcPortFlag=:{ports['grpc']}"],
                     env=env)
         self._wait("kfp-apiserver", lambda: urllib.request.urlopen(f"{url}/apis/v2beta1/healthz", timeout=2).read(),
                    timeout_s=180)

@@ -113,11 +113,16 @@ def serving_endpoints(plane) -> set[str]:
             if e.get("conditions", {}).get("ready") and e.get("targetRef")}
 
 
-def requests_counted(pod: dict) -> float:
-    """What the pod's sidecar has counted in flywheel_requests_total, from its metrics port."""
+def sidecar_metric(pod: dict, name: str) -> float:
+    """The sum of a metric's samples in the pod's sidecar /metrics, read on its metrics port."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(f"http://{pod['status']['podIP']}:{METRICS_PORT}/metrics", timeout=10) as response:
         text = response.read().decode()
     return sum(sample.value for family in text_string_to_metric_families(text)
-               for sample in family.samples if sample.name == REQUESTS_TOTAL)
+               for sample in family.samples if sample.name == name)
+
+
+def requests_counted(pod: dict) -> float:
+    """What the pod's sidecar has counted in flywheel_requests_total."""
+    return sidecar_metric(pod, REQUESTS_TOTAL)
