@@ -1,5 +1,5 @@
-"""The serving HPA on real pods and live traffic: requests sent to the Service's ClusterIP by a
-client that keeps its connections; the sidecars count them, Prometheus scrapes the pods it
+"""The serving HPA on real pods and live traffic: requests sent to the Service's ClusterIP by
+clients that keep their connections; the sidecars count them, Prometheus scrapes the pods it
 discovers, prometheus-adapter serves the per-pod rate, and the HPA controller scales the
 Deployment, whose new pods start under kubelet and take requests once Ready.
 
@@ -26,9 +26,10 @@ from tests.support.taxi_rows import make_frame, rows_of
 
 TARGET_RPS = 10
 RATE = 40.0               # requests per second in all: 4 x the target, so the maximum of 3 is asked for
+CLIENTS = 8               # each keeping its connections
 STABILIZATION_S = 30
 QUIET_S = 10
-HOLD_S = 20
+HOLD_S = 30
 SCALE_UP_WITHIN_S = 240
 SPREAD_WITHIN_S = 120     # two connection lifetimes (monitoring.connection_max_age_s) and then some
 SCALE_DOWN_WITHIN_S = 360
@@ -64,7 +65,7 @@ def scaling_run(monitored):
     try:
         time.sleep(QUIET_S)
         before = counts(plane)
-        load = Load(lambda: [url], RATE, BODY)
+        load = Load(lambda: [url], RATE, BODY, clients=CLIENTS)
         recorder.mark("load on")
         load.start()
         try:
@@ -73,14 +74,16 @@ def scaling_run(monitored):
                        detail=lambda: "\n" + plane.kubectl("describe", "hpa", SERVING, "-n", NAMESPACE).stdout)
             recorder.mark("at max")
             at_max = plane.kubectl("get", "hpa", SERVING, "-n", NAMESPACE).stdout
-            # Every pod takes requests, the ones the HPA added too: the client's kept-alive
+            # Every pod takes requests, the ones the HPA added too: the clients' kept-alive
             # connections are closed by the sidecars at their maximum age, and the new ones the
             # Service spreads over all three.
             wait_until(lambda: len(counts(plane)) == spec["maxReplicas"] and all(
                 n > before.get(pod, 0) for pod, n in counts(plane).items()), SPREAD_WITHIN_S,
                 "requests counted by every serving pod", interval_s=2, detail=lambda: f" counts {counts(plane)}")
             served = {pod: n - before.get(pod, 0) for pod, n in counts(plane).items()}
+            held_from = counts(plane)
             time.sleep(HOLD_S)
+            held = {pod: n - held_from.get(pod, 0) for pod, n in counts(plane).items()}
         finally:
             achieved = load.stop()
             recorder.mark("load off")
@@ -92,7 +95,7 @@ def scaling_run(monitored):
         recorder.stop()
     events = hpa_events(plane, NAMESPACE)
     run = {"recorder": recorder, "spec": spec, "achieved": achieved, "load": load, "events": events,
-           "before": before, "served": served, "at_max": at_max}
+           "before": before, "served": served, "held": held, "at_max": at_max}
     run["png"] = save_png(recorder, spec, f"HPA on the kubelet node: {RATE:g} req/s to the Service for "
                           f"{recorder.marks['load off'] - recorder.marks['load on']:.0f} s (shaded), "
                           f"target {TARGET_RPS} req/s per pod", "pods in the Service's endpoints",
@@ -107,8 +110,10 @@ def write_report(run: dict) -> None:
              f"{RATE:g} req/s began", run["at_max"].rstrip(), "",
              "SuccessfulRescale events:"]
     lines += [f"  {e['message']}" for e in run["events"]]
-    lines += ["", "requests each pod's sidecar counted under the load: "
+    lines += ["", "requests each pod's sidecar counted, from the load's start until every pod had some: "
               + ", ".join(f"{pod} {n:.0f}" for pod, n in sorted(run["served"].items())),
+              f"and in the {HOLD_S} s after that, at 3 replicas: "
+              + ", ".join(f"{pod} {n:.0f}" for pod, n in sorted(run["held"].items())),
               f"load: {run['load'].ok} answered 200, {run['load'].failed} failed; "
               f"replicas back to {rows[-1]['replicas']} {marks['back at min'] - marks['load off']:.0f} s "
               f"after the load stopped"]

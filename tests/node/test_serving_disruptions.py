@@ -19,13 +19,14 @@ from flywheel import serving_logs
 from flywheel.loopback import wait_until
 from flywheel.metric_names import MODEL_VERSION
 from tests.support.cluster import ROOT
-from tests.support.node_overlay import (MODEL, NAMESPACE, SERVING, all_ready, pods, push_owned, serving_endpoints,
-                                        service_url, sidecar_metric)
+from tests.support.node_overlay import (MODEL, NAMESPACE, SERVING, all_ready, pods, push_owned,
+                                        requests_counted, serving_endpoints, service_url, sidecar_metric)
 from tests.support.pod_sidecars import Load
 from tests.support.taxi_rows import make_frame, rows_of
 
 REPLICAS = 2
 RATE = 20.0
+CLIENTS = 8               # each keeping its connections, as the many clients of a Service do
 SETTLE_S = 3              # load after the disruption is over, to see that nothing fails late either
 REPLACED_WITHIN_S = 300
 BODY = json.dumps({"instances": rows_of(make_frame(3, seed=13))}).encode()
@@ -51,7 +52,7 @@ class Loaded:
 
     def __init__(self, plane):
         url = service_url(plane)
-        self.load = Load(lambda: [url], RATE, BODY)
+        self.load = Load(lambda: [url], RATE, BODY, clients=CLIENTS)
 
     def __enter__(self) -> Load:
         self.started = time.monotonic()
@@ -93,9 +94,12 @@ def served_versions(pod: dict) -> set[str]:
 def test_a_pod_evicted_under_load_is_replaced_the_pdb_refuses_a_second_and_its_log_is_shipped(held):
     plane, repository = held["plane"], held["repository"]
     first, second = sorted(serving_endpoints(plane))
+    before = {p["metadata"]["name"]: requests_counted(p) for p in pods(plane)}
     loaded = Loaded(plane)
     with loaded:
-        time.sleep(5)
+        # Both pods answering, so the one evicted has a prediction log to ship.
+        wait_until(lambda: all(requests_counted(p) > before[p["metadata"]["name"]] for p in pods(plane)), 60,
+                   "requests answered by both serving pods")
         admitted = evict(plane, first)
         refused = evict(plane, second)
         assert admitted.returncode == 0, admitted.stderr

@@ -11,6 +11,7 @@ ready sidecars round-robin, as the Service would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import subprocess
@@ -134,10 +135,13 @@ def _ready(url: str) -> bool:
 
 
 class Load:
-    """`rate` predict requests per second, open loop, round-robin over `urls()` (re-read each tick)."""
+    """`rate` predict requests per second, open loop, round-robin over `urls()` (re-read each tick),
+    sent by `clients` clients in turn, each keeping its own connections (as the many clients of a
+    Service do)."""
 
-    def __init__(self, urls, rate: float, body: bytes, max_in_flight: int = 64):
+    def __init__(self, urls, rate: float, body: bytes, max_in_flight: int = 64, clients: int = 1):
         self.urls, self.rate, self.body, self.max_in_flight = urls, rate, body, max_in_flight
+        self.clients = clients
         self.sent = self.ok = self.failed = 0
         self.errors: Counter[str] = Counter()   # what failed, by exception or status
         self._stop = threading.Event()
@@ -158,7 +162,9 @@ class Load:
 
         tick = 0.05
         in_flight = asyncio.Semaphore(self.max_in_flight)
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async with contextlib.AsyncExitStack() as stack:
+            sessions = itertools.cycle([await stack.enter_async_context(aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=10))) for _ in range(self.clients)])
             pending: set[asyncio.Task] = set()
             cycle, known = iter(()), []
             next_tick = time.monotonic()
@@ -170,7 +176,7 @@ class Load:
                 owed += self.rate * tick
                 while owed >= 1 and known:
                     owed -= 1
-                    task = asyncio.create_task(self._one(session, next(cycle), in_flight))
+                    task = asyncio.create_task(self._one(next(sessions), next(cycle), in_flight))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
                 next_tick += tick
