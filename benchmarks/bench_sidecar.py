@@ -149,6 +149,7 @@ def run_floor(port: int, upstream_port: int) -> None:
 class Connection(asyncio.Protocol):
     def __init__(self, client):
         self.client, self.buffer, self.scheduled, self.need = client, b"", 0.0, None
+        self.last = False
 
     def connection_made(self, transport):
         self.transport = transport
@@ -168,6 +169,9 @@ class Connection(asyncio.Protocol):
             head, _ = self.buffer.split(b"\r\n\r\n", 1)
             self.status = int(head[9:12])
             self.need = len(head) + 4 + content_length(head.split(b"\r\n"))
+            # The server's last answer on this connection (e.g. the sidecar's connection_max_age_s):
+            # an HTTP client does not send on it again.
+            self.last = b"\r\nconnection: close" in head.lower()
         if self.need is not None and len(self.buffer) >= self.need:
             self.client.done(self, time.perf_counter() - self.scheduled, self.status)
 
@@ -193,15 +197,22 @@ class PoissonClient:
 
     async def _reconnect(self) -> None:
         _, conn = await asyncio.get_running_loop().create_connection(lambda: Connection(self), "127.0.0.1", self.port)
-        self.idle.append(conn)
+        self._free(conn)
 
-    def done(self, conn: Connection, latency: float, status: int) -> None:
-        self.latencies.append(latency)
-        self.errors += status != 200
+    def _free(self, conn: Connection) -> None:
         if self.waiting:
             conn.send(self.waiting.pop(0))
         else:
             self.idle.append(conn)
+
+    def done(self, conn: Connection, latency: float, status: int) -> None:
+        self.latencies.append(latency)
+        self.errors += status != 200
+        if conn.last:
+            conn.transport.close()
+            asyncio.get_running_loop().create_task(self._reconnect())
+        else:
+            self._free(conn)
 
     def _arrive(self, scheduled: float) -> None:
         if self.idle:
