@@ -174,17 +174,22 @@ def _kept_alive(port: int, body: bytes, stop: threading.Event, answers: list, er
     time), a new one only when the server says `Connection: close`; what a reused connection fails
     with is an error the client could not have avoided."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    fresh = True   # the next request opens a new connection
     while not stop.wait(0.02):
         try:
             conn.request("POST", f"/v1/models/{MODEL_NAME}:predict", body, {"Content-Type": "application/json"})
             resp = conn.getresponse()
             resp.read()
             answers.append((resp.status, resp.getheader("Connection")))
-        except ConnectionRefusedError:
-            break   # a new connection after the sidecar stopped listening: the pod is gone, as it should be
+            fresh = resp.will_close
         except (http.client.HTTPException, OSError) as err:
+            if fresh:
+                # A new connection refused, or reset from the backlog as the sidecar stops
+                # listening: the pod is gone, as it should be.
+                break
             errors.append(repr(err))
             conn.close()
+            fresh = True
     conn.close()
 
 
