@@ -89,7 +89,7 @@ def cluster(tmp_path_factory, pytestconfig):
         node.stop()
         plane.stop()
         if "tests_started" in TIMES:
-            TIMES["tests_s"] = time.monotonic() - TIMES["tests_started"]
+            TIMES["tests_s"] = TIMES.get("tests_ended", time.monotonic()) - TIMES["tests_started"]
 
 
 @pytest.fixture(scope="session")
@@ -106,6 +106,13 @@ def monitored(deployed, tmp_path_factory):
     """The deployed overlay watched by Prometheus and prometheus-adapter, as the HPA needs it."""
     with watching(deployed["plane"], tmp_path_factory.mktemp("monitoring")) as watch:
         yield {**watch, "plane": deployed["plane"], "deployed": deployed}
+
+
+def pytest_runtest_logreport(report):
+    """The end of the last real-pod test (this hook sees only tests/node's): the control-plane
+    tests may run after them in the same session, with the node still up."""
+    if report.when == "teardown" and "tests_started" in TIMES:
+        TIMES["tests_ended"] = time.monotonic()
 
 
 def pytest_terminal_summary(terminalreporter):
