@@ -63,7 +63,7 @@ browser-deps: ## Install Debian's chromium (headless, for the HTML report tests)
 # --- end of browser for the report tests --------------------------------------------------
 
 .PHONY: test-fast
-test-fast: $(VENV)/.installed ## The tests without whole-pipeline runs (kfp.local), for quick iterations (about 6 min).
+test-fast: $(VENV)/.installed feast ## The tests without whole-pipeline runs (kfp.local), for quick iterations (about 6 min; builds .venv-feast for the feature-store tests).
 	$(PY) -m pytest -q -m "not slow" tests
 
 # --- data and training pipeline -----------------------------------------------------------
