@@ -46,7 +46,7 @@ lock: $(VENV)/.installed ## Regenerate requirements.lock from pyproject.toml wit
 .PHONY: test
 test: ## Run the whole test suite (sets itself up first; the test control plane builds in the background meanwhile; installs and starts a Docker engine for the container tests). Prints each stage's time.
 	@t0=$$(date +%s); \
-	$(MAKE) --no-print-directory setup tools feast browser-deps || exit 1; \
+	$(MAKE) --no-print-directory setup tools feast mlmd browser-deps || exit 1; \
 	echo "== set-up (virtual environments, Debian packages): $$(( $$(date +%s) - t0 )) s"; \
 	$(PY) -m controlplane build --background; \
 	docker/engine.sh $(PY) -m pytest -q tests; status=$$?; \
@@ -63,7 +63,7 @@ browser-deps: ## Install Debian's chromium (headless, for the HTML report tests)
 # --- end of browser for the report tests --------------------------------------------------
 
 .PHONY: test-fast
-test-fast: $(VENV)/.installed feast ## The tests without whole-pipeline runs (kfp.local), for quick iterations (about 6 min; builds .venv-feast for the feature-store tests).
+test-fast: $(VENV)/.installed feast mlmd ## The tests without whole-pipeline runs (kfp.local), for quick iterations (about 6 min; builds .venv-feast and .venv-mlmd for the tests that run in them).
 	$(PY) -m pytest -q -m "not slow" tests
 
 # --- data and training pipeline -----------------------------------------------------------
@@ -356,6 +356,21 @@ $(FEAST_VENV)/.installed: featurestore/requirements.lock | $(VENV)/.installed
 
 .PHONY: feast
 feast: $(FEAST_VENV)/.installed ## Build .venv-feast/ (Feast) from featurestore/requirements.lock; its pins clash with the main lock.
+
+# --- ML Metadata's service for the KFP backend on the test control plane (tests/controlplane) ---
+MLMD_VENV := .venv-mlmd
+MLMD_PY := $(MLMD_VENV)/bin/python
+
+$(MLMD_VENV)/.installed: controlplane/mlmd/requirements.lock | $(VENV)/.installed
+	@test -x $(MLMD_PY) || $(PYTHON) -m venv $(MLMD_VENV)
+	$(UV) pip install -q --python $(MLMD_PY) -r controlplane/mlmd/requirements.lock
+	@touch $@
+
+.PHONY: mlmd mlmd-lock
+mlmd: $(MLMD_VENV)/.installed ## Build .venv-mlmd/ (ML Metadata's store and gRPC) from controlplane/mlmd/requirements.lock.
+
+mlmd-lock: $(VENV)/.installed ## Recompile controlplane/mlmd/requirements.lock from controlplane/mlmd/requirements.txt.
+	$(UV) pip compile -q controlplane/mlmd/requirements.txt --python-version 3.11 -o controlplane/mlmd/requirements.lock
 
 .PHONY: feast-lock
 feast-lock: $(VENV)/.installed ## Recompile featurestore/requirements.lock from featurestore/requirements.txt.

@@ -400,6 +400,20 @@ class ControlPlane:
         self._record_state()
         return url
 
+    def start_mlmd_service(self, python: Path, address: str = "127.0.0.1") -> str:
+        """ML Metadata's gRPC service (controlplane/mlmd_service.py, run by `python` of the
+        environment that has the `ml-metadata` wheel) on a SQLite file of this cluster's, on
+        `address`; returns `host:port`, what KFP's driver and launcher are given as
+        METADATA_GRPC_SERVICE_HOST and _PORT."""
+        data = self.run_dir / "mlmd"
+        data.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        self._spawn("mlmd", [str(python), str(Path(__file__).resolve().parent / "mlmd_service.py"),
+                             f"--database={data / 'metadata.sqlite'}", f"--host={address}", f"--port={port}"])
+        self._wait("mlmd", lambda: socket.create_connection((address, port), 1).close() or True)
+        self._record_state()
+        return f"{address}:{port}"
+
     # --- stop ---------------------------------------------------------------------------------
     def _record_state(self) -> None:
         state = {"pids": {name: proc.pid for name, proc in self.procs.items()}, "bin_dir": str(self.bin_dir),

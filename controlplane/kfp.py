@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 
 from controlplane import modules
-from controlplane.build import STAMP, _list_packages, _print, _run_go, build_keyed, cache_dir, go_binary, go_env
+from controlplane.build import (ROOT, STAMP, _list_packages, _print, _run_go, build_keyed, cache_dir, go_binary,
+                                go_env)
 
 MODULE = Path(__file__).resolve().parent / "kfp-compiler"
 GENERATED = MODULE / "gen"
@@ -34,6 +35,9 @@ BINARY = "kfp-compile"
 API_SERVER = "kfp-apiserver"
 API_SERVER_PACKAGE = "github.com/kubeflow/pipelines/backend/src/apiserver"
 PROTOC_GEN_GO = "google.golang.org/protobuf/cmd/protoc-gen-go"
+# The environment ML Metadata's service runs in (controlplane/mlmd_service.py): `make mlmd` builds it
+# from controlplane/mlmd/requirements.lock; its protobuf and gRPC pins are MLMD's, not Flywheel's.
+MLMD_PYTHON = ROOT / ".venv-mlmd" / "bin" / "python"
 
 # The wheel file that embeds each descriptor -> the Go module its go_package lies in.
 DESCRIPTORS = {

@@ -64,13 +64,18 @@ def argo_workflow_crd() -> Path:
     return download(ARGO_WORKFLOWS) / ARGO_WORKFLOW_CRD
 
 
-def kfp_scheduledworkflow_crd(kfp_go_mod: Path) -> Path:
-    """KFP's ScheduledWorkflow CRD, from the KFP module version `kfp_go_mod` requires."""
+def kfp_module(kfp_go_mod: Path) -> Path:
+    """KFP's module source, at the version `kfp_go_mod` requires."""
     found = re.search(r"^\s*(?:require\s+)?github\.com/kubeflow/pipelines (v\S+)", kfp_go_mod.read_text(), re.MULTILINE)
     if found is None:
         raise SystemExit(f"{kfp_go_mod}: no `require github.com/kubeflow/pipelines <version>` line")
     cache_dir().mkdir(parents=True, exist_ok=True)
-    return download(f"github.com/kubeflow/pipelines@{found.group(1)}") / KFP_SCHEDULEDWORKFLOW_CRD
+    return download(f"github.com/kubeflow/pipelines@{found.group(1)}")
+
+
+def kfp_scheduledworkflow_crd(kfp_go_mod: Path) -> Path:
+    """KFP's ScheduledWorkflow CRD, from the KFP module version `kfp_go_mod` requires."""
+    return kfp_module(kfp_go_mod) / KFP_SCHEDULEDWORKFLOW_CRD
 
 
 def kwok_stages() -> list[Path]:
