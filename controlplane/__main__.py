@@ -1,7 +1,8 @@
 """python -m controlplane build|up|down|env|fake-nodes-only|kfp-compile
 
   build [--background]   build the binaries (and KFP's compiler and API server: kfp.py; Prometheus with Kubernetes
-                         discovery: prometheus_server.py) into the cache, or reuse them
+                         discovery: prometheus_server.py; Argo's controller and argoexec: argo.py) into the cache,
+                         or reuse them
   up [--run-dir DIR]     build if needed, start the control plane detached, write DIR/admin.kubeconfig
   down [--run-dir DIR]   stop the processes `up` started (recorded in DIR/state.json)
   env [--run-dir DIR]    print the shell lines that point kubectl at the running control plane
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 from controlplane import build as builder
-from controlplane import kfp, prometheus_server
+from controlplane import argo, kfp, prometheus_server
 from controlplane.cluster import FAKE_NODE_ANNOTATION, STATE, ControlPlane, stop_recorded
 
 DEFAULT_RUN_DIR = builder.ROOT / "build" / "controlplane"
@@ -73,11 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
         if args.background:
             print(builder.start_in_background(complete=builder.built() is not None and kfp.built() is not None
-                                                         and prometheus_server.built() is not None))
+                                                         and prometheus_server.built() is not None
+                                                         and argo.built() is not None))
         else:
             print(f"control plane binaries: {builder.build()}")
             print(f"KFP's compiler and API server: {kfp.build().parent}")
             print(f"Prometheus with Kubernetes discovery: {prometheus_server.build()}")
+            print(f"Argo's workflow controller and argoexec: {argo.build()}")
         return 0
     if args.command == "up":
         return _up(args.run_dir.resolve())

@@ -400,6 +400,36 @@ class ControlPlane:
         self._record_state()
         return url
 
+    def start_argo_controller(self, argo_bin: Path, namespace: str, executor_image: str) -> None:
+        """Argo's workflow controller (built by controlplane/argo.py) running the Workflows of
+        `namespace`, with `executor_image` (argoexec) as their pods' init and wait containers,
+        and the Role its executor needs (task results) bound to the namespace's service accounts."""
+        self.install_crds(modules.argo_crds())
+        self.kubectl("create", "namespace", namespace, check=False)    # may exist
+        metrics = free_port()   # its readiness: the metrics server listens once the controller runs
+        self.apply([
+            {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": "workflow-controller-configmap", "namespace": namespace},
+             "data": {"metricsConfig": yaml.safe_dump({"enabled": True, "port": metrics, "secure": False}),
+                      "telemetryConfig": yaml.safe_dump({"enabled": False})}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+             "metadata": {"name": "argo-executor", "namespace": namespace},
+             "rules": [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"],
+                        "verbs": ["create", "patch"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": {"name": "argo-executor", "namespace": namespace},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "argo-executor"},
+             "subjects": [{"kind": "Group", "name": f"system:serviceaccounts:{namespace}",
+                           "apiGroup": "rbac.authorization.k8s.io"}]}])
+        self._spawn("workflow-controller", [
+            str(argo_bin / "workflow-controller"), f"--kubeconfig={self.kubeconfig}", "--namespaced",
+            f"--managed-namespace={namespace}", f"--namespace={namespace}", f"--executor-image={executor_image}",
+            "--executor-image-pull-policy=Never", "--loglevel=info"],
+            env={**self.env(), "LEADER_ELECTION_DISABLE": "true"})
+        self._wait("workflow-controller", lambda: socket.create_connection(("127.0.0.1", metrics), 1).close() or True,
+                   timeout_s=120)
+        self._record_state()
+
     def start_mlmd_service(self, python: Path, address: str = "127.0.0.1") -> str:
         """ML Metadata's gRPC service (controlplane/mlmd_service.py, run by `python` of the
         environment that has the `ml-metadata` wheel) on a SQLite file of this cluster's, on

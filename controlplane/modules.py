@@ -59,6 +59,12 @@ def argo_workflowtaskresult_crd() -> Path:
     return download(ARGO_WORKFLOWS) / ARGO_CRD
 
 
+def argo_crds() -> list[Path]:
+    """Every CRD of Argo Workflows (minimal schemas), as its workflow controller watches them all."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    return sorted((download(ARGO_WORKFLOWS) / Path(ARGO_CRD).parent).glob("argoproj.io_*.yaml"))
+
+
 def argo_workflow_crd() -> Path:
     cache_dir().mkdir(parents=True, exist_ok=True)
     return download(ARGO_WORKFLOWS) / ARGO_WORKFLOW_CRD

@@ -111,12 +111,24 @@ def pause_archive(out_dir: Path, go_mod_cache: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     binary = out_dir / "pause"
     _run("gcc", "-Os", "-static", "-o", str(binary), str(source), f"-DVERSION={build.kubernetes_version()}")
+    return binary_image_archive(out_dir / "pause.oci.tar", PAUSE_IMAGE, {"pause": binary}, ["/pause"], "65535:65535")
+
+
+def binary_image_archive(archive: Path, image: str, files: dict[str, Path], entrypoint: list[str],
+                         user: str = "", directories: tuple[str, ...] = ()) -> Path:
+    """An OCI image archive of one layer: `files` (path in the image -> a static binary on this
+    machine, mode 755) and empty world-writable `directories` (such as tmp), for `ctr images import`."""
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as tar:
-        info = tarfile.TarInfo("pause")
-        info.size, info.mode = binary.stat().st_size, 0o755
-        with binary.open("rb") as handle:
-            tar.addfile(info, handle)
+        for name in directories:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777
+            tar.addfile(info)
+        for name, path in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = path.stat().st_size, 0o755
+            with path.open("rb") as handle:
+                tar.addfile(info, handle)
     blobs: dict[str, bytes] = {}
 
     def blob(data: bytes, media_type: str) -> dict:
@@ -127,20 +139,20 @@ def pause_archive(out_dir: Path, go_mod_cache: Path) -> Path:
     layer_desc = blob(layer.getvalue(), "application/vnd.oci.image.layer.v1.tar")
     config = blob(json.dumps({
         "architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
+        "config": {"Entrypoint": entrypoint, **({"User": user} if user else {})},
         "rootfs": {"type": "layers", "diff_ids": [layer_desc["digest"]]}}).encode(),
         "application/vnd.oci.image.config.v1+json")
     manifest = blob(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                                 "config": config, "layers": [layer_desc]}).encode(),
                     "application/vnd.oci.image.manifest.v1+json")
-    manifest["annotations"] = {"io.containerd.image.name": PAUSE_IMAGE,
-                               "org.opencontainers.image.ref.name": PAUSE_IMAGE.rsplit(":", 1)[1]}
-    archive = out_dir / "pause.oci.tar"
+    manifest["annotations"] = {"io.containerd.image.name": image,
+                               "org.opencontainers.image.ref.name": image.rsplit(":", 1)[1]}
+    archive.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "w") as tar:
-        files = {"oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
-                 "index.json": json.dumps({"schemaVersion": 2, "manifests": [manifest]}).encode(),
-                 **{f"blobs/sha256/{d.split(':')[1]}": data for d, data in blobs.items()}}
-        for name, data in files.items():
+        entries = {"oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
+                   "index.json": json.dumps({"schemaVersion": 2, "manifests": [manifest]}).encode(),
+                   **{f"blobs/sha256/{d.split(':')[1]}": data for d, data in blobs.items()}}
+        for name, data in entries.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
