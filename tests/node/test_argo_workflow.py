@@ -3,7 +3,7 @@ controlplane/argo.py) runs beside the control plane, and every workflow pod's in
 containers are argoexec, an image of the static binary imported into the node's containerd. A
 two-task DAG in the component image passes an output parameter from one pod to the next, as KFP's
 compiled Workflows pass their drivers' outputs. What KFP's runs need on top of this (its driver and
-launcher images, ML Metadata, the artifact store) is not on the node yet."""
+launcher images, ML Metadata, the artifact store) is not on this node."""
 from __future__ import annotations
 
 import json
