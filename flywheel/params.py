@@ -163,10 +163,10 @@ class TrainParams:
     families: tuple[str, ...] = ("linear", "gbt", "wide_deep")
     # "simplest": the first family in `families` whose eval score is within the interval of the best
     # one (a paired bootstrap on the eval rows), so a model more complex than linear must earn its
-    # place beyond noise; "best": the best eval score, however slight the lead. `simplest` asks for
-    # that lead only below simplest_below_rows train+eval rows: on larger tables the trees' small
-    # eval leads add up to real test gains (docs/benchmarks.md, `make bench-models`, table rand hie:
-    # asking for the lead keeps linear, 5.1% behind LightGBM; the best eval score takes the trees), and every
+    # place beyond noise; "best": the best eval score, however slight the margin. `simplest` requires
+    # that margin only below simplest_below_rows train+eval rows: on larger tables the trees' small
+    # eval margins add up to real test gains (docs/benchmarks.md, `make bench-models`, table rand hie:
+    # requiring the margin there picks linear, 5.1% behind LightGBM; the best eval score picks the trees), and every
     # family still has to beat the linear baseline beyond noise on the test split to be blessed.
     selection: str = "simplest"
     simplest_below_rows: int = 10000
