@@ -90,14 +90,19 @@ CLIENT = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def mlmd(plane) -> str:
+def mlmd_python() -> str:
     if not kfp.MLMD_PYTHON.exists():
         pytest.fail(f"{kfp.MLMD_PYTHON} is missing: `make mlmd` builds it (`make test` does)")
+    return str(kfp.MLMD_PYTHON)
+
+
+@pytest.fixture(scope="module")
+def mlmd(plane, mlmd_python) -> str:
     return plane.start_mlmd_service(kfp.MLMD_PYTHON)
 
 
-def test_mlmd_client_records_a_task_and_reads_it_back(mlmd):
-    done = subprocess.run([str(kfp.MLMD_PYTHON), "-c", CLIENT, mlmd], capture_output=True, text=True, timeout=120)
+def test_mlmd_client_records_a_task_and_reads_it_back(mlmd, mlmd_python):
+    done = subprocess.run([mlmd_python, "-c", CLIENT, mlmd], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.splitlines()[-1])
     assert out["types_again"] is True
@@ -112,15 +117,13 @@ def test_mlmd_client_records_a_task_and_reads_it_back(mlmd):
     assert out["unwrapped"] == "UNIMPLEMENTED"
 
 
-def test_every_mlmd_method_kfps_backend_calls_is_served():
-    if not kfp.MLMD_PYTHON.exists():
-        pytest.fail(f"{kfp.MLMD_PYTHON} is missing: `make mlmd` builds it (`make test` does)")
+def test_every_mlmd_method_kfps_backend_calls_is_served(mlmd_python):
     v2 = modules.kfp_module(kfp.MODULE / "go.mod") / "backend" / "src" / "v2"
     # The files that use MLMD's Go client (cacheutils' `svc` is KFP's own task service).
     sources = [text for path in v2.rglob("*.go") if not path.name.endswith("_test.go")
                for text in [path.read_text()] if MLMD_GO_PACKAGE in text]
     called = {name for text in sources for name in re.findall(r"\bsvc\.([A-Z]\w+)\(", text)}
-    served = set(json.loads(subprocess.run([str(kfp.MLMD_PYTHON), str(SERVICE), "--served"], capture_output=True,
+    served = set(json.loads(subprocess.run([mlmd_python, str(SERVICE), "--served"], capture_output=True,
                                            text=True, check=True, timeout=60).stdout))
     assert len(called) >= 15, sorted(called)        # the client's calls were found at all
     assert called <= served, f"called by KFP, not served: {sorted(called - served)}"
