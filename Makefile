@@ -152,9 +152,9 @@ lineage: $(VENV)/.installed ## Where the served model (or VERSION=n) came from: 
 	$(FLYWHEEL) lineage $(if $(MODEL),--model-name "$(MODEL)") $(if $(VERSION),--version "$(VERSION)") $(if $(REPOSITORY),--model-repository "$(REPOSITORY)")
 
 .PHONY: compile
-compile: $(VENV)/.installed ## Compile pipelines/training_pipeline.yaml and pipelines/batch_pipeline.yaml (IMAGE=name:tag sets the component image; then under build/).
-	$(FLYWHEEL) compile --image "$(IMAGE)" $(if $(filter ghcr.io/flywheel-mlops/flywheel-component:0.1.0,$(IMAGE)),,--output build/training_pipeline.yaml)
-	$(FLYWHEEL) compile --pipeline batch --image "$(IMAGE)" $(if $(filter ghcr.io/flywheel-mlops/flywheel-component:0.1.0,$(IMAGE)),,--output build/batch_pipeline.yaml)
+compile: $(VENV)/.installed ## Compile pipelines/training_pipeline.yaml and pipelines/batch_pipeline.yaml (IMAGE=name:tag sets the component image, VOLUME=claim:/path mounts a PersistentVolumeClaim in every step; with either, under build/).
+	$(FLYWHEEL) compile --image "$(IMAGE)" $(if $(VOLUME),--volume "$(VOLUME)") $(if $(or $(VOLUME),$(filter-out ghcr.io/flywheel-mlops/flywheel-component:0.1.0,$(IMAGE))),--output build/training_pipeline.yaml)
+	$(FLYWHEEL) compile --pipeline batch --image "$(IMAGE)" $(if $(VOLUME),--volume "$(VOLUME)") $(if $(or $(VOLUME),$(filter-out ghcr.io/flywheel-mlops/flywheel-component:0.1.0,$(IMAGE))),--output build/batch_pipeline.yaml)
 
 BATCH_RUNNER ?= inprocess
 REV ?=
@@ -454,8 +454,8 @@ kfp-workflow: $(VENV)/.installed ## The Argo Workflow KFP's API server (2.14.3, 
 	$(PY) -m controlplane kfp-compile $(or $(PACKAGE),pipelines/training_pipeline.yaml)
 
 .PHONY: test-kfp
-test-kfp: $(VENV)/.installed ## Run only the tests of the pipelines against KFP's backend (its compiler, its API server with MariaDB and moto) on the control plane (tests/controlplane/test_kfp_backend.py).
-	$(PY) -m pytest -q tests/controlplane/test_kfp_backend.py
+test-kfp: $(VENV)/.installed ## Run only the tests of the pipelines against KFP's backend: its compiler and API server on the control plane (tests/controlplane/test_kfp_backend.py), and a run on the real node (tests/node/test_kfp_run.py; root).
+	docker/engine.sh $(PY) -m pytest -q tests/controlplane/test_kfp_backend.py tests/node/test_kfp_run.py
 
 .PHONY: node-test
 node-test: $(VENV)/.installed ## Run only the real-pod tests: the control plane with a kubelet node, containerd and a CNI bridge (tests/node; root; builds the control plane and the sidecar image when missing).

@@ -319,6 +319,7 @@ def batch_score_component(data_path: str, data_rev: str, model_repository: str, 
     import shutil
 
     from components.batch_score import run
+    from components.kfp_component import set_metadata
     from flywheel import batch_runs, names, storage
     from flywheel import model_repository as repo
     from flywheel import params as flywheel_params
@@ -335,6 +336,6 @@ def batch_score_component(data_path: str, data_rev: str, model_repository: str, 
     name = batch_runs.new_run_name(chosen)
     storage.copy_tree(predictions.path, batch_runs.run_dir(root, name))
     batch_runs.publish(root, name, summary)
-    predictions.metadata.update({k: summary[k] for k in ("model", "version", "rows_read", "rows_scored", "bad_rows",
-                                                          "drifted", "data_version")})
+    set_metadata(predictions, {k: summary[k] for k in ("model", "version", "rows_read", "rows_scored", "bad_rows",
+                                                       "drifted", "data_version")})
     predictions.metadata["published"] = batch_runs.run_dir(root, name)

@@ -279,6 +279,7 @@ def evaluate_component(examples: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Mo
     import shutil
 
     from components.evaluate import finite_or_none, run
+    from components.kfp_component import set_metadata
     from flywheel import names
     from flywheel import params as flywheel_params
 
@@ -299,7 +300,7 @@ def evaluate_component(examples: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Mo
     shutil.copyfile(os.path.join(evaluation.path, names.MODEL_CARD), model_card.path)
     evaluation.metadata["params"] = flywheel_params.section_dict(
         flywheel_params.build(flywheel_params.EvaluateParams, params, "evaluate"))
-    evaluation.metadata.update(finite_or_none({
+    set_metadata(evaluation, finite_or_none({
         "blessed": result.blessed, "reason": result.reason,
         "fairness": result.fairness["summary"], "baselines": result.baselines,
         "baseline_leads": result.baseline_leads, "production_version": result.production_version,

@@ -363,6 +363,7 @@ def infra_validate_component(examples: dsl.Input[dsl.Dataset], model: dsl.Input[
     import shutil
 
     from components.infra_validate import production_version_dir, run
+    from components.kfp_component import set_metadata
     from flywheel import names
     from flywheel import params as flywheel_params
 
@@ -376,10 +377,10 @@ def infra_validate_component(examples: dsl.Input[dsl.Dataset], model: dsl.Input[
     production_latency = figures["production_latency"] or {}
     difference = figures["max_abs_difference"]
     # KFP metadata is JSON: no NaN (kfp.local refuses it with SerializeToJsonError); None when not measured.
-    validation.metadata.update({"blessed": figures["passed"], "reason": figures["reason"],
-                                "load_seconds": figures["load_seconds"], "seconds": figures["seconds"],
-                                "p50_ms": latency.get("p50_ms"), "p99_ms": latency.get("p99_ms"),
-                                "production_p99_ms": production_latency.get("p99_ms"),
-                                "rate_rps": latency.get("rate_rps"),
-                                "max_abs_difference": difference if difference is not None and math.isfinite(difference)
-                                else None})
+    set_metadata(validation, {"blessed": figures["passed"], "reason": figures["reason"],
+                              "load_seconds": figures["load_seconds"], "seconds": figures["seconds"],
+                              "p50_ms": latency.get("p50_ms"), "p99_ms": latency.get("p99_ms"),
+                              "production_p99_ms": production_latency.get("p99_ms"),
+                              "rate_rps": latency.get("rate_rps"),
+                              "max_abs_difference": difference if difference is not None and math.isfinite(difference)
+                              else None})

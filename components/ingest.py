@@ -179,11 +179,12 @@ def ingest_component(data_path: str, data_rev: str, params: dict, scale: dict, e
     revision of `dvc_repo` (a path or a git URL; "" = the project checkout, which a cluster image
     does not have: pass the URL there)."""
     from components.ingest import run
+    from components.kfp_component import set_metadata
     from flywheel import params as flywheel_params
 
     settings = flywheel_params.build(flywheel_params.IngestParams, params, "ingest")
     sizing = flywheel_params.build(flywheel_params.ScaleParams, scale, "scale")
     examples.metadata["params"] = flywheel_params.section_dict(settings)   # for the run's lineage record
     examples.metadata["scale"] = flywheel_params.section_dict(sizing)
-    examples.metadata.update(run(data_path=data_path, output_dir=examples.path, params=settings,
-                                 data_rev=data_rev, dvc_repo=dvc_repo or flywheel_params.ROOT, scale=sizing))
+    set_metadata(examples, run(data_path=data_path, output_dir=examples.path, params=settings,
+                               data_rev=data_rev, dvc_repo=dvc_repo or flywheel_params.ROOT, scale=sizing))

@@ -195,6 +195,7 @@ def push_component(model: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifa
     run (what each step recorded, with the artifacts' URIs) in the model repository."""
     import os
 
+    from components.kfp_component import set_metadata
     from components.push import run
     from flywheel import artifacts, names
     from flywheel import params as flywheel_params
@@ -216,6 +217,6 @@ def push_component(model: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifa
     os.makedirs(pushed.path, exist_ok=True)
     with open(os.path.join(pushed.path, names.PUSH_RESULT_FILE), "w") as f:
         f.write(result.to_json())
-    pushed.metadata.update({"pushed": result.pushed, "version": result.version, "reason": result.reason,
-                            "label": result.label,
-                            "compared_with": result.compared_with, "run_id": run_id})
+    set_metadata(pushed, {"pushed": result.pushed, "version": result.version, "reason": result.reason,
+                          "label": result.label,
+                          "compared_with": result.compared_with, "run_id": run_id})

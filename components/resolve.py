@@ -34,9 +34,10 @@ def run(repository: str, model_name: str, output_dir: str | Path) -> dict:
 @flywheel_component
 def resolve_component(push: dict, production: dsl.Output[dsl.Artifact]):
     """The production version of the model named in `push` (params.yaml's `push` section), or none."""
+    from components.kfp_component import set_metadata
     from components.resolve import run
     from flywheel import params as flywheel_params
 
     settings = flywheel_params.build(flywheel_params.PushParams, push, "push")
     found = run(settings.model_repository, settings.model_name, production.path)
-    production.metadata.update({"version": found["version"], "uri": found["uri"]})
+    set_metadata(production, {"version": found["version"], "uri": found["uri"]})

@@ -118,12 +118,13 @@ def run(statistics_dir: str | Path, output_dir: str | Path, label: str, curated_
 def schema_component(statistics: dsl.Input[dsl.Artifact], params: dict, schema: dsl.Output[dsl.Artifact]):
     """The curated schema of `params` (params.yaml's `schema` section) if it names one, else one
     inferred from the train split's statistics. The label comes with the statistics."""
+    from components.kfp_component import set_metadata
     from components.schema import run
     from flywheel import params as flywheel_params
 
     settings = flywheel_params.build(flywheel_params.SchemaParams, params, "schema")
     curated = settings.curated
     schema.metadata["params"] = flywheel_params.section_dict(settings)
-    schema.metadata.update(run(statistics_dir=statistics.path, output_dir=schema.path,
-                               label=statistics.metadata["label"], curated_schema=curated,
-                               sensitive=tuple(settings.sensitive_features)))
+    set_metadata(schema, run(statistics_dir=statistics.path, output_dir=schema.path,
+                             label=statistics.metadata["label"], curated_schema=curated,
+                             sensitive=tuple(settings.sensitive_features)))

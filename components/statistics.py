@@ -159,6 +159,7 @@ def statistics_component(examples: dsl.Input[dsl.Dataset], params: dict, drift: 
     there is one, tells TFDV which integer features are categorical and which are time), `drift`
     its `drift` section (the quantiles histogram), `scale` its `scale` section (in memory,
     streaming or Beam; auto follows ingest's choice)."""
+    from components.kfp_component import set_metadata
     from components.statistics import run
     from flywheel import params as flywheel_params
     from flywheel import schema_view
@@ -173,4 +174,4 @@ def statistics_component(examples: dsl.Input[dsl.Dataset], params: dict, drift: 
                 engine=examples.metadata.get("engine"), drift_params=rule)
     # Carry the data's identity along, so validate can name the file in its errors.
     carried = {k: examples.metadata[k] for k in ("data_path", "source", "data_version", "label") if k in examples.metadata}
-    statistics.metadata.update({**carried, **found})
+    set_metadata(statistics, {**carried, **found})

@@ -472,6 +472,7 @@ def write_curves_html(history: dict, task: str, path: str) -> None:
 def train_component(examples: dsl.Input[dsl.Dataset], schema: dsl.Input[dsl.Artifact], params: dict,
                     model: dsl.Output[dsl.Model], curves: dsl.Output[dsl.HTML]):
     """The chosen model (linear, trees or network) of the label that came with the examples, with params.yaml's `train` section."""
+    from components.kfp_component import set_metadata
     from components.train import run
     from flywheel import artifacts
     from flywheel import params as flywheel_params
@@ -481,6 +482,6 @@ def train_component(examples: dsl.Input[dsl.Dataset], schema: dsl.Input[dsl.Arti
                  settings, curves_path=curves.path, data_version=examples.metadata.get("data_version", ""),
                  engine=examples.metadata.get("engine"))
     model.metadata["params"] = flywheel_params.section_dict(settings)
-    model.metadata.update({"task": result.task, "strategy": result.strategy, "devices": result.devices,
-                           "train_rows": result.train_rows, "seconds": round(result.seconds, 1),
-                           "family": result.family, "selection": result.selection})
+    set_metadata(model, {"task": result.task, "strategy": result.strategy, "devices": result.devices,
+                         "train_rows": result.train_rows, "seconds": round(result.seconds, 1),
+                         "family": result.family, "selection": result.selection})

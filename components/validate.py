@@ -349,6 +349,7 @@ def validate_component(statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[ds
     import os
     import shutil
 
+    from components.kfp_component import set_metadata
     from components.validate import DRIFT, production_baseline, run
     from flywheel import names
     from flywheel import params as flywheel_params
@@ -369,5 +370,5 @@ def validate_component(statistics: dsl.Input[dsl.Artifact], schema: dsl.Input[ds
         for written, output in ((names.DATA_CARD, data_card), (names.REPORT_HTML, report)):
             if os.path.exists(os.path.join(anomalies.path, written)):
                 shutil.copyfile(os.path.join(anomalies.path, written), output.path)
-    anomalies.metadata.update({"anomalies": len(found), "blocking": 0,
-                               "drifted": sorted({a["feature"] for a in found if a["kind"] == DRIFT})})
+    set_metadata(anomalies, {"anomalies": len(found), "blocking": 0,
+                             "drifted": sorted({a["feature"] for a in found if a["kind"] == DRIFT})})

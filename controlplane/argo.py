@@ -78,3 +78,9 @@ def build(say=_print) -> Path:
     return target
 
 
+def executor_archive(out_dir: Path) -> Path:
+    """The OCI archive of EXECUTOR_IMAGE (argoexec built first when missing), for the node."""
+    from controlplane.node import binary_image_archive
+
+    return binary_image_archive(out_dir / "argoexec.oci.tar", EXECUTOR_IMAGE, {"bin/argoexec": build() / "argoexec"},
+                                ["/bin/argoexec"], directories=("tmp",))

@@ -361,11 +361,13 @@ class ControlPlane:
             self.kubectl("wait", "--for=condition=Available", f"apiservice/{version}.{group}", "--timeout=60s",
                          timeout=90)
 
-    def start_kfp_api_server(self, api_server: Path, namespace: str, address: str = "127.0.0.1") -> str:
+    def start_kfp_api_server(self, api_server: Path, namespace: str, address: str = "127.0.0.1",
+                             v2_images: tuple[str, str] | None = None) -> str:
         """KFP's API server (single user) creating runs in `namespace` of this cluster, with MariaDB
-        (Debian's) as its database and moto as its S3 object store on loopback, its HTTP API on
-        `address` (a node's pods reach the host's link address); returns its endpoint, what `make
-        submit KFP_HOST=` names."""
+        (Debian's) as its database on loopback and moto as its S3 object store, its APIs and the
+        store on `address` (a node's pods reach the host's link address); `v2_images` (driver,
+        launcher) are the images its Workflows name. Returns its endpoint, what `make submit
+        KFP_HOST=` names; `ports` gets its processes' ports as kfp-<name>."""
         data = self.run_dir / "kfp"
         data.mkdir(parents=True, exist_ok=True)
         ports = {name: free_port() for name in ("mariadb", "s3", "http", "grpc")}
@@ -375,8 +377,8 @@ class ControlPlane:
                                 f"--socket={data / 'mariadb.sock'}", f"--port={ports['mariadb']}",
                                 "--bind-address=127.0.0.1", "--skip-grant-tables"])
         self._wait("mariadb", lambda: socket.create_connection(("127.0.0.1", ports["mariadb"]), 1).close() or True)
-        self._spawn("moto", [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(ports["s3"])])
-        self._wait("moto", lambda: urllib.request.urlopen(f"http://127.0.0.1:{ports['s3']}/", timeout=2).read())
+        self._spawn("moto", [str(Path(sys.executable).parent / "moto_server"), "-H", address, "-p", str(ports["s3"])])
+        self._wait("moto", lambda: urllib.request.urlopen(f"http://{address}:{ports['s3']}/", timeout=2).read())
         (data / "config.json").write_text(json.dumps({
             "DBDriverName": "mysql", "InitConnectionTimeout": "60s", "CacheEnabled": "true",
             "DEFAULTPIPELINERUNNERSERVICEACCOUNT": "pipeline-runner", "CRON_SCHEDULE_TIMEZONE": "UTC",
@@ -386,10 +388,12 @@ class ControlPlane:
             "ObjectStoreConfig": {"AccessKey": "test", "SecretAccessKey": "test", "BucketName": "mlpipeline",
                                   "PipelinePath": "pipelines"}}))
         env = {**self.env(), "POD_NAMESPACE": namespace,
-               "MINIO_SERVICE_SERVICE_HOST": "127.0.0.1", "MINIO_SERVICE_SERVICE_PORT": str(ports["s3"]),
+               "MINIO_SERVICE_SERVICE_HOST": address, "MINIO_SERVICE_SERVICE_PORT": str(ports["s3"]),
                # Required at start; only the UI's visualizations use it.
                "ML_PIPELINE_VISUALIZATIONSERVER_SERVICE_HOST": "127.0.0.1",
                "ML_PIPELINE_VISUALIZATIONSERVER_SERVICE_PORT": str(free_port())}
+        if v2_images:
+            env["V2_DRIVER_IMAGE"], env["V2_LAUNCHER_IMAGE"] = v2_images
         url = f"http://{address}:{ports['http']}"
         # The gRPC port without a host: the API server's HTTP gateway dials "localhost" + this flag.
         self._spawn("kfp-apiserver", [str(api_server), f"--config={data}", "--logtostderr",
@@ -397,13 +401,32 @@ class ControlPlane:
                     env=env)
         self._wait("kfp-apiserver", lambda: urllib.request.urlopen(f"{url}/apis/v2beta1/healthz", timeout=2).read(),
                    timeout_s=180)
+        self.ports.update({f"kfp-{name}": port for name, port in ports.items()})
         self._record_state()
         return url
 
+    def expose_host_ports(self, namespace: str, name: str, ports: dict[str, tuple[int, int]]) -> str:
+        """A Service `name` without a selector whose one endpoint is this host (`address`), so that
+        pods reach a process of the host through it (kube-proxy's rules) and kubelet hands them its
+        <NAME>_SERVICE_HOST and _PORT_<PORT NAME> variables, as for a Service of pods. `ports`: port
+        name -> (the Service's port, the host's). Returns the Service's cluster IP."""
+        self.apply([
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
+             "spec": {"ports": [{"name": port_name, "port": port, "targetPort": host_port, "protocol": "TCP"}
+                                for port_name, (port, host_port) in ports.items()]}},
+            {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+             "metadata": {"name": f"{name}-host", "namespace": namespace,
+                          "labels": {"kubernetes.io/service-name": name}},
+             "addressType": "IPv4", "endpoints": [{"addresses": [self.address], "conditions": {"ready": True}}],
+             "ports": [{"name": port_name, "port": host_port, "protocol": "TCP"}
+                       for port_name, (_, host_port) in ports.items()]}])
+        return self.kubectl("get", "service", name, "-n", namespace, "-o", "jsonpath={.spec.clusterIP}").stdout
+
     def start_argo_controller(self, argo_bin: Path, namespace: str, executor_image: str) -> None:
-        """Argo's workflow controller (built by controlplane/argo.py) running the Workflows of
-        `namespace`, with `executor_image` (argoexec) as their pods' init and wait containers,
-        and the Role its executor needs (task results) bound to the namespace's service accounts."""
+        """Argo's workflow controller (built by controlplane/argo.py; its log is
+        workflow-controller-<namespace>) running the Workflows of `namespace`, with `executor_image`
+        (argoexec) as their pods' init and wait containers, and the Role its executor needs (task
+        results) bound to the namespace's service accounts."""
         self.install_crds(modules.argo_crds())
         self.kubectl("create", "namespace", namespace, check=False)    # may exist
         metrics = free_port()   # its readiness: the metrics server listens once the controller runs
@@ -421,13 +444,13 @@ class ControlPlane:
              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "argo-executor"},
              "subjects": [{"kind": "Group", "name": f"system:serviceaccounts:{namespace}",
                            "apiGroup": "rbac.authorization.k8s.io"}]}])
-        self._spawn("workflow-controller", [
+        name = f"workflow-controller-{namespace}"   # one controller per namespace
+        self._spawn(name, [
             str(argo_bin / "workflow-controller"), f"--kubeconfig={self.kubeconfig}", "--namespaced",
             f"--managed-namespace={namespace}", f"--namespace={namespace}", f"--executor-image={executor_image}",
             "--executor-image-pull-policy=Never", "--loglevel=info"],
             env={**self.env(), "LEADER_ELECTION_DISABLE": "true"})
-        self._wait("workflow-controller", lambda: socket.create_connection(("127.0.0.1", metrics), 1).close() or True,
-                   timeout_s=120)
+        self._wait(name, lambda: socket.create_connection(("127.0.0.1", metrics), 1).close() or True, timeout_s=120)
         self._record_state()
 
     def start_mlmd_service(self, python: Path, address: str = "127.0.0.1") -> str:

@@ -1,9 +1,14 @@
-"""KFP's own backend, built from Go modules (kfp-compiler/): `kfp-compile` and `kfp-apiserver`.
+"""KFP's own backend, built from Go modules (kfp-compiler/): `kfp-compile`, `kfp-apiserver`, and
+the `persistence-agent`, `driver` and `launcher-v2` that run in pods.
 
 `kfp-compile PACKAGE.yaml` does to a compiled pipeline package what KFP's API server does when
 a run (or, with `-cron`, a recurring run) is created from it, with the API server's own code
 (kfp-compiler/main.go), and prints the Argo Workflow (or KFP's ScheduledWorkflow).
 `kfp-apiserver` is KFP's API server itself (`ControlPlane.start_kfp_api_server` runs it).
+The other three are static binaries, each the one file of an image (`image_archives`) the real
+node imports, in place of the ghcr.io/kubeflow images a Kubeflow install pulls: the persistence
+agent reports the Workflows' progress to the API server, which names the driver and launcher
+images in the Workflows it creates (V2_DRIVER_IMAGE, V2_LAUNCHER_IMAGE).
 
 KFP's module (github.com/kubeflow/pipelines at 2.14.3) requires its `api` and
 `kubernetes_platform` modules from folders its module zip leaves out, and the versions of those
@@ -35,6 +40,18 @@ BINARY = "kfp-compile"
 API_SERVER = "kfp-apiserver"
 API_SERVER_PACKAGE = "github.com/kubeflow/pipelines/backend/src/apiserver"
 PROTOC_GEN_GO = "google.golang.org/protobuf/cmd/protoc-gen-go"
+RELEASE = "2.14.3"
+NAMESPACE = "kubeflow"   # where a Kubeflow install runs KFP, and single-user KFP its runs
+# Binary -> (package, the image it is the one file of). The Workflows name the driver's and the
+# launcher's commands without a path, so the images' PATH holds them; the driver writes under /tmp.
+POD_COMMANDS = {
+    "persistence-agent": ("github.com/kubeflow/pipelines/backend/src/agent/persistence",
+                          f"flywheel.local/kfp-persistenceagent:{RELEASE}"),
+    "driver": ("github.com/kubeflow/pipelines/backend/src/v2/cmd/driver", f"flywheel.local/kfp-driver:{RELEASE}"),
+    "launcher-v2": ("github.com/kubeflow/pipelines/backend/src/v2/cmd/launcher-v2",
+                    f"flywheel.local/kfp-launcher:{RELEASE}"),
+}
+PERSISTENCE_AGENT_IMAGE, DRIVER_IMAGE, LAUNCHER_IMAGE = (image for _, image in POD_COMMANDS.values())
 # The environment ML Metadata's service runs in (controlplane/mlmd_service.py): `make mlmd` builds it
 # from controlplane/mlmd/requirements.lock; its protobuf and gRPC pins are MLMD's, not Flywheel's.
 MLMD_PYTHON = ROOT / ".venv-mlmd" / "bin" / "python"
@@ -183,7 +200,8 @@ def download_wheels(dest: Path, log) -> None:
 
 
 def build(say=_print) -> Path:
-    """Return the path of `kfp-compile`, building it and `kfp-apiserver` (beside it) first when missing."""
+    """Return the path of `kfp-compile`, building it, `kfp-apiserver` and the POD_COMMANDS (beside
+    it) first when missing."""
     target = binary_path()
     env = go_env(cache_dir())  # the control plane's module and build caches
 
@@ -203,6 +221,9 @@ def build(say=_print) -> Path:
         # The API server links SQLite through cgo (storage/db.go names its error codes).
         _run_go(["build", "-ldflags", "-s -w", "-o", str(staging / API_SERVER), API_SERVER_PACKAGE], MODULE,
                 {**env, "CGO_ENABLED": "1"}, log, say, "[kfp] compiling KFP's API server (cgo)")
+        for name, (package, _) in POD_COMMANDS.items():   # static: each image holds nothing else
+            _run_go(["build", "-ldflags", "-s -w", "-o", str(staging / name), package], MODULE,
+                    {**env, "CGO_ENABLED": "0"}, log, say, f"[kfp] compiling KFP's {name}")
         shutil.rmtree(work)
 
     kfp_cache().mkdir(parents=True, exist_ok=True)
@@ -210,6 +231,62 @@ def build(say=_print) -> Path:
     return target
 
 
+def image_archives(out_dir: Path) -> list[Path]:
+    """OCI archives of the POD_COMMANDS' images (built first when missing), for the node."""
+    from controlplane.node import binary_image_archive
+
+    bin_dir = build().parent
+    return [binary_image_archive(out_dir / f"{name}.oci.tar", image, {f"bin/{name}": bin_dir / name}, [f"/bin/{name}"],
+                                 directories=("tmp",), env=("PATH=/bin",))
+            for name, (_, image) in POD_COMMANDS.items()]
+
+
 def compile_package(package: Path, *args: str) -> subprocess.CompletedProcess:
     """Run `kfp-compile [args] package` (built first when missing); the caller checks the exit."""
     return subprocess.run([str(build()), *args, str(package)], capture_output=True, text=True, timeout=120)
+
+
+def connect_runs(plane, namespace: str, mlmd: str) -> None:
+    """What a Kubeflow Pipelines install gives the namespace its runs execute in, pointing at the
+    processes on the host (`start_kfp_api_server`'s, and ML Metadata's service at `mlmd`,
+    host:port): the Services ml-pipeline, metadata-grpc-service and minio-service (the driver and
+    launcher find them by the variables kubelet sets, as in an install; no cluster DNS here),
+    metadata-grpc-configmap, the artifact store's Secret, and the persistence agent, which reports
+    the Workflows' progress to the API server, as a Deployment on the node."""
+    ports = plane.ports
+    api = plane.expose_host_ports(namespace, "ml-pipeline", {"http": (8888, ports["kfp-http"]),
+                                                              "grpc": (8887, ports["kfp-grpc"])})
+    metadata = plane.expose_host_ports(namespace, "metadata-grpc-service",
+                                       {"grpc-api": (8080, int(mlmd.rsplit(":", 1)[1]))})
+    plane.expose_host_ports(namespace, "minio-service", {"http": (9000, ports["kfp-s3"])})
+    agent = "ml-pipeline-persistenceagent"
+    token_dir = "/var/run/secrets/kubeflow/tokens"   # where the agent reads its token (its code fixes it)
+    plane.apply([
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "metadata-grpc-configmap", "namespace": namespace},
+         "data": {"METADATA_GRPC_SERVICE_HOST": metadata, "METADATA_GRPC_SERVICE_PORT": "8080"}},
+        # moto takes any key; the launcher still reads one from here, as from MinIO's.
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlpipeline-minio-artifact", "namespace": namespace},
+         "stringData": {"accesskey": "test", "secretkey": "test"}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": agent, "namespace": namespace}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": agent, "namespace": namespace},
+         "rules": [{"apiGroups": ["argoproj.io"], "resources": ["workflows"],
+                    "verbs": ["get", "list", "watch", "update", "patch"]},
+                   {"apiGroups": ["kubeflow.org"], "resources": ["scheduledworkflows"], "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": agent, "namespace": namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": agent},
+         "subjects": [{"kind": "ServiceAccount", "name": agent, "namespace": namespace}]},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": agent, "namespace": namespace},
+         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": agent}}, "template": {
+             "metadata": {"labels": {"app": agent}},
+             "spec": {"serviceAccountName": agent, "containers": [{
+                 "name": "agent", "image": PERSISTENCE_AGENT_IMAGE, "imagePullPolicy": "Never",
+                 "args": [f"--namespace={namespace}", f"--mlPipelineAPIServerName={api}",
+                          "--mlPipelineServiceHttpPort=8888", "--mlPipelineServiceGRPCPort=8887",
+                          "--ttlSecondsAfterWorkflowFinish=86400", "--numWorker=2", "--logLevel=info"],
+                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+                 "volumeMounts": [{"name": "token", "mountPath": token_dir, "readOnly": True}]}],
+                 "volumes": [{"name": "token", "projected": {"sources": [{"serviceAccountToken": {
+                     "path": "persistenceagent-sa-token", "expirationSeconds": 3600,
+                     "audience": "pipelines.kubeflow.org"}}]}}]}}}}])
+    plane.kubectl("rollout", "status", f"deployment/{agent}", "-n", namespace, "--timeout=120s", timeout=150)

@@ -115,9 +115,10 @@ def pause_archive(out_dir: Path, go_mod_cache: Path) -> Path:
 
 
 def binary_image_archive(archive: Path, image: str, files: dict[str, Path], entrypoint: list[str],
-                         user: str = "", directories: tuple[str, ...] = ()) -> Path:
+                         user: str = "", directories: tuple[str, ...] = (), env: tuple[str, ...] = ()) -> Path:
     """An OCI image archive of one layer: `files` (path in the image -> a static binary on this
-    machine, mode 755) and empty world-writable `directories` (such as tmp), for `ctr images import`."""
+    machine, mode 755) and empty world-writable `directories` (such as tmp), for `ctr images import`;
+    `env` ("NAME=value") is the containers' environment (PATH, for commands named without a path)."""
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as tar:
         for name in directories:
@@ -139,7 +140,7 @@ def binary_image_archive(archive: Path, image: str, files: dict[str, Path], entr
     layer_desc = blob(layer.getvalue(), "application/vnd.oci.image.layer.v1.tar")
     config = blob(json.dumps({
         "architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": entrypoint, **({"User": user} if user else {})},
+        "config": {"Entrypoint": entrypoint, **({"User": user} if user else {}), **({"Env": list(env)} if env else {})},
         "rootfs": {"type": "layers", "diff_ids": [layer_desc["digest"]]}}).encode(),
         "application/vnd.oci.image.config.v1+json")
     manifest = blob(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -148,11 +148,24 @@ def cmd_compile(args, params) -> int:
     if args.pipeline == "batch":
         from pipelines.batch_pipeline import batch_pipeline
         output = args.output or remote.BATCH_YAML
-        path = remote.compile_pipeline(output, args.image, batch_pipeline)
+        path = remote.compile_pipeline(output, args.image, batch_pipeline, volume=args.volume)
     else:
-        path = remote.compile_pipeline(args.output or remote.PIPELINE_YAML, args.image)
-    print(f"compiled {path} (image {args.image})")
+        path = remote.compile_pipeline(args.output or remote.PIPELINE_YAML, args.image, volume=args.volume)
+    print(f"compiled {path} (image {args.image}{f', volume {args.volume}' if args.volume else ''})")
     return 0
+
+
+def _volume(value: str) -> str:
+    """argparse's check of --volume (also run on its default, ""): the message names what is wrong."""
+    from pipelines import remote
+
+    if not value:
+        return value
+    try:
+        remote.parse_volume(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
 
 
 def _remote_arguments(args, params) -> dict:
@@ -240,6 +253,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--output", default="", help="default: pipelines/<pipeline>_pipeline.yaml")
     c.add_argument("--pipeline", choices=("training", "batch"), default="training")
     c.add_argument("--image", default=names.COMPONENT_IMAGE, help="component image (name:tag or @digest)")
+    c.add_argument("--volume", default="", type=_volume, metavar="CLAIM:PATH",
+                   help="mount this PersistentVolumeClaim at PATH in every step (data and model repository on "
+                        "a shared volume)")
     c.set_defaults(func=cmd_compile)
 
     for name, func in (("submit", cmd_submit), ("schedule", cmd_schedule)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import yaml
@@ -19,26 +20,49 @@ PIPELINE_YAML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traini
 BATCH_YAML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "batch_pipeline.yaml")
 
 
-def compile_pipeline(output: str = PIPELINE_YAML, image: str = names.COMPONENT_IMAGE, pipeline=None) -> str:
+def compile_pipeline(output: str = PIPELINE_YAML, image: str = names.COMPONENT_IMAGE, pipeline=None,
+                     volume: str = "") -> str:
     """Compile a pipeline (default: the training pipeline) to KFP IR YAML; `image` replaces the
-    default component image in every executor."""
+    default component image in every executor; `volume` ("claim:/mount/path") mounts that
+    PersistentVolumeClaim in every step, for clusters whose data and model repository live on a
+    shared (ReadWriteMany) volume rather than in a bucket."""
     from kfp import compiler
 
     if pipeline is None:
         from pipelines.training_pipeline import training_pipeline as pipeline
+    mount = parse_volume(volume) if volume else None
 
     compiler.Compiler().compile(pipeline, output)
-    if image != names.COMPONENT_IMAGE:
-        with open(output) as f:
-            documents = list(yaml.safe_load_all(f))
-        for document in documents:
-            executors = (document or {}).get("deploymentSpec", {}).get("executors", {})
-            for executor in executors.values():
-                if executor.get("container", {}).get("image") == names.COMPONENT_IMAGE:
-                    executor["container"]["image"] = image
-        with open(output, "w") as f:
-            yaml.safe_dump_all(documents, f, sort_keys=False)
+    if image == names.COMPONENT_IMAGE and not volume:
+        return output
+    with open(output) as f:
+        documents = [d for d in yaml.safe_load_all(f) if d]
+    executors = documents[0]["deploymentSpec"]["executors"]
+    for executor in executors.values():
+        if executor.get("container", {}).get("image") == names.COMPONENT_IMAGE:
+            executor["container"]["image"] = image
+    if mount:
+        claim, mount_path = mount
+        if len(documents) == 1:
+            documents.append({"platforms": {"kubernetes": {"deploymentSpec": {"executors": {}}}}})
+        platform = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        for label in executors:
+            # The form kfp-kubernetes' mount_pvc writes: the claim's name as a constant.
+            platform.setdefault(label, {}).setdefault("pvcMount", []).append(
+                {"constant": claim, "mountPath": mount_path, "pvcNameParameter": {"runtimeValue": {"constant": claim}}})
+    with open(output, "w") as f:
+        yaml.safe_dump_all(documents, f, sort_keys=False)
     return output
+
+
+def parse_volume(volume: str) -> tuple[str, str]:
+    """"claim:/mount/path" -> (claim, path), or a ValueError naming what is wrong."""
+    claim, _, mount_path = volume.partition(":")
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", claim) or len(claim) > 253:
+        raise ValueError(f"volume {volume!r}: the claim name {claim!r} is not a Kubernetes object name")
+    if not mount_path.startswith("/") or mount_path.rstrip("/") == "":
+        raise ValueError(f"volume {volume!r}: the mount path {mount_path!r} must be an absolute path below /")
+    return claim, mount_path
 
 
 def client(host: str):

@@ -9,8 +9,13 @@ module github.com/flywheel-mlops/flywheel/controlplane/kfp-compiler
 go 1.26.0
 
 tool (
+	// KFP's persistence agent, v2 driver and launcher: the images of the pods that report runs to the
+	// API server, of every run's driver pods and of its executors' init containers.
+	github.com/kubeflow/pipelines/backend/src/agent/persistence
 	// KFP's API server, for the runs on the test control plane (cgo: its SQLite driver).
 	github.com/kubeflow/pipelines/backend/src/apiserver
+	github.com/kubeflow/pipelines/backend/src/v2/cmd/driver
+	github.com/kubeflow/pipelines/backend/src/v2/cmd/launcher-v2
 	google.golang.org/protobuf/cmd/protoc-gen-go
 )
 
@@ -38,6 +43,7 @@ require (
 	github.com/Masterminds/sprig/v3 v3.3.0 // indirect
 	github.com/Masterminds/squirrel v0.0.0-20190107164353-fa735ea14f09 // indirect
 	github.com/VividCortex/mysqlerr v0.0.0-20170204212430-6c6b55f8796f // indirect
+	github.com/antlr4-go/antlr/v4 v4.13.0 // indirect
 	github.com/argoproj/argo-workflows/v3 v3.6.7 // indirect
 	github.com/argoproj/pkg v0.13.7-0.20240704113442-a69fd34a8117 // indirect
 	github.com/asaskevich/govalidator v0.0.0-20200907205600-7a23bdc65eef // indirect
@@ -100,6 +106,7 @@ require (
 	github.com/golang/glog v1.2.4 // indirect
 	github.com/golang/groupcache v0.0.0-20241129210726-2c02b8208cf8 // indirect
 	github.com/golang/protobuf v1.5.4 // indirect
+	github.com/google/cel-go v0.25.0 // indirect
 	github.com/google/gnostic-models v0.6.9 // indirect
 	github.com/google/go-cmp v0.7.0 // indirect
 	github.com/google/gofuzz v1.2.0 // indirect
@@ -169,6 +176,7 @@ require (
 	github.com/spf13/pflag v1.0.6 // indirect
 	github.com/spf13/viper v1.20.0 // indirect
 	github.com/spiffe/go-spiffe/v2 v2.5.0 // indirect
+	github.com/stoewer/go-strcase v1.3.0 // indirect
 	github.com/subosito/gotenv v1.6.0 // indirect
 	github.com/tinylib/msgp v1.3.0 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect

@@ -104,6 +104,18 @@ def test_training_platform_spec_reaches_the_train_driver(kfp_compile):
     assert config["tolerations"][0]["tolerationJson"] == {"componentInputParameter": "train_tolerations"}
 
 
+def test_volume_package_mounts_the_claim_through_every_driver(kfp_compile, tmp_path):
+    """`make compile VOLUME=claim:/path`: KFP's compiler hands every task's driver the mount."""
+    package = Path(remote.compile_pipeline(str(tmp_path / "training.yaml"), volume="flywheel-data:/mnt/flywheel"))
+    configs = kubernetes_configs(compile_ok(kfp_compile, package, "-params", json.dumps(submit_arguments())))
+    steps = yaml.safe_load(package.read_text().split("\n---\n")[0])["root"]["dag"]["tasks"]
+    assert set(configs) == {f"{step}-driver" for step in steps}
+    for task, config in configs.items():
+        (mount,) = config["pvcMount"]
+        assert mount["mountPath"] == "/mnt/flywheel", task
+        assert mount["pvcNameParameter"] == {"runtimeValue": {"constant": "flywheel-data"}}, task
+
+
 def test_recurring_run_becomes_a_scheduled_workflow_the_cluster_stores(kfp_compile, kubeflow):
     """`make schedule`: the recurring run's ScheduledWorkflow, KFP's CRD."""
     arguments = submit_arguments()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane import build, prometheus_server
+from controlplane import argo, build, kfp, modules, prometheus_server
 from controlplane.cluster import ControlPlane
 from controlplane.node import HOST_IP, Node, missing_requirements
 from flywheel import names
@@ -90,6 +90,26 @@ def cluster(tmp_path_factory, pytestconfig):
         plane.stop()
         if "tests_started" in TIMES:
             TIMES["tests_s"] = TIMES.get("tests_ended", time.monotonic()) - TIMES["tests_started"]
+
+
+@pytest.fixture(scope="session")
+def kfp_backend(cluster, tmp_path_factory) -> dict[str, str]:
+    """Kubeflow Pipelines for the node's runs, in the namespace `kfp.NAMESPACE`: KFP's API server (with
+    MariaDB and moto), ML Metadata's service and Argo's controller on the host, the persistence
+    agent in a pod, the driver and launcher images imported (controlplane/kfp.py). Returns the
+    API's endpoint ("host"), ML Metadata's ("mlmd", host:port) and the object store's ("s3"), all
+    on the host's link address."""
+    plane, node = cluster
+    images = tmp_path_factory.mktemp("kfp-images")
+    for archive in [*kfp.image_archives(images), argo.executor_archive(images)]:
+        node.import_archive(archive)
+    plane.install_crds([modules.kfp_scheduledworkflow_crd(kfp.MODULE / "go.mod")])
+    plane.start_argo_controller(argo.build(say=plane.say), kfp.NAMESPACE, argo.EXECUTOR_IMAGE)
+    mlmd = plane.start_mlmd_service(kfp.MLMD_PYTHON, HOST_IP)
+    host = plane.start_kfp_api_server(kfp.binary_path(kfp.API_SERVER), kfp.NAMESPACE, HOST_IP,
+                                      v2_images=(kfp.DRIVER_IMAGE, kfp.LAUNCHER_IMAGE))
+    kfp.connect_runs(plane, kfp.NAMESPACE, mlmd)
+    return {"host": host, "mlmd": mlmd, "s3": f"http://{HOST_IP}:{plane.ports['kfp-s3']}"}
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import time
 import pytest
 
 from controlplane import argo
-from controlplane.node import binary_image_archive
 from flywheel import names
 
 NAMESPACE = "flywheel-argo"
@@ -42,9 +41,7 @@ def workflow() -> dict:
 def controller(cluster, tmp_path_factory):
     plane, node = cluster
     bin_dir = argo.build(say=plane.say)
-    node.import_archive(binary_image_archive(tmp_path_factory.mktemp("argoexec") / "argoexec.oci.tar",
-                                             argo.EXECUTOR_IMAGE, {"bin/argoexec": bin_dir / "argoexec"},
-                                             ["/bin/argoexec"], directories=("tmp",)))
+    node.import_archive(argo.executor_archive(tmp_path_factory.mktemp("argoexec")))
     plane.start_argo_controller(bin_dir, NAMESPACE, argo.EXECUTOR_IMAGE)
     return plane
 
@@ -63,7 +60,7 @@ def test_a_workflow_passes_a_value_between_two_pods_on_the_node(controller):
     assert status.get("phase") == "Succeeded", (
         f"{status.get('phase')}: {status.get('message')}\n{pods}\n"
         + json.dumps({n["displayName"]: (n["phase"], n.get("message")) for n in status.get("nodes", {}).values()})
-        + "\n" + plane.log_tail("workflow-controller"))
+        + "\n" + plane.log_tail(f"workflow-controller-{NAMESPACE}"))
     by_name = {n["displayName"]: n for n in status["nodes"].values()}
     assert by_name["produce"]["outputs"]["parameters"][0]["value"] == "42"
     assert by_name["consume"]["inputs"]["parameters"][0]["value"] == "42"

@@ -24,7 +24,7 @@ from flywheel import artifacts, names
 from flywheel.evaluation.evaluation_metrics import auc
 from tests.support.cluster import ROOT
 from tests.support.frames import make_frame, workspace
-from tests.support.node_overlay import NAMESPACE, POD_UID, chown_tree
+from tests.support.node_overlay import NAMESPACE, POD_UID, chown_tree, host_claim
 
 TFJOB = ROOT / "manifests" / "training" / "tfjob.yaml"
 CLAIM = "flywheel-training-data"
@@ -62,14 +62,7 @@ def trained(deployed, tmp_path_factory):
     template = tfjob["spec"]["tfReplicaSpecs"]["Worker"]["template"]
     (volume,) = [v for v in template["spec"]["volumes"] if "persistentVolumeClaim" in v]
     assert volume["persistentVolumeClaim"]["claimName"] == CLAIM
-    plane.apply([
-        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": CLAIM},
-         "spec": {"capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                  "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(root), "type": "Directory"}}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": CLAIM, "namespace": NAMESPACE},
-         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": CLAIM,
-                  "resources": {"requests": {"storage": "5Gi"}}}},
-        job(template, space, root)])
+    plane.apply([*host_claim(CLAIM, NAMESPACE, root), job(template, space, root)])
     waited = plane.kubectl("wait", f"job/{JOB}", "-n", NAMESPACE, "--for=condition=complete",
                            f"--timeout={TIMEOUT_S}s", check=False, timeout=TIMEOUT_S + 30)
     logs = plane.kubectl("logs", f"job/{JOB}", "-n", NAMESPACE, check=False)

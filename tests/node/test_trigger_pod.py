@@ -4,7 +4,9 @@ shipped to the model repository as the pods stop (a rollout restart); then a rea
 routes a drift alert to the trigger's Service, and the trigger pod joins the logs into a labeled
 span on the volume and submits a run of the compiled pipeline to KFP's API server (beside the
 control plane, reached from the pod on the host's link address, as the manifests' Secret names
-it). The run stays pending: there is no Argo controller on this node.
+it). This test reads the submission back (arguments, Workflow); the run's execution on the node
+is test_kfp_run.py's subject. The trigger's package mounts no volume, so its run stops at ingest
+here (the span is on the serving pods' volume, not the pipeline's).
 """
 from __future__ import annotations
 
@@ -15,8 +17,7 @@ import urllib.request
 
 import pytest
 
-from controlplane import kfp, modules
-from controlplane.node import HOST_IP
+from controlplane import kfp
 from flywheel import serving_logs, serving_protocol
 from flywheel.loopback import wait_until
 from pipelines import remote
@@ -25,7 +26,6 @@ from tests.support.node_overlay import (MODEL, NAMESPACE, POD_UID, SERVING, pods
                                         set_trigger_kfp_host)
 from tests.support.taxi_rows import LABEL, make_frame, rows_of
 
-KFP_NAMESPACE = "kubeflow"
 TRIGGER = "flywheel-trigger"
 ALERT = "FlywheelPredictionDrift"   # one of params.yaml trigger.alerts
 ROWS = 600                          # above params.yaml trigger.min_labeled_rows (500)
@@ -85,13 +85,9 @@ def labeled(deployed):
 
 
 @pytest.fixture(scope="module")
-def kfp_host(labeled):
-    """KFP's API server, and the trigger pod restarted to read its endpoint from the Secret."""
-    plane = labeled["plane"]
-    plane.install_crds([modules.argo_workflow_crd(), modules.kfp_scheduledworkflow_crd(kfp.MODULE / "go.mod")])
-    plane.kubectl("create", "namespace", KFP_NAMESPACE)
-    kfp.build()
-    host = plane.start_kfp_api_server(kfp.binary_path(kfp.API_SERVER), KFP_NAMESPACE, address=HOST_IP)
+def kfp_host(labeled, kfp_backend):
+    """KFP's API server (conftest.py), and the trigger pod restarted to read its endpoint from the Secret."""
+    plane, host = labeled["plane"], kfp_backend["host"]
     set_trigger_kfp_host(plane, host)
     restart(plane, TRIGGER)
     return host
@@ -128,7 +124,7 @@ def test_the_trigger_pod_submits_a_run_on_an_alert_from_alertmanager(alerted):
     assert parameters["trigger"]["labels"]["model"] == MODEL
     assert parameters["trigger"]["submitted_to"] == alerted["kfp_host"]
     assert parameters["push"]["model_repository"] == "/models"   # the trigger pod's mount of the repository
-    stored = json.loads(plane.kubectl("get", "workflows", "-n", KFP_NAMESPACE, "-l", f"pipeline/runid={run.run_id}",
+    stored = json.loads(plane.kubectl("get", "workflows", "-n", kfp.NAMESPACE, "-l", f"pipeline/runid={run.run_id}",
                                       "-o", "json").stdout)["items"]
     assert len(stored) == 1
     started = [e for e in alerted["status"]["events"] if e.get("event") == "run_started"]

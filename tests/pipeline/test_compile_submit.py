@@ -69,6 +69,41 @@ def test_image_given_at_compile_time_reaches_every_executor(tmp_path):
     assert images == {"registry.example/flywheel:1.2.3"}
 
 
+def test_volume_given_at_compile_time_is_mounted_in_every_step(tmp_path):
+    path = remote.compile_pipeline(str(tmp_path / "p.yaml"), volume="flywheel-data:/mnt/flywheel")
+    with open(path) as f:
+        spec, platform = yaml.safe_load_all(f)
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == set(spec["deploymentSpec"]["executors"])
+    for name, config in executors.items():
+        assert config["pvcMount"] == [{"constant": "flywheel-data", "mountPath": "/mnt/flywheel",
+                                       "pvcNameParameter": {"runtimeValue": {"constant": "flywheel-data"}}}], name
+    # The train step keeps its node selector and tolerations beside the mount.
+    assert set(executors["exec-train-component"]) == {"nodeSelector", "tolerations", "pvcMount"}
+
+
+@pytest.mark.parametrize("volume, problem", [("Data:/mnt", "claim name 'Data'"), ("data", "mount path ''"),
+                                             ("data:relative", "mount path 'relative'"), (":/mnt", "claim name ''")])
+def test_malformed_volume_is_refused_naming_the_part(tmp_path, volume, problem):
+    with pytest.raises(ValueError, match=problem):
+        remote.compile_pipeline(str(tmp_path / "p.yaml"), volume=volume)
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_compile_command_with_and_without_a_volume(tmp_path, capsys):
+    from pipelines import cli
+
+    assert cli.main(["compile", "--output", str(tmp_path / "plain.yaml")]) == 0
+    # The pipeline spec and its platform spec (the train step's node selector and tolerations).
+    assert len([d for d in yaml.safe_load_all((tmp_path / "plain.yaml").read_text()) if d]) == 2
+    assert cli.main(["compile", "--output", str(tmp_path / "mounted.yaml"), "--volume", "data:/mnt/data"]) == 0
+    assert "volume data:/mnt/data" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["compile", "--output", str(tmp_path / "bad.yaml"), "--volume", "data:mnt"])
+    assert refused.value.code == 2 and "mount path 'mnt'" in capsys.readouterr().err
+    assert not (tmp_path / "bad.yaml").exists()
+
+
 KFP_HOST = os.environ.get("KFP_HOST")
 
 

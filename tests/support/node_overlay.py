@@ -34,6 +34,18 @@ def chown_tree(path: Path, uid: int = POD_UID) -> None:
         os.chown(item, uid, uid)
 
 
+def host_claim(name: str, namespace: str, path: Path) -> list[dict]:
+    """A PersistentVolume of the host folder `path` (hostPath: the node shares the host's mounts)
+    and the claim `name` bound to it, ReadWriteMany, as a provisioner would give one."""
+    return [
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+         "spec": {"capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                  "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(path), "type": "Directory"}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": namespace},
+         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": name,
+                  "resources": {"requests": {"storage": "5Gi"}}}}]
+
+
 def push_owned(exported: dict[int, Path], repository: Path, version: int) -> Path:
     """A version pushed as the push step does, owned by the pods' UID as a provisioned volume is."""
     final = push_version(exported, repository, version)
