@@ -33,7 +33,7 @@ def compile_pipeline(output: str = PIPELINE_YAML, image: str = names.COMPONENT_I
     mount = parse_volume(volume) if volume else None
 
     compiler.Compiler().compile(pipeline, output)
-    if image == names.COMPONENT_IMAGE and not volume:
+    if image == names.COMPONENT_IMAGE and mount is None:
         return output
     with open(output) as f:
         documents = [d for d in yaml.safe_load_all(f) if d]
@@ -41,7 +41,7 @@ def compile_pipeline(output: str = PIPELINE_YAML, image: str = names.COMPONENT_I
     for executor in executors.values():
         if executor.get("container", {}).get("image") == names.COMPONENT_IMAGE:
             executor["container"]["image"] = image
-    if mount:
+    if mount is not None:
         claim, mount_path = mount
         if len(documents) == 1:
             documents.append({"platforms": {"kubernetes": {"deploymentSpec": {"executors": {}}}}})

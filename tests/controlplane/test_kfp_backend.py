@@ -23,7 +23,7 @@ from pipelines.training_pipeline import arguments as pipeline_arguments
 ROOT = Path(__file__).resolve().parents[2]
 TRAINING = ROOT / "pipelines" / "training_pipeline.yaml"
 BATCH = ROOT / "pipelines" / "batch_pipeline.yaml"
-NAMESPACE = "kubeflow"
+NAMESPACE = kfp.NAMESPACE
 MODEL_REPOSITORY = "gs://flywheel-test/model_repository"
 CRON = "0 0 3 * * *"
 
