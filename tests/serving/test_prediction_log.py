@@ -140,18 +140,19 @@ def _load(url: str, stop: threading.Event, acknowledged: list, errors: list) -> 
             time.sleep(0.01)
 
 
-def test_sigterm_under_load_ships_every_acknowledged_prediction(dev_server, tmp_path):
+def _sigterm_under_load(dev_server, tmp_path: Path, client, seconds: float) -> Path:
+    """A sidecar under four `client(port, stop)` threads for `seconds`, then SIGTERM: it must
+    exit 0; the clients are stopped after it. Returns the sidecar's log."""
     port = free_port()
     log = tmp_path / "sidecar.log"
     proc = _start(_sidecar_args(dev_server, port, tmp_path), log)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz/ready", 60)
-        stop, acknowledged, errors = threading.Event(), [], []
-        clients = [threading.Thread(target=_load, args=(f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict",
-                                                         stop, acknowledged, errors)) for _ in range(4)]
+        stop = threading.Event()
+        clients = [threading.Thread(target=client, args=(port, stop)) for _ in range(4)]
         for c in clients:
             c.start()
-        time.sleep(2.0)
+        time.sleep(seconds)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         stop.set()
@@ -160,6 +161,13 @@ def test_sigterm_under_load_ships_every_acknowledged_prediction(dev_server, tmp_
     finally:
         if proc.poll() is None:
             proc.kill()
+    return log
+
+
+def test_sigterm_under_load_ships_every_acknowledged_prediction(dev_server, tmp_path):
+    acknowledged, errors = [], []
+    log = _sigterm_under_load(dev_server, tmp_path, lambda port, stop: _load(
+        f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict", stop, acknowledged, errors), 2.0)
     records, skipped = serving_logs.read_all(str(tmp_path / "dest"), serving_logs.LOGGED_PREDICTIONS_DIR)
     logged = {r["request_id"] for r in records}
     assert len(acknowledged) > 20 and skipped == 0
@@ -194,24 +202,9 @@ def _kept_alive(port: int, body: bytes, stop: threading.Event, answers: list, er
 
 
 def test_sigterm_tells_kept_alive_clients_to_leave_before_closing_their_connections(dev_server, tmp_path):
-    port = free_port()
-    proc = _start(_sidecar_args(dev_server, port, tmp_path), tmp_path / "sidecar.log")
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz/ready", 60)
-        body = json.dumps({"instances": rows_of(make_frame(2, seed=5))}).encode()
-        stop, answers, errors = threading.Event(), [], []
-        clients = [threading.Thread(target=_kept_alive, args=(port, body, stop, answers, errors)) for _ in range(4)]
-        for c in clients:
-            c.start()
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
-        stop.set()
-        for c in clients:
-            c.join()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    body = json.dumps({"instances": rows_of(make_frame(2, seed=5))}).encode()
+    answers, errors = [], []
+    _sigterm_under_load(dev_server, tmp_path, lambda port, stop: _kept_alive(port, body, stop, answers, errors), 1.0)
     assert not errors, errors[:5]
     assert {status for status, _ in answers} == {200}
     assert sum(connection == "close" for _, connection in answers) >= 4, "each client told to leave"
